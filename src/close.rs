@@ -1,0 +1,94 @@
+//! Why weft closes a WebSocket connection: one close code per reason.
+//!
+//! The y-websocket 3.x client treats codes 4400-4499 as permanent (it stops
+//! reconnecting and emits `closed`) and every other code as transient (it
+//! reconnects with back-off, then resyncs through step1/step2). The codes are
+//! chosen with that in mind: a peer that was too slow, or whose update could
+//! not be stored, should come back; a peer that sent garbage should not loop.
+
+use crate::metrics::Kick;
+
+/// A close frame to send: code, a reason for humans (at most 123 bytes on the
+/// wire), and the metric it counts under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: String,
+    pub kick: Option<Kick>,
+}
+
+/// 1001: the server is shutting down. Transient: the client reconnects.
+pub const GOING_AWAY: u16 = 1001;
+/// 1003: a text frame; the y-websocket protocol is binary only.
+pub const TEXT_FRAME: u16 = 1003;
+/// 1009: a frame over `--max-message-size`.
+pub const TOO_BIG: u16 = 1009;
+/// 4400: a frame that does not decode as y-sync/awareness messages.
+pub const BAD_MESSAGE: u16 = 4400;
+/// 4404: the document was deleted through the HTTP API.
+pub const DELETED: u16 = 4404;
+/// 4422: an update that decodes but the document refuses to apply.
+pub const BAD_UPDATE: u16 = 4422;
+/// 4500: the update could not be stored (disk full, database locked...), so
+/// it was not relayed. Transient: the client reconnects and resends it.
+pub const STORAGE_FAILED: u16 = 4500;
+/// 4503: the peer's outbound queue was full: it reads slower than the
+/// document changes. Transient: it reconnects and catches up with one step2.
+pub const SLOW_CONSUMER: u16 = 4503;
+
+/// Longest close reason the WebSocket protocol carries.
+const MAX_REASON: usize = 123;
+
+impl CloseReason {
+    pub fn new(code: u16, reason: impl Into<String>, kick: Option<Kick>) -> Self {
+        let mut reason = reason.into();
+        if reason.len() > MAX_REASON {
+            let mut end = MAX_REASON;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        Self { code, reason, kick }
+    }
+
+    pub fn going_away() -> Self {
+        Self::new(GOING_AWAY, "server shutting down", None)
+    }
+
+    pub fn slow_consumer(queue: usize) -> Self {
+        Self::new(
+            SLOW_CONSUMER,
+            format!("too slow: {queue} frames waiting; reconnect to resync"),
+            Some(Kick::SlowConsumer),
+        )
+    }
+
+    pub fn storage_failed() -> Self {
+        Self::new(
+            STORAGE_FAILED,
+            "could not store your update; reconnect to retry",
+            Some(Kick::StorageFailed),
+        )
+    }
+
+    pub fn bad_update(detail: &str) -> Self {
+        Self::new(BAD_UPDATE, format!("update refused: {detail}"), Some(Kick::BadUpdate))
+    }
+
+    pub fn deleted() -> Self {
+        Self::new(DELETED, "document deleted", Some(Kick::Deleted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_reasons_are_cut_on_a_char_boundary() {
+        let r = CloseReason::new(4400, "é".repeat(100), None);
+        assert!(r.reason.len() <= MAX_REASON);
+        assert!(r.reason.chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,136 @@
+//! Configuration: one struct, every field a flag and a `WEFT_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+use crate::doc::DocConfig;
+use crate::storage::SyncMode;
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:1234";
+pub const DEFAULT_DB: &str = "weft.db";
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
+pub const DEFAULT_PEER_QUEUE: usize = 1024;
+pub const DEFAULT_UNLOAD_AFTER_MS: u64 = 10_000;
+pub const DEFAULT_AWARENESS_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_COMPACT_UPDATES: u64 = 1000;
+pub const DEFAULT_COMPACT_BYTES: u64 = 4 << 20;
+pub const DEFAULT_BUSY_TIMEOUT_MS: u64 = 5000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// SQLite file at `--db`: durable.
+    Sqlite,
+    /// Memory only: everything is lost when the process exits. For
+    /// benchmarks and throwaway servers.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// weft: a Yjs collaboration server. y-websocket clients connect to
+/// ws://ADDR/<document-name>.
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(name = "weft", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "WEFT_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+
+    /// SQLite database file.
+    #[arg(long, env = "WEFT_DB", default_value = DEFAULT_DB)]
+    pub db: PathBuf,
+
+    /// Where documents are kept.
+    #[arg(long, env = "WEFT_STORAGE", value_enum, default_value_t = StorageKind::Sqlite)]
+    pub storage: StorageKind,
+
+    /// SQLite durability: `normal` survives a crash of weft; `full` also
+    /// survives power loss (fsync on every commit).
+    #[arg(long, env = "WEFT_SYNC", value_enum, default_value_t = SyncMode::Normal)]
+    pub sync: SyncMode,
+
+    /// How long a write waits for a database locked by another process
+    /// before it fails, in milliseconds.
+    #[arg(long, env = "WEFT_DB_BUSY_TIMEOUT_MS", default_value_t = DEFAULT_BUSY_TIMEOUT_MS)]
+    pub db_busy_timeout_ms: u64,
+
+    /// Largest accepted WebSocket message, in bytes; larger ones close the
+    /// connection with code 1009.
+    #[arg(long, env = "WEFT_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MAX_MESSAGE_SIZE)]
+    pub max_message_size: usize,
+
+    /// Frames queued for one peer before it counts as too slow and is
+    /// disconnected (code 4503; it reconnects and resyncs).
+    #[arg(long, env = "WEFT_PEER_QUEUE", default_value_t = DEFAULT_PEER_QUEUE)]
+    pub peer_queue: usize,
+
+    /// How long a document without peers stays in memory, in milliseconds.
+    #[arg(long, env = "WEFT_UNLOAD_AFTER_MS", default_value_t = DEFAULT_UNLOAD_AFTER_MS)]
+    pub unload_after_ms: u64,
+
+    /// Awareness states (presence, cursors) not renewed for this long are
+    /// removed, in milliseconds. Clients renew every 15 s.
+    #[arg(long, env = "WEFT_AWARENESS_TIMEOUT_MS", default_value_t = DEFAULT_AWARENESS_TIMEOUT_MS)]
+    pub awareness_timeout_ms: u64,
+
+    /// Compact a document's update log into a snapshot past this many updates.
+    #[arg(long, env = "WEFT_COMPACT_UPDATES", default_value_t = DEFAULT_COMPACT_UPDATES)]
+    pub compact_updates: u64,
+
+    /// ...or past this many bytes of updates.
+    #[arg(long, env = "WEFT_COMPACT_BYTES", default_value_t = DEFAULT_COMPACT_BYTES)]
+    pub compact_bytes: u64,
+
+    /// Log format.
+    #[arg(long, env = "WEFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `weft=debug`).
+    #[arg(long, env = "WEFT_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    pub fn doc_config(&self) -> DocConfig {
+        DocConfig {
+            peer_queue: self.peer_queue.max(1),
+            unload_after: Duration::from_millis(self.unload_after_ms),
+            awareness_timeout: Duration::from_millis(self.awareness_timeout_ms),
+            compact_after_updates: self.compact_updates.max(1),
+            compact_after_bytes: self.compact_bytes.max(1),
+        }
+    }
+
+    /// The defaults, as if weft ran with no flags and no environment.
+    pub fn defaults() -> Self {
+        Self::parse_from(["weft"])
+    }
+}
+
+impl Config {
+    /// `key=value` pairs of the effective configuration, for the start-up log.
+    pub fn summary(&self) -> String {
+        let value = serde_json::to_value(self).unwrap_or_default();
+        let Some(fields) = value.as_object() else {
+            return String::new();
+        };
+        fields
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}

@@ -1,0 +1,761 @@
+//! The document actor: the one owner of a document's CRDT and awareness.
+//!
+//! The actor takes commands in batches: it drains everything waiting in its
+//! mailbox, applies it, appends the accepted updates to the store in one
+//! write, waits for the commit, and only then performs the batch's effects
+//! (relaying updates, answering step1, sending awareness). An update is thus
+//! durable before any peer sees it, and a burst of updates costs one commit.
+//!
+//! Effects that read the document (a step2 answer, a state request) are
+//! evaluated after the commit too, so no peer is ever shown state that is not
+//! yet stored.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn, Instrument};
+use yrs::sync::awareness::AwarenessUpdate;
+use yrs::sync::Awareness;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
+
+use super::registry::RegistryInner;
+use super::{DocConfig, DocError, DocName, PeerId, PeerLink};
+use crate::close::CloseReason;
+use crate::metrics::Metrics;
+use crate::protocol::{self, Inbound, InboundUpdate};
+use crate::storage::{DocStore, LogEntry, Snapshot, StoredDoc};
+
+/// Commands waiting for an actor before senders wait.
+const MAILBOX: usize = 256;
+/// Most commands handled between two commits.
+const MAX_BATCH: usize = 512;
+
+type Reply<T> = oneshot::Sender<Result<T, DocError>>;
+
+pub(crate) enum Command {
+    /// Answers once the document is loaded (or failed to load).
+    Ready { reply: Reply<()> },
+    Join { peer: PeerLink, reply: Reply<()> },
+    Leave { peer: PeerId },
+    Messages { peer: PeerId, messages: Vec<Inbound> },
+    /// An update from the HTTP API: applied, stored and relayed like a peer's.
+    Update { update: InboundUpdate, reply: Reply<()> },
+    /// The state as a v1 update; only what `sv` lacks when given.
+    EncodeState { sv: Option<StateVector>, reply: Reply<Vec<u8>> },
+    PeerCount { reply: Reply<usize> },
+    /// Disconnects every peer, deletes the stored document, unloads.
+    Delete { reply: Reply<bool> },
+    Shutdown { reply: Reply<()> },
+}
+
+impl Command {
+    /// Answers the command with an error instead of running it.
+    fn refuse(self, err: DocError) {
+        match self {
+            Command::Ready { reply } | Command::Join { reply, .. } | Command::Update { reply, .. } | Command::Shutdown { reply } => {
+                let _ = reply.send(Err(err));
+            }
+            Command::EncodeState { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Command::PeerCount { reply } => {
+                let _ = reply.send(Err(err));
+            }
+            Command::Delete { reply } => {
+                let _ = reply.send(Err(err));
+            }
+            Command::Leave { .. } | Command::Messages { .. } => {}
+        }
+    }
+}
+
+/// A cloneable address of a document actor.
+#[derive(Clone, Debug)]
+pub struct DocHandle {
+    name: DocName,
+    tx: mpsc::Sender<Command>,
+    pub(crate) generation: u64,
+}
+
+impl DocHandle {
+    pub fn name(&self) -> &DocName {
+        &self.name
+    }
+
+    async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, DocError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| DocError::Unloaded)?;
+        rx.await.map_err(|_| DocError::Unloaded)?
+    }
+
+    /// Waits until the document is loaded.
+    pub async fn ready(&self) -> Result<(), DocError> {
+        self.request(|reply| Command::Ready { reply }).await
+    }
+
+    /// Adds a peer; the actor queues step1 and the awareness states to it.
+    pub async fn join(&self, peer: PeerLink) -> Result<(), DocError> {
+        self.request(|reply| Command::Join { peer, reply }).await
+    }
+
+    /// Removes a peer (and its awareness states). Best effort: a gone actor
+    /// has nothing to remove.
+    pub async fn leave(&self, peer: PeerId) {
+        let _ = self.tx.send(Command::Leave { peer }).await;
+    }
+
+    /// Hands the messages of one frame to the actor. Waits while the mailbox
+    /// is full, which slows down the reading of this peer's socket: a fast
+    /// writer is held back by TCP, not by dropping what it sent.
+    pub async fn messages(&self, peer: PeerId, messages: Vec<Inbound>) -> Result<(), DocError> {
+        self.tx
+            .send(Command::Messages { peer, messages })
+            .await
+            .map_err(|_| DocError::Unloaded)
+    }
+
+    pub async fn apply_update(&self, update: InboundUpdate) -> Result<(), DocError> {
+        self.request(|reply| Command::Update { update, reply }).await
+    }
+
+    pub async fn encode_state(&self, sv: Option<StateVector>) -> Result<Vec<u8>, DocError> {
+        self.request(|reply| Command::EncodeState { sv, reply }).await
+    }
+
+    pub async fn peer_count(&self) -> Result<usize, DocError> {
+        self.request(|reply| Command::PeerCount { reply }).await
+    }
+
+    pub async fn delete(&self) -> Result<bool, DocError> {
+        self.request(|reply| Command::Delete { reply }).await
+    }
+
+    pub(crate) async fn shutdown(&self) -> Result<(), DocError> {
+        self.request(|reply| Command::Shutdown { reply }).await
+    }
+}
+
+/// Where an update came from; decides who is told when it is stored.
+enum Origin {
+    Peer(PeerId),
+    Api(Reply<()>),
+}
+
+/// Something to do once the batch's updates are committed.
+enum Effect {
+    /// Send an accepted update to every peer but its sender.
+    Relay { origin: Origin, frame: Bytes },
+    /// Send an awareness change to every peer, the sender included.
+    Broadcast { frame: Bytes },
+    Send { peer: PeerId, frame: Bytes },
+    /// Answer a step1 with what the peer lacks.
+    Step2 { peer: PeerId, sv: StateVector },
+    EncodeState { sv: Option<StateVector>, reply: Reply<Vec<u8>> },
+}
+
+struct Peer {
+    link: PeerLink,
+    /// Awareness client IDs this connection announced; removed when it goes.
+    clients: HashSet<ClientID>,
+}
+
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+pub(crate) struct DocActor {
+    name: DocName,
+    generation: u64,
+    /// Holds the yrs `Doc` too (`awareness.doc()`).
+    awareness: Awareness,
+    peers: HashMap<PeerId, Peer>,
+    store: Arc<dyn DocStore>,
+    registry: Arc<RegistryInner>,
+    config: Arc<DocConfig>,
+    metrics: Arc<Metrics>,
+    /// Sequence number of the next accepted update.
+    next_seq: u64,
+    /// Updates in the log since the last snapshot.
+    log_updates: u64,
+    log_bytes: u64,
+    /// Accepted in this batch, not yet committed.
+    pending: Vec<LogEntry>,
+    effects: Vec<Effect>,
+    /// Peers whose outbound queue was full during this batch.
+    slow: Vec<PeerId>,
+    idle_since: Option<Instant>,
+    /// The in-memory document may differ from the store and could not be
+    /// rebuilt: the actor unloads without saving anything.
+    poisoned: bool,
+}
+
+/// Spawns the actor for `name` and returns its handle. The actor loads the
+/// document first; commands wait in the mailbox meanwhile.
+pub(crate) fn spawn(
+    name: DocName,
+    generation: u64,
+    store: Arc<dyn DocStore>,
+    registry: Arc<RegistryInner>,
+    config: Arc<DocConfig>,
+    metrics: Arc<Metrics>,
+) -> DocHandle {
+    let (tx, rx) = mpsc::channel(MAILBOX);
+    let span = tracing::info_span!("doc", doc = %name);
+    let handle = DocHandle {
+        name: name.clone(),
+        tx,
+        generation,
+    };
+    tokio::spawn(
+        async move {
+            let started = Instant::now();
+            let stored = match store.load(&name).await {
+                Ok(stored) => stored,
+                Err(e) => return fail_load(&name, generation, &registry, rx, e.to_string()).await,
+            };
+            let doc = match build_doc(&stored) {
+                Ok(doc) => doc,
+                Err(e) => return fail_load(&name, generation, &registry, rx, e).await,
+            };
+            let actor = DocActor {
+                log_updates: stored.log.len() as u64,
+                log_bytes: stored.log_bytes(),
+                next_seq: stored.next_seq,
+                name,
+                generation,
+                awareness: Awareness::new(doc),
+                peers: HashMap::new(),
+                store,
+                registry,
+                config,
+                metrics,
+                pending: Vec::new(),
+                effects: Vec::new(),
+                slow: Vec::new(),
+                idle_since: Some(Instant::now()),
+                poisoned: false,
+            };
+            actor.metrics.docs_loaded.fetch_add(1, Relaxed);
+            actor.metrics.docs_loaded_total.fetch_add(1, Relaxed);
+            debug!(
+                updates = stored.log.len(),
+                snapshot = stored.snapshot.as_ref().map_or(0, Vec::len),
+                took_ms = started.elapsed().as_secs_f64() * 1e3,
+                "document loaded"
+            );
+            actor.run(rx).await;
+        }
+        .instrument(span),
+    );
+    handle
+}
+
+/// A document that cannot be loaded answers every waiting command with the
+/// reason and leaves the registry, so the next request tries again.
+async fn fail_load(
+    name: &DocName,
+    generation: u64,
+    registry: &RegistryInner,
+    mut rx: mpsc::Receiver<Command>,
+    reason: String,
+) {
+    error!(error = %reason, "document could not be loaded");
+    registry.remove(name, generation);
+    rx.close();
+    while let Some(cmd) = rx.recv().await {
+        cmd.refuse(DocError::LoadFailed(reason.clone()));
+    }
+}
+
+/// Rebuilds a document from its snapshot and log.
+fn build_doc(stored: &StoredDoc) -> Result<Doc, String> {
+    let doc = Doc::new();
+    {
+        let mut txn = doc.transact_mut();
+        let mut apply = |bytes: &[u8], what: &str| -> Result<(), String> {
+            let update = Update::decode_v1(bytes).map_err(|e| format!("{what} does not decode: {e}"))?;
+            txn.apply_update(update).map_err(|e| format!("{what} does not apply: {e}"))
+        };
+        if let Some(snapshot) = &stored.snapshot {
+            apply(snapshot, "snapshot")?;
+        }
+        for entry in &stored.log {
+            apply(&entry.data, &format!("update #{}", entry.seq))?;
+        }
+    }
+    Ok(doc)
+}
+
+fn now_ms() -> u64 {
+    crate::storage::now_ms() as u64
+}
+
+impl DocActor {
+    fn doc(&self) -> &Doc {
+        self.awareness.doc()
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let period = [
+            Duration::from_secs(1),
+            self.config.awareness_timeout / 4,
+            self.config.unload_after / 4,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(Duration::from_secs(1))
+        .max(Duration::from_millis(10));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, MAX_BATCH) => {
+                    if n == 0 {
+                        break; // every handle is gone: the registry itself was dropped
+                    }
+                    if self.process(&mut batch, &mut rx).await == Flow::Stop {
+                        return;
+                    }
+                    if self.poisoned {
+                        self.unload(&mut rx).await;
+                        return;
+                    }
+                }
+                _ = tick.tick() => {
+                    self.expire_awareness();
+                    self.drop_slow_peers();
+                    let idle = self.idle_since.is_some_and(|t| t.elapsed() >= self.config.unload_after);
+                    if idle && self.peers.is_empty() {
+                        self.unload(&mut rx).await;
+                        return;
+                    }
+                }
+            }
+        }
+        self.metrics.docs_loaded.fetch_sub(1, Relaxed);
+    }
+
+    async fn process(&mut self, batch: &mut Vec<Command>, rx: &mut mpsc::Receiver<Command>) -> Flow {
+        for cmd in batch.drain(..) {
+            match cmd {
+                Command::Ready { reply } => {
+                    let _ = reply.send(Ok(()));
+                }
+                Command::Join { peer, reply } => {
+                    self.join(peer);
+                    let _ = reply.send(Ok(()));
+                }
+                Command::Leave { peer } => self.leave(peer),
+                Command::Messages { peer, messages } => self.messages(peer, messages).await,
+                Command::Update { update, reply } => {
+                    if let Err(reason) = self.apply(update, Origin::Api(reply)) {
+                        // `apply` answered the caller; undo any half-applied state.
+                        warn!(%reason, "update from the HTTP API refused");
+                        self.flush().await;
+                        self.reload().await;
+                    }
+                }
+                Command::EncodeState { sv, reply } => self.effects.push(Effect::EncodeState { sv, reply }),
+                Command::PeerCount { reply } => {
+                    let _ = reply.send(Ok(self.peers.len()));
+                }
+                Command::Delete { reply } => {
+                    self.flush().await;
+                    for id in self.peers.keys().copied().collect::<Vec<_>>() {
+                        self.kick(id, CloseReason::deleted());
+                    }
+                    let result = self.store.delete(&self.name).await;
+                    info!(stored = ?result.as_ref().ok(), "document deleted");
+                    let _ = reply.send(result.map_err(|e| DocError::Storage(e.to_string())));
+                    // Nothing is left to save: leave without compacting.
+                    self.log_updates = 0;
+                    self.unload(rx).await;
+                    return Flow::Stop;
+                }
+                Command::Shutdown { reply } => {
+                    self.flush().await;
+                    for id in self.peers.keys().copied().collect::<Vec<_>>() {
+                        self.kick(id, CloseReason::going_away());
+                    }
+                    self.compact_if_needed(true).await;
+                    let _ = reply.send(Ok(()));
+                    rx.close();
+                    while let Some(cmd) = rx.recv().await {
+                        cmd.refuse(DocError::ShuttingDown);
+                    }
+                    self.metrics.docs_loaded.fetch_sub(1, Relaxed);
+                    return Flow::Stop;
+                }
+            }
+        }
+        self.flush().await;
+        self.compact_if_needed(false).await;
+        Flow::Continue
+    }
+
+    fn join(&mut self, link: PeerLink) {
+        let id = link.id;
+        self.peers.insert(
+            id,
+            Peer {
+                link,
+                clients: HashSet::new(),
+            },
+        );
+        self.idle_since = None;
+        // step1 first, then the awareness states, each in its own frame.
+        let sv = self.doc().transact().state_vector();
+        self.send(id, protocol::encode_step1(&sv));
+        if let Ok(update) = self.awareness.update() {
+            if !update.clients.is_empty() {
+                self.send(id, protocol::encode_awareness(&update));
+            }
+        }
+        debug!(peer = %id, peers = self.peers.len(), "peer joined");
+    }
+
+    fn leave(&mut self, id: PeerId) {
+        if let Some(peer) = self.peers.remove(&id) {
+            debug!(peer = %id, peers = self.peers.len(), "peer left");
+            self.forget_clients(peer.clients);
+        }
+        if self.peers.is_empty() {
+            self.idle_since = Some(Instant::now());
+        }
+    }
+
+    async fn messages(&mut self, id: PeerId, messages: Vec<Inbound>) {
+        for message in messages {
+            let Some(peer) = self.peers.get(&id) else {
+                return; // kicked earlier in this batch
+            };
+            match message {
+                Inbound::SyncStep1(sv) => self.effects.push(Effect::Step2 { peer: id, sv }),
+                Inbound::Update(update) => {
+                    if !peer.link.writable {
+                        // Read-only peers are filtered by their session; this
+                        // is the last line of defence.
+                        self.metrics.updates_refused.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    if let Err(reason) = self.apply(update, Origin::Peer(id)) {
+                        warn!(peer = %id, %reason, "update refused; closing the connection");
+                        self.metrics.updates_refused.fetch_add(1, Relaxed);
+                        self.kick(id, CloseReason::bad_update(&reason));
+                        // Store what was accepted before it, then rebuild the
+                        // document from the store: the refused update may
+                        // have been half applied.
+                        self.flush().await;
+                        self.reload().await;
+                        return;
+                    }
+                }
+                Inbound::Awareness(update) => self.apply_awareness(id, update),
+                Inbound::QueryAwareness => {
+                    if let Ok(update) = self.awareness.update() {
+                        self.effects.push(Effect::Send {
+                            peer: id,
+                            frame: protocol::encode_awareness(&update),
+                        });
+                    }
+                }
+                Inbound::Ignored(tag) => debug!(peer = %id, tag, "ignored message type"),
+            }
+        }
+    }
+
+    /// Applies an update to the document and queues it for storage and relay.
+    /// On refusal, an API caller is answered here; a peer is the caller's job.
+    fn apply(&mut self, update: InboundUpdate, origin: Origin) -> Result<(), String> {
+        let frame = update.relay_frame();
+        let InboundUpdate { raw, update, .. } = update;
+        let doc = self.awareness.doc();
+        // yrs may panic on hostile input; the document is rebuilt from the
+        // store afterwards, so a panic costs one connection, not the actor.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| doc.transact_mut().apply_update(update)));
+        let refusal = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("the update could not be integrated".to_string()),
+        };
+        if let Some(reason) = refusal {
+            if let Origin::Api(reply) = origin {
+                let _ = reply.send(Err(DocError::BadUpdate(reason.clone())));
+            }
+            return Err(reason);
+        }
+        self.metrics.updates_applied.fetch_add(1, Relaxed);
+        self.metrics.update_bytes.fetch_add(raw.len() as u64, Relaxed);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.push(LogEntry { seq, data: raw });
+        self.effects.push(Effect::Relay { origin, frame });
+        Ok(())
+    }
+
+    fn apply_awareness(&mut self, id: PeerId, update: AwarenessUpdate) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            for (client, entry) in &update.clients {
+                if &*entry.json == "null" {
+                    peer.clients.remove(client);
+                } else {
+                    peer.clients.insert(*client);
+                }
+            }
+        }
+        self.metrics.awareness_updates.fetch_add(1, Relaxed);
+        match self.awareness.apply_update_summary(update) {
+            Ok(Some(summary)) => {
+                // Renewals (same state, higher clock) count as changes and are
+                // relayed too: they keep idle clients' 30 s timers fed.
+                if let Ok(changed) = self.awareness.update_with_clients(summary.all_changes()) {
+                    self.effects.push(Effect::Broadcast {
+                        frame: protocol::encode_awareness(&changed),
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => debug!(peer = %id, error = %e, "awareness update not applied"),
+        }
+    }
+
+    /// Marks the given clients as gone (null state, clock + 1) and tells the
+    /// remaining peers.
+    fn forget_clients(&mut self, clients: impl IntoIterator<Item = ClientID>) {
+        let gone: Vec<ClientID> = clients
+            .into_iter()
+            .filter(|c| self.awareness.meta(*c).is_some() && self.awareness.state::<serde_json::Value>(*c).is_some())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for client in &gone {
+            self.awareness.remove_state(*client);
+        }
+        if let Ok(update) = self.awareness.update_with_clients(gone) {
+            self.broadcast(protocol::encode_awareness(&update), None);
+        }
+    }
+
+    /// Removes awareness states not renewed within the timeout, as the
+    /// reference server does (yrs leaves this to its user).
+    fn expire_awareness(&mut self) {
+        let now = now_ms();
+        let timeout = self.config.awareness_timeout.as_millis() as u64;
+        let stale: Vec<ClientID> = self
+            .awareness
+            .iter()
+            .filter(|(_, state)| state.data.is_some() && now.saturating_sub(state.last_updated) >= timeout)
+            .map(|(client, _)| client)
+            .collect();
+        if !stale.is_empty() {
+            debug!(clients = stale.len(), "awareness states expired");
+            self.forget_clients(stale);
+        }
+    }
+
+    /// Commits the batch's updates, then performs its effects.
+    async fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let entries = std::mem::take(&mut self.pending);
+            let count = entries.len() as u64;
+            let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
+            match self.store.append(&self.name, entries).await {
+                Ok(()) => {
+                    self.log_updates += count;
+                    self.log_bytes += bytes;
+                }
+                Err(e) => {
+                    error!(error = %e, updates = count, "could not store updates; they are not relayed and their senders are disconnected");
+                    self.drop_unstored_updates(&e.to_string());
+                    self.reload().await;
+                }
+            }
+        }
+        for effect in std::mem::take(&mut self.effects) {
+            self.perform(effect);
+        }
+        self.drop_slow_peers();
+    }
+
+    /// After a failed append: none of this batch's updates may be relayed.
+    /// Their senders are disconnected (they still hold the updates and resend
+    /// them when they reconnect); API callers get the error.
+    fn drop_unstored_updates(&mut self, error: &str) {
+        let mut senders = Vec::new();
+        for effect in std::mem::take(&mut self.effects) {
+            match effect {
+                Effect::Relay { origin: Origin::Peer(id), .. } => senders.push(id),
+                Effect::Relay { origin: Origin::Api(reply), .. } => {
+                    let _ = reply.send(Err(DocError::Storage(error.to_string())));
+                }
+                other => self.effects.push(other),
+            }
+        }
+        for id in senders {
+            self.kick(id, CloseReason::storage_failed());
+        }
+    }
+
+    fn perform(&mut self, effect: Effect) {
+        match effect {
+            Effect::Relay { origin, frame } => match origin {
+                Origin::Peer(id) => self.broadcast(frame, Some(id)),
+                Origin::Api(reply) => {
+                    self.broadcast(frame, None);
+                    let _ = reply.send(Ok(()));
+                }
+            },
+            Effect::Broadcast { frame } => self.broadcast(frame, None),
+            Effect::Send { peer, frame } => self.send(peer, frame),
+            Effect::Step2 { peer, sv } => {
+                let update = self.doc().transact().encode_state_as_update_v1(&sv);
+                self.send(peer, protocol::encode_step2(&update));
+            }
+            Effect::EncodeState { sv, reply } => {
+                let sv = sv.unwrap_or_default();
+                let _ = reply.send(Ok(self.doc().transact().encode_state_as_update_v1(&sv)));
+            }
+        }
+    }
+
+    fn send(&mut self, id: PeerId, frame: Bytes) {
+        let Some(peer) = self.peers.get(&id) else { return };
+        match peer.link.outbox.try_send(frame) {
+            Ok(()) => {
+                self.metrics.frames_sent.fetch_add(1, Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.slow.push(id),
+            // The connection ended; its Leave command is on the way.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn broadcast(&mut self, frame: Bytes, except: Option<PeerId>) {
+        let mut sent = 0;
+        for (id, peer) in &self.peers {
+            if Some(*id) == except {
+                continue;
+            }
+            match peer.link.outbox.try_send(frame.clone()) {
+                Ok(()) => sent += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => self.slow.push(*id),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        self.metrics.frames_sent.fetch_add(sent, Relaxed);
+    }
+
+    /// Disconnects every peer whose queue overflowed. Never skips a frame for
+    /// a peer and keeps it: a peer either gets every update or is told to
+    /// reconnect and resync.
+    fn drop_slow_peers(&mut self) {
+        while let Some(id) = self.slow.pop() {
+            if self.peers.contains_key(&id) {
+                self.kick(id, CloseReason::slow_consumer(self.config.peer_queue));
+            }
+        }
+    }
+
+    /// Closes a peer's connection with a reason and forgets the peer.
+    fn kick(&mut self, id: PeerId, reason: CloseReason) {
+        let Some(peer) = self.peers.remove(&id) else { return };
+        if let Some(kick) = reason.kick {
+            self.metrics.kick(kick);
+            warn!(peer = %id, code = reason.code, reason = %reason.reason, "disconnecting peer");
+        }
+        let _ = peer.link.closer.try_send(reason);
+        self.forget_clients(peer.clients);
+        if self.peers.is_empty() {
+            self.idle_since = Some(Instant::now());
+        }
+    }
+
+    /// Replaces the in-memory document with the stored one.
+    async fn reload(&mut self) {
+        let rebuilt = match self.store.load(&self.name).await {
+            Ok(stored) => build_doc(&stored).map(|doc| (doc, stored)),
+            Err(e) => Err(e.to_string()),
+        };
+        match rebuilt {
+            Ok((doc, stored)) => {
+                self.next_seq = stored.next_seq;
+                self.log_updates = stored.log.len() as u64;
+                self.log_bytes = stored.log_bytes();
+                *self.awareness.doc_mut() = doc;
+                info!("document rebuilt from storage");
+            }
+            Err(e) => {
+                // The in-memory state may hold what the store does not; no
+                // peer may build on it. Everyone reconnects and the document
+                // loads afresh.
+                error!(error = %e, "document could not be rebuilt from storage; disconnecting every peer");
+                for id in self.peers.keys().copied().collect::<Vec<_>>() {
+                    self.kick(id, CloseReason::storage_failed());
+                }
+                self.poisoned = true;
+            }
+        }
+    }
+
+    /// Writes a compaction snapshot when the log has grown past the limits
+    /// (or, with `force`, whenever it is not empty).
+    async fn compact_if_needed(&mut self, force: bool) {
+        if self.poisoned {
+            return;
+        }
+        let due = self.log_updates >= self.config.compact_after_updates
+            || self.log_bytes >= self.config.compact_after_bytes
+            || (force && self.log_updates > 0);
+        if !due {
+            return;
+        }
+        let (state, state_vector) = {
+            let txn = self.doc().transact();
+            (
+                txn.encode_state_as_update_v1(&StateVector::default()),
+                txn.state_vector().encode_v1(),
+            )
+        };
+        let snapshot = Snapshot {
+            upto_seq: self.next_seq - 1,
+            state,
+            state_vector,
+        };
+        let size = snapshot.state.len();
+        match self.store.compact(&self.name, snapshot).await {
+            Ok(()) => {
+                debug!(updates = self.log_updates, bytes = self.log_bytes, snapshot = size, "log compacted");
+                self.metrics.compactions.fetch_add(1, Relaxed);
+                self.log_updates = 0;
+                self.log_bytes = 0;
+            }
+            // The log is intact; compaction is retried after the next batch.
+            Err(e) => warn!(error = %e, "compaction failed"),
+        }
+    }
+
+    /// Leaves the registry and answers what is still in the mailbox, so that
+    /// its senders retry on a fresh actor.
+    async fn unload(&mut self, rx: &mut mpsc::Receiver<Command>) {
+        self.compact_if_needed(true).await;
+        self.registry.remove(&self.name, self.generation);
+        rx.close();
+        while let Some(cmd) = rx.recv().await {
+            cmd.refuse(DocError::Unloaded);
+        }
+        self.metrics.docs_loaded.fetch_sub(1, Relaxed);
+        self.metrics.docs_unloaded_total.fetch_add(1, Relaxed);
+        debug!("document unloaded");
+    }
+}

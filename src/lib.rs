@@ -1,0 +1,36 @@
+//! weft: a Yjs-compatible real-time collaboration server.
+//!
+//! Editors built on Yjs connect with the standard y-websocket provider to
+//! `ws://host:port/<document-name>`. Each document is held by one actor that
+//! applies updates, stores them before anyone sees them, and relays them and
+//! the awareness states (presence, cursors) to the document's other peers.
+//!
+//! # Layout
+//!
+//! Layers depend downwards only: `http → session → doc → {protocol, storage}`.
+//!
+//! - [`config`]: the command line and `WEFT_*` variables, one struct.
+//! - [`server`]: wiring and orderly shutdown; `run(config, listener, shutdown)`.
+//! - [`http`]: the only module that knows axum: WebSocket upgrades (refusals
+//!   happen here, with a status), the JSON API, `/healthz`, `/metrics`.
+//! - [`session`]: one connection: a reader loop that decodes frames and a
+//!   writer task that drains the peer's bounded queue. Generic over any
+//!   `Stream`/`Sink`, so it does not know the WebSocket library either.
+//! - [`doc`]: [`doc::DocName`], the per-document actor ([`doc::DocHandle`])
+//!   that owns the yrs `Doc` and `Awareness`, and the [`doc::Registry`] that
+//!   spawns actors on first use and lets idle ones unload.
+//! - [`protocol`]: the y-sync and awareness wire format; pure, no I/O.
+//! - [`storage`]: the [`storage::DocStore`] trait, SQLite (group-committed
+//!   update log plus snapshots) and an in-memory store.
+//! - [`close`]: the close codes weft sends, and why.
+//! - [`metrics`]: counters rendered for Prometheus.
+
+pub mod close;
+pub mod config;
+pub mod doc;
+pub mod http;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod storage;

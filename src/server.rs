@@ -1,0 +1,84 @@
+//! Wiring: builds the store, the registry and the router from a [`Config`],
+//! serves until `shutdown` resolves, then stops in order.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::config::{Config, StorageKind};
+use crate::doc::Registry;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::storage::{DocStore, MemoryStore, SqliteStore, StoreError};
+
+/// How long shutdown waits for connections to deliver their close frames.
+const DRAIN: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not open the database {path}: {source}")]
+    Store { path: String, source: StoreError },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the configured store.
+pub fn open_store(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn DocStore>, ServerError> {
+    Ok(match config.storage {
+        StorageKind::Sqlite => Arc::new(
+            SqliteStore::open(
+                &config.db,
+                config.sync,
+                Duration::from_millis(config.db_busy_timeout_ms),
+                metrics,
+            )
+            .map_err(|source| ServerError::Store {
+                path: config.db.display().to_string(),
+                source,
+            })?,
+        ),
+        StorageKind::None => Arc::new(MemoryStore::default()),
+    })
+}
+
+/// Serves on `listener` until `shutdown` resolves. Then: stop accepting,
+/// close every socket with 1001, let every document save, close the store.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::default());
+    let store = open_store(&config, metrics.clone())?;
+    let registry = Registry::new(store.clone(), config.doc_config(), metrics.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = AppState {
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        shutdown: stop_rx,
+        max_message_size: config.max_message_size,
+        next_peer: Arc::new(AtomicU64::new(1)),
+    };
+    let app = http::router(state);
+    let signal = async move {
+        shutdown.await;
+        info!("shutting down: closing connections and saving documents");
+        let _ = stop_tx.send(true);
+    };
+    axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+
+    let docs = registry.loaded_count();
+    registry.shutdown().await;
+    let deadline = Instant::now() + DRAIN;
+    while metrics.connections_open.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.close().await;
+    info!(documents = docs, "stopped");
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! One client connection: a reader loop and a writer task.
+//!
+//! The reader decodes each frame (on this connection's task, so decoding runs
+//! in parallel across connections) and hands the messages to the document
+//! actor. The writer drains the peer's bounded outbound queue into the socket,
+//! batching whatever is queued into one flush. Neither touches the document.
+//!
+//! The session is written over any `Stream` of [`Incoming`] and `Sink` of
+//! [`Outgoing`], not over axum's socket type: `http/` adapts the WebSocket,
+//! and this module stays free of transport details.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::close::{self, CloseReason};
+use crate::doc::{DocError, DocName, PeerId, PeerLink, Registry};
+use crate::metrics::{Kick, Metrics};
+use crate::protocol;
+
+/// Send a ping after this long without writing, so that proxies keep the
+/// connection open and a vanished client is noticed.
+pub const KEEPALIVE: Duration = Duration::from_secs(30);
+/// Drop a connection that sent nothing (not even a pong) for this long.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(90);
+/// How long a close frame may take to leave before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Most frames written between two flushes.
+const WRITE_BATCH: usize = 256;
+
+/// What the transport delivers.
+#[derive(Debug)]
+pub enum Incoming {
+    Binary(Bytes),
+    Text,
+    /// A ping or pong: proof of life, nothing to process.
+    Alive,
+    Close,
+}
+
+/// What the session asks the transport to send.
+#[derive(Debug)]
+pub enum Outgoing {
+    Binary(Bytes),
+    Ping,
+    Close(CloseReason),
+}
+
+/// Transport failures the session tells apart.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("frame over the size limit: {0}")]
+    TooBig(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Everything a session needs besides its socket.
+#[derive(Clone)]
+pub struct SessionContext {
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Why the reader stopped.
+enum ReadEnd {
+    /// The client went away (close frame, EOF, socket error, idle).
+    Gone(&'static str),
+    /// The client sent something unacceptable; close with this reason.
+    Refused(CloseReason),
+}
+
+/// Runs one connection to its end.
+pub async fn run<S, K>(stream: S, sink: K, name: DocName, peer: PeerId, writable: bool, ctx: SessionContext)
+where
+    S: Stream<Item = Result<Incoming, TransportError>> + Unpin + Send,
+    K: Sink<Outgoing> + Unpin + Send + 'static,
+    K::Error: std::fmt::Display,
+{
+    let span = tracing::info_span!("conn", doc = %name, peer = %peer);
+    async move {
+        ctx.metrics.connections_open.fetch_add(1, Relaxed);
+        ctx.metrics.connections_total.fetch_add(1, Relaxed);
+        session(stream, sink, name, peer, writable, &ctx).await;
+        ctx.metrics.connections_open.fetch_sub(1, Relaxed);
+    }
+    .instrument(span)
+    .await
+}
+
+async fn session<S, K>(stream: S, mut sink: K, name: DocName, peer: PeerId, writable: bool, ctx: &SessionContext)
+where
+    S: Stream<Item = Result<Incoming, TransportError>> + Unpin + Send,
+    K: Sink<Outgoing> + Unpin + Send + 'static,
+    K::Error: std::fmt::Display,
+{
+    let (outbox, outbox_rx) = mpsc::channel(ctx.registry.config().peer_queue);
+    let (closer, close_rx) = mpsc::channel(1);
+    let link = PeerLink {
+        id: peer,
+        outbox,
+        closer: closer.clone(),
+        writable,
+    };
+    let joined = ctx
+        .registry
+        .with_doc(&name, |handle| {
+            let link = link.clone();
+            async move { handle.join(link).await.map(|()| handle) }
+        })
+        .await;
+    drop(link);
+    let handle = match joined {
+        Ok(handle) => handle,
+        Err(e) => {
+            warn!(error = %e, "could not join the document");
+            let reason = match e {
+                DocError::ShuttingDown => CloseReason::going_away(),
+                other => CloseReason::new(close::STORAGE_FAILED, other.to_string(), None),
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Outgoing::Close(reason))).await;
+            return;
+        }
+    };
+    info!(writable, "joined");
+
+    let mut writer = tokio::spawn(write_loop(sink, outbox_rx, close_rx, ctx.shutdown.clone()).in_current_span());
+    let ended = tokio::select! {
+        end = read_loop(stream, &handle, peer, &ctx.metrics) => Some(end),
+        _ = &mut writer => None,
+    };
+    handle.leave(peer).await;
+    match ended {
+        Some(ReadEnd::Refused(reason)) => {
+            warn!(code = reason.code, reason = %reason.reason, "closing the connection");
+            if let Some(kick) = reason.kick {
+                ctx.metrics.kick(kick);
+            }
+            let _ = closer.try_send(reason);
+            if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+                writer.abort();
+            }
+            info!("left");
+        }
+        Some(ReadEnd::Gone(why)) => {
+            writer.abort();
+            info!(why, "left");
+        }
+        None => info!("left (closed by the server)"),
+    }
+}
+
+async fn read_loop<S>(mut stream: S, handle: &crate::doc::DocHandle, peer: PeerId, metrics: &Metrics) -> ReadEnd
+where
+    S: Stream<Item = Result<Incoming, TransportError>> + Unpin,
+{
+    loop {
+        let item = match tokio::time::timeout(IDLE_LIMIT, stream.next()).await {
+            Err(_) => return ReadEnd::Gone("nothing received for 90 s"),
+            Ok(None) => return ReadEnd::Gone("connection closed"),
+            Ok(Some(item)) => item,
+        };
+        match item {
+            Ok(Incoming::Binary(frame)) => {
+                let messages = match protocol::decode_frame(&frame) {
+                    Ok(messages) => messages,
+                    Err(e) => {
+                        metrics.updates_refused.fetch_add(1, Relaxed);
+                        return ReadEnd::Refused(CloseReason::new(
+                            close::BAD_MESSAGE,
+                            format!("bad message: {e}"),
+                            Some(Kick::BadMessage),
+                        ));
+                    }
+                };
+                if handle.messages(peer, messages).await.is_err() {
+                    return ReadEnd::Gone("document closed");
+                }
+            }
+            Ok(Incoming::Text) => {
+                return ReadEnd::Refused(CloseReason::new(
+                    close::TEXT_FRAME,
+                    "text frames are not part of the y-websocket protocol",
+                    Some(Kick::TextFrame),
+                ))
+            }
+            Ok(Incoming::Alive) => {}
+            Ok(Incoming::Close) => return ReadEnd::Gone("closed by the client"),
+            Err(TransportError::TooBig(detail)) => {
+                return ReadEnd::Refused(CloseReason::new(close::TOO_BIG, detail, Some(Kick::TooBig)))
+            }
+            Err(TransportError::Other(e)) => {
+                debug!(error = %e, "transport error");
+                return ReadEnd::Gone("transport error");
+            }
+        }
+    }
+}
+
+/// Writes queued frames until the queue closes (the actor let go of this
+/// peer) or a close is requested (by the actor, the reader, or shutdown).
+async fn write_loop<K>(
+    mut sink: K,
+    mut outbox: mpsc::Receiver<Bytes>,
+    mut close_rx: mpsc::Receiver<CloseReason>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    K: Sink<Outgoing> + Unpin,
+    K::Error: std::fmt::Display,
+{
+    let close = tokio::select! {
+        // A close must win even while a write is stuck on a slow socket, so
+        // the pump runs inside the select and is dropped mid-write if need be.
+        end = pump(&mut sink, &mut outbox) => match end {
+            Ok(()) => None,
+            Err(e) => {
+                debug!(error = %e, "write failed");
+                return;
+            }
+        },
+        Some(reason) = close_rx.recv() => Some(reason),
+        _ = shutdown.wait_for(|stop| *stop) => Some(CloseReason::going_away()),
+    };
+    if let Some(reason) = close {
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Outgoing::Close(reason))).await;
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
+}
+
+async fn pump<K>(sink: &mut K, outbox: &mut mpsc::Receiver<Bytes>) -> Result<(), K::Error>
+where
+    K: Sink<Outgoing> + Unpin,
+{
+    let mut batch = Vec::with_capacity(16);
+    loop {
+        match tokio::time::timeout(KEEPALIVE, outbox.recv_many(&mut batch, WRITE_BATCH)).await {
+            Err(_) => {
+                sink.send(Outgoing::Ping).await?;
+                continue;
+            }
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+        }
+        for frame in batch.drain(..) {
+            sink.feed(Outgoing::Binary(frame)).await?;
+        }
+        sink.flush().await?;
+    }
+}

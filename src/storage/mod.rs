@@ -1,0 +1,131 @@
+//! Where documents live when they are not in memory.
+//!
+//! A document is stored as an append-only log of the Yjs v1 updates it
+//! accepted, plus snapshots (the full state at a point of the log). Loading is
+//! the latest snapshot plus the log after it. The document actor appends each
+//! accepted update and waits for the commit before it relays the update, so
+//! nothing a peer has seen can be lost when the process dies.
+//!
+//! [`DocStore`] is deliberately small so that another engine can replace
+//! SQLite without touching the actor. Its methods return boxed futures so the
+//! store can sit behind `Arc<dyn DocStore>`.
+
+mod memory;
+mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::doc::DocName;
+
+pub use memory::MemoryStore;
+pub use sqlite::{SqliteStore, SyncMode};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Storage errors. Each names the document it concerns where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("stored data of document '{doc}' is corrupt ({what})")]
+    Corrupt { doc: String, what: String },
+    #[error("database schema version {found} is newer than this weft supports ({supported}); upgrade weft")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One accepted update, numbered within its document.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub data: Bytes,
+}
+
+/// A document as loaded: a snapshot and the log after it.
+#[derive(Debug, Default)]
+pub struct StoredDoc {
+    /// Full state (Yjs v1) as of `snapshot_seq`.
+    pub snapshot: Option<Vec<u8>>,
+    /// Updates with `seq > snapshot_seq`, in order.
+    pub log: Vec<LogEntry>,
+    /// The sequence number the next accepted update gets.
+    pub next_seq: u64,
+}
+
+impl StoredDoc {
+    pub fn log_bytes(&self) -> u64 {
+        self.log.iter().map(|e| e.data.len() as u64).sum()
+    }
+}
+
+/// The full state of a document at a point of its log.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The last log entry this snapshot covers (0: none).
+    pub upto_seq: u64,
+    /// Yjs v1 update holding the whole document.
+    pub state: Vec<u8>,
+    /// Its state vector (v1), kept so that a version can be compared without
+    /// decoding it.
+    pub state_vector: Vec<u8>,
+}
+
+/// What the document list shows.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DocMeta {
+    pub name: String,
+    /// Unix milliseconds.
+    pub created: i64,
+    pub updated: i64,
+    /// Bytes stored for the current state (snapshot plus log).
+    pub size: u64,
+}
+
+pub trait DocStore: Send + Sync + 'static {
+    /// Loads a document; an unknown one loads as empty.
+    fn load<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<StoredDoc, StoreError>>;
+
+    /// Durably appends updates to a document's log. Resolves once committed.
+    fn append<'a>(
+        &'a self,
+        name: &'a DocName,
+        entries: Vec<LogEntry>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Stores a compaction snapshot and drops the log entries it covers, in
+    /// one transaction.
+    fn compact<'a>(
+        &'a self,
+        name: &'a DocName,
+        snapshot: Snapshot,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Every stored document.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<DocMeta>, StoreError>>;
+
+    /// One stored document's metadata, `None` if it was never stored.
+    fn meta<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<Option<DocMeta>, StoreError>>;
+
+    /// Removes a document, its log and its snapshots. `false` if unknown.
+    fn delete<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Finishes pending writes and releases the store.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,461 @@
+//! SQLite store: the embedded default.
+//!
+//! All writes go through one dedicated OS thread that owns the only writing
+//! connection. Jobs reach it over a bounded queue; it takes every job waiting
+//! in the queue and commits them in one transaction (group commit), so a
+//! thousand documents each waiting for one update cost one commit, not a
+//! thousand. Each job runs inside its own savepoint, so one failing job does
+//! not fail its neighbours.
+//!
+//! Reads (loading a document, listing) run on `spawn_blocking` with their own
+//! connections; WAL mode lets them proceed while the writer commits. No SQLite
+//! call ever runs on an async worker thread.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{now_ms, BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc};
+use crate::doc::DocName;
+use crate::metrics::Metrics;
+
+/// The schema this weft writes (see `schema.sql`).
+pub const SCHEMA_VERSION: i64 = 1;
+const SCHEMA: &str = include_str!("../../schema.sql");
+
+/// Jobs waiting for the writer; senders wait (asynchronously) when it is full.
+const WRITE_QUEUE: usize = 4096;
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 2048;
+
+/// SQLite's `synchronous` setting in WAL mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// A commit is in the WAL file when it returns: safe against a crash of
+    /// the process, not against power loss (the OS may not have written it).
+    Normal,
+    /// Every commit is fsynced: also safe against power loss, slower.
+    Full,
+}
+
+enum Job {
+    Append {
+        doc: DocName,
+        entries: Vec<LogEntry>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Compact {
+        doc: DocName,
+        snapshot: Snapshot,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Delete {
+        doc: DocName,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What a job produced, before the batch commits.
+enum Done {
+    Unit,
+    Bool(bool),
+}
+
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<ReadPool>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies the schema
+    /// and starts the writer thread.
+    pub fn open(
+        path: &Path,
+        sync: SyncMode,
+        busy_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let conn = open_connection(path, busy_timeout, OpenFlags::default())?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match sync {
+                SyncMode::Normal => "NORMAL",
+                SyncMode::Full => "FULL",
+            },
+        )?;
+        migrate(&conn)?;
+
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("weft-sqlite-writer".into())
+            .spawn(move || Writer::new(conn, metrics).run(rx))?;
+        Ok(Self {
+            jobs: tx,
+            readers: Arc::new(ReadPool {
+                path: path.to_owned(),
+                busy_timeout,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    async fn submit<T>(&self, job: Job, reply: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        reply.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let result = f(&conn);
+            pool.give_back(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    }
+}
+
+fn open_connection(path: &Path, busy_timeout: Duration, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(busy_timeout)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found < 1 {
+        conn.execute_batch(&format!("BEGIN; {SCHEMA}; PRAGMA user_version = 1; COMMIT;"))?;
+    }
+    // Migrations from version N to N+1 go here, each in its own transaction.
+    Ok(())
+}
+
+struct ReadPool {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().unwrap().pop() {
+            return Ok(conn);
+        }
+        let conn = open_connection(&self.path, self.busy_timeout, OpenFlags::default())?;
+        // Readers never write; query_only makes a slip an error, not a write
+        // that bypasses the writer thread.
+        conn.pragma_update(None, "query_only", true)?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < 8 {
+            idle.push(conn);
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    /// name → documents.id; cleared whenever a transaction fails, since the
+    /// ids it learnt may have been rolled back.
+    ids: HashMap<DocName, i64>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    fn new(conn: Connection, metrics: Arc<Metrics>) -> Self {
+        Self {
+            conn,
+            ids: HashMap::new(),
+            metrics,
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut close = None;
+            batch.retain_mut(|job| match job {
+                Job::Close { .. } => {
+                    close = Some(std::mem::replace(job, Job::Close { reply: oneshot::channel().0 }));
+                    false
+                }
+                _ => true,
+            });
+            if !batch.is_empty() {
+                self.commit(batch);
+            }
+            if let Some(Job::Close { reply }) = close {
+                // Fold the WAL back into the main file so that a copied
+                // weft.db is complete on its own after a clean shutdown.
+                if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+                    tracing::warn!(error = %e, "checkpoint at shutdown failed");
+                }
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Job>) {
+        let started = Instant::now();
+        let now = now_ms();
+        let outcome = (|| -> Result<Vec<Result<Done, StoreError>>, rusqlite::Error> {
+            let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut results = Vec::with_capacity(batch.len());
+            for job in &batch {
+                let sp = tx.savepoint()?;
+                let result = apply(&sp, &mut self.ids, job, now);
+                if result.is_ok() {
+                    sp.commit()?;
+                }
+                results.push(result);
+            }
+            tx.commit()?;
+            Ok(results)
+        })();
+        let jobs = batch.len();
+        match outcome {
+            Ok(results) => {
+                if results.iter().any(Result::is_err) {
+                    self.ids.clear();
+                }
+                self.metrics.storage_commit(jobs, started.elapsed());
+                for (job, result) in batch.into_iter().zip(results) {
+                    finish(job, result);
+                }
+            }
+            Err(e) => {
+                self.ids.clear();
+                self.metrics.storage_error();
+                tracing::error!(error = %e, jobs, "storage commit failed");
+                let message = e.to_string();
+                for job in batch {
+                    finish(job, Err(StoreError::Commit(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+fn apply(tx: &rusqlite::Savepoint<'_>, ids: &mut HashMap<DocName, i64>, job: &Job, now: i64) -> Result<Done, StoreError> {
+    match job {
+        Job::Append { doc, entries, .. } => {
+            let doc_id = doc_id_or_create(tx, ids, doc, now)?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO updates (doc_id, seq, data, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut bytes = 0i64;
+            for entry in entries {
+                insert.execute(params![doc_id, entry.seq as i64, &entry.data[..], now])?;
+                bytes += entry.data.len() as i64;
+            }
+            tx.prepare_cached("UPDATE documents SET updated_at = ?2, size_bytes = size_bytes + ?3 WHERE id = ?1")?
+                .execute(params![doc_id, now, bytes])?;
+            Ok(Done::Unit)
+        }
+        Job::Compact { doc, snapshot, .. } => {
+            let doc_id = doc_id_or_create(tx, ids, doc, now)?;
+            tx.execute(
+                "INSERT INTO snapshots (doc_id, kind, upto_seq, state, state_vector, created_at)
+                 VALUES (?1, 'compaction', ?2, ?3, ?4, ?5)",
+                params![doc_id, snapshot.upto_seq as i64, snapshot.state, snapshot.state_vector, now],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "DELETE FROM snapshots WHERE doc_id = ?1 AND kind = 'compaction' AND id != ?2",
+                params![doc_id, id],
+            )?;
+            tx.execute(
+                "DELETE FROM updates WHERE doc_id = ?1 AND seq <= ?2",
+                params![doc_id, snapshot.upto_seq as i64],
+            )?;
+            tx.execute(
+                "UPDATE documents SET size_bytes = ?2 +
+                   (SELECT COALESCE(SUM(length(data)), 0) FROM updates WHERE doc_id = ?1)
+                 WHERE id = ?1",
+                params![doc_id, snapshot.state.len() as i64],
+            )?;
+            Ok(Done::Unit)
+        }
+        Job::Delete { doc, .. } => {
+            ids.remove(doc);
+            let Some(doc_id) = doc_id(tx, doc)? else {
+                return Ok(Done::Bool(false));
+            };
+            tx.execute("DELETE FROM updates WHERE doc_id = ?1", [doc_id])?;
+            tx.execute("DELETE FROM snapshots WHERE doc_id = ?1", [doc_id])?;
+            tx.execute("DELETE FROM documents WHERE id = ?1", [doc_id])?;
+            Ok(Done::Bool(true))
+        }
+        Job::Close { .. } => Ok(Done::Unit),
+    }
+}
+
+fn finish(job: Job, result: Result<Done, StoreError>) {
+    match job {
+        Job::Append { reply, .. } | Job::Compact { reply, .. } => {
+            let _ = reply.send(result.map(|_| ()));
+        }
+        Job::Delete { reply, .. } => {
+            let _ = reply.send(result.map(|done| matches!(done, Done::Bool(true))));
+        }
+        Job::Close { .. } => {}
+    }
+}
+
+fn doc_id(conn: &Connection, doc: &DocName) -> Result<Option<i64>, rusqlite::Error> {
+    conn.prepare_cached("SELECT id FROM documents WHERE name = ?1")?
+        .query_row([doc.as_str()], |r| r.get(0))
+        .optional()
+}
+
+fn doc_id_or_create(tx: &Connection, ids: &mut HashMap<DocName, i64>, doc: &DocName, now: i64) -> Result<i64, StoreError> {
+    if let Some(&id) = ids.get(doc) {
+        return Ok(id);
+    }
+    let id = match doc_id(tx, doc)? {
+        Some(id) => id,
+        None => {
+            tx.prepare_cached("INSERT INTO documents (name, created_at, updated_at) VALUES (?1, ?2, ?2)")?
+                .execute(params![doc.as_str(), now])?;
+            tx.last_insert_rowid()
+        }
+    };
+    ids.insert(doc.clone(), id);
+    Ok(id)
+}
+
+fn load(conn: &Connection, doc: &DocName) -> Result<StoredDoc, StoreError> {
+    let Some(doc_id) = doc_id(conn, doc)? else {
+        return Ok(StoredDoc {
+            next_seq: 1,
+            ..Default::default()
+        });
+    };
+    let snapshot: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached(
+            "SELECT upto_seq, state FROM snapshots WHERE doc_id = ?1 ORDER BY upto_seq DESC, id DESC LIMIT 1",
+        )?
+        .query_row([doc_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let after = snapshot.as_ref().map_or(0, |(seq, _)| *seq);
+    let mut stmt = conn.prepare_cached("SELECT seq, data FROM updates WHERE doc_id = ?1 AND seq > ?2 ORDER BY seq")?;
+    let log = stmt
+        .query_map(params![doc_id, after], |r| {
+            Ok(LogEntry {
+                seq: r.get::<_, i64>(0)? as u64,
+                data: r.get::<_, Vec<u8>>(1)?.into(),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let last = log.last().map_or(after as u64, |e| e.seq);
+    Ok(StoredDoc {
+        snapshot: snapshot.map(|(_, state)| state),
+        log,
+        next_seq: last + 1,
+    })
+}
+
+fn meta_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DocMeta> {
+    Ok(DocMeta {
+        name: r.get(0)?,
+        created: r.get(1)?,
+        updated: r.get(2)?,
+        size: r.get::<_, i64>(3)? as u64,
+    })
+}
+
+impl DocStore for SqliteStore {
+    fn load<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<StoredDoc, StoreError>> {
+        let name = name.clone();
+        Box::pin(self.read(move |conn| load(conn, &name)))
+    }
+
+    fn append<'a>(&'a self, name: &'a DocName, entries: Vec<LogEntry>) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Append {
+            doc: name.clone(),
+            entries,
+            reply,
+        };
+        Box::pin(self.submit(job, rx))
+    }
+
+    fn compact<'a>(&'a self, name: &'a DocName, snapshot: Snapshot) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Compact {
+            doc: name.clone(),
+            snapshot,
+            reply,
+        };
+        Box::pin(self.submit(job, rx))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<DocMeta>, StoreError>> {
+        Box::pin(self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT name, created_at, updated_at, size_bytes FROM documents ORDER BY name")?;
+            let rows = stmt.query_map([], meta_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        }))
+    }
+
+    fn meta<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<Option<DocMeta>, StoreError>> {
+        let name = name.clone();
+        Box::pin(self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT name, created_at, updated_at, size_bytes FROM documents WHERE name = ?1")?
+                .query_row([name.as_str()], meta_row)
+                .optional()?)
+        }))
+    }
+
+    fn delete<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Delete {
+            doc: name.clone(),
+            reply,
+        };
+        Box::pin(self.submit(job, rx))
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            if self.jobs.send(Job::Close { reply }).await.is_ok() {
+                let _ = rx.await;
+            }
+        })
+    }
+}
