@@ -217,15 +217,18 @@ async fn write_loop<K>(
     let close = tokio::select! {
         // A close must win even while a write is stuck on a slow socket, so
         // the pump runs inside the select and is dropped mid-write if need be.
+        biased;
+        Some(reason) = close_rx.recv() => Some(reason),
+        _ = shutdown.wait_for(|stop| *stop) => Some(CloseReason::going_away()),
         end = pump(&mut sink, &mut outbox) => match end {
-            Ok(()) => None,
+            // The actor let go of this peer; when it did so to kick it, the
+            // reason was sent just before.
+            Ok(()) => close_rx.try_recv().ok(),
             Err(e) => {
                 debug!(error = %e, "write failed");
                 return;
             }
         },
-        Some(reason) = close_rx.recv() => Some(reason),
-        _ = shutdown.wait_for(|stop| *stop) => Some(CloseReason::going_away()),
     };
     if let Some(reason) = close {
         let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Outgoing::Close(reason))).await;

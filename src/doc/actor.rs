@@ -295,6 +295,15 @@ fn build_doc(stored: &StoredDoc) -> Result<Doc, String> {
     Ok(doc)
 }
 
+/// Applies an update; `Ok(false)` when it changed nothing. An update that
+/// waits for missing predecessors counts as a change: it must be stored, and
+/// peers need it too.
+fn apply_update(doc: &Doc, update: Update) -> Result<bool, yrs::error::UpdateError> {
+    let mut txn = doc.transact_mut();
+    txn.apply_update(update)?;
+    Ok(!txn.insert_set().is_empty() || !txn.delete_set().is_empty() || txn.has_missing_updates())
+}
+
 fn now_ms() -> u64 {
     crate::storage::now_ms() as u64
 }
@@ -479,20 +488,38 @@ impl DocActor {
     fn apply(&mut self, update: InboundUpdate, origin: Origin) -> Result<(), String> {
         let frame = update.relay_frame();
         let InboundUpdate { raw, update, .. } = update;
+        if update.is_empty() {
+            // What a fresh client sends as its step2: nothing to store or relay.
+            if let Origin::Api(reply) = origin {
+                let _ = reply.send(Ok(()));
+            }
+            return Ok(());
+        }
         let doc = self.awareness.doc();
         // yrs may panic on hostile input; the document is rebuilt from the
         // store afterwards, so a panic costs one connection, not the actor.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| doc.transact_mut().apply_update(update)));
-        let refusal = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("the update could not be integrated".to_string()),
-        };
-        if let Some(reason) = refusal {
-            if let Origin::Api(reply) = origin {
-                let _ = reply.send(Err(DocError::BadUpdate(reason.clone())));
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| apply_update(doc, update)));
+        let changed = match result {
+            Ok(Ok(changed)) => changed,
+            refused => {
+                let reason = match refused {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the update could not be integrated".to_string(),
+                };
+                if let Origin::Api(reply) = origin {
+                    let _ = reply.send(Err(DocError::BadUpdate(reason.clone())));
+                }
+                return Err(reason);
             }
-            return Err(reason);
+        };
+        if !changed {
+            // Everything in it was already known (several peers resending
+            // the same edits after a reconnect): storing it again would only
+            // grow the log.
+            if let Origin::Api(reply) = origin {
+                let _ = reply.send(Ok(()));
+            }
+            return Ok(());
         }
         self.metrics.updates_applied.fetch_add(1, Relaxed);
         self.metrics.update_bytes.fetch_add(raw.len() as u64, Relaxed);
@@ -757,5 +784,58 @@ impl DocActor {
         self.metrics.docs_loaded.fetch_sub(1, Relaxed);
         self.metrics.docs_unloaded_total.fetch_add(1, Relaxed);
         debug!("document unloaded");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::{Text, WriteTxn};
+
+    fn update_of(f: impl FnOnce(&Doc, &mut yrs::TransactionMut)) -> (Doc, Vec<u8>) {
+        let doc = Doc::new();
+        let mut txn = doc.transact_mut();
+        f(&doc, &mut txn);
+        let update = txn.encode_update_v1();
+        drop(txn);
+        (doc, update)
+    }
+
+    #[test]
+    fn a_repeated_update_changes_nothing() {
+        let (_, insert) = update_of(|_, txn| {
+            let text = txn.get_or_insert_text("t");
+            text.push(txn, "hello");
+        });
+        let server = Doc::new();
+        let decode = |b: &[u8]| Update::decode_v1(b).unwrap();
+        assert_eq!(apply_update(&server, decode(&insert)).unwrap(), true);
+        assert_eq!(apply_update(&server, decode(&insert)).unwrap(), false);
+    }
+
+    #[test]
+    fn a_deletion_and_a_pending_update_are_changes() {
+        let (origin, insert) = update_of(|_, txn| {
+            let text = txn.get_or_insert_text("t");
+            text.push(txn, "hello");
+        });
+        let text = origin.get_or_insert_text("t");
+        let delete = {
+            let mut txn = origin.transact_mut();
+            text.remove_range(&mut txn, 0, 2);
+            txn.encode_update_v1()
+        };
+        let more = {
+            let mut txn = origin.transact_mut();
+            text.push(&mut txn, "!");
+            txn.encode_update_v1()
+        };
+        let server = Doc::new();
+        let decode = |b: &[u8]| Update::decode_v1(b).unwrap();
+        // "!" arrives before the text it follows: pending, yet a change.
+        assert_eq!(apply_update(&server, decode(&more)).unwrap(), true);
+        assert_eq!(apply_update(&server, decode(&insert)).unwrap(), true);
+        assert_eq!(apply_update(&server, decode(&delete)).unwrap(), true);
+        assert_eq!(apply_update(&server, decode(&delete)).unwrap(), false);
     }
 }
