@@ -327,7 +327,10 @@ async fn fail_load(
     registry.remove(name, generation);
     rx.close();
     while let Some(cmd) = rx.recv().await {
-        cmd.refuse(DocError::LoadFailed(reason.clone()));
+        cmd.refuse(DocError::LoadFailed {
+            doc: name.to_string(),
+            reason: reason.clone(),
+        });
     }
 }
 

@@ -34,8 +34,8 @@ pub enum DocError {
     /// with a fresh actor, so callers outside this module rarely see it.
     #[error("document is being unloaded")]
     Unloaded,
-    #[error("document could not be loaded: {0}")]
-    LoadFailed(String),
+    #[error("document '{doc}' could not be loaded: {reason}")]
+    LoadFailed { doc: String, reason: String },
     #[error("update refused: {0}")]
     BadUpdate(String),
     #[error("storage failed: {0}")]
