@@ -8,6 +8,7 @@
 //! one.
 
 mod actor;
+pub mod content;
 mod name;
 mod registry;
 
