@@ -11,6 +11,7 @@ mod actor;
 pub mod content;
 mod name;
 mod registry;
+pub mod restore;
 
 use std::fmt;
 use std::time::Duration;
