@@ -26,8 +26,11 @@ use crate::doc::DocName;
 use crate::metrics::Metrics;
 
 /// The schema this weft writes (see `schema.sql`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = include_str!("../../schema.sql");
+/// Steps from each older version to the next: `MIGRATIONS[i]` turns version
+/// `i + 1` into `i + 2`.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0002_revoked_tokens.sql")];
 
 /// Jobs waiting for the writer; senders wait (asynchronously) when it is full.
 const WRITE_QUEUE: usize = 4096;
@@ -71,6 +74,11 @@ enum Job {
         doc: DocName,
         ids: Vec<i64>,
         reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
+    Revoke {
+        token_id: String,
+        expires_at: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Close {
         reply: oneshot::Sender<()>,
@@ -161,10 +169,15 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             supported: SCHEMA_VERSION,
         });
     }
-    if found < 1 {
-        conn.execute_batch(&format!("BEGIN; {SCHEMA}; PRAGMA user_version = 1; COMMIT;"))?;
+    if found == 0 {
+        conn.execute_batch(&format!("BEGIN; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))?;
+        return Ok(());
     }
-    // Migrations from version N to N+1 go here, each in its own transaction.
+    for version in found..SCHEMA_VERSION {
+        let step = MIGRATIONS[(version - 1) as usize];
+        conn.execute_batch(&format!("BEGIN; {step}; PRAGMA user_version = {}; COMMIT;", version + 1))?;
+        tracing::info!(from = version, to = version + 1, "database schema migrated");
+    }
     Ok(())
 }
 
@@ -376,13 +389,24 @@ fn apply(tx: &rusqlite::Savepoint<'_>, ids: &mut HashMap<DocName, i64>, job: &Jo
             }
             Ok(Done::Count(count))
         }
+        Job::Revoke {
+            token_id, expires_at, ..
+        } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO revoked_tokens (token_id, revoked_at, expires_at) VALUES (?1, ?2, ?3)",
+                params![token_id, now, *expires_at as i64],
+            )?;
+            // Forget revocations of tokens that expired anyway.
+            tx.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now / 1000])?;
+            Ok(Done::Unit)
+        }
         Job::Close { .. } => Ok(Done::Unit),
     }
 }
 
 fn finish(job: Job, result: Result<Done, StoreError>) {
     match job {
-        Job::Append { reply, .. } | Job::Compact { reply, .. } => {
+        Job::Append { reply, .. } | Job::Compact { reply, .. } | Job::Revoke { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));
         }
         Job::Delete { reply, .. } => {
@@ -592,6 +616,26 @@ impl DocStore for SqliteStore {
             reply,
         };
         Box::pin(self.submit(job, rx))
+    }
+
+    fn revoke_token(&self, token_id: String, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Revoke {
+            token_id,
+            expires_at,
+            reply,
+        };
+        Box::pin(self.submit(job, rx))
+    }
+
+    fn revoked_tokens(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT token_id FROM revoked_tokens WHERE expires_at >= ?1")?;
+            let rows = stmt
+                .query_map([now_ms() / 1000], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(rows)
+        }))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
