@@ -259,8 +259,8 @@ impl Plan {
                     max_deliveries: 4_000_000.0,
                     refine: 0,
                     max_trials: 4,
-                    warmup: ms(250),
-                    measure: ms(750),
+                    warmup: ms(200),
+                    measure: ms(600),
                     p99_limit_ms: 50.0,
                 },
                 many: ManyDocs {
@@ -268,12 +268,12 @@ impl Plan {
                     clients: 4,
                     rate: 1.0,
                     warmup: ms(1000),
-                    measure: ms(3000),
+                    measure: ms(2000),
                 },
                 idle: Idle {
                     connections: 2000,
                     docs: 200,
-                    settle: ms(700),
+                    settle: ms(500),
                 },
                 idle_sources: 2,
                 trace_limit: Some(20_000),
@@ -347,8 +347,10 @@ fn machine() -> Value {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    // Not available_parallelism: this process is pinned to one core.
+    let processors = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
     json!({
-        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "nproc": processors,
         "cpus_online": std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default().trim(),
         "cpu_model": model,
         "kernel": kernel,

@@ -85,8 +85,9 @@ enum Cmd {
         readers: usize,
         #[arg(long)]
         limit: Option<usize>,
-        #[arg(long, default_value = "trace")]
-        doc: String,
+        /// Document name (default: a new one per run).
+        #[arg(long)]
+        doc: Option<String>,
         #[arg(long)]
         pid: Option<u32>,
     },
@@ -197,6 +198,7 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
         Cmd::Replay { url, trace, readers, limit, doc, pid } => {
             let trace = replay::load_trace(&trace, limit)?;
             let target = Target::new(&url).await?;
+            let doc = doc.unwrap_or_else(|| format!("trace-{}", load::run_tag()));
             replay::replay(&target, pid, &trace, &doc, readers, Duration::from_secs(600)).await?
         }
         Cmd::Sync { url, doc } => {

@@ -4,8 +4,10 @@
 //! step1 is answered with an empty step2 so that clients count as synced.
 //!
 //! It is built like weft's transport (tungstenite, a reader loop and a writer
-//! task per connection, bounded per-peer queues whose overflow disconnects the
-//! peer) so that the difference to weft is the document work, not the plumbing.
+//! task per connection, bounded per-peer queues) so that the difference to
+//! weft is the document work, not the plumbing. Unlike weft it never
+//! disconnects a slow peer, since it could not resync it: a full queue makes
+//! the sender wait instead.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,7 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::wire::{self, Kind};
 
-/// Frames queued per peer before it counts as too slow (weft's default).
+/// Frames queued per peer before its senders wait (weft's default queue).
 pub const PEER_QUEUE: usize = 1024;
 /// Most frames written between two flushes (as weft).
 const WRITE_BATCH: usize = 256;
@@ -70,8 +72,8 @@ async fn connection(stream: TcpStream, rooms: Arc<Rooms>) -> Result<(), Box<dyn 
     let room = {
         let mut all = rooms.rooms.lock().unwrap();
         let room = all.entry(path.clone()).or_default().clone();
-        // The room holds the only sender: removing a peer from it ends its
-        // writer, which closes the connection.
+        // The room holds the only long-lived sender: leaving the room ends
+        // the peer's writer.
         room.lock().unwrap().push((id, tx));
         room
     };
@@ -99,25 +101,26 @@ async fn connection(stream: TcpStream, rooms: Arc<Rooms>) -> Result<(), Box<dyn 
         if wire::kind(&frame) == Kind::Step1 {
             let peers = room.lock().unwrap();
             let Some((_, out)) = peers.iter().find(|(peer, _)| *peer == id) else {
-                break; // dropped as too slow
+                break;
             };
             if out.try_send(Message::Binary(wire::empty_step2().into())).is_err() {
                 break;
             }
             continue;
         }
-        let mut slow = Vec::new();
-        {
-            let peers = room.lock().unwrap();
-            for (peer, out) in peers.iter() {
-                if *peer != id && out.try_send(Message::Binary(frame.clone())).is_err() {
-                    slow.push(*peer);
-                }
-            }
-        }
-        if !slow.is_empty() {
-            // Dropping a peer's sender ends its writer, which closes it.
-            room.lock().unwrap().retain(|(peer, _)| !slow.contains(peer));
+        // Senders are cloned out of the lock: awaiting a full queue must not
+        // hold it.
+        let peers: Vec<mpsc::Sender<Message>> = room
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(peer, _)| *peer != id)
+            .map(|(_, out)| out.clone())
+            .collect();
+        for out in peers {
+            // A full queue holds this reader back (and, through TCP, its
+            // sender) until the slow peer catches up: nothing is dropped.
+            let _ = out.send(Message::Binary(frame.clone())).await;
         }
     }
     let empty = {
