@@ -184,8 +184,8 @@ def main():
         ns = sorted({r["readers"] for r in fan})
         vals = []
         lines = ["### Fan-out: every trial", "",
-                 "| server | readers | offered updates/s | delivered/s | p50 ms | p99 ms | max ms | missing | server CPU | gen CPU |",
-                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                 "| server | readers | offered updates/s | delivered/s | p50 ms | p99 ms | max ms | missing | server CPU | gen CPU | CPU pressure |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for n in ns:
             rows = {r["server"]: r for r in fan if r["readers"] == n}
             best = {s: (rows.get(s) or {}).get("best") or {} for s in SERVERS}
@@ -207,7 +207,7 @@ def main():
                     lat = t.get("latency", {})
                     lines.append(f"| {LABEL[s]} | {n} | {fmt(t.get('offered_updates_s'))} | {fmt(t.get('delivered_s'))} | "
                                  f"{fmt(lat.get('p50_ms'))} | {fmt(lat.get('p99_ms'))} | {fmt(lat.get('max_ms'))} | "
-                                 f"{fmt(t.get('missing'))} | {fmt(t.get('server_cpu'))} | {fmt(t.get('gen_cpu'))} |")
+                                 f"{fmt(t.get('missing'))} | {fmt(t.get('server_cpu'))} | {fmt(t.get('gen_cpu'))} | {fmt(t.get('cpu_pressure'))} |")
         bar_chart(os.path.join(args.svg_dir, "fanout.svg"),
                   "Fan-out: highest delivered updates/s with p99 ≤ 50 ms", "delivered updates/s",
                   [f"{n} readers" for n in ns], SERVERS, vals, log=True)
@@ -354,7 +354,10 @@ def main():
                "one server at a time, each started fresh per scenario")
     out.append(f"- whole run: {fmt(run.get('total_s'))} s (`{run.get('command', 'bench/compare.sh')}`), scenarios alone {fmt(res.get('elapsed_s'))} s")
     out.append("- the machine is shared with other work (builds): absolute numbers are noisy; the ratios compare "
-               "servers measured minutes apart in the same run")
+               "servers measured minutes apart in the same run. The load generator and the servers run at "
+               f"nice {ver.get('nice', '?')}; a failing fan-out trial is repeated once; *CPU pressure* "
+               "(`/proc/pressure/cpu`, share of the time some task waited for a CPU) is recorded per measurement "
+               f"(5-minute average before the run: {ver.get('cpu_pressure_avg300_before', '?')}%)")
     out.append("")
     out.append("## Commands")
     out.append("")

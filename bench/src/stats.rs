@@ -175,11 +175,22 @@ pub fn cpu_share(a: &ProcSample, b: &ProcSample) -> f64 {
     (b.cpu_s - a.cpu_s) / wall
 }
 
-/// Measures the server (if its pid is known) and the load generator itself
-/// over a span of time.
+/// Microseconds some task of this machine waited for a CPU since boot
+/// (`/proc/pressure/cpu`, "some"): other work competing with the benchmark.
+pub fn cpu_pressure_us() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    let some = text.lines().find(|l| l.starts_with("some"))?;
+    some.split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Measures the server (if its pid is known), the load generator itself and
+/// the machine's CPU pressure over a span of time.
 pub struct CpuMeter {
     server: Option<(u32, ProcSample)>,
     me: Option<ProcSample>,
+    pressure: Option<(Instant, u64)>,
 }
 
 impl CpuMeter {
@@ -187,6 +198,7 @@ impl CpuMeter {
         Self {
             server: pid.and_then(|p| sample(p).map(|s| (p, s))),
             me: self_sample(),
+            pressure: cpu_pressure_us().map(|p| (Instant::now(), p)),
         }
     }
 
@@ -201,6 +213,10 @@ impl CpuMeter {
         }
         if let (Some(a), Some(b)) = (&self.me, self_sample()) {
             out.insert("gen_cpu".into(), json!(round3(cpu_share(a, &b))));
+        }
+        if let (Some((at, a)), Some(b)) = (self.pressure, cpu_pressure_us()) {
+            let wall = at.elapsed().as_micros().max(1) as f64;
+            out.insert("cpu_pressure".into(), json!(round3(b.saturating_sub(a) as f64 / wall)));
         }
         Value::Object(out)
     }
