@@ -519,8 +519,10 @@ pub async fn run(servers: &Servers, plan: &Plan, trace_path: &Path, only: &[Stri
             let server = servers.start(Kind::Weft, &format!("durable-{mode}"), flags, None)?;
             let target = server.target().await?;
             let result = load::durable(&target, Some(server.pid), &plan.durable, mode).await;
+            let metrics = weft_metrics(&server.base).await;
             server.stop()?;
             let mut result = result?;
+            result["weft_metrics"] = metrics;
             eprintln!("  {} updates/s", result["updates_s"]);
             result["mode"] = json!(mode);
             result["server"] = json!("weft");
@@ -570,4 +572,40 @@ async fn cold_loads(server: Server, doc: &str, trace: &Trace, runs: usize) -> Re
         "max_synced_ms": synced.last(),
         "after_crash": crash,
     }))
+}
+
+/// weft's own counters (`/metrics`) that explain a durable-writes result:
+/// group commits, their time, compactions.
+async fn weft_metrics(base: &str) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("ws://");
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await?;
+        Ok::<_, std::io::Error>(body)
+    };
+    let Ok(Ok(body)) = tokio::time::timeout(Duration::from_secs(5), fetch).await else {
+        return Value::Null;
+    };
+    let mut out = serde_json::Map::new();
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.split_once(' ') else { continue };
+        let wanted = [
+            "weft_updates_applied_total",
+            "weft_compactions_total",
+            "weft_storage_commits_total",
+            "weft_storage_jobs_total",
+            "weft_storage_commit_seconds_total",
+            "weft_frames_sent_total",
+        ];
+        if wanted.contains(&name) {
+            if let Ok(v) = value.trim().parse::<f64>() {
+                out.insert(name.trim_start_matches("weft_").to_string(), json!(v));
+            }
+        }
+    }
+    Value::Object(out)
 }
