@@ -118,9 +118,18 @@ async fn connection(stream: TcpStream, rooms: Arc<Rooms>) -> Result<(), Box<dyn 
             .map(|(_, out)| out.clone())
             .collect();
         for out in peers {
-            // A full queue holds this reader back (and, through TCP, its
-            // sender) until the slow peer catches up: nothing is dropped.
-            let _ = out.send(Message::Binary(frame.clone())).await;
+            // try_send first: an awaited send per peer spends tokio's
+            // cooperative budget, so with hundreds of peers the reader would
+            // yield mid-frame and every writer would flush one frame at a
+            // time. Only a full queue waits, holding this reader back (and,
+            // through TCP, its sender) until the slow peer catches up.
+            match out.try_send(Message::Binary(frame.clone())) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(msg)) => {
+                    let _ = out.send(msg).await;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
         }
     }
     let empty = {
