@@ -18,12 +18,16 @@ CREATE TABLE IF NOT EXISTS documents (
 );
 
 -- Append-only log of every accepted update. `seq` numbers the updates of one
--- document from 1; a snapshot covers the log up to its `upto_seq`.
+-- document from 1; a snapshot covers the log up to its `upto_seq`. One row
+-- holds one commit of the document's actor: `count` consecutive updates from
+-- `seq` on. With count = 1, `data` is the update itself; with count > 1, each
+-- update prefixed by its length (lib0 varUint).
 CREATE TABLE IF NOT EXISTS updates (
     doc_id      INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     seq         INTEGER NOT NULL,
     data        BLOB    NOT NULL,
     created_at  INTEGER NOT NULL,
+    count       INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (doc_id, seq)
 ) WITHOUT ROWID;
 
