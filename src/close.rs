@@ -27,6 +27,15 @@ pub const TOO_BIG: u16 = 1009;
 pub const BAD_MESSAGE: u16 = 4400;
 /// 4404: the document was deleted through the HTTP API.
 pub const DELETED: u16 = 4404;
+/// 4401: the connection's access token expired. Permanent: the client needs a
+/// new token (reconnecting with the old one is refused with 401).
+pub const TOKEN_EXPIRED: u16 = 4401;
+/// 4403: the connection's access token was revoked.
+pub const TOKEN_REVOKED: u16 = 4403;
+/// 4413: an update would grow the document past `--max-doc-size`.
+pub const DOC_TOO_LARGE: u16 = 4413;
+/// 4429: more messages than `--rate-limit` allows.
+pub const RATE_LIMITED: u16 = 4429;
 /// 4422: an update that decodes but the document refuses to apply.
 pub const BAD_UPDATE: u16 = 4422;
 /// 4500: the update could not be stored (disk full, database locked...), so
@@ -74,6 +83,14 @@ impl CloseReason {
 
     pub fn bad_update(detail: &str) -> Self {
         Self::new(BAD_UPDATE, format!("update refused: {detail}"), Some(Kick::BadUpdate))
+    }
+
+    pub fn doc_too_large(limit: u64) -> Self {
+        Self::new(
+            DOC_TOO_LARGE,
+            format!("document is at its size limit of {limit} bytes; the update was not stored"),
+            Some(Kick::DocTooLarge),
+        )
     }
 
     pub fn deleted() -> Self {

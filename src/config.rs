@@ -19,6 +19,11 @@ pub const DEFAULT_AWARENESS_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_COMPACT_UPDATES: u64 = 1000;
 pub const DEFAULT_COMPACT_BYTES: u64 = 4 << 20;
 pub const DEFAULT_BUSY_TIMEOUT_MS: u64 = 5000;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+pub const DEFAULT_RATE_LIMIT: u32 = 200;
+pub const DEFAULT_RATE_BURST: u32 = 2000;
+pub const DEFAULT_MAX_DOC_SIZE: u64 = 64 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,9 +43,49 @@ pub enum LogFormat {
 }
 
 /// weft: a Yjs collaboration server. y-websocket clients connect to
-/// ws://ADDR/<document-name>.
-#[derive(Debug, Clone, Parser, Serialize)]
-#[command(name = "weft", version, about, long_about = None)]
+/// ws://ADDR/<document-name>. With no subcommand, weft serves.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print a signed access token (key from --auth-key-file or WEFT_AUTH_KEY).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The document (`notes/today`), a prefix pattern (`team-a/*`), or `*`.
+    #[arg(long)]
+    pub doc: String,
+    /// What the token allows.
+    #[arg(long, value_enum)]
+    pub perm: crate::auth::Perm,
+    /// How long it is valid: 90s, 15m, 1h, 7d (at most 365d).
+    #[arg(long, default_value = "1h", value_parser = crate::auth::parse_ttl)]
+    pub ttl: u64,
+    /// User id to put in the token (`sub`).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// User name to put in the token.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// File holding the signing key.
+    #[arg(long, env = "WEFT_AUTH_KEY_FILE")]
+    pub auth_key_file: Option<PathBuf>,
+    /// Print the token's claims as JSON too.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How weft serves.
+#[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "WEFT_ADDR", default_value = DEFAULT_ADDR)]
@@ -109,6 +154,56 @@ pub struct Config {
     #[arg(long, env = "WEFT_VERSION_DAILY_AFTER_DAYS", default_value_t = 7)]
     pub version_daily_after_days: u64,
 
+    /// File holding the secret key that access tokens are signed with
+    /// (token mode). Without a key (here or in WEFT_AUTH_KEY) weft runs in
+    /// open mode: anyone who reaches it may read and write every document.
+    #[arg(long, env = "WEFT_AUTH_KEY_FILE")]
+    pub auth_key_file: Option<PathBuf>,
+
+    /// The secret key itself, from the environment only (a flag would show
+    /// in `ps`).
+    #[arg(skip = std::env::var("WEFT_AUTH_KEY").ok().filter(|k| !k.is_empty()))]
+    #[serde(skip)]
+    pub auth_key: Option<String>,
+
+    /// Allow open mode on an address other than loopback.
+    #[arg(long, env = "WEFT_ALLOW_OPEN")]
+    pub allow_open: bool,
+
+    /// A browser origin allowed to connect and to call the API, e.g.
+    /// `https://app.example.com` (repeatable; comma-separated in the
+    /// variable). Without any, every origin may connect.
+    #[arg(long = "allowed-origin", env = "WEFT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Most WebSocket connections open at once (503 beyond).
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Most connections from one client IP (429 beyond); 0 = no limit.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+
+    /// Take the client IP from the last X-Forwarded-For entry (behind a
+    /// reverse proxy that sets it).
+    #[arg(long, env = "WEFT_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
+    /// Messages per second one connection may send, on average (close 4429
+    /// beyond); 0 = no limit.
+    #[arg(long, env = "WEFT_RATE_LIMIT", default_value_t = DEFAULT_RATE_LIMIT)]
+    pub rate_limit: u32,
+
+    /// Messages one connection may send in a burst above the rate.
+    #[arg(long, env = "WEFT_RATE_BURST", default_value_t = DEFAULT_RATE_BURST)]
+    pub rate_burst: u32,
+
+    /// Largest stored size of a document, in bytes (its last snapshot plus the
+    /// updates after it). An update that would grow it further is refused
+    /// and not stored (close 4413, or HTTP 413). 0 = no limit.
+    #[arg(long, env = "WEFT_MAX_DOC_SIZE", default_value_t = DEFAULT_MAX_DOC_SIZE)]
+    pub max_doc_size: u64,
+
     /// Log format.
     #[arg(long, env = "WEFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
@@ -126,6 +221,7 @@ impl Config {
             awareness_timeout: Duration::from_millis(self.awareness_timeout_ms),
             compact_after_updates: self.compact_updates.max(1),
             compact_after_bytes: self.compact_bytes.max(1),
+            max_doc_size: self.max_doc_size,
             versions: VersionPolicy {
                 after_idle: Duration::from_secs(self.version_idle_secs),
                 every: Duration::from_secs(self.version_every_secs),
@@ -135,16 +231,23 @@ impl Config {
         }
     }
 
-    /// The defaults, as if weft ran with no flags and no environment.
-    pub fn defaults() -> Self {
-        Self::parse_from(["weft"])
+    /// Where the signing key comes from, if anywhere: token mode.
+    pub fn auth_key(&self) -> Result<Option<crate::auth::AuthKey>, crate::auth::AuthError> {
+        match (&self.auth_key_file, &self.auth_key) {
+            (Some(path), _) => crate::auth::AuthKey::from_file(path).map(Some),
+            (None, Some(key)) => crate::auth::AuthKey::new(key.trim().as_bytes().to_vec()).map(Some),
+            (None, None) => Ok(None),
+        }
     }
 }
 
 impl Config {
     /// `key=value` pairs of the effective configuration, for the start-up log.
+    /// The key itself is never printed, only which mode it puts weft in.
     pub fn summary(&self) -> String {
-        let value = serde_json::to_value(self).unwrap_or_default();
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        let mode = if self.auth_key_file.is_some() || self.auth_key.is_some() { "token" } else { "open" };
+        value["auth"] = mode.into();
         let Some(fields) = value.as_object() else {
             return String::new();
         };

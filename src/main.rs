@@ -6,11 +6,29 @@ use tokio::net::TcpListener;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
-use weft::config::{Config, LogFormat};
+use weft::auth::{self, AuthKey, Claims};
+use weft::config::{Cli, Command, Config, LogFormat, TokenArgs};
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let cli = Cli::parse();
+    let config = match cli.command {
+        Some(Command::Token(args)) => return token(args),
+        None => cli.serve,
+    };
     init_tracing(&config);
+    raise_fd_limit();
+    // Refuse an exposed open server before binding anything.
+    let token_mode = match config.auth_key() {
+        Ok(key) => key.is_some(),
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = weft::server::check_exposure(&config, config.addr, token_mode) {
+        error!("{e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -35,6 +53,68 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `weft token`: prints a token signed with the configured key.
+fn token(args: TokenArgs) -> ExitCode {
+    let key = match (&args.auth_key_file, std::env::var("WEFT_AUTH_KEY").ok().filter(|k| !k.is_empty())) {
+        (Some(path), _) => AuthKey::from_file(path),
+        (None, Some(key)) => AuthKey::new(key.trim().as_bytes().to_vec()),
+        (None, None) => {
+            eprintln!("weft token: no key: pass --auth-key-file or set WEFT_AUTH_KEY (the key weft serves with)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let key = match key {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("weft token: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.doc != "*" && !args.doc.ends_with('*') {
+        if let Err(e) = weft::doc::DocName::parse(&args.doc) {
+            eprintln!("weft token: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if args.ttl > weft::http::access::MAX_TOKEN_TTL_SECS {
+        eprintln!("weft token: --ttl is at most 365d");
+        return ExitCode::FAILURE;
+    }
+    let now = weft::http::access::now_secs();
+    let claims = Claims {
+        doc: args.doc,
+        perm: args.perm,
+        exp: now + args.ttl,
+        jti: auth::new_token_id(),
+        sub: args.user,
+        name: args.name,
+    };
+    println!("{}", auth::mint(&key, &claims));
+    if args.json {
+        eprintln!("{}", serde_json::to_string_pretty(&claims).unwrap_or_default());
+    }
+    ExitCode::SUCCESS
+}
+
+/// Each connection is a file descriptor; the default soft limit (often
+/// 1024) would cap weft far below its connection limit. Raise it to the
+/// hard limit, which only root can change.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                tracing::debug!(limit = limit.rlim_cur, "raised the open-file limit");
+            }
+        }
+    }
 }
 
 fn init_tracing(config: &Config) {

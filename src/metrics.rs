@@ -17,10 +17,14 @@ pub enum Kick {
     TextFrame,
     StorageFailed,
     Deleted,
+    DocTooLarge,
+    RateLimited,
+    TokenExpired,
+    TokenRevoked,
 }
 
 impl Kick {
-    const ALL: [Kick; 7] = [
+    const ALL: [Kick; 11] = [
         Kick::SlowConsumer,
         Kick::BadMessage,
         Kick::BadUpdate,
@@ -28,6 +32,10 @@ impl Kick {
         Kick::TextFrame,
         Kick::StorageFailed,
         Kick::Deleted,
+        Kick::DocTooLarge,
+        Kick::RateLimited,
+        Kick::TokenExpired,
+        Kick::TokenRevoked,
     ];
 
     fn label(self) -> &'static str {
@@ -39,6 +47,10 @@ impl Kick {
             Kick::TextFrame => "text_frame",
             Kick::StorageFailed => "storage_failed",
             Kick::Deleted => "deleted",
+            Kick::DocTooLarge => "doc_too_large",
+            Kick::RateLimited => "rate_limited",
+            Kick::TokenExpired => "token_expired",
+            Kick::TokenRevoked => "token_revoked",
         }
     }
 }
@@ -53,6 +65,8 @@ pub struct Metrics {
     pub updates_applied: AtomicU64,
     pub update_bytes: AtomicU64,
     pub updates_refused: AtomicU64,
+    /// Upgrades and API calls refused by access control or limits.
+    pub requests_refused: AtomicU64,
     pub awareness_updates: AtomicU64,
     pub frames_sent: AtomicU64,
     pub compactions: AtomicU64,
@@ -97,6 +111,7 @@ impl Metrics {
         series("weft_updates_applied_total", "counter", "Document updates applied and stored.", get(&self.updates_applied));
         series("weft_update_bytes_total", "counter", "Bytes of document updates applied.", get(&self.update_bytes));
         series("weft_updates_refused_total", "counter", "Document updates refused (bad input, read-only, limits).", get(&self.updates_refused));
+        series("weft_requests_refused_total", "counter", "Upgrades and API calls refused (auth, origin, limits).", get(&self.requests_refused));
         series("weft_awareness_updates_total", "counter", "Awareness messages applied.", get(&self.awareness_updates));
         series("weft_frames_sent_total", "counter", "Frames queued to peers.", get(&self.frames_sent));
         series("weft_compactions_total", "counter", "Update logs compacted into a snapshot.", get(&self.compactions));

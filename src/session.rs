@@ -66,6 +66,72 @@ pub struct SessionContext {
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
+    /// Messages per second and burst one connection may send; `None`: no limit.
+    pub rate_limit: Option<(u32, u32)>,
+}
+
+/// What this connection was granted at the upgrade.
+pub struct Grant {
+    /// May change the document; otherwise its updates are refused.
+    pub writable: bool,
+    /// When access ends, for connections holding a token.
+    pub lease: Option<Lease>,
+}
+
+/// The end of a token-bound connection: the token's expiry, or its
+/// revocation, whichever comes first.
+pub struct Lease {
+    pub expires: tokio::time::Instant,
+    pub revoked: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl Lease {
+    async fn end(lease: Option<&mut Lease>) -> CloseReason {
+        let Some(lease) = lease else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(lease.expires) => CloseReason::new(
+                close::TOKEN_EXPIRED,
+                "access token expired; reconnect with a new one",
+                Some(Kick::TokenExpired),
+            ),
+            _ = &mut lease.revoked => CloseReason::new(
+                close::TOKEN_REVOKED,
+                "access token revoked",
+                Some(Kick::TokenRevoked),
+            ),
+        }
+    }
+}
+
+/// A token bucket over incoming messages.
+struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl RateLimiter {
+    fn new((rate, burst): (u32, u32)) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            rate: f64::from(rate),
+            burst,
+            tokens: burst,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes `n` tokens; `false` when the bucket is empty.
+    fn take(&mut self, n: usize) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        self.tokens -= n as f64;
+        self.tokens >= 0.0
+    }
 }
 
 /// Why the reader stopped.
@@ -77,7 +143,7 @@ enum ReadEnd {
 }
 
 /// Runs one connection to its end.
-pub async fn run<S, K>(stream: S, sink: K, name: DocName, peer: PeerId, writable: bool, ctx: SessionContext)
+pub async fn run<S, K>(stream: S, sink: K, name: DocName, peer: PeerId, grant: Grant, ctx: SessionContext)
 where
     S: Stream<Item = Result<Incoming, TransportError>> + Unpin + Send,
     K: Sink<Outgoing> + Unpin + Send + 'static,
@@ -87,14 +153,14 @@ where
     async move {
         ctx.metrics.connections_open.fetch_add(1, Relaxed);
         ctx.metrics.connections_total.fetch_add(1, Relaxed);
-        session(stream, sink, name, peer, writable, &ctx).await;
+        session(stream, sink, name, peer, grant, &ctx).await;
         ctx.metrics.connections_open.fetch_sub(1, Relaxed);
     }
     .instrument(span)
     .await
 }
 
-async fn session<S, K>(stream: S, mut sink: K, name: DocName, peer: PeerId, writable: bool, ctx: &SessionContext)
+async fn session<S, K>(stream: S, mut sink: K, name: DocName, peer: PeerId, grant: Grant, ctx: &SessionContext)
 where
     S: Stream<Item = Result<Incoming, TransportError>> + Unpin + Send,
     K: Sink<Outgoing> + Unpin + Send + 'static,
@@ -102,6 +168,7 @@ where
 {
     let (outbox, outbox_rx) = mpsc::channel(ctx.registry.config().peer_queue);
     let (closer, close_rx) = mpsc::channel(1);
+    let Grant { writable, mut lease } = grant;
     let link = PeerLink {
         id: peer,
         outbox,
@@ -131,11 +198,12 @@ where
     info!(writable, "joined");
 
     let mut writer = tokio::spawn(write_loop(sink, outbox_rx, close_rx, ctx.shutdown.clone()).in_current_span());
-    let read = read_loop(stream, &handle, peer, &ctx.metrics);
+    let read = read_loop(stream, &handle, peer, &ctx.metrics, ctx.rate_limit.map(RateLimiter::new));
     tokio::pin!(read);
     let ended = tokio::select! {
         end = &mut read => Some(end),
         _ = &mut writer => None,
+        reason = Lease::end(lease.as_mut()) => Some(ReadEnd::Refused(reason)),
     };
     if ended.is_none() {
         // The server closed the connection (shutdown, or the actor let go of
@@ -165,7 +233,13 @@ where
     }
 }
 
-async fn read_loop<S>(mut stream: S, handle: &crate::doc::DocHandle, peer: PeerId, metrics: &Metrics) -> ReadEnd
+async fn read_loop<S>(
+    mut stream: S,
+    handle: &crate::doc::DocHandle,
+    peer: PeerId,
+    metrics: &Metrics,
+    mut rate: Option<RateLimiter>,
+) -> ReadEnd
 where
     S: Stream<Item = Result<Incoming, TransportError>> + Unpin,
 {
@@ -188,6 +262,13 @@ where
                         ));
                     }
                 };
+                if rate.as_mut().is_some_and(|r| !r.take(messages.len())) {
+                    return ReadEnd::Refused(CloseReason::new(
+                        close::RATE_LIMITED,
+                        "too many messages: slow down",
+                        Some(Kick::RateLimited),
+                    ));
+                }
                 if handle.messages(peer, messages).await.is_err() {
                     return ReadEnd::Gone("document closed");
                 }
@@ -263,5 +344,20 @@ where
             sink.feed(Outgoing::Binary(frame)).await?;
         }
         sink.flush().await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimiter;
+
+    #[test]
+    fn rate_limiter_allows_bursts_then_the_rate() {
+        let mut r = RateLimiter::new((10, 5));
+        assert!((0..5).all(|_| r.take(1)));
+        assert!(!r.take(1));
+        r.tokens = 0.0;
+        r.last -= std::time::Duration::from_millis(250);
+        assert!(r.take(2), "2.5 tokens refilled in 250 ms at 10/s");
     }
 }

@@ -166,7 +166,17 @@ async fn restore_converges_live_clients_and_can_be_undone() {
     a.edit(|txn| {
         map.insert(txn, "status", "draft");
     });
-    b.wait_for("edits", 5 * SECOND, |b| b.text("t") == "The quick brown fox").await.unwrap();
+    let status = |c: &common::Client, key: &str| {
+        let m = c.doc.get_or_insert_map("m");
+        let txn = c.doc.transact();
+        m.get(&txn, key).map(|v| v.to_string(&txn))
+    };
+    // b has both edits, so the server has stored both: the version holds them.
+    b.wait_for("edits", 5 * SECOND, |b| {
+        b.text("t") == "The quick brown fox" && status(b, "status").as_deref() == Some("draft")
+    })
+    .await
+    .unwrap();
     let v = post_json(&server, "/api/docs/restore/versions", json!({"label": "original"})).await.json();
     let id = v["id"].as_i64().unwrap();
 
@@ -190,11 +200,6 @@ async fn restore_converges_live_clients_and_can_be_undone() {
     for c in [&a, &b] {
         c.wait_for("restored text", 5 * SECOND, |c| c.text("t") == "The quick brown fox").await.unwrap();
     }
-    let status = |c: &common::Client, key: &str| {
-        let m = c.doc.get_or_insert_map("m");
-        let txn = c.doc.transact();
-        m.get(&txn, key).map(|v| v.to_string(&txn))
-    };
     b.wait_for("restored map", 5 * SECOND, |b| status(b, "status").as_deref() == Some("draft")).await.unwrap();
     assert_eq!(status(&b, "extra"), None);
     assert_eq!(a.doc.transact().state_vector(), b.doc.transact().state_vector());

@@ -115,6 +115,35 @@ async fn awareness_appears_and_disappears_with_its_sender() {
     assert_eq!((clock, json.as_str()), (2, "null"), "removal is null with clock + 1");
 }
 
+/// A client that reconnects resends its state with the clock it had; it is
+/// visible again at once, not after its renewals catch up with the removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_client_is_visible_again_at_once() {
+    let server = Server::start();
+    let mut a = server.connect("comeback").await;
+    let b = server.connect("comeback").await;
+    a.set_awareness(r#"{"user":{"name":"alice"}}"#);
+    let alice = a.client_id();
+    b.wait_for("alice present", 5 * SECOND, |b| b.seen().present() == vec![alice]).await.unwrap();
+    let doc = a.doc.clone();
+    a.close();
+    b.wait_for("alice gone", 5 * SECOND, |b| b.seen().present().is_empty()).await.unwrap();
+
+    // same document, same client ID; its awareness clock starts where the
+    // old connection's was (1), as y-websocket's does
+    let mut back = Client::connect_with(&server.ws, "comeback", doc).await.unwrap();
+    back.wait_synced().await.unwrap();
+    back.set_awareness(r#"{"user":{"name":"alice"}}"#);
+    b.wait_for("alice back", 5 * SECOND, |b| b.seen().present() == vec![alice]).await.unwrap();
+    let (clock, _) = b.seen().awareness[&alice].clone();
+    assert_eq!(clock, 3, "lifted above the removal at clock 2");
+    back.wait_for("the new clock echoed to alice", 5 * SECOND, |c| {
+        c.seen().awareness.get(&alice).map(|(clock, _)| *clock) == Some(3)
+    })
+    .await
+    .unwrap();
+}
+
 /// query-awareness is answered with every known state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_awareness_is_answered() {

@@ -181,6 +181,14 @@ impl DocHandle {
     }
 }
 
+/// Why `apply` refused an update.
+enum Refusal {
+    /// It would grow the document past the size limit; nothing was applied.
+    TooLarge(u64),
+    /// yrs refused it; the document may be half changed and must be rebuilt.
+    Invalid(String),
+}
+
 /// Where an update came from; decides who is told when it is stored.
 enum Origin {
     Peer(PeerId),
@@ -206,6 +214,8 @@ struct Peer {
     link: PeerLink,
     /// Awareness client IDs this connection announced; removed when it goes.
     clients: HashSet<ClientID>,
+    /// A read-only peer was told once that its updates are refused.
+    told_read_only: bool,
 }
 
 #[derive(PartialEq, Eq)]
@@ -246,6 +256,9 @@ pub(crate) struct DocActor {
     /// State vector of the newest version, once known; an automatic version
     /// identical to it is not taken.
     last_version_sv: Option<Vec<u8>>,
+    /// Awareness clients the server itself marked gone (their connection
+    /// closed, or their state expired).
+    gone: HashSet<ClientID>,
 }
 
 /// Spawns the actor for `name` and returns its handle. The actor loads the
@@ -301,6 +314,7 @@ pub(crate) fn spawn(
                 // has; the version taken for them is skipped if it is not new.
                 edited: (!stored.log.is_empty()).then(|| (Instant::now(), Instant::now())),
                 last_version_sv: None,
+                gone: HashSet::new(),
             };
             actor.metrics.docs_loaded.fetch_add(1, Relaxed);
             actor.metrics.docs_loaded_total.fetch_add(1, Relaxed);
@@ -428,14 +442,16 @@ impl DocActor {
                 }
                 Command::Leave { peer } => self.leave(peer),
                 Command::Messages { peer, messages } => self.messages(peer, messages).await,
-                Command::Update { update, reply } => {
-                    if let Err(reason) = self.apply(update, Origin::Api(reply)) {
-                        // `apply` answered the caller; undo any half-applied state.
+                Command::Update { update, reply } => match self.apply(update, Origin::Api(reply)) {
+                    // `apply` answered the caller.
+                    Ok(()) | Err(Refusal::TooLarge(_)) => {}
+                    Err(Refusal::Invalid(reason)) => {
+                        // Undo any half-applied state.
                         warn!(%reason, "update from the HTTP API refused");
                         self.flush().await;
                         self.reload().await;
                     }
-                }
+                },
                 Command::EncodeState { sv, reply } => self.effects.push(Effect::EncodeState { sv, reply }),
                 Command::Content { reply } => self.effects.push(Effect::Content { reply }),
                 Command::TakeVersion { kind, label, reply } => {
@@ -489,6 +505,7 @@ impl DocActor {
             Peer {
                 link,
                 clients: HashSet::new(),
+                told_read_only: false,
             },
         );
         self.idle_since = None;
@@ -524,21 +541,31 @@ impl DocActor {
                 Inbound::SyncStep1(sv) => self.effects.push(Effect::Step2 { peer: id, sv }),
                 Inbound::Update(update) => {
                     if !peer.link.writable {
-                        // Read-only peers are filtered by their session; this
-                        // is the last line of defence.
-                        self.metrics.updates_refused.fetch_add(1, Relaxed);
+                        // Never applied, stored or relayed. An empty update
+                        // is what every client sends as its first step2.
+                        if !update.update.is_empty() {
+                            self.refuse_read_only(id);
+                        }
                         continue;
                     }
-                    if let Err(reason) = self.apply(update, Origin::Peer(id)) {
-                        warn!(peer = %id, %reason, "update refused; closing the connection");
-                        self.metrics.updates_refused.fetch_add(1, Relaxed);
-                        self.kick(id, CloseReason::bad_update(&reason));
-                        // Store what was accepted before it, then rebuild the
-                        // document from the store: the refused update may
-                        // have been half applied.
-                        self.flush().await;
-                        self.reload().await;
-                        return;
+                    match self.apply(update, Origin::Peer(id)) {
+                        Ok(()) => {}
+                        Err(Refusal::TooLarge(limit)) => {
+                            self.metrics.updates_refused.fetch_add(1, Relaxed);
+                            self.kick(id, CloseReason::doc_too_large(limit));
+                            return;
+                        }
+                        Err(Refusal::Invalid(reason)) => {
+                            warn!(peer = %id, %reason, "update refused; closing the connection");
+                            self.metrics.updates_refused.fetch_add(1, Relaxed);
+                            self.kick(id, CloseReason::bad_update(&reason));
+                            // Store what was accepted before it, then rebuild
+                            // the document from the store: the refused update
+                            // may have been half applied.
+                            self.flush().await;
+                            self.reload().await;
+                            return;
+                        }
                     }
                 }
                 Inbound::Awareness(update) => self.apply_awareness(id, update),
@@ -555,9 +582,23 @@ impl DocActor {
         }
     }
 
+    /// A read-only peer sent an update: it is dropped; the peer is told once
+    /// (y-websocket logs "Permission denied to access <url>") and the
+    /// attempt is logged.
+    fn refuse_read_only(&mut self, id: PeerId) {
+        self.metrics.updates_refused.fetch_add(1, Relaxed);
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        if !peer.told_read_only {
+            peer.told_read_only = true;
+            warn!(peer = %id, "read-only peer sent an update; refused (logged once per connection)");
+            let frame = protocol::encode_auth_denied("read-only access: your changes are not saved");
+            self.send(id, frame);
+        }
+    }
+
     /// Applies an update to the document and queues it for storage and relay.
     /// On refusal, an API caller is answered here; a peer is the caller's job.
-    fn apply(&mut self, update: InboundUpdate, origin: Origin) -> Result<(), String> {
+    fn apply(&mut self, update: InboundUpdate, origin: Origin) -> Result<(), Refusal> {
         let frame = update.relay_frame();
         let InboundUpdate { raw, update, .. } = update;
         if update.is_empty() {
@@ -566,6 +607,14 @@ impl DocActor {
                 let _ = reply.send(Ok(()));
             }
             return Ok(());
+        }
+        let limit = self.config.max_doc_size;
+        let stored = self.snapshot_bytes + self.log_bytes + self.pending.iter().map(|e| e.data.len() as u64).sum::<u64>();
+        if limit > 0 && stored + raw.len() as u64 > limit {
+            if let Origin::Api(reply) = origin {
+                let _ = reply.send(Err(DocError::TooLarge { limit }));
+            }
+            return Err(Refusal::TooLarge(limit));
         }
         let doc = self.awareness.doc();
         // yrs may panic on hostile input; the document is rebuilt from the
@@ -581,7 +630,7 @@ impl DocActor {
                 if let Origin::Api(reply) = origin {
                     let _ = reply.send(Err(DocError::BadUpdate(reason.clone())));
                 }
-                return Err(reason);
+                return Err(Refusal::Invalid(reason));
             }
         };
         if !changed {
@@ -609,7 +658,20 @@ impl DocActor {
         self.edited = Some(self.edited.map_or((now, now), |(first, _)| (first, now)));
     }
 
-    fn apply_awareness(&mut self, id: PeerId, update: AwarenessUpdate) {
+    fn apply_awareness(&mut self, id: PeerId, mut update: AwarenessUpdate) {
+        // A client whose connection dropped was marked gone at clock + 1.
+        // When it reconnects, y-websocket resends its state with the clock it
+        // had, which every peer would ignore as old until its second renewal
+        // (up to 30 s of invisibility). A state from the client itself means
+        // it is back: lift its clock above the removal. The echo carries the
+        // new clock to the client too, which adopts it.
+        for (client, entry) in update.clients.iter_mut() {
+            if &*entry.json != "null" && self.gone.remove(client) {
+                if let Some((clock, _)) = self.awareness.meta(*client) {
+                    entry.clock = entry.clock.max(clock + 1);
+                }
+            }
+        }
         if let Some(peer) = self.peers.get_mut(&id) {
             for (client, entry) in &update.clients {
                 if &*entry.json == "null" {
@@ -647,6 +709,7 @@ impl DocActor {
         }
         for client in &gone {
             self.awareness.remove_state(*client);
+            self.gone.insert(*client);
         }
         if let Ok(update) = self.awareness.update_with_clients(gone) {
             self.broadcast(protocol::encode_awareness(&update), None);

@@ -46,6 +46,8 @@ pub enum DocError {
     NoVersion(i64),
     #[error("restore failed: {0}")]
     Restore(String),
+    #[error("the document would grow past its size limit of {limit} bytes")]
+    TooLarge { limit: u64 },
 }
 
 /// Tunables of every document actor.
@@ -62,6 +64,9 @@ pub struct DocConfig {
     pub compact_after_updates: u64,
     /// ...or past this many bytes of updates.
     pub compact_after_bytes: u64,
+    /// Refuse updates that would grow the stored document past this many
+    /// bytes; 0 = no limit.
+    pub max_doc_size: u64,
     /// Automatic versions: when to take them and how to thin them.
     pub versions: VersionPolicy,
 }
@@ -74,6 +79,7 @@ impl Default for DocConfig {
             awareness_timeout: Duration::from_secs(30),
             compact_after_updates: 1000,
             compact_after_bytes: 4 << 20,
+            max_doc_size: 0,
             versions: VersionPolicy::default(),
         }
     }

@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use yrs::updates::decoder::Decode;
 use yrs::StateVector;
 
+use super::access::{Caller, MAX_TOKEN_TTL_SECS};
 use super::{ApiError, AppState};
+use crate::auth::{self, Claims, Perm};
 use crate::doc::{DocName, DocError};
 use crate::protocol::InboundUpdate;
 use crate::storage::{DocMeta, VersionKind, VersionMeta};
@@ -30,6 +32,8 @@ pub fn router() -> Router<AppState> {
         .route("/docs/{name}/versions/{id}", get(get_version).delete(delete_version))
         .route("/docs/{name}/versions/{id}/update", get(get_version_update))
         .route("/docs/{name}/versions/{id}/restore", post(restore_version))
+        .route("/tokens", post(mint_token))
+        .route("/tokens/revoke", post(revoke_token))
         .fallback(|| async { ApiError::not_found("no such API route; see README.md, section HTTP API") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
@@ -121,8 +125,8 @@ impl From<&VersionMeta> for VersionJson {
 }
 
 /// `GET /api/docs`: stored documents, and live ones not stored yet.
-async fn list_docs(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let stored = state.registry.store().list().await?;
+async fn list_docs(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let stored: Vec<DocMeta> = state.registry.store().list().await?.into_iter().filter(|m| caller.sees(&m.name)).collect();
     let mut docs: Vec<DocJson> = stored
         .iter()
         .map(|m| {
@@ -134,7 +138,7 @@ async fn list_docs(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         })
         .collect();
     for (name, handle) in state.registry.loaded_docs() {
-        if handle.peers() > 0 && !stored.iter().any(|m| m.name == name.as_str()) {
+        if handle.peers() > 0 && caller.sees(name.as_str()) && !stored.iter().any(|m| m.name == name.as_str()) {
             docs.push(DocJson::new(name.as_str(), None, handle.peers()));
         }
     }
@@ -153,8 +157,9 @@ async fn existing(state: &AppState, name: &DocName) -> ApiResult<Option<DocMeta>
 }
 
 /// `GET /api/docs/{name}`: metadata and content as JSON.
-async fn get_doc(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<DocJson>> {
+async fn get_doc(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<DocJson>> {
     let name = doc_name(&name)?;
+    caller.read(&name)?;
     let meta = existing(&state, &name).await?;
     let content = state.registry.with_doc(&name, |h| async move { h.content().await }).await?;
     let peers = state.registry.loaded(&name).map_or(0, |h| h.peers());
@@ -165,8 +170,9 @@ async fn get_doc(State(state): State<AppState>, Path(name): Path<String>) -> Api
 
 /// `DELETE /api/docs/{name}`: the document, its log and its versions; live
 /// peers are disconnected (code 4404).
-async fn delete_doc(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn delete_doc(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let name = doc_name(&name)?;
+    caller.admin()?;
     existing(&state, &name).await?;
     state.registry.with_doc(&name, |h| async move { h.delete().await }).await?;
     Ok(Json(json!({ "deleted": name.as_str() })))
@@ -184,10 +190,12 @@ fn binary(update: Vec<u8>) -> Response {
 /// `GET /api/docs/{name}/update[?sv=base64]`: the state as a v1 update.
 async fn get_update(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(query): Query<SvQuery>,
 ) -> ApiResult<Response> {
     let name = doc_name(&name)?;
+    caller.read(&name)?;
     existing(&state, &name).await?;
     let sv = match query.sv {
         None => None,
@@ -214,8 +222,14 @@ async fn get_update(
 
 /// `POST /api/docs/{name}/update`: a v1 update, applied, stored and relayed
 /// exactly like a peer's. Creates the document if needed.
-async fn post_update(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+async fn post_update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let name = doc_name(&name)?;
+    caller.write(&name)?;
     if body.is_empty() {
         return Err(ApiError::bad_request("empty body: send a binary Yjs v1 update"));
     }
@@ -237,8 +251,9 @@ async fn post_update(State(state): State<AppState>, Path(name): Path<String>, bo
 }
 
 /// `GET /api/docs/{name}/versions`: newest first.
-async fn list_versions(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn list_versions(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let name = doc_name(&name)?;
+    caller.read(&name)?;
     existing(&state, &name).await?;
     let versions = state.registry.store().list_versions(&name).await?;
     let versions: Vec<VersionJson> = versions.iter().map(VersionJson::from).collect();
@@ -256,10 +271,12 @@ const MAX_LABEL: usize = 200;
 /// `POST /api/docs/{name}/versions` `{"label": "..."}`: 201 with the version.
 async fn take_version(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     body: Result<Json<NewVersion>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<VersionJson>)> {
     let name = doc_name(&name)?;
+    caller.write(&name)?;
     let label = match body {
         Ok(Json(v)) => v.label,
         // An empty body is fine: an unlabelled named version.
@@ -281,8 +298,19 @@ async fn take_version(
     Ok((StatusCode::CREATED, Json(VersionJson::from(&meta))))
 }
 
-async fn load_version(state: &AppState, name: &str, id: &str) -> ApiResult<(DocName, VersionMeta, Vec<u8>)> {
+async fn load_version(
+    state: &AppState,
+    caller: &Caller,
+    write: bool,
+    name: &str,
+    id: &str,
+) -> ApiResult<(DocName, VersionMeta, Vec<u8>)> {
     let name = doc_name(name)?;
+    if write {
+        caller.write(&name)?;
+    } else {
+        caller.read(&name)?;
+    }
     let id = version_id(id)?;
     existing(state, &name).await?;
     let (meta, bytes) = state
@@ -297,9 +325,10 @@ async fn load_version(state: &AppState, name: &str, id: &str) -> ApiResult<(DocN
 /// `GET /api/docs/{name}/versions/{id}`: metadata and content as JSON.
 async fn get_version(
     State(state): State<AppState>,
+    caller: Caller,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<Json<VersionJson>> {
-    let (_, meta, bytes) = load_version(&state, &name, &id).await?;
+    let (_, meta, bytes) = load_version(&state, &caller, false, &name, &id).await?;
     let content = tokio::task::spawn_blocking(move || {
         let doc = yrs::Doc::new();
         let update = yrs::Update::decode_v1(&bytes).map_err(|e| e.to_string())?;
@@ -317,18 +346,20 @@ async fn get_version(
 /// `GET /api/docs/{name}/versions/{id}/update`: its full state, binary.
 async fn get_version_update(
     State(state): State<AppState>,
+    caller: Caller,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (_, _, bytes) = load_version(&state, &name, &id).await?;
+    let (_, _, bytes) = load_version(&state, &caller, false, &name, &id).await?;
     Ok(binary(bytes))
 }
 
 /// `DELETE /api/docs/{name}/versions/{id}`
 async fn delete_version(
     State(state): State<AppState>,
+    caller: Caller,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let (name, meta, _) = load_version(&state, &name, &id).await?;
+    let (name, meta, _) = load_version(&state, &caller, true, &name, &id).await?;
     state.registry.store().delete_versions(&name, vec![meta.id]).await?;
     Ok(Json(json!({ "deleted": meta.id })))
 }
@@ -338,9 +369,11 @@ async fn delete_version(
 /// taken first so the restore can be undone.
 async fn restore_version(
     State(state): State<AppState>,
+    caller: Caller,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let name = doc_name(&name)?;
+    caller.write(&name)?;
     let id = version_id(&id)?;
     existing(&state, &name).await?;
     let restored = state.registry.with_doc(&name, |h| async move { h.restore(id).await }).await?;
@@ -349,6 +382,89 @@ async fn restore_version(
         "backup": VersionJson::from(&restored.backup),
         "update_size": restored.update_size,
     })))
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    doc: String,
+    perm: Perm,
+    ttl_secs: u64,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn token_mode(state: &AppState) -> ApiResult<&crate::auth::AuthKey> {
+    state.access.key().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "weft runs in open mode: start it with --auth-key-file (or WEFT_AUTH_KEY) to use tokens",
+        )
+    })
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>, shape: &str) -> ApiResult<T> {
+    body.map(|Json(v)| v)
+        .map_err(|e| ApiError::bad_request(format!("body must be JSON {shape}: {e}")))
+}
+
+/// `POST /api/tokens` `{doc, perm, ttl_secs, user?, name?}` (admin key):
+/// a signed token, as `weft token` prints.
+async fn mint_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<TokenRequest>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let key = token_mode(&state)?;
+    caller.admin()?;
+    let req = json_body(body, r#"{"doc": "...", "perm": "read"|"write", "ttl_secs": N}"#)?;
+    if req.doc != "*" && !req.doc.ends_with('*') {
+        DocName::parse(&req.doc)?;
+    }
+    if req.ttl_secs == 0 || req.ttl_secs > MAX_TOKEN_TTL_SECS {
+        return Err(ApiError::bad_request(format!("ttl_secs must be 1 to {MAX_TOKEN_TTL_SECS}")));
+    }
+    let claims = Claims {
+        doc: req.doc,
+        perm: req.perm,
+        exp: super::access::now_secs() + req.ttl_secs,
+        jti: auth::new_token_id(),
+        sub: req.user,
+        name: req.name,
+    };
+    let token = auth::mint(key, &claims);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "token_id": claims.jti,
+            "expires": rfc3339(claims.exp as i64 * 1000),
+        })),
+    ))
+}
+
+#[derive(Deserialize)]
+struct RevokeRequest {
+    token_id: String,
+}
+
+/// `POST /api/tokens/revoke` `{token_id}` (admin key): refused from now on,
+/// also after a restart; live connections holding it close at once.
+async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<RevokeRequest>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    token_mode(&state)?;
+    caller.admin()?;
+    let req = json_body(body, r#"{"token_id": "..."}"#)?;
+    if req.token_id.is_empty() || req.token_id.len() > 128 {
+        return Err(ApiError::bad_request("token_id must be 1 to 128 characters"));
+    }
+    state.access.revoke(&req.token_id).await?;
+    tracing::info!(token_id = %req.token_id, "token revoked");
+    Ok(Json(json!({ "revoked": req.token_id })))
 }
 
 #[cfg(test)]

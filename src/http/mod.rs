@@ -1,6 +1,7 @@
 //! The HTTP edge: WebSocket upgrades, the JSON API, the web demo, health and
 //! metrics. The only module that knows axum.
 
+pub mod access;
 mod api;
 mod error;
 mod ws;
@@ -9,13 +10,16 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderValue, Method};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use tokio::sync::watch;
 
 pub use error::ApiError;
+
+use access::{Access, Limits};
 
 use crate::doc::Registry;
 use crate::metrics::Metrics;
@@ -28,13 +32,30 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     pub max_message_size: usize,
     pub next_peer: Arc<AtomicU64>,
+    pub access: Arc<Access>,
+    pub limits: Arc<Limits>,
+    pub allowed_origins: Arc<[String]>,
+    /// Messages per second and burst per connection; `None`: no limit.
+    pub rate_limit: Option<(u32, u32)>,
 }
 
 pub fn router(state: AppState) -> Router {
+    let mut api = api::router();
+    if !state.allowed_origins.is_empty() {
+        // Cross-origin pages may call the API only from the allowed origins;
+        // without the flag no CORS headers are sent (same origin only).
+        let origins: Vec<HeaderValue> = state.allowed_origins.iter().filter_map(|o| o.parse().ok()).collect();
+        api = api.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+        );
+    }
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .nest("/api", api::router())
+        .nest("/api", api)
         // Every other path is a document name for a WebSocket upgrade.
         .fallback(ws::upgrade)
         .with_state(state)
