@@ -1,6 +1,7 @@
 //! The HTTP edge: WebSocket upgrades, the JSON API, the web demo, health and
 //! metrics. The only module that knows axum.
 
+mod assets;
 mod error;
 mod ws;
 
@@ -31,6 +32,9 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        // The web demo, embedded in the binary.
+        .route("/", get(assets::index))
+        .route("/assets/{*path}", get(assets::asset))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         // Every other path is a document name for a WebSocket upgrade.
