@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
-use crate::doc::DocConfig;
+use crate::doc::{DocConfig, VersionPolicy};
 use crate::storage::SyncMode;
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:1234";
@@ -91,6 +91,24 @@ pub struct Config {
     #[arg(long, env = "WEFT_COMPACT_BYTES", default_value_t = DEFAULT_COMPACT_BYTES)]
     pub compact_bytes: u64,
 
+    /// Take an automatic version when a document was edited and then left
+    /// alone this long, in seconds.
+    #[arg(long, env = "WEFT_VERSION_IDLE_SECS", default_value_t = 60)]
+    pub version_idle_secs: u64,
+
+    /// While a document keeps being edited, take an automatic version at
+    /// least this often, in seconds.
+    #[arg(long, env = "WEFT_VERSION_EVERY_SECS", default_value_t = 600)]
+    pub version_every_secs: u64,
+
+    /// Automatic versions older than this many hours are thinned to one per hour.
+    #[arg(long, env = "WEFT_VERSION_HOURLY_AFTER_HOURS", default_value_t = 24)]
+    pub version_hourly_after_hours: u64,
+
+    /// Automatic versions older than this many days are thinned to one per day.
+    #[arg(long, env = "WEFT_VERSION_DAILY_AFTER_DAYS", default_value_t = 7)]
+    pub version_daily_after_days: u64,
+
     /// Log format.
     #[arg(long, env = "WEFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
@@ -108,6 +126,12 @@ impl Config {
             awareness_timeout: Duration::from_millis(self.awareness_timeout_ms),
             compact_after_updates: self.compact_updates.max(1),
             compact_after_bytes: self.compact_bytes.max(1),
+            versions: VersionPolicy {
+                after_idle: Duration::from_secs(self.version_idle_secs),
+                every: Duration::from_secs(self.version_every_secs),
+                hourly_after: Duration::from_secs(self.version_hourly_after_hours * 3600),
+                daily_after: Duration::from_secs(self.version_daily_after_days * 86_400),
+            },
         }
     }
 

@@ -72,12 +72,14 @@ pub async fn run(
     };
     axum::serve(listener, app).with_graceful_shutdown(signal).await?;
 
-    let docs = registry.loaded_count();
-    registry.shutdown().await;
+    // Sessions are closing with 1001; what their clients sent before the
+    // close reached them is still applied. Then every document saves.
     let deadline = Instant::now() + DRAIN;
     while metrics.connections_open.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let docs = registry.loaded_count();
+    registry.shutdown().await;
     store.close().await;
     info!(documents = docs, "stopped");
     Ok(())

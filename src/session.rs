@@ -131,10 +131,19 @@ where
     info!(writable, "joined");
 
     let mut writer = tokio::spawn(write_loop(sink, outbox_rx, close_rx, ctx.shutdown.clone()).in_current_span());
+    let read = read_loop(stream, &handle, peer, &ctx.metrics);
+    tokio::pin!(read);
     let ended = tokio::select! {
-        end = read_loop(stream, &handle, peer, &ctx.metrics) => Some(end),
+        end = &mut read => Some(end),
         _ = &mut writer => None,
     };
+    if ended.is_none() {
+        // The server closed the connection (shutdown, or the actor let go of
+        // the peer). Frames the client sent before it saw our close frame
+        // are still in flight: keep applying them until its close comes
+        // back, as the WebSocket closing handshake intends.
+        let _ = tokio::time::timeout(CLOSE_GRACE, &mut read).await;
+    }
     handle.leave(peer).await;
     match ended {
         Some(ReadEnd::Refused(reason)) => {

@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ use super::{DocConfig, DocError, DocName, PeerId, PeerLink};
 use crate::close::CloseReason;
 use crate::metrics::Metrics;
 use crate::protocol::{self, Inbound, InboundUpdate};
-use crate::storage::{DocStore, LogEntry, Snapshot, StoredDoc};
+use crate::storage::{DocStore, LogEntry, Snapshot, StoredDoc, VersionKind, VersionMeta};
 
 /// Commands waiting for an actor before senders wait.
 const MAILBOX: usize = 256;
@@ -49,7 +50,15 @@ pub(crate) enum Command {
     Update { update: InboundUpdate, reply: Reply<()> },
     /// The state as a v1 update; only what `sv` lacks when given.
     EncodeState { sv: Option<StateVector>, reply: Reply<Vec<u8>> },
-    PeerCount { reply: Reply<usize> },
+    /// The content as JSON, one entry per root type.
+    Content { reply: Reply<serde_json::Value> },
+    TakeVersion {
+        kind: VersionKind,
+        label: Option<String>,
+        reply: Reply<VersionMeta>,
+    },
+    /// Makes the live content equal a version's, through a new update.
+    Restore { id: i64, reply: Reply<Restored> },
     /// Disconnects every peer, deletes the stored document, unloads.
     Delete { reply: Reply<bool> },
     Shutdown { reply: Reply<()> },
@@ -65,7 +74,13 @@ impl Command {
             Command::EncodeState { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
-            Command::PeerCount { reply } => {
+            Command::Content { reply } => {
+                let _ = reply.send(Err(err));
+            }
+            Command::TakeVersion { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Command::Restore { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
             Command::Delete { reply } => {
@@ -82,6 +97,17 @@ pub struct DocHandle {
     name: DocName,
     tx: mpsc::Sender<Command>,
     pub(crate) generation: u64,
+    /// Kept up to date by the actor, so counting needs no round trip.
+    peers: Arc<AtomicUsize>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The version taken of the state just before, to undo the restore.
+    pub backup: VersionMeta,
+    /// Bytes of the update that turned the live content into the version's.
+    pub update_size: usize,
 }
 
 impl DocHandle {
@@ -129,8 +155,21 @@ impl DocHandle {
         self.request(|reply| Command::EncodeState { sv, reply }).await
     }
 
-    pub async fn peer_count(&self) -> Result<usize, DocError> {
-        self.request(|reply| Command::PeerCount { reply }).await
+    /// Connected peers right now.
+    pub fn peers(&self) -> usize {
+        self.peers.load(Relaxed)
+    }
+
+    pub async fn content(&self) -> Result<serde_json::Value, DocError> {
+        self.request(|reply| Command::Content { reply }).await
+    }
+
+    pub async fn take_version(&self, kind: VersionKind, label: Option<String>) -> Result<VersionMeta, DocError> {
+        self.request(|reply| Command::TakeVersion { kind, label, reply }).await
+    }
+
+    pub async fn restore(&self, id: i64) -> Result<Restored, DocError> {
+        self.request(|reply| Command::Restore { id, reply }).await
     }
 
     pub async fn delete(&self) -> Result<bool, DocError> {
@@ -146,6 +185,8 @@ impl DocHandle {
 enum Origin {
     Peer(PeerId),
     Api(Reply<()>),
+    /// Made by the actor itself (a restore).
+    Actor,
 }
 
 /// Something to do once the batch's updates are committed.
@@ -158,6 +199,7 @@ enum Effect {
     /// Answer a step1 with what the peer lacks.
     Step2 { peer: PeerId, sv: StateVector },
     EncodeState { sv: Option<StateVector>, reply: Reply<Vec<u8>> },
+    Content { reply: Reply<serde_json::Value> },
 }
 
 struct Peer {
@@ -196,6 +238,12 @@ pub(crate) struct DocActor {
     /// The in-memory document may differ from the store and could not be
     /// rebuilt: the actor unloads without saving anything.
     poisoned: bool,
+    peer_count: Arc<AtomicUsize>,
+    /// First and latest edit since the last version, for automatic versions.
+    edited: Option<(Instant, Instant)>,
+    /// State vector of the newest version, once known; an automatic version
+    /// identical to it is not taken.
+    last_version_sv: Option<Vec<u8>>,
 }
 
 /// Spawns the actor for `name` and returns its handle. The actor loads the
@@ -210,10 +258,12 @@ pub(crate) fn spawn(
 ) -> DocHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
     let span = tracing::info_span!("doc", doc = %name);
+    let peer_count = Arc::new(AtomicUsize::new(0));
     let handle = DocHandle {
         name: name.clone(),
         tx,
         generation,
+        peers: peer_count.clone(),
     };
     tokio::spawn(
         async move {
@@ -243,6 +293,11 @@ pub(crate) fn spawn(
                 slow: Vec::new(),
                 idle_since: Some(Instant::now()),
                 poisoned: false,
+                peer_count,
+                // A log after the newest snapshot may hold edits no version
+                // has; the version taken for them is skipped if it is not new.
+                edited: (!stored.log.is_empty()).then(|| (Instant::now(), Instant::now())),
+                last_version_sv: None,
             };
             actor.metrics.docs_loaded.fetch_add(1, Relaxed);
             actor.metrics.docs_loaded_total.fetch_add(1, Relaxed);
@@ -272,7 +327,10 @@ async fn fail_load(
     registry.remove(name, generation);
     rx.close();
     while let Some(cmd) = rx.recv().await {
-        cmd.refuse(DocError::LoadFailed(reason.clone()));
+        cmd.refuse(DocError::LoadFailed {
+            doc: name.to_string(),
+            reason: reason.clone(),
+        });
     }
 }
 
@@ -343,6 +401,7 @@ impl DocActor {
                 _ = tick.tick() => {
                     self.expire_awareness();
                     self.drop_slow_peers();
+                    self.auto_version_if_due().await;
                     let idle = self.idle_since.is_some_and(|t| t.elapsed() >= self.config.unload_after);
                     if idle && self.peers.is_empty() {
                         self.unload(&mut rx).await;
@@ -375,8 +434,14 @@ impl DocActor {
                     }
                 }
                 Command::EncodeState { sv, reply } => self.effects.push(Effect::EncodeState { sv, reply }),
-                Command::PeerCount { reply } => {
-                    let _ = reply.send(Ok(self.peers.len()));
+                Command::Content { reply } => self.effects.push(Effect::Content { reply }),
+                Command::TakeVersion { kind, label, reply } => {
+                    self.flush().await;
+                    let _ = reply.send(self.take_version(kind, label).await);
+                }
+                Command::Restore { id, reply } => {
+                    self.flush().await;
+                    let _ = reply.send(self.restore(id).await);
                 }
                 Command::Delete { reply } => {
                     self.flush().await;
@@ -386,8 +451,10 @@ impl DocActor {
                     let result = self.store.delete(&self.name).await;
                     info!(stored = ?result.as_ref().ok(), "document deleted");
                     let _ = reply.send(result.map_err(|e| DocError::Storage(e.to_string())));
-                    // Nothing is left to save: leave without compacting.
+                    // Nothing is left to save: leave without a version or
+                    // a compaction, which would bring the document back.
                     self.log_updates = 0;
+                    self.edited = None;
                     self.unload(rx).await;
                     return Flow::Stop;
                 }
@@ -422,6 +489,7 @@ impl DocActor {
             },
         );
         self.idle_since = None;
+        self.peer_count.store(self.peers.len(), Relaxed);
         // step1 first, then the awareness states, each in its own frame.
         let sv = self.doc().transact().state_vector();
         self.send(id, protocol::encode_step1(&sv));
@@ -435,6 +503,7 @@ impl DocActor {
 
     fn leave(&mut self, id: PeerId) {
         if let Some(peer) = self.peers.remove(&id) {
+            self.peer_count.store(self.peers.len(), Relaxed);
             debug!(peer = %id, peers = self.peers.len(), "peer left");
             self.forget_clients(peer.clients);
         }
@@ -521,13 +590,20 @@ impl DocActor {
             }
             return Ok(());
         }
+        self.accept(raw, frame, origin);
+        Ok(())
+    }
+
+    /// Queues an applied update for storage, then relay.
+    fn accept(&mut self, raw: Bytes, frame: Bytes, origin: Origin) {
         self.metrics.updates_applied.fetch_add(1, Relaxed);
         self.metrics.update_bytes.fetch_add(raw.len() as u64, Relaxed);
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.push(LogEntry { seq, data: raw });
         self.effects.push(Effect::Relay { origin, frame });
-        Ok(())
+        let now = Instant::now();
+        self.edited = Some(self.edited.map_or((now, now), |(first, _)| (first, now)));
     }
 
     fn apply_awareness(&mut self, id: PeerId, update: AwarenessUpdate) {
@@ -591,8 +667,10 @@ impl DocActor {
         }
     }
 
-    /// Commits the batch's updates, then performs its effects.
-    async fn flush(&mut self) {
+    /// Commits the batch's updates, then performs its effects. `false` when
+    /// the updates could not be stored (and were therefore not relayed).
+    async fn flush(&mut self) -> bool {
+        let mut stored = true;
         if !self.pending.is_empty() {
             let entries = std::mem::take(&mut self.pending);
             let count = entries.len() as u64;
@@ -606,6 +684,7 @@ impl DocActor {
                     error!(error = %e, updates = count, "could not store updates; they are not relayed and their senders are disconnected");
                     self.drop_unstored_updates(&e.to_string());
                     self.reload().await;
+                    stored = false;
                 }
             }
         }
@@ -613,6 +692,7 @@ impl DocActor {
             self.perform(effect);
         }
         self.drop_slow_peers();
+        stored
     }
 
     /// After a failed append: none of this batch's updates may be relayed.
@@ -626,6 +706,7 @@ impl DocActor {
                 Effect::Relay { origin: Origin::Api(reply), .. } => {
                     let _ = reply.send(Err(DocError::Storage(error.to_string())));
                 }
+                Effect::Relay { origin: Origin::Actor, .. } => {}
                 other => self.effects.push(other),
             }
         }
@@ -642,6 +723,7 @@ impl DocActor {
                     self.broadcast(frame, None);
                     let _ = reply.send(Ok(()));
                 }
+                Origin::Actor => self.broadcast(frame, None),
             },
             Effect::Broadcast { frame } => self.broadcast(frame, None),
             Effect::Send { peer, frame } => self.send(peer, frame),
@@ -652,6 +734,9 @@ impl DocActor {
             Effect::EncodeState { sv, reply } => {
                 let sv = sv.unwrap_or_default();
                 let _ = reply.send(Ok(self.doc().transact().encode_state_as_update_v1(&sv)));
+            }
+            Effect::Content { reply } => {
+                let _ = reply.send(Ok(super::content::doc_to_json(self.doc())));
             }
         }
     }
@@ -697,6 +782,7 @@ impl DocActor {
     /// Closes a peer's connection with a reason and forgets the peer.
     fn kick(&mut self, id: PeerId, reason: CloseReason) {
         let Some(peer) = self.peers.remove(&id) else { return };
+        self.peer_count.store(self.peers.len(), Relaxed);
         if let Some(kick) = reason.kick {
             self.metrics.kick(kick);
             warn!(peer = %id, code = reason.code, reason = %reason.reason, "disconnecting peer");
@@ -747,18 +833,7 @@ impl DocActor {
         if !due {
             return;
         }
-        let (state, state_vector) = {
-            let txn = self.doc().transact();
-            (
-                txn.encode_state_as_update_v1(&StateVector::default()),
-                txn.state_vector().encode_v1(),
-            )
-        };
-        let snapshot = Snapshot {
-            upto_seq: self.next_seq - 1,
-            state,
-            state_vector,
-        };
+        let snapshot = self.snapshot();
         let size = snapshot.state.len();
         match self.store.compact(&self.name, snapshot).await {
             Ok(()) => {
@@ -772,9 +847,119 @@ impl DocActor {
         }
     }
 
+    /// The full state as of the last accepted update. Only called with an
+    /// empty `pending`, so the state is exactly what the log holds.
+    fn snapshot(&self) -> Snapshot {
+        let txn = self.doc().transact();
+        Snapshot {
+            upto_seq: self.next_seq - 1,
+            state: txn.encode_state_as_update_v1(&StateVector::default()),
+            state_vector: txn.state_vector().encode_v1(),
+        }
+    }
+
+    async fn take_version(&mut self, kind: VersionKind, label: Option<String>) -> Result<VersionMeta, DocError> {
+        let snapshot = self.snapshot();
+        let sv = snapshot.state_vector.clone();
+        let meta = self
+            .store
+            .save_version(&self.name, snapshot, kind, label)
+            .await
+            .map_err(|e| DocError::Storage(e.to_string()))?;
+        info!(version = meta.id, kind = kind.as_str(), label = ?meta.label, "version taken");
+        self.last_version_sv = Some(sv);
+        self.edited = None;
+        if kind == VersionKind::Auto {
+            self.thin_versions().await;
+        }
+        Ok(meta)
+    }
+
+    /// Takes an automatic version when the document was edited and then
+    /// left alone, or has been edited for a long time without one.
+    async fn auto_version_if_due(&mut self) {
+        let Some((first, last)) = self.edited else { return };
+        let policy = &self.config.versions;
+        if last.elapsed() >= policy.after_idle || first.elapsed() >= policy.every {
+            self.auto_version().await;
+        }
+    }
+
+    async fn auto_version(&mut self) {
+        if self.poisoned || self.edited.is_none() {
+            return;
+        }
+        if self.last_version_sv.is_none() {
+            if let Ok(versions) = self.store.list_versions(&self.name).await {
+                self.last_version_sv = versions.first().map(|v| v.state_vector.clone());
+            }
+        }
+        let current = self.doc().transact().state_vector().encode_v1();
+        if self.last_version_sv.as_ref() == Some(&current) {
+            self.edited = None;
+            return;
+        }
+        if let Err(e) = self.take_version(VersionKind::Auto, None).await {
+            warn!(error = %e, "automatic version failed");
+        }
+    }
+
+    async fn thin_versions(&mut self) {
+        let Ok(versions) = self.store.list_versions(&self.name).await else { return };
+        let doomed = super::thin(&versions, crate::storage::now_ms(), &self.config.versions);
+        if !doomed.is_empty() {
+            match self.store.delete_versions(&self.name, doomed).await {
+                Ok(n) => debug!(deleted = n, "automatic versions thinned"),
+                Err(e) => warn!(error = %e, "thinning versions failed"),
+            }
+        }
+    }
+
+    /// Restore = backup version + one update computed by diffing the live
+    /// content against the version's. Connected peers receive that update
+    /// like any other and converge without reloading.
+    async fn restore(&mut self, id: i64) -> Result<Restored, DocError> {
+        let (version, state) = self
+            .store
+            .load_version(&self.name, id)
+            .await
+            .map_err(|e| DocError::Storage(e.to_string()))?
+            .ok_or(DocError::NoVersion(id))?;
+        let label = match &version.label {
+            Some(label) => format!("Before restoring version {id} ({label})"),
+            None => format!("Before restoring version {id}"),
+        };
+        let backup = self.take_version(VersionKind::Named, Some(label)).await?;
+        let doc = self.awareness.doc();
+        let update = match std::panic::catch_unwind(AssertUnwindSafe(|| super::restore::restore(doc, &state))) {
+            Ok(Ok(update)) => update,
+            Ok(Err(e)) => {
+                self.reload().await;
+                return Err(DocError::Restore(e.to_string()));
+            }
+            Err(_) => {
+                self.reload().await;
+                return Err(DocError::Restore("restore panicked".into()));
+            }
+        };
+        let update_size = update.len();
+        if !Update::decode_v1(&update).map(|u| u.is_empty()).unwrap_or(false) {
+            let raw = Bytes::from(update);
+            let frame = protocol::encode_update(&raw);
+            self.accept(raw, frame, Origin::Actor);
+            if !self.flush().await {
+                return Err(DocError::Storage("the restore could not be stored".into()));
+            }
+        }
+        info!(version = id, backup = backup.id, update_size, "version restored");
+        // The restore itself is an edit: the next automatic version records it.
+        Ok(Restored { backup, update_size })
+    }
+
     /// Leaves the registry and answers what is still in the mailbox, so that
     /// its senders retry on a fresh actor.
     async fn unload(&mut self, rx: &mut mpsc::Receiver<Command>) {
+        self.auto_version().await;
         self.compact_if_needed(true).await;
         self.registry.remove(&self.name, self.generation);
         rx.close();

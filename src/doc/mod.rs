@@ -8,8 +8,11 @@
 //! one.
 
 mod actor;
+pub mod content;
 mod name;
 mod registry;
+pub mod restore;
+mod versions;
 
 use std::fmt;
 use std::time::Duration;
@@ -19,8 +22,9 @@ use tokio::sync::mpsc;
 
 use crate::close::CloseReason;
 
-pub use actor::DocHandle;
+pub use actor::{DocHandle, Restored};
 pub use name::{DocName, NameError, MAX_NAME_BYTES};
+pub use versions::thin;
 pub use registry::Registry;
 
 /// Errors of the document layer.
@@ -30,14 +34,18 @@ pub enum DocError {
     /// with a fresh actor, so callers outside this module rarely see it.
     #[error("document is being unloaded")]
     Unloaded,
-    #[error("document could not be loaded: {0}")]
-    LoadFailed(String),
+    #[error("document '{doc}' could not be loaded: {reason}")]
+    LoadFailed { doc: String, reason: String },
     #[error("update refused: {0}")]
     BadUpdate(String),
     #[error("storage failed: {0}")]
     Storage(String),
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("no version {0}")]
+    NoVersion(i64),
+    #[error("restore failed: {0}")]
+    Restore(String),
 }
 
 /// Tunables of every document actor.
@@ -54,6 +62,8 @@ pub struct DocConfig {
     pub compact_after_updates: u64,
     /// ...or past this many bytes of updates.
     pub compact_after_bytes: u64,
+    /// Automatic versions: when to take them and how to thin them.
+    pub versions: VersionPolicy,
 }
 
 impl Default for DocConfig {
@@ -64,6 +74,32 @@ impl Default for DocConfig {
             awareness_timeout: Duration::from_secs(30),
             compact_after_updates: 1000,
             compact_after_bytes: 4 << 20,
+            versions: VersionPolicy::default(),
+        }
+    }
+}
+
+/// When weft takes automatic versions, and which it keeps.
+#[derive(Debug, Clone)]
+pub struct VersionPolicy {
+    /// Take one when the document was edited and then left alone this long
+    /// (or when it unloads after edits).
+    pub after_idle: Duration,
+    /// While edits keep coming, take one at least this often.
+    pub every: Duration,
+    /// Automatic versions older than this are thinned to one per hour...
+    pub hourly_after: Duration,
+    /// ...and older than this to one per day.
+    pub daily_after: Duration,
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        Self {
+            after_idle: Duration::from_secs(60),
+            every: Duration::from_secs(600),
+            hourly_after: Duration::from_secs(24 * 3600),
+            daily_after: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -93,6 +93,12 @@ impl Registry {
         self.inner.docs.lock().unwrap().get(name).cloned()
     }
 
+    /// Every document in memory.
+    pub fn loaded_docs(&self) -> Vec<(DocName, DocHandle)> {
+        let docs = self.inner.docs.lock().unwrap();
+        docs.iter().map(|(n, h)| (n.clone(), h.clone())).collect()
+    }
+
     /// Number of documents in memory.
     pub fn loaded_count(&self) -> usize {
         self.inner.docs.lock().unwrap().len()

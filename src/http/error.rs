@@ -49,8 +49,10 @@ impl From<DocError> for ApiError {
     fn from(e: DocError) -> Self {
         let status = match e {
             DocError::BadUpdate(_) => StatusCode::BAD_REQUEST,
+            DocError::NoVersion(_) => StatusCode::NOT_FOUND,
+            DocError::Restore(_) => StatusCode::UNPROCESSABLE_ENTITY,
             DocError::ShuttingDown | DocError::Unloaded => StatusCode::SERVICE_UNAVAILABLE,
-            DocError::LoadFailed(_) | DocError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            DocError::LoadFailed { .. } | DocError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.to_string())
     }

@@ -1,6 +1,7 @@
 //! The HTTP edge: WebSocket upgrades, the JSON API, the web demo, health and
 //! metrics. The only module that knows axum.
 
+mod api;
 mod assets;
 mod error;
 mod ws;
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{*path}", get(assets::asset))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .nest("/api", api::router())
         // Every other path is a document name for a WebSocket upgrade.
         .fallback(ws::upgrade)
         .with_state(state)

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{now_ms, BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc};
+use super::{
+    now_ms, BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta,
+};
 use crate::doc::DocName;
 
 #[derive(Default)]
@@ -16,6 +18,7 @@ struct Entry {
     updated: i64,
     snapshot: Option<Snapshot>,
     log: Vec<LogEntry>,
+    versions: Vec<(VersionMeta, Snapshot)>,
 }
 
 impl Entry {
@@ -37,6 +40,7 @@ impl Entry {
 #[derive(Default)]
 pub struct MemoryStore {
     docs: Mutex<BTreeMap<DocName, Entry>>,
+    next_version: std::sync::atomic::AtomicI64,
 }
 
 impl MemoryStore {
@@ -61,11 +65,18 @@ impl DocStore for MemoryStore {
                 ..Default::default()
             },
             Some(e) => {
-                let after = e.snapshot.as_ref().map_or(0, |s| s.upto_seq);
+                // The newest snapshot of either kind, as SQLite does.
+                let newest = e
+                    .versions
+                    .iter()
+                    .map(|(_, s)| s)
+                    .chain(e.snapshot.as_ref())
+                    .max_by_key(|s| s.upto_seq);
+                let after = newest.map_or(0, |s| s.upto_seq);
                 StoredDoc {
-                    snapshot: e.snapshot.as_ref().map(|s| s.state.clone()),
-                    log: e.log.clone(),
-                    next_seq: e.log.last().map_or(after, |l| l.seq) + 1,
+                    snapshot: newest.map(|s| s.state.clone()),
+                    log: e.log.iter().filter(|l| l.seq > after).cloned().collect(),
+                    next_seq: e.log.last().map_or(after, |l| l.seq.max(after)) + 1,
                 }
             }
         };
@@ -99,6 +110,59 @@ impl DocStore for MemoryStore {
     fn delete<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<bool, StoreError>> {
         let removed = self.docs.lock().unwrap().remove(name).is_some();
         Box::pin(std::future::ready(Ok(removed)))
+    }
+
+    fn save_version<'a>(
+        &'a self,
+        name: &'a DocName,
+        snapshot: Snapshot,
+        kind: VersionKind,
+        label: Option<String>,
+    ) -> BoxFuture<'a, Result<VersionMeta, StoreError>> {
+        let id = self.next_version.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let meta = VersionMeta {
+            id,
+            created: now_ms(),
+            label,
+            kind,
+            size: snapshot.state.len() as u64,
+            state_vector: snapshot.state_vector.clone(),
+        };
+        self.entry(name, |e| e.versions.push((meta.clone(), snapshot)));
+        Box::pin(std::future::ready(Ok(meta)))
+    }
+
+    fn list_versions<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>> {
+        let docs = self.docs.lock().unwrap();
+        let mut list: Vec<VersionMeta> = docs
+            .get(name)
+            .map(|e| e.versions.iter().map(|(m, _)| m.clone()).collect())
+            .unwrap_or_default();
+        list.sort_by(|a, b| (b.created, b.id).cmp(&(a.created, a.id)));
+        Box::pin(std::future::ready(Ok(list)))
+    }
+
+    fn load_version<'a>(
+        &'a self,
+        name: &'a DocName,
+        id: i64,
+    ) -> BoxFuture<'a, Result<Option<(VersionMeta, Vec<u8>)>, StoreError>> {
+        let docs = self.docs.lock().unwrap();
+        let found = docs
+            .get(name)
+            .and_then(|e| e.versions.iter().find(|(m, _)| m.id == id))
+            .map(|(m, s)| (m.clone(), s.state.clone()));
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn delete_versions<'a>(&'a self, name: &'a DocName, ids: Vec<i64>) -> BoxFuture<'a, Result<usize, StoreError>> {
+        let mut docs = self.docs.lock().unwrap();
+        let count = docs.get_mut(name).map_or(0, |e| {
+            let before = e.versions.len();
+            e.versions.retain(|(m, _)| !ids.contains(&m.id));
+            before - e.versions.len()
+        });
+        Box::pin(std::future::ready(Ok(count)))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

@@ -79,6 +79,40 @@ pub struct Snapshot {
     pub state_vector: Vec<u8>,
 }
 
+/// Who took a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionKind {
+    /// Taken on request, with a label; kept until deleted.
+    Named,
+    /// Taken by weft when a document went idle or at intervals while edited;
+    /// thinned as it ages.
+    Auto,
+}
+
+impl VersionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionKind::Named => "named",
+            VersionKind::Auto => "auto",
+        }
+    }
+}
+
+/// A version as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionMeta {
+    pub id: i64,
+    /// Unix milliseconds.
+    pub created: i64,
+    pub label: Option<String>,
+    pub kind: VersionKind,
+    /// Bytes of its full state.
+    pub size: u64,
+    /// The state vector (v1) it was taken at.
+    pub state_vector: Vec<u8>,
+}
+
 /// What the document list shows.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DocMeta {
@@ -117,6 +151,28 @@ pub trait DocStore: Send + Sync + 'static {
 
     /// Removes a document, its log and its snapshots. `false` if unknown.
     fn delete<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Stores a version of a document (a full state that the log keeps).
+    fn save_version<'a>(
+        &'a self,
+        name: &'a DocName,
+        snapshot: Snapshot,
+        kind: VersionKind,
+        label: Option<String>,
+    ) -> BoxFuture<'a, Result<VersionMeta, StoreError>>;
+
+    /// A document's versions, newest first.
+    fn list_versions<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>>;
+
+    /// One version and its full state.
+    fn load_version<'a>(
+        &'a self,
+        name: &'a DocName,
+        id: i64,
+    ) -> BoxFuture<'a, Result<Option<(VersionMeta, Vec<u8>)>, StoreError>>;
+
+    /// Deletes versions by id; returns how many existed.
+    fn delete_versions<'a>(&'a self, name: &'a DocName, ids: Vec<i64>) -> BoxFuture<'a, Result<usize, StoreError>>;
 
     /// Finishes pending writes and releases the store.
     fn close(&self) -> BoxFuture<'_, ()>;

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{now_ms, BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc};
+use super::{
+    now_ms, BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta,
+};
 use crate::doc::DocName;
 use crate::metrics::Metrics;
 
@@ -58,6 +60,18 @@ enum Job {
         doc: DocName,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    SaveVersion {
+        doc: DocName,
+        snapshot: Snapshot,
+        kind: VersionKind,
+        label: Option<String>,
+        reply: oneshot::Sender<Result<VersionMeta, StoreError>>,
+    },
+    DeleteVersions {
+        doc: DocName,
+        ids: Vec<i64>,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -67,6 +81,8 @@ enum Job {
 enum Done {
     Unit,
     Bool(bool),
+    Count(usize),
+    Version(VersionMeta),
 }
 
 pub struct SqliteStore {
@@ -318,6 +334,48 @@ fn apply(tx: &rusqlite::Savepoint<'_>, ids: &mut HashMap<DocName, i64>, job: &Jo
             tx.execute("DELETE FROM documents WHERE id = ?1", [doc_id])?;
             Ok(Done::Bool(true))
         }
+        Job::SaveVersion {
+            doc,
+            snapshot,
+            kind,
+            label,
+            ..
+        } => {
+            let doc_id = doc_id_or_create(tx, ids, doc, now)?;
+            tx.execute(
+                "INSERT INTO snapshots (doc_id, kind, trigger, label, upto_seq, state, state_vector, created_at)
+                 VALUES (?1, 'version', ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    doc_id,
+                    kind.as_str(),
+                    label,
+                    snapshot.upto_seq as i64,
+                    snapshot.state,
+                    snapshot.state_vector,
+                    now
+                ],
+            )?;
+            Ok(Done::Version(VersionMeta {
+                id: tx.last_insert_rowid(),
+                created: now,
+                label: label.clone(),
+                kind: *kind,
+                size: snapshot.state.len() as u64,
+                state_vector: snapshot.state_vector.clone(),
+            }))
+        }
+        Job::DeleteVersions { doc, ids: versions, .. } => {
+            let Some(doc_id) = doc_id(tx, doc)? else {
+                return Ok(Done::Count(0));
+            };
+            let mut delete =
+                tx.prepare_cached("DELETE FROM snapshots WHERE doc_id = ?1 AND kind = 'version' AND id = ?2")?;
+            let mut count = 0;
+            for id in versions {
+                count += delete.execute(params![doc_id, id])?;
+            }
+            Ok(Done::Count(count))
+        }
         Job::Close { .. } => Ok(Done::Unit),
     }
 }
@@ -329,6 +387,18 @@ fn finish(job: Job, result: Result<Done, StoreError>) {
         }
         Job::Delete { reply, .. } => {
             let _ = reply.send(result.map(|done| matches!(done, Done::Bool(true))));
+        }
+        Job::SaveVersion { reply, .. } => {
+            let _ = reply.send(result.and_then(|done| match done {
+                Done::Version(meta) => Ok(meta),
+                _ => Err(StoreError::Commit("version not saved".into())),
+            }));
+        }
+        Job::DeleteVersions { reply, .. } => {
+            let _ = reply.send(result.map(|done| match done {
+                Done::Count(n) => n,
+                _ => 0,
+            }));
         }
         Job::Close { .. } => {}
     }
@@ -384,6 +454,23 @@ fn load(conn: &Connection, doc: &DocName) -> Result<StoredDoc, StoreError> {
         snapshot: snapshot.map(|(_, state)| state),
         log,
         next_seq: last + 1,
+    })
+}
+
+const VERSION_COLUMNS: &str = "s.id, s.created_at, s.label, s.trigger, length(s.state), s.state_vector";
+
+fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionMeta> {
+    let trigger: Option<String> = r.get(3)?;
+    Ok(VersionMeta {
+        id: r.get(0)?,
+        created: r.get(1)?,
+        label: r.get(2)?,
+        kind: match trigger.as_deref() {
+            Some("named") => VersionKind::Named,
+            _ => VersionKind::Auto,
+        },
+        size: r.get::<_, i64>(4)? as u64,
+        state_vector: r.get(5)?,
     })
 }
 
@@ -445,6 +532,63 @@ impl DocStore for SqliteStore {
         let (reply, rx) = oneshot::channel();
         let job = Job::Delete {
             doc: name.clone(),
+            reply,
+        };
+        Box::pin(self.submit(job, rx))
+    }
+
+    fn save_version<'a>(
+        &'a self,
+        name: &'a DocName,
+        snapshot: Snapshot,
+        kind: VersionKind,
+        label: Option<String>,
+    ) -> BoxFuture<'a, Result<VersionMeta, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::SaveVersion {
+            doc: name.clone(),
+            snapshot,
+            kind,
+            label,
+            reply,
+        };
+        Box::pin(self.submit(job, rx))
+    }
+
+    fn list_versions<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>> {
+        let name = name.clone();
+        Box::pin(self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {VERSION_COLUMNS} FROM snapshots s JOIN documents d ON d.id = s.doc_id
+                 WHERE d.name = ?1 AND s.kind = 'version' ORDER BY s.created_at DESC, s.id DESC"
+            ))?;
+            let rows = stmt.query_map([name.as_str()], version_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        }))
+    }
+
+    fn load_version<'a>(
+        &'a self,
+        name: &'a DocName,
+        id: i64,
+    ) -> BoxFuture<'a, Result<Option<(VersionMeta, Vec<u8>)>, StoreError>> {
+        let name = name.clone();
+        Box::pin(self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {VERSION_COLUMNS}, s.state FROM snapshots s JOIN documents d ON d.id = s.doc_id
+                     WHERE d.name = ?1 AND s.kind = 'version' AND s.id = ?2"
+                ))?
+                .query_row(params![name.as_str(), id], |r| Ok((version_row(r)?, r.get(6)?)))
+                .optional()?)
+        }))
+    }
+
+    fn delete_versions<'a>(&'a self, name: &'a DocName, ids: Vec<i64>) -> BoxFuture<'a, Result<usize, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::DeleteVersions {
+            doc: name.clone(),
+            ids,
             reply,
         };
         Box::pin(self.submit(job, rx))

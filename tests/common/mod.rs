@@ -298,3 +298,37 @@ pub fn enc(name: &str) -> String {
     }
     out
 }
+
+/// A recorded editing trace: apply `patches` in order to get `end`.
+pub struct Trace {
+    pub end: String,
+    /// (position in chars, chars deleted, text inserted)
+    pub patches: Vec<(u32, u32, String)>,
+}
+
+/// The automerge-paper trace (tests/data): 259,778 single-character edits.
+pub fn automerge_paper() -> Trace {
+    use std::io::Read;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/automerge-paper.json.gz");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(file).read_to_string(&mut json).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let patches = value["txns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|txn| txn["patches"].as_array().unwrap().iter())
+        .map(|p| {
+            (
+                p[0].as_u64().unwrap() as u32,
+                p[1].as_u64().unwrap() as u32,
+                p[2].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    Trace {
+        end: value["endContent"].as_str().unwrap().to_string(),
+        patches,
+    }
+}

@@ -1,0 +1,364 @@
+//! The JSON API under `/api`: documents, their state, versions and restore.
+//!
+//! Document names in paths are percent-encoded (`notes%2Ftoday`). Every
+//! error is JSON `{"error": "..."}` with its status (see [`ApiError`]).
+
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use yrs::updates::decoder::Decode;
+use yrs::StateVector;
+
+use super::{ApiError, AppState};
+use crate::doc::{DocName, DocError};
+use crate::protocol::InboundUpdate;
+use crate::storage::{DocMeta, VersionKind, VersionMeta};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/docs", get(list_docs))
+        .route("/docs/{name}", get(get_doc).delete(delete_doc))
+        .route("/docs/{name}/update", get(get_update).post(post_update))
+        .route("/docs/{name}/versions", get(list_versions).post(take_version))
+        .route("/docs/{name}/versions/{id}", get(get_version).delete(delete_version))
+        .route("/docs/{name}/versions/{id}/update", get(get_version_update))
+        .route("/docs/{name}/versions/{id}/restore", post(restore_version))
+        .fallback(|| async { ApiError::not_found("no such API route; see README.md, section HTTP API") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+        })
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn doc_name(raw: &str) -> ApiResult<DocName> {
+    // axum has already percent-decoded the path segment.
+    Ok(DocName::parse(raw)?)
+}
+
+fn version_id(raw: &str) -> ApiResult<i64> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("no version '{raw}': version ids are numbers")))
+}
+
+/// RFC 3339 (UTC, milliseconds) from Unix milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[derive(Serialize)]
+struct DocJson {
+    name: String,
+    created: Option<String>,
+    updated: Option<String>,
+    size: u64,
+    peers: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<Value>,
+}
+
+impl DocJson {
+    fn new(name: &str, meta: Option<&DocMeta>, peers: usize) -> Self {
+        Self {
+            name: name.to_string(),
+            created: meta.map(|m| rfc3339(m.created)),
+            updated: meta.map(|m| rfc3339(m.updated)),
+            size: meta.map_or(0, |m| m.size),
+            peers,
+            content: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct VersionJson {
+    id: i64,
+    created: String,
+    label: Option<String>,
+    kind: VersionKind,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<Value>,
+}
+
+impl From<&VersionMeta> for VersionJson {
+    fn from(v: &VersionMeta) -> Self {
+        Self {
+            id: v.id,
+            created: rfc3339(v.created),
+            label: v.label.clone(),
+            kind: v.kind,
+            size: v.size,
+            content: None,
+        }
+    }
+}
+
+/// `GET /api/docs`: stored documents, and live ones not stored yet.
+async fn list_docs(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let stored = state.registry.store().list().await?;
+    let mut docs: Vec<DocJson> = stored
+        .iter()
+        .map(|m| {
+            let peers = DocName::parse(&m.name)
+                .ok()
+                .and_then(|n| state.registry.loaded(&n))
+                .map_or(0, |h| h.peers());
+            DocJson::new(&m.name, Some(m), peers)
+        })
+        .collect();
+    for (name, handle) in state.registry.loaded_docs() {
+        if handle.peers() > 0 && !stored.iter().any(|m| m.name == name.as_str()) {
+            docs.push(DocJson::new(name.as_str(), None, handle.peers()));
+        }
+    }
+    docs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(json!({ "docs": docs })))
+}
+
+/// A document exists once it is stored or someone is connected to it.
+async fn existing(state: &AppState, name: &DocName) -> ApiResult<Option<DocMeta>> {
+    let meta = state.registry.store().meta(name).await?;
+    let live = state.registry.loaded(name).is_some_and(|h| h.peers() > 0);
+    if meta.is_none() && !live {
+        return Err(ApiError::not_found(format!("no document '{name}'")));
+    }
+    Ok(meta)
+}
+
+/// `GET /api/docs/{name}`: metadata and content as JSON.
+async fn get_doc(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<DocJson>> {
+    let name = doc_name(&name)?;
+    let meta = existing(&state, &name).await?;
+    let content = state.registry.with_doc(&name, |h| async move { h.content().await }).await?;
+    let peers = state.registry.loaded(&name).map_or(0, |h| h.peers());
+    let mut doc = DocJson::new(name.as_str(), meta.as_ref(), peers);
+    doc.content = Some(content);
+    Ok(Json(doc))
+}
+
+/// `DELETE /api/docs/{name}`: the document, its log and its versions; live
+/// peers are disconnected (code 4404).
+async fn delete_doc(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let name = doc_name(&name)?;
+    existing(&state, &name).await?;
+    state.registry.with_doc(&name, |h| async move { h.delete().await }).await?;
+    Ok(Json(json!({ "deleted": name.as_str() })))
+}
+
+#[derive(Deserialize)]
+struct SvQuery {
+    sv: Option<String>,
+}
+
+fn binary(update: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], update).into_response()
+}
+
+/// `GET /api/docs/{name}/update[?sv=base64]`: the state as a v1 update.
+async fn get_update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<SvQuery>,
+) -> ApiResult<Response> {
+    let name = doc_name(&name)?;
+    existing(&state, &name).await?;
+    let sv = match query.sv {
+        None => None,
+        Some(b64) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64.trim()))
+                .map_err(|e| ApiError::bad_request(format!("sv is not base64: {e}")))?;
+            Some(
+                StateVector::decode_v1(&bytes)
+                    .map_err(|e| ApiError::bad_request(format!("sv is not a Yjs state vector: {e}")))?,
+            )
+        }
+    };
+    let update = state
+        .registry
+        .with_doc(&name, |h| {
+            let sv = sv.clone();
+            async move { h.encode_state(sv).await }
+        })
+        .await?;
+    Ok(binary(update))
+}
+
+/// `POST /api/docs/{name}/update`: a v1 update, applied, stored and relayed
+/// exactly like a peer's. Creates the document if needed.
+async fn post_update(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+    let name = doc_name(&name)?;
+    if body.is_empty() {
+        return Err(ApiError::bad_request("empty body: send a binary Yjs v1 update"));
+    }
+    let size = body.len();
+    // Decode once to refuse garbage with a reason; the actor gets its own
+    // copy on each (rare) retry.
+    InboundUpdate::from_raw(body.clone()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    state
+        .registry
+        .with_doc(&name, |h| {
+            let body = body.clone();
+            async move {
+                let update = InboundUpdate::from_raw(body).map_err(|e| DocError::BadUpdate(e.to_string()))?;
+                h.apply_update(update).await
+            }
+        })
+        .await?;
+    Ok(Json(json!({ "applied": size })))
+}
+
+/// `GET /api/docs/{name}/versions`: newest first.
+async fn list_versions(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let name = doc_name(&name)?;
+    existing(&state, &name).await?;
+    let versions = state.registry.store().list_versions(&name).await?;
+    let versions: Vec<VersionJson> = versions.iter().map(VersionJson::from).collect();
+    Ok(Json(json!({ "versions": versions })))
+}
+
+#[derive(Deserialize, Default)]
+struct NewVersion {
+    label: Option<String>,
+}
+
+/// Longest version label, in bytes.
+const MAX_LABEL: usize = 200;
+
+/// `POST /api/docs/{name}/versions` `{"label": "..."}`: 201 with the version.
+async fn take_version(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<NewVersion>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<VersionJson>)> {
+    let name = doc_name(&name)?;
+    let label = match body {
+        Ok(Json(v)) => v.label,
+        // An empty body is fine: an unlabelled named version.
+        Err(JsonRejection::MissingJsonContentType(_)) => None,
+        Err(e) => return Err(ApiError::bad_request(format!("body must be JSON {{\"label\": \"...\"}}: {e}"))),
+    };
+    let label = label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
+    if label.as_ref().is_some_and(|l| l.len() > MAX_LABEL) {
+        return Err(ApiError::bad_request(format!("label is longer than {MAX_LABEL} bytes")));
+    }
+    existing(&state, &name).await?;
+    let meta = state
+        .registry
+        .with_doc(&name, |h| {
+            let label = label.clone();
+            async move { h.take_version(VersionKind::Named, label).await }
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(VersionJson::from(&meta))))
+}
+
+async fn load_version(state: &AppState, name: &str, id: &str) -> ApiResult<(DocName, VersionMeta, Vec<u8>)> {
+    let name = doc_name(name)?;
+    let id = version_id(id)?;
+    existing(state, &name).await?;
+    let (meta, bytes) = state
+        .registry
+        .store()
+        .load_version(&name, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no version {id} of document '{name}'")))?;
+    Ok((name, meta, bytes))
+}
+
+/// `GET /api/docs/{name}/versions/{id}`: metadata and content as JSON.
+async fn get_version(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Json<VersionJson>> {
+    let (_, meta, bytes) = load_version(&state, &name, &id).await?;
+    let content = tokio::task::spawn_blocking(move || {
+        let doc = yrs::Doc::new();
+        let update = yrs::Update::decode_v1(&bytes).map_err(|e| e.to_string())?;
+        yrs::Transact::transact_mut(&doc).apply_update(update).map_err(|e| e.to_string())?;
+        Ok::<_, String>(crate::doc::content::doc_to_json(&doc))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("version {id} is corrupt: {e}")))?;
+    let mut version = VersionJson::from(&meta);
+    version.content = Some(content);
+    Ok(Json(version))
+}
+
+/// `GET /api/docs/{name}/versions/{id}/update`: its full state, binary.
+async fn get_version_update(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (_, _, bytes) = load_version(&state, &name, &id).await?;
+    Ok(binary(bytes))
+}
+
+/// `DELETE /api/docs/{name}/versions/{id}`
+async fn delete_version(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (name, meta, _) = load_version(&state, &name, &id).await?;
+    state.registry.store().delete_versions(&name, vec![meta.id]).await?;
+    Ok(Json(json!({ "deleted": meta.id })))
+}
+
+/// `POST /api/docs/{name}/versions/{id}/restore`: the live content becomes
+/// the version's through a new update; a version of the state before is
+/// taken first so the restore can be undone.
+async fn restore_version(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let name = doc_name(&name)?;
+    let id = version_id(&id)?;
+    existing(&state, &name).await?;
+    let restored = state.registry.with_doc(&name, |h| async move { h.restore(id).await }).await?;
+    Ok(Json(json!({
+        "restored": id,
+        "backup": VersionJson::from(&restored.backup),
+        "update_size": restored.update_size,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn formats_times_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_822_245_000), "2026-11-27T23:30:45.000Z");
+    }
+}

@@ -1,0 +1,218 @@
+//! Durable storage: what survives restarts, crashes and storage faults.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, Server, SECOND};
+use yrs::{ReadTxn, Text, Transact};
+
+fn sqlite(server: &Server) -> rusqlite::Connection {
+    rusqlite::Connection::open(&server.db).unwrap()
+}
+
+fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Content written before a SIGKILL is there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_on_the_same_file_keeps_content() {
+    let server = Server::start();
+    let a = server.connect("kept").await;
+    let text = a.doc.get_or_insert_text("t");
+    a.edit(|txn| text.push(txn, "survives"));
+    let b = server.connect("kept").await;
+    b.wait_for("edit", 5 * SECOND, |b| b.text("t") == "survives").await.unwrap();
+    let server = server.restart();
+    let c = server.connect("kept").await;
+    assert_eq!(c.text("t"), "survives");
+}
+
+/// Nothing an observer received is lost when the server is killed at once
+/// afterwards: every update is committed before it is relayed. Repeated,
+/// on one database, with a compaction threshold low enough to interleave
+/// compactions with the crashes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_nothing_an_observer_saw() {
+    const ROUNDS: usize = 12;
+    const UPDATES: usize = 150;
+    let mut server = Server::builder().arg("--compact-updates", 100).start();
+    let mut expected = String::new();
+    for round in 0..ROUNDS {
+        let writer = server.connect("crash").await;
+        assert_eq!(writer.text("t"), expected, "round {round}: content after restart");
+        let observer = server.connect("crash").await;
+        let text = writer.doc.get_or_insert_text("t");
+        for i in 0..UPDATES {
+            let piece = format!("{}", (round * UPDATES + i) % 10);
+            writer.edit(|txn| text.push(txn, &piece));
+            expected.push_str(&piece);
+        }
+        let want = expected.clone();
+        observer.wait_for("every update", 10 * SECOND, |o| o.text("t") == want).await.unwrap();
+        server = server.restart(); // SIGKILL, then start again
+    }
+    let last = server.connect("crash").await;
+    assert_eq!(last.text("t"), expected);
+    assert_eq!(expected.len(), ROUNDS * UPDATES);
+}
+
+/// Compaction replaces the log by a snapshot; content is identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_content_and_shrinks_the_log() {
+    let server = Server::builder().arg("--compact-updates", 100).start();
+    let a = server.connect("compact").await;
+    let text = a.doc.get_or_insert_text("t");
+    for i in 0..1000 {
+        a.edit(|txn| text.insert(txn, (i * 7 % (i + 1)) as u32, "ab"));
+        if i % 3 == 0 {
+            a.edit(|txn| text.remove_range(txn, 0, 1));
+        }
+    }
+    let b = server.connect("compact").await;
+    let want = a.text("t");
+    b.wait_for("everything", 10 * SECOND, |b| b.text("t") == want).await.unwrap();
+    let db = sqlite(&server);
+    let logged = count(&db, "SELECT COUNT(*) FROM updates");
+    assert!(logged < 100, "log not compacted: {logged} rows");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM snapshots WHERE kind = 'compaction'"), 1);
+    assert!(server.metric("weft_compactions_total").await >= 2.0);
+
+    let sv = a.doc.transact().state_vector();
+    let server = server.restart();
+    let c = server.connect("compact").await;
+    assert_eq!(c.text("t"), want);
+    assert_eq!(c.doc.transact().state_vector(), sv, "identical state");
+}
+
+/// The automerge-paper trace, one update per edit, through a socket; after a
+/// restart the text is exactly the trace's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_replay_survives_restart() {
+    let trace = common::automerge_paper();
+    assert_eq!(trace.patches.len(), 259_778);
+    let server = Server::start();
+    let writer = server.connect("paper").await;
+    let text = writer.doc.get_or_insert_text("t");
+    for (pos, del, ins) in &trace.patches {
+        writer.edit(|txn| {
+            if *del > 0 {
+                text.remove_range(txn, *pos, *del);
+            }
+            if !ins.is_empty() {
+                text.insert(txn, *pos, ins);
+            }
+        });
+    }
+    assert_eq!(writer.text("t"), trace.end, "the replay itself must reproduce the trace");
+    let observer = Client::connect(&server.ws, "paper").await.unwrap();
+    observer
+        .wait_for("the whole trace", 120 * SECOND, |o| o.text("t").len() == trace.end.len())
+        .await
+        .unwrap();
+    server.wait_metric("weft_updates_applied_total", 120 * SECOND, |v| v >= 259_778.0).await;
+    let server = server.restart();
+    let reader = server.connect("paper").await;
+    assert_eq!(reader.text("t"), trace.end);
+}
+
+/// A write that fails (the database locked by another process) is neither
+/// relayed nor kept: its sender is closed with 4500 and resends it after
+/// reconnecting. What was relayed before stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_failure_closes_the_writer_and_loses_nothing() {
+    let server = Server::builder().arg("--db-busy-timeout-ms", 100).start();
+    let writer = server.connect("locked").await;
+    let observer = server.connect("locked").await;
+    let text = writer.doc.get_or_insert_text("t");
+    writer.edit(|txn| text.push(txn, "stored "));
+    observer.wait_for("first edit", 5 * SECOND, |o| o.text("t") == "stored ").await.unwrap();
+
+    let lock = sqlite(&server);
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    writer.edit(|txn| text.push(txn, "later"));
+    let closed = writer.wait_closed(10 * SECOND).await.unwrap();
+    assert_eq!(closed.map(|c| c.0), Some(4500));
+    assert_eq!(observer.text("t"), "stored ", "an update that was not stored must not be relayed");
+    server.wait_log("could not store updates", SECOND).await.unwrap();
+    assert!(server.log().contains("doc=locked"));
+    lock.execute_batch("COMMIT").unwrap();
+
+    // The writer still has its edit and sends it again on reconnect.
+    let again = Client::connect_with(&server.ws, "locked", writer.doc.clone()).await.unwrap();
+    again.wait_synced().await.unwrap();
+    observer.wait_for("the resent edit", 5 * SECOND, |o| o.text("t") == "stored later").await.unwrap();
+    let server = server.restart();
+    assert_eq!(server.connect("locked").await.text("t"), "stored later");
+}
+
+/// A stored row that does not decode is reported with its document's name,
+/// at the upgrade; other documents load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_document_is_reported_and_others_still_load() {
+    let mut server = Server::start();
+    for (i, room) in ["broken", "healthy"].into_iter().enumerate() {
+        let c = server.connect(room).await;
+        let text = c.doc.get_or_insert_text("t");
+        c.edit(|txn| text.push(txn, room));
+        server.wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v > i as f64).await;
+        c.close();
+    }
+    assert!(server.terminate().success());
+    let db = rusqlite::Connection::open(&server.db).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE snapshots SET state = x'ff01ff' WHERE doc_id = (SELECT id FROM documents WHERE name = 'broken')",
+            [],
+        )
+        .unwrap()
+        + db.execute(
+            "UPDATE updates SET data = x'ff01ff' WHERE doc_id = (SELECT id FROM documents WHERE name = 'broken')",
+            [],
+        )
+        .unwrap();
+    assert!(changed > 0);
+    drop(db);
+    let server = server.restart();
+    let refused = Client::refused(&server.ws, "/broken").await.unwrap();
+    assert_eq!(refused.status, 500);
+    assert!(refused.body.contains("'broken' could not be loaded"), "{}", refused.body);
+    assert_eq!(server.connect("healthy").await.text("t"), "healthy");
+    let api = server.get("/api/docs/broken").await;
+    assert_eq!(api.status, 500);
+    assert!(api.text().contains("broken"));
+}
+
+/// A database written by a newer weft is refused at start-up, untouched.
+#[test]
+fn newer_schema_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("future.db");
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("PRAGMA user_version = 99; CREATE TABLE t (x);").unwrap();
+    drop(db);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["--addr", "127.0.0.1:0", "--db"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("schema version 99 is newer"), "{stderr}");
+    let db = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(db.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), 99);
+}
+
+/// `--sync full` works end to end (the setting itself is SQLite's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_full_mode_stores_and_reloads() {
+    let server = Server::builder().arg("--sync", "full").start();
+    let a = server.connect("full").await;
+    let text = a.doc.get_or_insert_text("t");
+    a.edit(|txn| text.push(txn, "fsynced"));
+    server.wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0).await;
+    let server = server.restart();
+    assert_eq!(server.connect("full").await.text("t"), "fsynced");
+    let _ = Duration::ZERO;
+}
