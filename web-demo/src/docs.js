@@ -63,9 +63,12 @@ export const mountDocs = (api, current, token, isSynced) => {
     if (!docs.some((d) => d.name === current)) docs = [{ name: current, peers: 1, unsaved: true }, ...docs]
     list.replaceChildren(...docs.map((doc) => {
       const details = []
-      if (doc.unsaved) details.push('new')
-      else if (doc.updated) details.push(relativeTime(doc.updated))
-      if (typeof doc.size === 'number' && !doc.unsaved) details.push(formatSize(doc.size))
+      if (doc.unsaved || !doc.updated) {
+        details.push('new')
+      } else {
+        details.push(relativeTime(doc.updated))
+        if (typeof doc.size === 'number') details.push(formatSize(doc.size))
+      }
       const active = doc.name === current
       return h('li', null,
         h('a', {
@@ -107,10 +110,21 @@ export const mountDocs = (api, current, token, isSynced) => {
     }
   }
 
+  // Soon after this document changes or someone comes or goes, so that its
+  // own entry (size, last change, people) keeps up; at most every 2 s.
+  let soon = 0
+  const refreshSoon = () => {
+    if (soon !== 0) return
+    soon = setTimeout(() => {
+      soon = 0
+      refresh()
+    }, 2000)
+  }
+
   // Refresh when the tab comes back into view, not while hidden.
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible' && lastDocs !== null) refresh()
   })
   render([])
-  return { refresh }
+  return { refresh, refreshSoon }
 }

@@ -84,16 +84,41 @@ const placeholder = (text) => new Plugin({
   }
 })
 
-/** A remote caret: a thin bar in the user's colour with their name above it. */
-const cursorBuilder = (user) => {
-  const caret = document.createElement('span')
-  caret.className = 'remote-caret'
-  caret.style.setProperty('--user-color', user.color)
-  const label = document.createElement('span')
-  label.className = 'remote-caret-label'
-  label.textContent = user.name
-  caret.append('\u2060', label, '\u2060')
-  return caret
+/**
+ * Remote carets: a thin bar in the user's colour with their name above it.
+ *
+ * y-prosemirror keys each caret widget by client ID, so ProseMirror keeps the
+ * same DOM node when that user renames themselves or changes colour; the
+ * carets are therefore kept here and updated from awareness directly.
+ * @param {import('y-protocols/awareness').Awareness} awareness
+ */
+const remoteCarets = (awareness) => {
+  /** @type {Map<number, HTMLElement>} */
+  const carets = new Map()
+  const paint = (caret, user) => {
+    caret.style.setProperty('--user-color', user.color)
+    caret.firstElementChild.textContent = user.name
+  }
+  awareness.on('change', () => {
+    const states = awareness.getStates()
+    for (const [clientId, caret] of carets) {
+      const user = states.get(clientId)?.user
+      if (user == null) carets.delete(clientId)
+      else paint(caret, user)
+    }
+  })
+  return (user, clientId) => {
+    const caret = document.createElement('span')
+    caret.className = 'remote-caret'
+    const label = document.createElement('span')
+    label.className = 'remote-caret-label'
+    caret.append(label)
+    caret.prepend('\u2060')
+    caret.append('\u2060')
+    paint(caret, user)
+    carets.set(clientId, caret)
+    return caret
+  }
 }
 
 const selectionBuilder = (user) => ({
@@ -124,7 +149,7 @@ export const createEditor = (mount, fragment, awareness, onStateChange = () => {
     schema,
     plugins: [
       ySyncPlugin(fragment),
-      yCursorPlugin(awareness, { cursorBuilder, selectionBuilder, awarenessStateFilter }),
+      yCursorPlugin(awareness, { cursorBuilder: remoteCarets(awareness), selectionBuilder, awarenessStateFilter }),
       yUndoPlugin(),
       buildInputRules(),
       buildKeymap(),

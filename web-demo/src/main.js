@@ -56,7 +56,7 @@ const provider = new WebsocketProvider(serverUrl, encodeURIComponent(docName), y
   disableBc: true
 })
 
-const { me } = mountPresence(provider.awareness)
+const { me } = mountPresence(provider)
 
 /** @type {{ update: () => void } | null} */
 let toolbar = null
@@ -87,6 +87,10 @@ const status = mountStatus(provider, ydoc, {
 const isSynced = () => status.state() === 'synced'
 
 docs = mountDocs(api, docName, token, isSynced)
+ydoc.on('update', () => docs?.refreshSoon())
+provider.awareness.on('change', ({ added, removed }) => {
+  if (added.length + removed.length > 0) docs?.refreshSoon()
+})
 versions = mountVersions({
   api,
   docName,

@@ -44,11 +44,27 @@ export const loadIdentity = () => {
 /**
  * Publishes the local user in awareness, lets them rename themselves, and
  * renders everyone present (sidebar list and header avatars).
- * @param {import('y-protocols/awareness').Awareness} awareness
+ * @param {import('y-websocket').WebsocketProvider} provider
  */
-export const mountPresence = (awareness) => {
+export const mountPresence = (provider) => {
+  const awareness = provider.awareness
   const me = loadIdentity()
   awareness.setLocalStateField('user', me)
+
+  // Back after a disconnection, the server and the other peers remember this
+  // client as gone at its last clock plus one (weft marks departures that
+  // way). A state sent again at an older or equal clock is ignored, which
+  // would hide this user until two 15 s renewals had passed: step the clock
+  // past that as the connection opens (this runs before the provider sends
+  // its own awareness message).
+  let connectedBefore = false
+  provider.on('status', ({ status }) => {
+    if (status !== 'connected') return
+    if (connectedBefore && awareness.getLocalState() !== null) {
+      for (let i = 0; i < 2; i++) awareness.setLocalState({ ...awareness.getLocalState() })
+    }
+    connectedBefore = true
+  })
 
   const input = /** @type {HTMLInputElement} */ ($('my-name'))
   const swatch = $('my-swatch')
