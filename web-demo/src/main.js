@@ -13,6 +13,7 @@ import { mountPresence } from './presence.js'
 import { mountStatus } from './status.js'
 import { mountDocs, DEFAULT_DOC, docUrl, nameProblem } from './docs.js'
 import { mountVersions } from './versions.js'
+import { seedWelcome } from './welcome.js'
 import { $, toast } from './ui.js'
 
 const params = new URLSearchParams(location.search)
@@ -57,6 +58,17 @@ const provider = new WebsocketProvider(serverUrl, encodeURIComponent(docName), y
 })
 
 const { me } = mountPresence(provider)
+
+// The default document explains the demo on a first visit. Only once the
+// server's state is in: an empty page before that proves nothing.
+if (docName === DEFAULT_DOC) {
+  const seed = (synced) => {
+    if (!synced) return
+    provider.off('sync', seed)
+    seedWelcome(ydoc)
+  }
+  provider.on('sync', seed)
+}
 
 /** @type {{ update: () => void } | null} */
 let toolbar = null
