@@ -27,6 +27,7 @@
 //! - [`close`]: the close codes weft sends, and why.
 //! - [`metrics`]: counters rendered for Prometheus.
 
+pub mod auth;
 pub mod close;
 pub mod config;
 pub mod doc;

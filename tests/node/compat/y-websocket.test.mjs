@@ -1,0 +1,127 @@
+// The real yjs and y-websocket npm packages against the weft binary.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import WebSocket from 'ws'
+import { startWeft, waitFor } from '../weft.mjs'
+
+const servers = []
+after(() => servers.forEach((s) => s.cleanup()))
+
+async function weft (opts) {
+  const server = await startWeft(opts)
+  servers.push(server)
+  return server
+}
+
+function provider (server, room, doc = new Y.Doc(), opts = {}) {
+  const p = new WebsocketProvider(server.ws, room, doc, {
+    WebSocketPolyfill: WebSocket,
+    disableBc: true,
+    maxBackoffTime: 200,
+    ...opts
+  })
+  return { doc, p }
+}
+
+const synced = (p) => waitFor('sync', () => p.synced)
+
+test('two providers converge on text and map edits', async (t) => {
+  const server = await weft()
+  const a = provider(server, 'notes/today')
+  const b = provider(server, 'notes/today')
+  t.after(() => { a.p.destroy(); b.p.destroy() })
+  await synced(a.p)
+  await synced(b.p)
+  a.doc.getText('t').insert(0, 'hello ')
+  b.doc.getText('t').insert(0, 'world ')
+  a.doc.getMap('m').set('from', 'a')
+  b.doc.getMap('m').set('other', 42)
+  await waitFor('convergence', () =>
+    a.doc.getText('t').toString() === b.doc.getText('t').toString() &&
+    a.doc.getText('t').length === 12 &&
+    b.doc.getMap('m').get('from') === 'a' && a.doc.getMap('m').get('other') === 42)
+  assert.equal(a.doc.getText('t').toString(), b.doc.getText('t').toString())
+})
+
+test('awareness propagates, and is removed when its provider leaves', async (t) => {
+  const server = await weft()
+  const a = provider(server, 'presence')
+  const b = provider(server, 'presence')
+  t.after(() => b.p.destroy())
+  await synced(a.p)
+  await synced(b.p)
+  a.p.awareness.setLocalStateField('user', { name: 'alice', color: '#f00' })
+  await waitFor('alice at b', () => b.p.awareness.getStates().get(a.doc.clientID)?.user?.name === 'alice')
+  a.p.destroy()
+  await waitFor('alice gone at b', () => !b.p.awareness.getStates().has(a.doc.clientID))
+})
+
+test('a provider whose socket is closed reconnects and catches up', async (t) => {
+  const server = await weft()
+  const a = provider(server, 'reconnect')
+  const b = provider(server, 'reconnect')
+  t.after(() => { a.p.destroy(); b.p.destroy() })
+  await synced(a.p)
+  await synced(b.p)
+  a.doc.getText('t').insert(0, 'before ')
+  await waitFor('first edit at b', () => b.doc.getText('t').toString() === 'before ')
+
+  let reconnected = false
+  b.p.on('status', ({ status }) => { if (status === 'connected') reconnected = true })
+  b.p.ws.close() // the socket drops; the provider reconnects by itself
+  await waitFor('b disconnected', () => !b.p.wsconnected)
+  a.doc.getText('t').insert(7, 'missed ')
+  b.doc.getText('t').insert(0, 'offline ')
+  await waitFor('b back and synced', () => reconnected && b.p.synced, 15000)
+  await waitFor('both converge', () =>
+    a.doc.getText('t').toString() === b.doc.getText('t').toString() &&
+    a.doc.getText('t').toString().includes('missed') && a.doc.getText('t').toString().includes('offline'))
+})
+
+test('content survives a SIGKILL and restart (Node client)', async (t) => {
+  const first = await weft()
+  const a = provider(first, 'durable')
+  await synced(a.p)
+  a.doc.getText('t').insert(0, 'kept after kill')
+  a.doc.getMap('m').set('k', 'v')
+  const b = provider(first, 'durable')
+  await synced(b.p)
+  // b has it from the server: it was stored before it was relayed
+  await waitFor('b has the edit', () => b.doc.getText('t').toString() === 'kept after kill')
+  a.p.destroy(); b.p.destroy()
+  await first.kill()
+
+  const second = await weft({ db: first.db })
+  const c = provider(second, 'durable')
+  t.after(() => c.p.destroy())
+  await synced(c.p)
+  assert.equal(c.doc.getText('t').toString(), 'kept after kill')
+  assert.equal(c.doc.getMap('m').get('k'), 'v')
+})
+
+test('HTTP API sees what providers wrote, and a posted update reaches them', async (t) => {
+  const server = await weft()
+  const a = provider(server, 'api doc')
+  t.after(() => a.p.destroy())
+  await synced(a.p)
+  a.doc.getText('t').insert(0, 'from provider')
+  const name = encodeURIComponent('api doc')
+  await waitFor('stored', async () => {
+    const res = await fetch(`${server.http}/api/docs/${name}/update`)
+    if (res.status !== 200) return false
+    const doc = new Y.Doc()
+    Y.applyUpdate(doc, new Uint8Array(await res.arrayBuffer()))
+    return doc.getText('t').toString() === 'from provider'
+  })
+  const other = new Y.Doc()
+  other.getMap('m').set('posted', true)
+  const res = await fetch(`${server.http}/api/docs/${name}/update`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream' },
+    body: Y.encodeStateAsUpdate(other)
+  })
+  assert.equal(res.status, 200)
+  await waitFor('posted update at the provider', () => a.doc.getMap('m').get('posted') === true)
+})
