@@ -142,7 +142,7 @@ test('the document picker lists stored documents, opens or creates one by name, 
   }
 })
 
-test('versions: name the current state, preview it read-only, and restore it on every page', async (t) => {
+test('versions: name the current state, preview it read-only, and restore it on every page', async () => {
   const ada = await openDemo(browser, docUrl('versions'), ADA)
   const grace = await openDemo(browser, docUrl('versions'), GRACE)
   const pages = [ada, grace]
@@ -186,14 +186,7 @@ test('versions: name the current state, preview it read-only, and restore it on 
     await ada.click('#confirm-ok')
     const toast = ada.locator('.toast', { hasText: /Restored|Could not restore/ })
     await toast.waitFor({ timeout: DEADLINE })
-    const toastText = await toast.textContent()
-    if (/not implemented/i.test(toastText ?? '')) {
-      // The server in this build has the route but not the restore itself
-      // (src/doc/restore.rs is a placeholder until branch `restore` lands).
-      t.skip(`restore not implemented by this weft build: ${toastText}`)
-      return
-    }
-    assert.match(toastText ?? '', /Restored “First draft”/)
+    assert.match(await toast.textContent() ?? '', /Restored “First draft”\. The state before it is kept as/)
 
     // Both pages converge on the version, without reloading.
     for (const page of pages) await waitForExactText(page, 'The first draft.')
@@ -202,6 +195,17 @@ test('versions: name the current state, preview it read-only, and restore it on 
     await ada.waitForFunction(() => document.querySelectorAll('#version-list .version').length >= 2, null, { timeout: DEADLINE })
     // The editor still works after a restore.
     await typeAtEnd(grace, ' And after.')
+    await waitForText(ada, 'The first draft. And after.')
+
+    // Deleting a version asks first, then removes it from the list only.
+    const count = await ada.locator('#version-list .version').count()
+    const first = ada.locator('#version-list .version', { has: ada.getByText('First draft', { exact: true }) })
+    await first.hover()
+    await first.locator('.version-delete').click()
+    await ada.locator('#confirm-dialog[open]', { hasText: 'Delete “First draft”?' }).waitFor({ timeout: DEADLINE })
+    await ada.click('#confirm-ok')
+    await ada.waitForFunction((n) => document.querySelectorAll('#version-list .version').length === n - 1, count, { timeout: DEADLINE })
+    assert.equal(await first.count(), 0)
     await waitForText(ada, 'The first draft. And after.')
     assertNoProblems(pages)
   } finally {
@@ -267,11 +271,30 @@ test('server killed and restarted: pages say offline, keep their edits, and sync
     await waitForText(linus, ['Before the crash.', 'During the outage.'])
     await closeAll([linus])
     // While the server is down, Chromium reports the failed reconnection
-    // attempts itself; nothing else may appear.
-    assertNoProblems([ada, grace], [/WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/restart' failed/])
+    // attempts itself, and a list request that raced with the kill; nothing
+    // else may appear.
+    assertNoProblems([ada, grace], [
+      /WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/restart' failed/,
+      /Failed to load resource: net::ERR_CONNECTION_REFUSED/
+    ])
   } finally {
     await closeAll([ada, grace])
     await server.stop()
+  }
+})
+
+test('a document deleted through the API: the page says it was disconnected and stops reconnecting', async () => {
+  const page = await openDemo(browser, docUrl('doomed'), ADA)
+  try {
+    await typeAtEnd(page, 'Soon gone.')
+    const deleted = await weft.api('DELETE', '/api/docs/doomed')
+    assert.equal(deleted.status, 200, deleted.text)
+    await waitForState(page, 'closed')
+    assert.equal(await page.textContent('#status-text'), 'Disconnected')
+    assert.match(await page.getAttribute('#status', 'title') ?? '', /closed this session/)
+    assertNoProblems([page])
+  } finally {
+    await closeAll([page])
   }
 })
 
