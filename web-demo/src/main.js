@@ -88,6 +88,10 @@ let lastState = ''
 const status = mountStatus(provider, ydoc, {
   onChange: (state) => {
     versions?.updateSaveButton()
+    if (state === 'closed' && lastState !== 'closed') {
+      const reason = status.closedBy()?.reason
+      showNotice(`The server ended this session${reason ? `: ${reason}` : ''}. Edits made now stay in this tab only; reload the page to connect again.`, 'error')
+    }
     // Connected (again): the server knows the document now; lists may be stale.
     if (state === 'synced' && lastState !== 'synced') {
       docs?.refresh()

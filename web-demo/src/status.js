@@ -109,5 +109,5 @@ export const mountStatus = (provider, ydoc, { onChange = () => {} } = {}) => {
   if (!navigator.onLine) provider.disconnect()
 
   render()
-  return { state, render, unsent: () => unsent }
+  return { state, render, unsent: () => unsent, closedBy: () => closed }
 }

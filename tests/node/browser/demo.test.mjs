@@ -292,6 +292,7 @@ test('a document deleted through the API: the page says it was disconnected and 
     await waitForState(page, 'closed')
     assert.equal(await page.textContent('#status-text'), 'Disconnected')
     assert.match(await page.getAttribute('#status', 'title') ?? '', /closed this session/)
+    await page.locator('#notice', { hasText: 'The server ended this session' }).waitFor({ timeout: DEADLINE })
     assertNoProblems([page])
   } finally {
     await closeAll([page])
