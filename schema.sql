@@ -1,8 +1,9 @@
--- weft storage schema, version 1.
+-- weft storage schema, version 2: what a new database gets.
 --
 -- Applied at start-up when the database is new (PRAGMA user_version = 0) and
--- recorded with PRAGMA user_version. A later weft that changes the schema adds
--- a numbered migration and bumps the version; a weft that finds a version
+-- recorded with PRAGMA user_version. An older database is brought up to date
+-- by the numbered steps in migrations/ (each its own transaction); a test
+-- checks that both paths give the same schema. A weft that finds a version
 -- newer than it knows refuses to start rather than misread the data.
 --
 -- Times are Unix milliseconds. Updates and snapshots are Yjs v1 encodings.
@@ -17,12 +18,16 @@ CREATE TABLE IF NOT EXISTS documents (
 );
 
 -- Append-only log of every accepted update. `seq` numbers the updates of one
--- document from 1; a snapshot covers the log up to its `upto_seq`.
+-- document from 1; a snapshot covers the log up to its `upto_seq`. One row
+-- holds one commit of the document's actor: `count` consecutive updates from
+-- `seq` on. With count = 1, `data` is the update itself; with count > 1, each
+-- update prefixed by its length (lib0 varUint).
 CREATE TABLE IF NOT EXISTS updates (
     doc_id      INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     seq         INTEGER NOT NULL,
     data        BLOB    NOT NULL,
     created_at  INTEGER NOT NULL,
+    count       INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (doc_id, seq)
 ) WITHOUT ROWID;
 
@@ -43,3 +48,11 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 
 CREATE INDEX IF NOT EXISTS snapshots_by_doc ON snapshots (doc_id, upto_seq);
+
+-- Revoked access tokens, so a revoked token stays refused after a restart.
+-- Rows can be dropped once the token would have expired anyway.
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    token_id    TEXT    PRIMARY KEY,
+    revoked_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);

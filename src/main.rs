@@ -26,9 +26,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let addr = listener.local_addr().unwrap_or(config.addr);
         info!("configuration: {}", config.summary());
-        info!("listening on ws://{addr} (web demo at http://{addr}/)");
         match weft::server::run(config, listener, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

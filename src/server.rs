@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
@@ -65,11 +66,23 @@ pub async fn run(
         next_peer: Arc::new(AtomicU64::new(1)),
     };
     let app = http::router(state);
+    // Announced only once the store is open: a client (or a test) that
+    // reads this line can connect and find its documents.
+    if let Ok(addr) = listener.local_addr() {
+        info!("listening on ws://{addr} (web demo at http://{addr}/)");
+    }
     let signal = async move {
         shutdown.await;
         info!("shutting down: closing connections and saving documents");
         let _ = stop_tx.send(true);
     };
+    // y-sync frames are small and latency-bound: with Nagle's algorithm a
+    // second small write waits for the client's delayed ACK (40 ms on Linux).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app).with_graceful_shutdown(signal).await?;
 
     // Sessions are closing with 1001; what their clients sent before the

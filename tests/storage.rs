@@ -216,3 +216,79 @@ async fn sync_full_mode_stores_and_reloads() {
     assert_eq!(server.connect("full").await.text("t"), "fsynced");
     let _ = Duration::ZERO;
 }
+
+/// A database written by the first schema version is migrated in place: its
+/// documents load, and its tables end up as a new database's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let v1 = rusqlite::Connection::open(&path).unwrap();
+    v1.execute_batch(include_str!("../migrations/0001_initial.sql")).unwrap();
+    v1.execute_batch("PRAGMA user_version = 1").unwrap();
+    let doc = yrs::Doc::new();
+    let text = doc.get_or_insert_text("t");
+    let mut updates = Vec::new();
+    for word in ["written ", "by ", "v1"] {
+        let mut txn = doc.transact_mut();
+        text.push(&mut txn, word);
+        updates.push(txn.encode_update_v1());
+    }
+    v1.execute("INSERT INTO documents (id, name, created_at, updated_at) VALUES (1, 'old', 0, 0)", [])
+        .unwrap();
+    for (i, u) in updates.iter().enumerate() {
+        v1.execute(
+            "INSERT INTO updates (doc_id, seq, data, created_at) VALUES (1, ?1, ?2, 0)",
+            rusqlite::params![i as i64 + 1, u],
+        )
+        .unwrap();
+    }
+    drop(v1);
+
+    let server = Server::builder().db(&path).start();
+    let c = server.connect("old").await;
+    assert_eq!(c.text("t"), "written by v1");
+    let t = c.doc.get_or_insert_text("t");
+    c.edit(|txn| t.push(txn, " and v2"));
+    server.wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0).await;
+    server.wait_log("database schema migrated from=1 to=2", SECOND).await.unwrap();
+    let server = server.restart();
+    assert_eq!(server.connect("old").await.text("t"), "written by v1 and v2");
+
+    let fresh = Server::start();
+    let columns = |db: &rusqlite::Connection| -> Vec<String> {
+        let mut out = Vec::new();
+        let tables: Vec<String> = db
+            .prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'index') ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for table in tables {
+            let mut stmt = db.prepare(&format!("PRAGMA table_info('{table}')")).unwrap();
+            let cols = stmt
+                .query_map([], |r| {
+                    Ok(format!(
+                        "{table}.{}:{}:{}:{:?}:{}",
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, i64>(5)?
+                    ))
+                })
+                .unwrap()
+                .map(Result::unwrap);
+            out.push(table.clone());
+            out.extend(cols);
+        }
+        out
+    };
+    let migrated = rusqlite::Connection::open(&path).unwrap();
+    let new = sqlite(&fresh);
+    assert_eq!(columns(&migrated), columns(&new));
+    let version = |db: &rusqlite::Connection| db.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(version(&migrated), 2);
+    assert_eq!(version(&new), 2);
+}

@@ -1,1 +1,25 @@
+//! weft-bench: measures weft and any y-websocket server.
+//!
+//! # Layout
+//!
+//! - [`client`]: a y-sync client that behaves like the y-websocket provider;
+//!   weft's integration tests use it.
+//! - [`wire`]: y-sync frames built and read without a CRDT: hand-encoded
+//!   append updates carrying a sequence number and a send time.
+//! - [`conn`]: load-generator connections (source address, sync, bounded
+//!   concurrent connecting).
+//! - [`stats`]: latency histograms; CPU and RSS of a process from `/proc`.
+//! - [`load`]: fan-out, many documents, idle connections, durable writes.
+//! - [`replay`]: editing-trace replay with readers that apply every update,
+//!   and the connect-to-synced measurement of cold and warm loads.
+//! - [`relay`]: the null relay, the physical limit to compare against.
+//! - [`compare`]: the three servers, every scenario, one run, one JSON file.
+
 pub mod client;
+pub mod compare;
+pub mod conn;
+pub mod load;
+pub mod relay;
+pub mod replay;
+pub mod stats;
+pub mod wire;

@@ -229,6 +229,8 @@ pub(crate) struct DocActor {
     /// Updates in the log since the last snapshot.
     log_updates: u64,
     log_bytes: u64,
+    /// Size of the last snapshot written or loaded.
+    snapshot_bytes: u64,
     /// Accepted in this batch, not yet committed.
     pending: Vec<LogEntry>,
     effects: Vec<Effect>,
@@ -279,6 +281,7 @@ pub(crate) fn spawn(
             let actor = DocActor {
                 log_updates: stored.log.len() as u64,
                 log_bytes: stored.log_bytes(),
+                snapshot_bytes: stored.snapshot.as_ref().map_or(0, |s| s.len() as u64),
                 next_seq: stored.next_seq,
                 name,
                 generation,
@@ -805,6 +808,7 @@ impl DocActor {
                 self.next_seq = stored.next_seq;
                 self.log_updates = stored.log.len() as u64;
                 self.log_bytes = stored.log_bytes();
+                self.snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
                 *self.awareness.doc_mut() = doc;
                 info!("document rebuilt from storage");
             }
@@ -827,8 +831,14 @@ impl DocActor {
         if self.poisoned {
             return;
         }
-        let due = self.log_updates >= self.config.compact_after_updates
-            || self.log_bytes >= self.config.compact_after_bytes
+        // A snapshot re-encodes the whole document, so taking one every N
+        // updates would make the work quadratic in the document's life.
+        // Waiting until the log also holds a quarter of the last snapshot's
+        // bytes bounds it to a few bytes encoded per byte logged, and a load
+        // to the snapshot plus a log of at most about a quarter of it.
+        let grown = self.log_bytes >= self.snapshot_bytes / 4;
+        let due = (self.log_updates >= self.config.compact_after_updates && grown)
+            || self.log_bytes >= self.config.compact_after_bytes.max(self.snapshot_bytes)
             || (force && self.log_updates > 0);
         if !due {
             return;
@@ -841,6 +851,7 @@ impl DocActor {
                 self.metrics.compactions.fetch_add(1, Relaxed);
                 self.log_updates = 0;
                 self.log_bytes = 0;
+                self.snapshot_bytes = size as u64;
             }
             // The log is intact; compaction is retried after the next batch.
             Err(e) => warn!(error = %e, "compaction failed"),

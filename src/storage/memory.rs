@@ -40,6 +40,7 @@ impl Entry {
 #[derive(Default)]
 pub struct MemoryStore {
     docs: Mutex<BTreeMap<DocName, Entry>>,
+    revoked: Mutex<Vec<(String, u64)>>,
     next_version: std::sync::atomic::AtomicI64,
 }
 
@@ -163,6 +164,24 @@ impl DocStore for MemoryStore {
             before - e.versions.len()
         });
         Box::pin(std::future::ready(Ok(count)))
+    }
+
+    fn revoke_token(&self, token_id: String, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.revoked.lock().unwrap().push((token_id, expires_at));
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn revoked_tokens(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        let now = (now_ms() / 1000) as u64;
+        let ids = self
+            .revoked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, exp)| *exp >= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        Box::pin(std::future::ready(Ok(ids)))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

@@ -174,6 +174,14 @@ pub trait DocStore: Send + Sync + 'static {
     /// Deletes versions by id; returns how many existed.
     fn delete_versions<'a>(&'a self, name: &'a DocName, ids: Vec<i64>) -> BoxFuture<'a, Result<usize, StoreError>>;
 
+    /// Records a revoked access token until it would have expired (Unix
+    /// seconds). Access control keeps its few rows here so that weft has one
+    /// database to back up.
+    fn revoke_token(&self, token_id: String, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Revoked tokens that have not expired yet.
+    fn revoked_tokens(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
     /// Finishes pending writes and releases the store.
     fn close(&self) -> BoxFuture<'_, ()>;
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
@@ -26,8 +27,11 @@ use crate::doc::DocName;
 use crate::metrics::Metrics;
 
 /// The schema this weft writes (see `schema.sql`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = include_str!("../../schema.sql");
+/// Steps from each older version to the next: `MIGRATIONS[i]` turns version
+/// `i + 1` into `i + 2`.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0002_batched_log_revoked_tokens.sql")];
 
 /// Jobs waiting for the writer; senders wait (asynchronously) when it is full.
 const WRITE_QUEUE: usize = 4096;
@@ -71,6 +75,11 @@ enum Job {
         doc: DocName,
         ids: Vec<i64>,
         reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
+    Revoke {
+        token_id: String,
+        expires_at: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Close {
         reply: oneshot::Sender<()>,
@@ -161,10 +170,15 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             supported: SCHEMA_VERSION,
         });
     }
-    if found < 1 {
-        conn.execute_batch(&format!("BEGIN; {SCHEMA}; PRAGMA user_version = 1; COMMIT;"))?;
+    if found == 0 {
+        conn.execute_batch(&format!("BEGIN; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))?;
+        return Ok(());
     }
-    // Migrations from version N to N+1 go here, each in its own transaction.
+    for version in found..SCHEMA_VERSION {
+        let step = MIGRATIONS[(version - 1) as usize];
+        conn.execute_batch(&format!("BEGIN; {step}; PRAGMA user_version = {}; COMMIT;", version + 1))?;
+        tracing::info!(from = version, to = version + 1, "database schema migrated");
+    }
     Ok(())
 }
 
@@ -287,17 +301,17 @@ impl Writer {
 fn apply(tx: &rusqlite::Savepoint<'_>, ids: &mut HashMap<DocName, i64>, job: &Job, now: i64) -> Result<Done, StoreError> {
     match job {
         Job::Append { doc, entries, .. } => {
+            let Some(first) = entries.first() else {
+                return Ok(Done::Unit);
+            };
             let doc_id = doc_id_or_create(tx, ids, doc, now)?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO updates (doc_id, seq, data, created_at) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let mut bytes = 0i64;
-            for entry in entries {
-                insert.execute(params![doc_id, entry.seq as i64, &entry.data[..], now])?;
-                bytes += entry.data.len() as i64;
-            }
+            // One row for the whole batch: a per-row INSERT costs more than
+            // the update it stores.
+            let data = pack(entries);
+            tx.prepare_cached("INSERT INTO updates (doc_id, seq, count, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![doc_id, first.seq as i64, entries.len() as i64, &data[..], now])?;
             tx.prepare_cached("UPDATE documents SET updated_at = ?2, size_bytes = size_bytes + ?3 WHERE id = ?1")?
-                .execute(params![doc_id, now, bytes])?;
+                .execute(params![doc_id, now, data.len() as i64])?;
             Ok(Done::Unit)
         }
         Job::Compact { doc, snapshot, .. } => {
@@ -313,7 +327,7 @@ fn apply(tx: &rusqlite::Savepoint<'_>, ids: &mut HashMap<DocName, i64>, job: &Jo
                 params![doc_id, id],
             )?;
             tx.execute(
-                "DELETE FROM updates WHERE doc_id = ?1 AND seq <= ?2",
+                "DELETE FROM updates WHERE doc_id = ?1 AND seq + count - 1 <= ?2",
                 params![doc_id, snapshot.upto_seq as i64],
             )?;
             tx.execute(
@@ -376,13 +390,24 @@ fn apply(tx: &rusqlite::Savepoint<'_>, ids: &mut HashMap<DocName, i64>, job: &Jo
             }
             Ok(Done::Count(count))
         }
+        Job::Revoke {
+            token_id, expires_at, ..
+        } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO revoked_tokens (token_id, revoked_at, expires_at) VALUES (?1, ?2, ?3)",
+                params![token_id, now, *expires_at as i64],
+            )?;
+            // Forget revocations of tokens that expired anyway.
+            tx.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now / 1000])?;
+            Ok(Done::Unit)
+        }
         Job::Close { .. } => Ok(Done::Unit),
     }
 }
 
 fn finish(job: Job, result: Result<Done, StoreError>) {
     match job {
-        Job::Append { reply, .. } | Job::Compact { reply, .. } => {
+        Job::Append { reply, .. } | Job::Compact { reply, .. } | Job::Revoke { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));
         }
         Job::Delete { reply, .. } => {
@@ -440,15 +465,28 @@ fn load(conn: &Connection, doc: &DocName) -> Result<StoredDoc, StoreError> {
         .query_row([doc_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let after = snapshot.as_ref().map_or(0, |(seq, _)| *seq);
-    let mut stmt = conn.prepare_cached("SELECT seq, data FROM updates WHERE doc_id = ?1 AND seq > ?2 ORDER BY seq")?;
-    let log = stmt
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, count, data FROM updates WHERE doc_id = ?1 AND seq + count - 1 > ?2 ORDER BY seq",
+    )?;
+    let rows = stmt
         .query_map(params![doc_id, after], |r| {
-            Ok(LogEntry {
-                seq: r.get::<_, i64>(0)? as u64,
-                data: r.get::<_, Vec<u8>>(1)?.into(),
-            })
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, Vec<u8>>(2)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    let mut log = Vec::new();
+    for (seq, count, data) in rows {
+        let updates = unpack(data, count).ok_or_else(|| StoreError::Corrupt {
+            doc: doc.to_string(),
+            what: format!("log row of updates {seq}..{} does not split into {count} updates", seq + count - 1),
+        })?;
+        log.extend(
+            updates
+                .into_iter()
+                .enumerate()
+                .map(|(i, data)| LogEntry { seq: seq + i as u64, data })
+                .filter(|e| e.seq > after as u64),
+        );
+    }
     let last = log.last().map_or(after as u64, |e| e.seq);
     Ok(StoredDoc {
         snapshot: snapshot.map(|(_, state)| state),
@@ -472,6 +510,51 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionMeta> {
         size: r.get::<_, i64>(4)? as u64,
         state_vector: r.get(5)?,
     })
+}
+
+/// A log row's data: the update itself when alone, otherwise each update
+/// prefixed by its length (lib0 varUint).
+fn pack(entries: &[LogEntry]) -> Vec<u8> {
+    if let [only] = entries {
+        return only.data.to_vec();
+    }
+    let mut out = Vec::with_capacity(entries.iter().map(|e| e.data.len() + 4).sum());
+    for entry in entries {
+        let mut n = entry.data.len();
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+        out.extend_from_slice(&entry.data);
+    }
+    out
+}
+
+/// The inverse of [`pack`]; `None` if the row is not `count` updates.
+fn unpack(data: Vec<u8>, count: u64) -> Option<Vec<Bytes>> {
+    if count == 1 {
+        return Some(vec![Bytes::from(data)]);
+    }
+    let data = Bytes::from(data);
+    let mut updates = Vec::with_capacity(count as usize);
+    let mut pos = 0;
+    while pos < data.len() {
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let byte = *data.get(pos)?;
+            pos += 1;
+            len |= ((byte & 0x7f) as usize).checked_shl(shift)?;
+            if byte < 0x80 {
+                break;
+            }
+            shift += 7;
+        }
+        let end = pos.checked_add(len).filter(|&end| end <= data.len())?;
+        updates.push(data.slice(pos..end));
+        pos = end;
+    }
+    (updates.len() as u64 == count).then_some(updates)
 }
 
 fn meta_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DocMeta> {
@@ -594,6 +677,26 @@ impl DocStore for SqliteStore {
         Box::pin(self.submit(job, rx))
     }
 
+    fn revoke_token(&self, token_id: String, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Revoke {
+            token_id,
+            expires_at,
+            reply,
+        };
+        Box::pin(self.submit(job, rx))
+    }
+
+    fn revoked_tokens(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT token_id FROM revoked_tokens WHERE expires_at >= ?1")?;
+            let rows = stmt
+                .query_map([now_ms() / 1000], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(rows)
+        }))
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
@@ -601,5 +704,38 @@ impl DocStore for SqliteStore {
                 let _ = rx.await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(sizes: &[usize]) -> Vec<LogEntry> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| LogEntry {
+                seq: i as u64 + 1,
+                data: Bytes::from(vec![i as u8; n]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packed_rows_unpack() {
+        for sizes in [&[5][..], &[0, 1, 127, 128, 300, 70_000], &[3, 3]] {
+            let e = entries(sizes);
+            let back = unpack(pack(&e), e.len() as u64).unwrap();
+            assert_eq!(back, e.iter().map(|e| e.data.clone()).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn bad_rows_do_not_unpack() {
+        let packed = pack(&entries(&[4, 4, 4]));
+        assert!(unpack(packed.clone(), 2).is_none());
+        assert!(unpack(packed[..packed.len() - 1].to_vec(), 3).is_none());
+        assert!(unpack(vec![0xff, 0xff, 0xff], 2).is_none());
     }
 }

@@ -22,6 +22,10 @@ function provider (server, room, doc = new Y.Doc(), opts = {}) {
     maxBackoffTime: 200,
     ...opts
   })
+  // The provider's awareness runs an interval until its document is
+  // destroyed; without this the test process never exits.
+  const destroy = p.destroy.bind(p)
+  p.destroy = () => { destroy(); doc.destroy() }
   return { doc, p }
 }
 

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Runs every benchmark scenario against three servers in one run, on this
+# machine: weft (--storage sqlite), the reference Node server
+# @y/websocket-server 0.1.1, and weft-bench's null relay. Servers are pinned
+# to core 0, the load generator to core 1.
+#
+#   bench/compare.sh            full run; writes docs/BENCHMARKS.md and docs/bench/*.svg
+#   bench/compare.sh --quick    small sizes, short durations (< 2 min); report in target/bench-quick/
+#   bench/compare.sh --only fanout,durable    some scenarios only (report in the output folder)
+#
+# Environment: WEFT_TRACE (default ../shared/data/traces/automerge-paper.json.gz),
+# SERVER_CORES (default 0), GEN_CORES (default 1), BENCH_NICE=0 to run at normal priority.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+QUICK=""
+ONLY=""
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK="--quick" ;;
+        --only) ONLY="$2"; shift ;;
+        --only=*) ONLY="${1#--only=}" ;;
+        --out) OUT="$2"; shift ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ -z "$OUT" ]; then
+    if [ -n "$QUICK" ]; then OUT=target/bench-quick; else OUT=target/bench; fi
+fi
+SERVER_CORES=${SERVER_CORES:-0}
+GEN_CORES=${GEN_CORES:-1}
+REF_VERSION=0.1.1
+
+TRACE=${WEFT_TRACE:-}
+if [ -z "$TRACE" ]; then
+    for candidate in "$ROOT/../shared/data/traces/automerge-paper.json.gz" /work/shared/data/traces/automerge-paper.json.gz; do
+        if [ -f "$candidate" ]; then TRACE=$candidate; break; fi
+    done
+fi
+[ -f "$TRACE" ] || { echo "trace not found; set WEFT_TRACE" >&2; exit 1; }
+
+started=$(date +%s)
+# 10,000 idle connections need as many descriptors in each process.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" -lt 12000 ] && [ -z "$QUICK" ]; then
+    echo "warning: ulimit -n is $(ulimit -n); the idle scenario needs ~10,100" >&2
+fi
+PIN_GEN=()
+# On a machine shared with other work (builds), a higher priority for the load
+# generator and the servers it starts (they inherit it) keeps the others' jobs
+# from preempting them mid-measurement. Needs root; skipped otherwise.
+if [ "$(id -u)" = 0 ] && [ "${BENCH_NICE:-1}" = 1 ]; then
+    PIN_GEN=(nice -n -10)
+fi
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    PIN_GEN+=(taskset -c "$GEN_CORES")
+else
+    echo "warning: no taskset or a single core: servers and load generator are not pinned" >&2
+    SERVER_CORES=""
+fi
+
+echo "== building weft and weft-bench (release)" >&2
+cargo build --release --quiet -p weft -p weft-bench
+
+echo "== installing @y/websocket-server@$REF_VERSION into a temporary folder" >&2
+REF_DIR=$(mktemp -d "${TMPDIR:-/tmp}/weft-reference.XXXXXX")
+trap 'rm -rf "$REF_DIR"' EXIT
+( cd "$REF_DIR" && npm install --no-audit --no-fund --loglevel=error "@y/websocket-server@$REF_VERSION" >/dev/null )
+REF_SERVER="$REF_DIR/node_modules/@y/websocket-server/src/server.js"
+[ -f "$REF_SERVER" ] || { echo "the reference server did not install" >&2; exit 1; }
+
+mkdir -p "$OUT"
+pkg_version() { node -p "require('$REF_DIR/node_modules/$1/package.json').version"; }
+cat > "$OUT/versions.json" <<EOF
+{
+  "weft_commit": "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)",
+  "weft_dirty": $(if git diff --quiet HEAD -- . 2>/dev/null; then echo false; else echo true; fi),
+  "rustc": "$(rustc --version)",
+  "node": "$(node --version)",
+  "y_websocket_server": "$(pkg_version @y/websocket-server)",
+  "yjs": "$(pkg_version yjs)",
+  "ws": "$(pkg_version ws)",
+  "y_protocols": "$(pkg_version y-protocols)",
+  "trace": "$(basename "$TRACE")",
+  "nice": "$(if [ ${#PIN_GEN[@]} -gt 0 ] && [ "${PIN_GEN[0]}" = nice ]; then echo -10; else echo 0; fi)",
+  "cpu_pressure_avg300_before": "$(sed -n 's/^some .*avg300=\([0-9.]*\).*/\1/p' /proc/pressure/cpu 2>/dev/null)"
+}
+EOF
+
+echo "== running the scenarios (servers on core ${SERVER_CORES:-any}, load generator on core ${GEN_CORES})" >&2
+ONLY_ARGS=()
+if [ -n "$ONLY" ]; then ONLY_ARGS=(--only "$ONLY"); fi
+"${PIN_GEN[@]}" target/release/weft-bench compare \
+    --weft target/release/weft \
+    --reference "$REF_SERVER" \
+    --trace "$TRACE" \
+    --out "$OUT" \
+    --server-cores "$SERVER_CORES" \
+    $QUICK "${ONLY_ARGS[@]}"
+
+elapsed=$(( $(date +%s) - started ))
+cat > "$OUT/run.json" <<EOF
+{ "total_s": $elapsed, "command": "bench/compare.sh $QUICK${ONLY:+ --only $ONLY}" }
+EOF
+
+if [ -z "$QUICK" ] && [ -z "$ONLY" ] && [ "$OUT" = target/bench ]; then
+    MD=docs/BENCHMARKS.md
+    SVG=docs/bench
+else
+    MD="$OUT/BENCHMARKS.md"
+    SVG="$OUT/bench"
+fi
+python3 bench/report.py --results "$OUT/results.json" --versions "$OUT/versions.json" --run "$OUT/run.json" \
+    --md "$MD" --svg-dir "$SVG"
+echo "== done in ${elapsed} s; report: $MD" >&2

@@ -1,0 +1,611 @@
+//! `weft-bench compare`: every scenario against weft, the reference Node
+//! server and the null relay, in one run, on one machine.
+//!
+//! Each server is started fresh for each scenario, pinned to its own core
+//! (`taskset -c 0` by default) while this process, the load generator, runs on
+//! the other (`bench/compare.sh` starts it under `taskset -c 1`). The servers
+//! of one scenario run one after the other, never at the same time. Results
+//! go to one JSON file that `bench/report.py` turns into docs/BENCHMARKS.md.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::conn::{Error, Target};
+use crate::load::{self, Durable, FanoutSearch, Idle, ManyDocs};
+use crate::replay::{self, Trace};
+use crate::stats::{self, round3};
+
+/// Which server a process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Weft,
+    Reference,
+    Relay,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Weft => "weft",
+            Kind::Reference => "reference",
+            Kind::Relay => "relay",
+        }
+    }
+}
+
+/// Everything `compare` needs to start the three servers.
+#[derive(Clone, Debug)]
+pub struct Servers {
+    pub weft: PathBuf,
+    /// `@y/websocket-server`'s `src/server.js`; `None` skips the reference.
+    pub reference: Option<PathBuf>,
+    /// This very binary, for `weft-bench relay`.
+    pub relay: PathBuf,
+    /// The core list the servers are pinned to (`taskset -c`); empty: none.
+    pub cores: String,
+    pub work: PathBuf,
+}
+
+/// A running server process.
+pub struct Server {
+    pub kind: Kind,
+    child: Child,
+    pub pid: u32,
+    pub base: String,
+    pub db: Option<PathBuf>,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+fn free_port() -> Result<u16, Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Servers {
+    /// Starts a server of `kind`; weft gets `extra` flags and a fresh database
+    /// named after `label` (or `db` to reuse one).
+    pub fn start(&self, kind: Kind, label: &str, extra: &[&str], db: Option<PathBuf>) -> Result<Server, Error> {
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let mut env = Vec::new();
+        let mut db_path = None;
+        let mut argv: Vec<String> = match kind {
+            Kind::Weft => {
+                let db = match db {
+                    Some(db) => db,
+                    None => {
+                        let db = self.work.join(format!("{label}.db"));
+                        for suffix in ["", "-wal", "-shm"] {
+                            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+                        }
+                        db
+                    }
+                };
+                db_path = Some(db.clone());
+                let mut v = vec![
+                    self.weft.display().to_string(),
+                    "--addr".into(),
+                    addr.clone(),
+                    "--db".into(),
+                    db.display().to_string(),
+                    "--log".into(),
+                    "warn".into(),
+                ];
+                v.extend(extra.iter().map(|s| s.to_string()));
+                v
+            }
+            Kind::Reference => {
+                let script = self.reference.as_ref().ok_or("no reference server")?;
+                env.push(("HOST".to_string(), "127.0.0.1".to_string()));
+                env.push(("PORT".to_string(), port.to_string()));
+                vec!["node".into(), script.display().to_string()]
+            }
+            Kind::Relay => vec![
+                self.relay.display().to_string(),
+                "relay".into(),
+                "--addr".into(),
+                addr.clone(),
+            ],
+        };
+        if !self.cores.is_empty() {
+            argv.splice(0..0, ["taskset".to_string(), "-c".to_string(), self.cores.clone()]);
+        }
+        let log = self.work.join(format!("{label}.log"));
+        let mut server = Server {
+            kind,
+            child: spawn(&argv, &env, &log)?,
+            pid: 0,
+            base: format!("ws://{addr}"),
+            db: db_path,
+            argv,
+            env,
+            log,
+        };
+        server.pid = server.child.id();
+        server.wait_ready(&addr)?;
+        Ok(server)
+    }
+}
+
+fn spawn(argv: &[String], env: &[(String, String)], log: &Path) -> Result<Child, Error> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .map_err(|e| format!("could not start {}: {e}", argv[0]))?;
+    Ok(child)
+}
+
+impl Server {
+    fn wait_ready(&mut self, addr: &str) -> Result<(), Error> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(addr).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                return Err(format!("{} exited ({status}); see {}", self.kind.name(), self.log.display()).into());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return Err(format!("{} did not listen within 30 s", self.kind.name()).into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM (weft saves and compacts), then waits; SIGKILL after 20 s.
+    pub fn stop(mut self) -> Result<(), Error> {
+        // SAFETY: a plain syscall on our own child.
+        unsafe {
+            kill(self.pid as i32, 15);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(format!("{} ignored SIGTERM for 20 s", self.kind.name()).into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: nothing gets saved at exit.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same command again (same port, same database).
+    pub fn restart_after(self, how: &str) -> Result<Server, Error> {
+        let (argv, env, log, kind, base, db) = (
+            self.argv.clone(),
+            self.env.clone(),
+            self.log.clone(),
+            self.kind,
+            self.base.clone(),
+            self.db.clone(),
+        );
+        match how {
+            "kill" => self.kill(),
+            _ => self.stop()?,
+        }
+        let addr = base.trim_start_matches("ws://").to_string();
+        let mut server = Server {
+            kind,
+            child: spawn(&argv, &env, &log)?,
+            pid: 0,
+            base,
+            db,
+            argv,
+            env,
+            log,
+        };
+        server.pid = server.child.id();
+        server.wait_ready(&addr)?;
+        Ok(server)
+    }
+
+    pub async fn target(&self) -> Result<Target, Error> {
+        Target::new(&self.base).await
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        stats::sample(self.pid).map_or(0, |s| s.rss_kib)
+    }
+}
+
+/// Sizes of every scenario: `--quick` for CI, the default for the record.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub quick: bool,
+    pub fanout_readers: Vec<usize>,
+    pub fanout: FanoutSearch,
+    pub many: ManyDocs,
+    pub idle: Idle,
+    pub idle_sources: u8,
+    pub trace_limit: Option<usize>,
+    pub replay_readers: usize,
+    pub replay_timeout: Duration,
+    pub cold_runs: usize,
+    pub durable: Durable,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Self {
+        let ms = Duration::from_millis;
+        if quick {
+            Plan {
+                quick,
+                fanout_readers: vec![4, 32],
+                fanout: FanoutSearch {
+                    readers: 0,
+                    start_deliveries: 40_000.0,
+                    max_deliveries: 4_000_000.0,
+                    refine: 0,
+                    max_trials: 4,
+                    warmup: ms(200),
+                    measure: ms(600),
+                    p99_limit_ms: 50.0,
+                },
+                many: ManyDocs {
+                    docs: 100,
+                    clients: 4,
+                    rate: 1.0,
+                    warmup: ms(1000),
+                    measure: ms(2000),
+                },
+                idle: Idle {
+                    connections: 2000,
+                    docs: 200,
+                    settle: ms(500),
+                },
+                idle_sources: 2,
+                trace_limit: Some(20_000),
+                replay_readers: 4,
+                replay_timeout: Duration::from_secs(60),
+                cold_runs: 1,
+                durable: Durable {
+                    docs: 4,
+                    window: 1000,
+                    warmup: ms(500),
+                    measure: ms(1500),
+                },
+            }
+        } else {
+            Plan {
+                quick,
+                fanout_readers: vec![4, 32, 256],
+                fanout: FanoutSearch {
+                    readers: 0,
+                    start_deliveries: 20_000.0,
+                    max_deliveries: 8_000_000.0,
+                    refine: 2,
+                    max_trials: 12,
+                    warmup: ms(500),
+                    measure: ms(2000),
+                    p99_limit_ms: 50.0,
+                },
+                many: ManyDocs {
+                    docs: 1000,
+                    clients: 4,
+                    rate: 1.0,
+                    warmup: ms(3000),
+                    measure: ms(20_000),
+                },
+                idle: Idle {
+                    connections: 10_000,
+                    docs: 1000,
+                    settle: ms(2000),
+                },
+                idle_sources: 4,
+                trace_limit: None,
+                replay_readers: 4,
+                replay_timeout: Duration::from_secs(300),
+                cold_runs: 5,
+                durable: Durable {
+                    docs: 8,
+                    window: 1000,
+                    warmup: ms(1000),
+                    measure: ms(5000),
+                },
+            }
+        }
+    }
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // Not available_parallelism: this process is pinned to one core.
+    let processors = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    json!({
+        "nproc": processors,
+        "cpus_online": std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default().trim(),
+        "cpu_model": model,
+        "kernel": kernel,
+        "mem_gib": round3(mem_kib as f64 / 1024.0 / 1024.0),
+    })
+}
+
+/// Runs the chosen scenarios; writes `results.json` in `out` after each
+/// scenario, so a failure late in the run keeps what was measured.
+pub async fn run(servers: &Servers, plan: &Plan, trace_path: &Path, only: &[String], out: &Path) -> Result<Value, Error> {
+    let started = Instant::now();
+    let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    let mut kinds = vec![Kind::Weft];
+    if servers.reference.is_some() {
+        kinds.push(Kind::Reference);
+    }
+    kinds.push(Kind::Relay);
+    let mut results = json!({
+        "quick": plan.quick,
+        "machine": machine(),
+        "server_cores": servers.cores,
+        "scenarios": {},
+    });
+    let save = |results: &mut Value| -> Result<(), Error> {
+        results["elapsed_s"] = json!(round3(started.elapsed().as_secs_f64()));
+        std::fs::write(out, serde_json::to_vec_pretty(results)?)?;
+        Ok(())
+    };
+
+    if wanted("fanout") {
+        let mut rows = Vec::new();
+        for &readers in &plan.fanout_readers {
+            for &kind in &kinds {
+                eprintln!("fanout: {} with {readers} readers", kind.name());
+                let label = format!("fanout-{}-{readers}", kind.name());
+                let server = servers.start(kind, &label, &[], None)?;
+                let target = server.target().await?;
+                let search = FanoutSearch {
+                    readers,
+                    ..plan.fanout.clone()
+                };
+                let result = load::fanout_search(&target, Some(server.pid), &search, kind.name()).await;
+                server.stop()?;
+                let mut result = result?;
+                result["server"] = json!(kind.name());
+                rows.push(result);
+            }
+        }
+        results["scenarios"]["fanout"] = json!(rows);
+        save(&mut results)?;
+    }
+
+    if wanted("manydocs") {
+        let mut rows = Vec::new();
+        for &kind in &kinds {
+            eprintln!("many documents: {}", kind.name());
+            let server = servers.start(kind, &format!("many-{}", kind.name()), &[], None)?;
+            let target = server.target().await?.with_sources(2);
+            let result = load::many_docs(&target, Some(server.pid), &plan.many).await;
+            server.stop()?;
+            let mut result = result?;
+            eprintln!(
+                "  p50 {} ms p99 {} ms max {} ms, server CPU {}",
+                result["latency"]["p50_ms"], result["latency"]["p99_ms"], result["latency"]["max_ms"], result["server_cpu"]
+            );
+            result["server"] = json!(kind.name());
+            rows.push(result);
+        }
+        results["scenarios"]["manydocs"] = json!(rows);
+        save(&mut results)?;
+    }
+
+    if wanted("idle") {
+        let mut rows = Vec::new();
+        for &kind in &kinds {
+            eprintln!("idle connections: {}", kind.name());
+            let server = servers.start(kind, &format!("idle-{}", kind.name()), &[], None)?;
+            let target = server
+                .target()
+                .await?
+                .with_sources(plan.idle_sources)
+                .with_read_buffer(4 << 10);
+            let result = load::idle(&target, server.pid, &plan.idle).await;
+            server.stop()?;
+            let mut result = result?;
+            eprintln!(
+                "  {} KiB per connection, {} KiB per document",
+                result["kib_per_connection"], result["kib_per_document"]
+            );
+            result["server"] = json!(kind.name());
+            rows.push(result);
+        }
+        results["scenarios"]["idle"] = json!(rows);
+        save(&mut results)?;
+    }
+
+    if wanted("replay") || wanted("coldload") {
+        eprintln!("loading trace {}", trace_path.display());
+        let trace = replay::load_trace(trace_path, plan.trace_limit)?;
+        eprintln!(
+            "  {} updates ({} bytes) generated in {:.1} s",
+            trace.frames.len(),
+            trace.update_bytes,
+            trace.generate_s
+        );
+        let mut rows = Vec::new();
+        let mut cold = Vec::new();
+        for &kind in &kinds {
+            eprintln!("trace replay: {}", kind.name());
+            let doc = format!("trace-{}", trace.name);
+            let server = servers.start(kind, &format!("replay-{}", kind.name()), &[], None)?;
+            let target = server.target().await?;
+            let result = replay::replay(
+                &target,
+                Some(server.pid),
+                &trace,
+                &doc,
+                plan.replay_readers,
+                plan.replay_timeout,
+            )
+            .await;
+            let mut result = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    server.kill();
+                    return Err(e);
+                }
+            };
+            eprintln!(
+                "  {} s until every reader holds endContent ({} reconnects)",
+                result["seconds"], result["reconnects"]
+            );
+            result["server"] = json!(kind.name());
+            result["server_rss_after_mib"] = json!(round3(server.rss_kib() as f64 / 1024.0));
+            rows.push(result);
+            if kind == Kind::Relay || !wanted("coldload") {
+                server.stop()?;
+                continue;
+            }
+            // The document is in memory now: a warm sync, for both servers.
+            let warm = replay::sync_once(&target, &doc, &trace.end).await?;
+            let mut row = json!({ "server": kind.name(), "warm": warm });
+            if kind == Kind::Weft {
+                row["cold"] = cold_loads(server, &doc, &trace, plan.cold_runs).await?;
+            } else {
+                server.stop()?;
+            }
+            cold.push(row);
+        }
+        results["scenarios"]["replay"] = json!(rows);
+        if wanted("coldload") {
+            results["scenarios"]["coldload"] = json!(cold);
+        }
+        save(&mut results)?;
+    }
+
+    if wanted("durable") {
+        let mut rows = Vec::new();
+        let modes: [(&str, &[&str]); 3] = [
+            ("sqlite-normal", &["--storage", "sqlite", "--sync", "normal"]),
+            ("sqlite-full", &["--storage", "sqlite", "--sync", "full"]),
+            ("none", &["--storage", "none"]),
+        ];
+        for (mode, flags) in modes {
+            eprintln!("durable writes: weft {mode}");
+            let server = servers.start(Kind::Weft, &format!("durable-{mode}"), flags, None)?;
+            let target = server.target().await?;
+            let result = load::durable(&target, Some(server.pid), &plan.durable, mode).await;
+            let metrics = weft_metrics(&server.base).await;
+            server.stop()?;
+            let mut result = result?;
+            result["weft_metrics"] = metrics;
+            eprintln!("  {} updates/s", result["updates_s"]);
+            result["mode"] = json!(mode);
+            result["server"] = json!("weft");
+            rows.push(result);
+        }
+        results["scenarios"]["durable"] = json!(rows);
+        save(&mut results)?;
+    }
+    save(&mut results)?;
+    Ok(results)
+}
+
+/// Restarts weft on the stored document and syncs a fresh client: after a
+/// clean shutdown (snapshot) `runs` times, then once after SIGKILL with a
+/// log of updates written since the snapshot.
+async fn cold_loads(server: Server, doc: &str, trace: &Trace, runs: usize) -> Result<Value, Error> {
+    let mut server = server;
+    let mut clean = Vec::new();
+    for _ in 0..runs {
+        server = server.restart_after("stop")?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = server.rss_kib();
+        let target = server.target().await?;
+        let mut r = replay::sync_once(&target, doc, &trace.end).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        r["doc_rss_kib"] = json!(server.rss_kib() as i64 - before as i64);
+        r["rss_before_kib"] = json!(before);
+        clean.push(r);
+    }
+    // A crash with a log tail: 500 more one-character updates, then SIGKILL.
+    let target = server.target().await?;
+    let tail = replay::append_tail(&target, doc, 500).await?;
+    server = server.restart_after("kill")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = server.rss_kib();
+    let target = server.target().await?;
+    let mut crash = replay::sync_once(&target, doc, &tail).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    crash["doc_rss_kib"] = json!(server.rss_kib() as i64 - before as i64);
+    crash["log_tail_updates"] = json!(500);
+    server.stop()?;
+    let mut synced: Vec<f64> = clean.iter().filter_map(|r| r["synced_ms"].as_f64()).collect();
+    synced.sort_by(f64::total_cmp);
+    Ok(json!({
+        "runs": clean,
+        "median_synced_ms": synced.get(synced.len() / 2),
+        "max_synced_ms": synced.last(),
+        "after_crash": crash,
+    }))
+}
+
+/// weft's own counters (`/metrics`) that explain a durable-writes result:
+/// group commits, their time, compactions.
+async fn weft_metrics(base: &str) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("ws://");
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await?;
+        Ok::<_, std::io::Error>(body)
+    };
+    let Ok(Ok(body)) = tokio::time::timeout(Duration::from_secs(5), fetch).await else {
+        return Value::Null;
+    };
+    let mut out = serde_json::Map::new();
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.split_once(' ') else { continue };
+        let wanted = [
+            "weft_updates_applied_total",
+            "weft_compactions_total",
+            "weft_storage_commits_total",
+            "weft_storage_jobs_total",
+            "weft_storage_commit_seconds_total",
+            "weft_frames_sent_total",
+        ];
+        if wanted.contains(&name) {
+            if let Ok(v) = value.trim().parse::<f64>() {
+                out.insert(name.trim_start_matches("weft_").to_string(), json!(v));
+            }
+        }
+    }
+    Value::Object(out)
+}

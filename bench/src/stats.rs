@@ -1,0 +1,278 @@
+//! Latency histograms and what `/proc` says about a server process.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A log-linear histogram of microseconds: exact below 64 µs, then 32
+/// buckets per power of two (at most ~3% wide). Percentiles report a
+/// bucket's upper bound, so they err on the slow side. Fixed size; merging
+/// two is adding counts.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    n: u64,
+    max: u64,
+    sum: u128,
+}
+
+const SUB: u64 = 32;
+const BUCKETS: usize = 64 + 58 * SUB as usize;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: vec![0; BUCKETS],
+            n: 0,
+            max: 0,
+            sum: 0,
+        }
+    }
+}
+
+fn index(v: u64) -> usize {
+    if v < 64 {
+        return v as usize;
+    }
+    let e = 63 - v.leading_zeros() as u64; // >= 6
+    let m = v >> (e - 5); // in [32, 64)
+    (64 + (e - 6) * SUB + (m - SUB)) as usize
+}
+
+fn upper(i: usize) -> u64 {
+    if i < 64 {
+        return i as u64;
+    }
+    let i = i as u64 - 64;
+    let e = i / SUB + 6;
+    let m = i % SUB + SUB;
+    ((m + 1) << (e - 5)) - 1
+}
+
+impl Histogram {
+    pub fn record(&mut self, micros: u64) {
+        self.counts[index(micros).min(BUCKETS - 1)] += 1;
+        self.n += 1;
+        self.max = self.max.max(micros);
+        self.sum += u128::from(micros);
+    }
+
+    /// Records `count` samples of one value (updates that never arrived are
+    /// recorded as the time waited for them).
+    pub fn record_n(&mut self, micros: u64, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.counts[index(micros).min(BUCKETS - 1)] += count;
+        self.n += count;
+        self.max = self.max.max(micros);
+        self.sum += u128::from(micros) * u128::from(count);
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.n += other.n;
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// The value at quantile `q` (0..=1), in microseconds.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.n == 0 {
+            return 0;
+        }
+        let rank = ((q * self.n as f64).ceil() as u64).clamp(1, self.n);
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return upper(i).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// p50, p99, p99.9 and max in milliseconds, as JSON.
+    pub fn summary_ms(&self) -> Value {
+        let ms = |us: u64| us as f64 / 1000.0;
+        json!({
+            "count": self.n,
+            "p50_ms": ms(self.quantile(0.50)),
+            "p99_ms": ms(self.quantile(0.99)),
+            "p999_ms": ms(self.quantile(0.999)),
+            "max_ms": ms(self.max),
+            "mean_ms": if self.n == 0 { 0.0 } else { ms((self.sum / u128::from(self.n)) as u64) },
+        })
+    }
+}
+
+/// CPU time and memory of a process, from `/proc/PID/stat` and `/status`.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcSample {
+    pub at: Instant,
+    /// utime + stime of all threads, in seconds.
+    pub cpu_s: f64,
+    pub rss_kib: u64,
+}
+
+extern "C" {
+    fn sysconf(name: i32) -> i64;
+}
+const SC_CLK_TCK: i32 = 2;
+
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads a constant of the C library.
+    let t = unsafe { sysconf(SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+pub fn sample(pid: u32) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line; `rest` starts at field 3.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Some(ProcSample {
+        at: Instant::now(),
+        cpu_s: (utime + stime) / clock_ticks(),
+        rss_kib,
+    })
+}
+
+pub fn self_sample() -> Option<ProcSample> {
+    sample(std::process::id())
+}
+
+/// CPU used between two samples, as a share of one core (1.0 = 100%).
+pub fn cpu_share(a: &ProcSample, b: &ProcSample) -> f64 {
+    let wall = b.at.duration_since(a.at).as_secs_f64();
+    if wall <= 0.0 {
+        return 0.0;
+    }
+    (b.cpu_s - a.cpu_s) / wall
+}
+
+/// Microseconds some task of this machine waited for a CPU since boot
+/// (`/proc/pressure/cpu`, "some"): other work competing with the benchmark.
+pub fn cpu_pressure_us() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    let some = text.lines().find(|l| l.starts_with("some"))?;
+    some.split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Measures the server (if its pid is known), the load generator itself and
+/// the machine's CPU pressure over a span of time.
+pub struct CpuMeter {
+    server: Option<(u32, ProcSample)>,
+    me: Option<ProcSample>,
+    pressure: Option<(Instant, u64)>,
+}
+
+impl CpuMeter {
+    pub fn start(pid: Option<u32>) -> Self {
+        Self {
+            server: pid.and_then(|p| sample(p).map(|s| (p, s))),
+            me: self_sample(),
+            pressure: cpu_pressure_us().map(|p| (Instant::now(), p)),
+        }
+    }
+
+    /// `{"server_cpu": share, "gen_cpu": share, "server_rss_mib": ..}`
+    pub fn finish(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        if let Some((pid, a)) = &self.server {
+            if let Some(b) = sample(*pid) {
+                out.insert("server_cpu".into(), json!(round3(cpu_share(a, &b))));
+                out.insert("server_rss_mib".into(), json!(round3(b.rss_kib as f64 / 1024.0)));
+            }
+        }
+        if let (Some(a), Some(b)) = (&self.me, self_sample()) {
+            out.insert("gen_cpu".into(), json!(round3(cpu_share(a, &b))));
+        }
+        if let (Some((at, a)), Some(b)) = (self.pressure, cpu_pressure_us()) {
+            let wall = at.elapsed().as_micros().max(1) as f64;
+            out.insert("cpu_pressure".into(), json!(round3(b.saturating_sub(a) as f64 / wall)));
+        }
+        Value::Object(out)
+    }
+}
+
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Microseconds since `epoch`.
+pub fn micros_since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_micros() as u64
+}
+
+pub fn secs(d: Duration) -> f64 {
+    round3(d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_ordered_and_tight() {
+        let mut last = 0;
+        for v in (0..2_000_000u64).step_by(7) {
+            let i = index(v);
+            assert!(i >= last);
+            last = i;
+            let up = upper(i);
+            assert!(up >= v, "{v} -> {up}");
+            assert!(up as f64 <= v as f64 * 1.04 + 1.0, "{v} -> {up}");
+        }
+    }
+
+    #[test]
+    fn quantiles() {
+        let mut h = Histogram::default();
+        for v in 1..=1000 {
+            h.record(v);
+        }
+        let p50 = h.quantile(0.5);
+        assert!((500..=516).contains(&p50), "{p50}");
+        let p99 = h.quantile(0.99);
+        assert!((990..=1020).contains(&p99), "{p99}");
+        assert_eq!(h.quantile(1.0), 1000);
+        let mut g = Histogram::default();
+        g.record_n(5000, 10);
+        h.merge(&g);
+        assert_eq!(h.count(), 1010);
+        assert_eq!(h.max(), 5000);
+    }
+
+    #[test]
+    fn reads_its_own_process() {
+        let s = self_sample().unwrap();
+        assert!(s.rss_kib > 0);
+    }
+}

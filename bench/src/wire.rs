@@ -1,0 +1,277 @@
+//! y-sync frames the load generator builds and reads without a CRDT.
+//!
+//! A writer that had to run a yrs transaction per update would spend the load
+//! generator's core on itself; instead [`Appender`] writes the Yjs v1 bytes of
+//! "append this text after my last character" directly (a unit test checks
+//! that yrs reads them back as the intended text). Every update carries a
+//! [`Mark`]: a sequence number and the intended send time, as ASCII digits in
+//! the inserted text, so that any server (one that relays the bytes, or one
+//! that re-encodes the update as the reference server does) delivers them
+//! intact and a reader finds them without applying anything.
+
+/// Top-level message types and sync sub-types of y-protocols.
+pub const MSG_SYNC: u8 = 0;
+pub const MSG_AWARENESS: u8 = 1;
+pub const SYNC_STEP1: u8 = 0;
+pub const SYNC_STEP2: u8 = 1;
+pub const SYNC_UPDATE: u8 = 2;
+
+/// The root text every generated update appends to.
+pub const ROOT: &str = "t";
+
+const MARK_BYTE: u8 = b'~';
+const SEQ_DIGITS: usize = 8;
+const TIME_DIGITS: usize = 12;
+/// Length of the inserted text: `~` + 8 digits of sequence + 12 of micros.
+pub const MARK_LEN: usize = 1 + SEQ_DIGITS + TIME_DIGITS;
+
+/// What an update carries: who can tell how late it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub seq: u64,
+    /// Intended send time, microseconds on the load generator's clock.
+    pub micros: u64,
+}
+
+impl Mark {
+    pub fn text(&self) -> [u8; MARK_LEN] {
+        let mut out = [b'0'; MARK_LEN];
+        out[0] = MARK_BYTE;
+        write_digits(&mut out[1..1 + SEQ_DIGITS], self.seq);
+        write_digits(&mut out[1 + SEQ_DIGITS..], self.micros);
+        out
+    }
+
+    /// Reads a mark from exactly `MARK_LEN` bytes.
+    pub fn parse(bytes: &[u8]) -> Option<Mark> {
+        if bytes.len() != MARK_LEN || bytes[0] != MARK_BYTE {
+            return None;
+        }
+        Some(Mark {
+            seq: read_digits(&bytes[1..1 + SEQ_DIGITS])?,
+            micros: read_digits(&bytes[1 + SEQ_DIGITS..])?,
+        })
+    }
+}
+
+fn write_digits(out: &mut [u8], mut value: u64) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+fn read_digits(bytes: &[u8]) -> Option<u64> {
+    bytes.iter().try_fold(0u64, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
+    })
+}
+
+pub fn write_var(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Reads a varUint; returns it and the bytes consumed.
+pub fn read_var(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// A sync message frame: `0 • sub • varUint(len) • payload`.
+pub fn sync_frame(sub: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 6);
+    out.push(MSG_SYNC);
+    out.push(sub);
+    write_var(&mut out, payload.len() as u64);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// step1 with an empty state vector (a client that holds nothing).
+pub fn empty_step1() -> Vec<u8> {
+    sync_frame(SYNC_STEP1, &[0])
+}
+
+/// step2 with an empty update: "I have nothing you lack".
+pub fn empty_step2() -> Vec<u8> {
+    sync_frame(SYNC_STEP2, &[0, 0])
+}
+
+/// What kind of message a frame starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Step1,
+    Step2,
+    Update,
+    Awareness,
+    Other,
+}
+
+pub fn kind(frame: &[u8]) -> Kind {
+    match frame {
+        [MSG_SYNC, SYNC_STEP1, ..] => Kind::Step1,
+        [MSG_SYNC, SYNC_STEP2, ..] => Kind::Step2,
+        [MSG_SYNC, SYNC_UPDATE, ..] => Kind::Update,
+        [MSG_AWARENESS, ..] => Kind::Awareness,
+        _ => Kind::Other,
+    }
+}
+
+/// The payload of a sync message frame (the update of step2/update).
+pub fn sync_payload(frame: &[u8]) -> Option<&[u8]> {
+    let rest = frame.get(2..)?;
+    let (len, used) = read_var(rest)?;
+    rest.get(used..used + len as usize)
+}
+
+/// The mark of an update frame that holds one generated append. The text is
+/// the last thing in such an update, followed by an empty delete set (one
+/// zero byte), so it is looked for there first; anything else is scanned.
+pub fn find_mark(frame: &[u8]) -> Option<Mark> {
+    if kind(frame) != Kind::Update {
+        return None;
+    }
+    let update = sync_payload(frame)?;
+    if update.len() > MARK_LEN {
+        let at = update.len() - 1 - MARK_LEN;
+        if let Some(mark) = Mark::parse(&update[at..at + MARK_LEN]) {
+            return Some(mark);
+        }
+    }
+    update
+        .windows(MARK_LEN)
+        .filter(|w| w[0] == MARK_BYTE)
+        .find_map(Mark::parse)
+}
+
+/// Appends text to the root text [`ROOT`] as one client, each append an update
+/// of its own, encoded by hand (Yjs v1): one struct, a string item whose left
+/// origin is this client's previous character.
+#[derive(Debug, Clone)]
+pub struct Appender {
+    client: u64,
+    clock: u64,
+}
+
+impl Appender {
+    /// `client` must be unique among the writers of a document (and below 2^53).
+    pub fn new(client: u64) -> Self {
+        Self { client, clock: 0 }
+    }
+
+    /// The Yjs v1 update that appends `text` (ASCII) after this client's
+    /// previous append (the first one goes to the start of the text).
+    pub fn update(&mut self, text: &[u8]) -> Vec<u8> {
+        let mut u = Vec::with_capacity(text.len() + 24);
+        write_var(&mut u, 1); // one client
+        write_var(&mut u, 1); // one struct
+        write_var(&mut u, self.client);
+        write_var(&mut u, self.clock);
+        if self.clock == 0 {
+            // String content (4), no origins: the parent is named.
+            u.push(4);
+            write_var(&mut u, 1);
+            write_var(&mut u, ROOT.len() as u64);
+            u.extend_from_slice(ROOT.as_bytes());
+        } else {
+            u.push(0x80 | 4); // has a left origin
+            write_var(&mut u, self.client);
+            write_var(&mut u, self.clock - 1);
+        }
+        write_var(&mut u, text.len() as u64);
+        u.extend_from_slice(text);
+        write_var(&mut u, 0); // empty delete set
+        self.clock += text.len() as u64;
+        u
+    }
+
+    /// An update frame carrying `mark` as its text.
+    pub fn frame(&mut self, mark: Mark) -> Vec<u8> {
+        sync_frame(SYNC_UPDATE, &self.update(&mark.text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::updates::decoder::Decode;
+    use yrs::{GetString, ReadTxn, Transact, Update};
+
+    #[test]
+    fn marks_round_trip() {
+        let mark = Mark { seq: 1234, micros: 987_654_321 };
+        let text = mark.text();
+        assert_eq!(&text, b"~00001234000987654321");
+        assert_eq!(Mark::parse(&text), Some(mark));
+        assert_eq!(Mark::parse(b"~0000123400098765432x"), None);
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        for v in [0u64, 1, 127, 128, 300, 1 << 20, u32::MAX as u64, (1 << 53) - 1] {
+            let mut out = Vec::new();
+            write_var(&mut out, v);
+            assert_eq!(read_var(&out), Some((v, out.len())));
+        }
+    }
+
+    /// The hand-made bytes are what yrs would accept from two real clients
+    /// typing concurrently: both texts arrive whole and in order.
+    #[test]
+    fn appended_updates_apply_in_yrs() {
+        let doc = yrs::Doc::new();
+        let text = doc.get_or_insert_text(ROOT);
+        let mut a = Appender::new(1001);
+        let mut b = Appender::new(1002);
+        let mut expected_a = String::new();
+        let mut expected_b = String::new();
+        for seq in 0..50u64 {
+            for (app, expected, base) in [(&mut a, &mut expected_a, 0), (&mut b, &mut expected_b, 1_000_000)] {
+                let mark = Mark { seq, micros: base + seq };
+                let frame = app.frame(mark);
+                assert_eq!(find_mark(&frame), Some(mark));
+                let update = Update::decode_v1(sync_payload(&frame).unwrap()).unwrap();
+                let mut txn = doc.transact_mut();
+                txn.apply_update(update).unwrap();
+                assert!(!txn.has_missing_updates());
+                drop(txn);
+                expected.push_str(std::str::from_utf8(&mark.text()).unwrap());
+            }
+        }
+        let got = text.get_string(&doc.transact());
+        assert_eq!(got.len(), expected_a.len() + expected_b.len());
+        // Each client's appends stay contiguous and in order.
+        assert!(got.contains(&expected_a), "{got}");
+        assert!(got.contains(&expected_b), "{got}");
+    }
+
+    #[test]
+    fn a_generated_update_is_about_thirty_bytes() {
+        let mut a = Appender::new(1);
+        a.frame(Mark { seq: 0, micros: 0 });
+        for _ in 0..100_000 {
+            a.frame(Mark { seq: 1, micros: 1 });
+        }
+        let frame = a.frame(Mark { seq: 2, micros: 2 });
+        let update = sync_payload(&frame).unwrap();
+        assert!((28..=40).contains(&update.len()), "{}", update.len());
+    }
+
+    #[test]
+    fn frames_are_recognised() {
+        assert_eq!(kind(&empty_step1()), Kind::Step1);
+        assert_eq!(kind(&empty_step2()), Kind::Step2);
+        assert_eq!(sync_payload(&empty_step2()), Some(&[0u8, 0][..]));
+        assert_eq!(kind(&[1, 0]), Kind::Awareness);
+    }
+}
