@@ -12,7 +12,9 @@
 //! - [`config`]: the command line and `WEFT_*` variables, one struct.
 //! - [`server`]: wiring and orderly shutdown; `run(config, listener, shutdown)`.
 //! - [`http`]: the only module that knows axum: WebSocket upgrades (refusals
-//!   happen here, with a status), the JSON API, `/healthz`, `/metrics`.
+//!   happen here, with a status), the JSON API, the web demo (`/` and
+//!   `/assets/`, embedded from `web-demo/dist` by `build.rs`), `/healthz`,
+//!   `/metrics`.
 //! - [`session`]: one connection: a reader loop that decodes frames and a
 //!   writer task that drains the peer's bounded queue. Generic over any
 //!   `Stream`/`Sink`, so it does not know the WebSocket library either.

@@ -3,6 +3,7 @@
 
 pub mod access;
 mod api;
+mod assets;
 mod error;
 mod ws;
 
@@ -53,6 +54,9 @@ pub fn router(state: AppState) -> Router {
         );
     }
     Router::new()
+        // The web demo, embedded in the binary.
+        .route("/", get(assets::index))
+        .route("/assets/{*path}", get(assets::asset))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .nest("/api", api)

@@ -1,0 +1,409 @@
+// The web demo in real headless Chromium against the real weft binary.
+//
+//   npm ci && node --test --test-concurrency=1 browser/      (in tests/node)
+//
+// Every page runs in its own browser context, as separate browsers would:
+// pages meet only through weft. Waits are on conditions with deadlines.
+// The first test saves docs/screenshot.png (two pages co-editing).
+
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import {
+  REPO, Weft, launchBrowser, openDemo, waitForState, waitForText, waitForExactText, typeAtEnd, editor, editorText,
+  assertNoProblems, closeAll, DEADLINE
+} from './support.mjs'
+
+/** @type {Weft} */
+let weft
+/** @type {import('playwright-core').Browser} */
+let browser
+
+before(async () => {
+  ;[weft, browser] = await Promise.all([Weft.start(), launchBrowser()])
+})
+
+after(async () => {
+  await browser?.close()
+  await weft?.stop()
+})
+
+const ADA = { name: 'Ada', color: '#e5484d' }
+const GRACE = { name: 'Grace', color: '#3e63dd' }
+const LINUS = { name: 'Linus', color: '#12a594' }
+
+const docUrl = (name) => `${weft.url}/?doc=${encodeURIComponent(name)}`
+
+test('two pages edit one document: text, formatting, carets with names, people lists; a later page sees it all', async () => {
+  const shot = { width: 1000, height: 660 }
+  const ada = await openDemo(browser, docUrl('launch-plan'), { ...ADA, viewport: shot })
+  const grace = await openDemo(browser, docUrl('launch-plan'), { ...GRACE, viewport: shot })
+  const pages = [ada, grace]
+  try {
+    await typeAtEnd(ada, '# Launch plan\nShip the weft demo on Friday. Everyone who opens the link edits the same page.')
+    await waitForText(grace, ['Launch plan', 'Ship the weft demo on Friday.'])
+    await grace.locator('#editor h1', { hasText: 'Launch plan' }).waitFor({ timeout: DEADLINE })
+
+    const adaCaret = grace.locator('#editor .remote-caret-label', { hasText: 'Ada' })
+    await adaCaret.waitFor({ timeout: DEADLINE })
+    assert.equal(await adaCaret.evaluate((el) => getComputedStyle(el).backgroundColor), 'rgb(229, 72, 77)')
+
+    await typeAtEnd(grace, '\n- Write the README\nRecord a short screencast\nTell the Yjs community')
+    await waitForText(ada, ['Write the README', 'Record a short screencast', 'Tell the Yjs community'])
+    await ada.locator('#editor ul > li', { hasText: 'Record a short screencast' }).waitFor({ timeout: DEADLINE })
+    await ada.locator('#editor .remote-caret-label', { hasText: 'Grace' }).waitFor({ timeout: DEADLINE })
+
+    await ada.locator('#people .person-name', { hasText: 'Grace' }).waitFor({ timeout: DEADLINE })
+    await grace.locator('#people .person-name', { hasText: 'Ada' }).waitFor({ timeout: DEADLINE })
+    assert.equal(await ada.locator('#avatars .avatar').count(), 2)
+    assert.equal(await editorText(ada), await editorText(grace))
+
+    mkdirSync(join(REPO, 'docs'), { recursive: true })
+    await saveSideBySide(ada, grace, join(REPO, 'docs/screenshot.png'))
+
+    const linus = await openDemo(browser, docUrl('launch-plan'), LINUS)
+    pages.push(linus)
+    await waitForText(linus, ['Launch plan', 'Tell the Yjs community'])
+    assert.equal(await editorText(linus), await editorText(ada))
+    await linus.locator('#editor h1', { hasText: 'Launch plan' }).waitFor({ timeout: DEADLINE })
+    await ada.locator('#people .person-name', { hasText: 'Linus' }).waitFor({ timeout: DEADLINE })
+    assertNoProblems(pages)
+  } finally {
+    await closeAll(pages)
+  }
+})
+
+test('a new name reaches the others at once and is remembered across reloads', async () => {
+  const ada = await openDemo(browser, docUrl('names'), ADA)
+  const grace = await openDemo(browser, docUrl('names'), GRACE)
+  try {
+    await typeAtEnd(ada, 'Hello')
+    await grace.locator('#editor .remote-caret-label', { hasText: 'Ada' }).waitFor({ timeout: DEADLINE })
+
+    await ada.fill('#my-name', 'Ada Lovelace')
+    await grace.locator('#people .person-name', { hasText: 'Ada Lovelace' }).waitFor({ timeout: DEADLINE })
+    // Typing the name took the focus from the editor, so the caret left;
+    // back in the editor, it carries the new name.
+    await typeAtEnd(ada, ', world')
+    await grace.locator('#editor .remote-caret-label', { hasText: 'Ada Lovelace' }).waitFor({ timeout: DEADLINE })
+
+    await ada.reload()
+    await waitForState(ada, 'synced')
+    assert.equal(await ada.inputValue('#my-name'), 'Ada Lovelace')
+    await grace.locator('#people .person-name', { hasText: 'Ada Lovelace' }).waitFor({ timeout: DEADLINE })
+    assertNoProblems([ada, grace])
+  } finally {
+    await closeAll([ada, grace])
+  }
+})
+
+test('the document picker lists stored documents, opens or creates one by name, and the link names the document', async () => {
+  const page = await openDemo(browser, weft.url + '/', ADA)
+  const pages = [page]
+  try {
+    assert.equal(await page.textContent('#doc-title'), 'welcome')
+    assert.equal(await page.title(), 'welcome · weft')
+
+    // Stored documents from the earlier tests, with a link each.
+    await page.locator('#doc-list a', { hasText: 'launch-plan' }).waitFor({ timeout: DEADLINE })
+
+    // A reserved name is refused before anything is asked of the server.
+    await page.fill('#open-name', 'api/secret')
+    await page.click('#open-form button[type=submit]')
+    await page.locator('#open-error', { hasText: 'reserved' }).waitFor({ timeout: DEADLINE })
+    assert.equal(new URL(page.url()).searchParams.get('doc'), null)
+
+    // Any other name opens (and so creates) that document; the URL names it.
+    const name = 'notes/2026 plan: what & why?'
+    await page.fill('#open-name', name)
+    await Promise.all([page.waitForURL((u) => u.searchParams.get('doc') === name), page.click('#open-form button[type=submit]')])
+    await waitForState(page, 'synced')
+    assert.equal(await page.textContent('#doc-title'), name)
+    await typeAtEnd(page, 'Only in this document.')
+
+    // The copied link opens the same document in another browser.
+    const other = await openDemo(browser, page.url(), GRACE)
+    pages.push(other)
+    await waitForText(other, 'Only in this document.')
+    await other.locator('#doc-list a[aria-current=page]', { hasText: name }).waitFor({ timeout: DEADLINE })
+
+    // Picking a listed document navigates to it.
+    await Promise.all([
+      other.waitForURL((u) => u.searchParams.get('doc') === 'launch-plan'),
+      other.locator('#doc-list a', { hasText: 'launch-plan' }).click()
+    ])
+    await waitForState(other, 'synced')
+    await waitForText(other, 'Ship the weft demo on Friday.')
+    assert.ok(!(await editorText(other)).includes('Only in this document.'))
+    assertNoProblems(pages)
+  } finally {
+    await closeAll(pages)
+  }
+})
+
+test('versions: name the current state, preview it read-only, and restore it on every page', async () => {
+  const ada = await openDemo(browser, docUrl('versions'), ADA)
+  const grace = await openDemo(browser, docUrl('versions'), GRACE)
+  const pages = [ada, grace]
+  try {
+    await ada.locator('#versions.open').waitFor({ timeout: DEADLINE }) // open by default on a wide window
+    await ada.locator('#version-message', { hasText: 'No versions yet' }).waitFor({ timeout: DEADLINE })
+
+    await typeAtEnd(ada, 'The first draft.')
+    await waitForText(grace, 'The first draft.')
+    await ada.fill('#version-label', 'First draft')
+    await ada.click('#save-version')
+    await ada.locator('#version-list .version-label', { hasText: 'First draft' }).waitFor({ timeout: DEADLINE })
+    await ada.locator('.toast', { hasText: 'Saved “First draft”' }).waitFor({ timeout: DEADLINE })
+
+    await typeAtEnd(ada, ' Second thoughts that go too far.')
+    await waitForText(grace, 'Second thoughts that go too far.')
+
+    // Preview: a read-only view of the version; the live editor steps aside.
+    await ada.locator('#version-list .version-open', { hasText: 'First draft' }).click()
+    const preview = ada.locator('#preview .ProseMirror')
+    await preview.waitFor({ timeout: DEADLINE })
+    assert.equal(await preview.textContent(), 'The first draft.')
+    assert.equal(await preview.getAttribute('contenteditable'), 'false')
+    assert.equal(await ada.locator('#editor').isVisible(), false)
+    await ada.locator('#preview-banner', { hasText: 'First draft' }).waitFor({ timeout: DEADLINE })
+
+    // Back to the document and into the preview again.
+    await ada.click('#preview-close')
+    await editor(ada).waitFor({ state: 'visible', timeout: DEADLINE })
+    await ada.locator('#version-list .version-open', { hasText: 'First draft' }).click()
+    await preview.waitFor({ timeout: DEADLINE })
+
+    // Restore asks first; cancelling changes nothing.
+    await ada.click('#preview-restore')
+    await ada.locator('#confirm-dialog[open]').waitFor({ timeout: DEADLINE })
+    await ada.click('#confirm-dialog button[value=cancel]')
+    await ada.locator('#confirm-dialog').waitFor({ state: 'hidden', timeout: DEADLINE })
+    assert.ok((await editorText(grace)).includes('Second thoughts'))
+
+    await ada.click('#preview-restore')
+    await ada.click('#confirm-ok')
+    const toast = ada.locator('.toast', { hasText: /Restored|Could not restore/ })
+    await toast.waitFor({ timeout: DEADLINE })
+    assert.match(await toast.textContent() ?? '', /Restored “First draft”\. The state before it is kept as/)
+
+    // Both pages converge on the version, without reloading.
+    for (const page of pages) await waitForExactText(page, 'The first draft.')
+    await editor(ada).waitFor({ state: 'visible', timeout: DEADLINE })
+    // The state before the restore is kept as a version.
+    await ada.waitForFunction(() => document.querySelectorAll('#version-list .version').length >= 2, null, { timeout: DEADLINE })
+    // The editor still works after a restore.
+    await typeAtEnd(grace, ' And after.')
+    await waitForText(ada, 'The first draft. And after.')
+
+    // Deleting a version asks first, then removes it from the list only.
+    const count = await ada.locator('#version-list .version').count()
+    const first = ada.locator('#version-list .version', { has: ada.getByText('First draft', { exact: true }) })
+    await first.hover()
+    await first.locator('.version-delete').click()
+    await ada.locator('#confirm-dialog[open]', { hasText: 'Delete “First draft”?' }).waitFor({ timeout: DEADLINE })
+    await ada.click('#confirm-ok')
+    await ada.waitForFunction((n) => document.querySelectorAll('#version-list .version').length === n - 1, count, { timeout: DEADLINE })
+    assert.equal(await first.count(), 0)
+    await waitForText(ada, 'The first draft. And after.')
+    assertNoProblems(pages)
+  } finally {
+    await closeAll(pages)
+  }
+})
+
+test('offline: a page keeps editing without its connection and merges when it is back', async () => {
+  const ada = await openDemo(browser, docUrl('offline'), ADA)
+  const grace = await openDemo(browser, docUrl('offline'), GRACE)
+  try {
+    await typeAtEnd(ada, 'Shared start.')
+    await waitForText(grace, 'Shared start.')
+
+    await ada.context().setOffline(true)
+    await waitForState(ada, 'offline')
+    await typeAtEnd(ada, ' Written offline by Ada.')
+    await ada.locator('#status-text', { hasText: 'unsent' }).waitFor({ timeout: DEADLINE })
+    await typeAtEnd(grace, ' Written online by Grace.')
+    await waitForState(grace, 'synced')
+    assert.ok(!(await editorText(grace)).includes('Written offline'), 'an offline edit reached the server')
+    // Offline, Ada no longer claims to see anyone else.
+    await ada.waitForFunction(() => document.querySelectorAll('#people .person').length === 1, null, { timeout: DEADLINE })
+
+    await ada.context().setOffline(false)
+    await waitForState(ada, 'synced')
+    const both = ['Shared start.', 'Written offline by Ada.', 'Written online by Grace.']
+    await waitForText(ada, both)
+    await waitForText(grace, both)
+    assert.equal(await editorText(ada), await editorText(grace))
+    await grace.locator('#people .person-name', { hasText: 'Ada' }).waitFor({ timeout: DEADLINE })
+    assertNoProblems([ada, grace])
+  } finally {
+    await closeAll([ada, grace])
+  }
+})
+
+test('server killed and restarted: pages say offline, keep their edits, and sync them when it is back', async () => {
+  const server = await Weft.start()
+  const url = `${server.url}/?doc=restart`
+  const ada = await openDemo(browser, url, ADA)
+  const grace = await openDemo(browser, url, GRACE)
+  try {
+    await typeAtEnd(ada, 'Before the crash.')
+    await waitForText(grace, 'Before the crash.')
+
+    await server.kill()
+    await waitForState(ada, 'offline')
+    await waitForState(grace, 'offline')
+    await typeAtEnd(ada, ' During the outage.')
+    await ada.locator('#status-text', { hasText: 'unsent' }).waitFor({ timeout: DEADLINE })
+    assert.ok((await editorText(ada)).includes('During the outage.'))
+
+    await server.restart()
+    await waitForState(ada, 'synced', 30_000)
+    await waitForState(grace, 'synced', 30_000)
+    await waitForText(grace, ['Before the crash.', 'During the outage.'])
+    assert.equal(await editorText(ada), await editorText(grace))
+
+    // And it was stored: a fresh page after another crash still has it.
+    await server.restart()
+    const linus = await openDemo(browser, url, LINUS)
+    await waitForText(linus, ['Before the crash.', 'During the outage.'])
+    await closeAll([linus])
+    // While the server is down, Chromium reports the failed reconnection
+    // attempts itself, and a list request that raced with the kill; nothing
+    // else may appear.
+    assertNoProblems([ada, grace], [
+      /WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/restart' failed/,
+      /Failed to load resource: net::ERR_CONNECTION_REFUSED/
+    ])
+  } finally {
+    await closeAll([ada, grace])
+    await server.stop()
+  }
+})
+
+test('a document deleted through the API: the page says it was disconnected and stops reconnecting', async () => {
+  const page = await openDemo(browser, docUrl('doomed'), ADA)
+  try {
+    await typeAtEnd(page, 'Soon gone.')
+    const deleted = await weft.api('DELETE', '/api/docs/doomed')
+    assert.equal(deleted.status, 200, deleted.text)
+    await waitForState(page, 'closed')
+    assert.equal(await page.textContent('#status-text'), 'Disconnected')
+    assert.match(await page.getAttribute('#status', 'title') ?? '', /closed this session/)
+    await page.locator('#notice', { hasText: 'The server ended this session' }).waitFor({ timeout: DEADLINE })
+    assertNoProblems([page])
+  } finally {
+    await closeAll([page])
+  }
+})
+
+test('the welcome document explains itself once, even to two pages opened at the same moment', async () => {
+  const server = await Weft.start()
+  const pages = []
+  try {
+    pages.push(...await Promise.all([
+      openDemo(browser, server.url + '/', ADA),
+      openDemo(browser, server.url + '/', GRACE)
+    ]))
+    for (const page of pages) await waitForText(page, ['Welcome to weft', 'Things to try'])
+    // Both pages sent the same seed: it is there once.
+    for (const page of pages) {
+      assert.equal(await page.locator('#editor h1').count(), 1)
+      assert.equal(await page.locator('#editor ul > li').count(), 4)
+    }
+    assert.equal(await editorText(pages[0]), await editorText(pages[1]))
+
+    // Emptied on purpose, it stays empty for the next visitor.
+    await editor(pages[0]).click()
+    await pages[0].keyboard.press('Control+A')
+    await pages[0].keyboard.press('Backspace')
+    await waitForExactText(pages[1], '')
+    const later = await openDemo(browser, server.url + '/', LINUS)
+    pages.push(later)
+    await later.locator('#editor p.is-empty[data-placeholder]').waitFor({ timeout: DEADLINE })
+    assert.equal(await editorText(later), '')
+    assertNoProblems(pages)
+  } finally {
+    await closeAll(pages)
+    await server.stop()
+  }
+})
+
+test('a narrow window: no sideways scrolling, panels as drawers, editing works', async () => {
+  const page = await openDemo(browser, docUrl('narrow'), { ...LINUS, viewport: { width: 375, height: 740 } })
+  try {
+    const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
+    assert.equal(await overflow(), 0)
+    assert.equal(await page.locator('#sidebar').isVisible(), false)
+    assert.equal(await page.locator('#versions').isVisible(), false)
+    // The toolbar scrolls sideways rather than being squeezed.
+    const toolbar = await page.locator('#toolbar').boundingBox()
+    assert.ok(toolbar && toolbar.height >= 32 && toolbar.width <= 375, `toolbar ${JSON.stringify(toolbar)}`)
+
+    await page.click('#open-sidebar')
+    await page.locator('#sidebar.open').waitFor({ timeout: DEADLINE })
+    await page.waitForFunction(() => {
+      const r = document.getElementById('sidebar').getBoundingClientRect()
+      return r.left >= 0 && r.right <= window.innerWidth
+    }, null, { timeout: DEADLINE })
+    await page.locator('#my-name').waitFor({ state: 'visible', timeout: DEADLINE })
+    await page.click('#scrim', { position: { x: 360, y: 400 } })
+    await page.locator('#sidebar:not(.open)').waitFor({ state: 'attached', timeout: DEADLINE })
+    await page.locator('#my-name').waitFor({ state: 'hidden', timeout: DEADLINE })
+
+    await page.click('#toggle-versions')
+    await page.locator('#versions').waitFor({ state: 'visible', timeout: DEADLINE })
+    const box = await page.locator('#versions').boundingBox()
+    assert.ok(box && box.x >= 0 && box.x + box.width <= 375, `versions panel off screen: ${JSON.stringify(box)}`)
+    await page.click('#close-versions')
+    await page.locator('#versions').waitFor({ state: 'hidden', timeout: DEADLINE })
+
+    await typeAtEnd(page, 'Typed on a phone-sized screen, long enough to wrap over several lines of the page.')
+    await waitForText(page, 'Typed on a phone-sized screen')
+    assert.equal(await overflow(), 0)
+    assertNoProblems([page])
+  } finally {
+    await closeAll([page])
+  }
+})
+
+/**
+ * Two screenshots side by side in window frames, composed by the browser
+ * itself (no image library needed), for the README.
+ */
+const saveSideBySide = async (left, right, path) => {
+  const [a, b] = await Promise.all([left.screenshot(), right.screenshot()])
+  const { width, height } = left.viewportSize()
+  const frame = (png, url) => `
+    <figure>
+      <div class="bar"><i></i><i></i><i></i><span>${url}</span></div>
+      <img src="data:image/png;base64,${png.toString('base64')}" width="${width}" height="${height}">
+    </figure>`
+  const gap = 28
+  const barHeight = 34
+  const context = await browser.newContext({
+    viewport: { width: 2 * width + 3 * gap, height: height + barHeight + 2 * gap },
+    deviceScaleFactor: 1
+  })
+  try {
+    const page = await context.newPage()
+    const shownUrl = '127.0.0.1:1234/?doc=launch-plan'
+    await page.setContent(`<!doctype html><style>
+      html, body { margin: 0; height: 100%; }
+      body { display: flex; gap: ${gap}px; align-items: center; justify-content: center;
+             background: linear-gradient(135deg, #e4e4f7, #f4f1ec); font: 13px system-ui, sans-serif; }
+      figure { margin: 0; border-radius: 10px; overflow: hidden; background: #fff;
+               box-shadow: 0 10px 30px rgba(30, 30, 60, .18), 0 0 0 1px rgba(30, 30, 60, .08); }
+      .bar { height: ${barHeight}px; display: flex; align-items: center; gap: 7px; padding: 0 12px; background: #ececf0; }
+      .bar i { width: 11px; height: 11px; border-radius: 50%; background: #d0d0d8; }
+      .bar span { margin-left: 14px; padding: 3px 12px; border-radius: 6px; background: #fff; color: #555; }
+      img { display: block; }
+    </style>${frame(a, shownUrl)}${frame(b, shownUrl)}`)
+    await page.waitForFunction(() => Array.from(document.images).every((img) => img.complete && img.naturalWidth > 0))
+    await page.screenshot({ path })
+  } finally {
+    await context.close()
+  }
+}

@@ -1,0 +1,113 @@
+// The connection indicator. It says what is true, from the provider's own
+// events:
+//   connecting  no connection yet, first attempt under way
+//   syncing     connected, the server's state not yet received
+//   synced      connected and caught up; local edits go out as they are made
+//   offline     no connection (lost, refused, or the browser is offline);
+//               edits stay in this tab and are sent when it reconnects
+//   closed      the server ended the session for good (e.g. document deleted)
+
+import { $ } from './ui.js'
+
+/**
+ * @param {import('y-websocket').WebsocketProvider} provider
+ * @param {import('yjs').Doc} ydoc
+ * @param {{ onChange?: (state: string) => void }} [hooks]
+ */
+export const mountStatus = (provider, ydoc, { onChange = () => {} } = {}) => {
+  const root = $('status')
+  const text = $('status-text')
+  let everConnected = false
+  let failures = 0
+  let unsent = 0
+  /** @type {{ code: number, reason: string } | null} */
+  let closed = null
+
+  const state = () => {
+    if (closed) return 'closed'
+    if (provider.wsconnected && provider.synced) return 'synced'
+    if (provider.wsconnected) return 'syncing'
+    if (everConnected || failures > 0 || !navigator.onLine) return 'offline'
+    return 'connecting'
+  }
+
+  const render = () => {
+    const s = state()
+    const pending = unsent === 1 ? '1 change not sent yet' : `${unsent} changes not sent yet`
+    let label
+    let title
+    switch (s) {
+      case 'synced':
+        label = 'Synced'
+        title = 'Connected to weft: your changes reach everyone as you type.'
+        break
+      case 'syncing':
+        label = 'Syncing…'
+        title = 'Connected; exchanging changes with the server.'
+        break
+      case 'offline':
+        label = unsent > 0 ? `Offline · ${unsent} unsent` : 'Offline'
+        title = `No connection to the server${navigator.onLine ? '' : ' (this browser is offline)'}. ` +
+          `Keep editing: ${unsent > 0 ? pending + '; they' : 'changes'} will sync when the connection is back. Reconnecting…`
+        break
+      case 'closed':
+        label = 'Disconnected'
+        title = `The server closed this session${closed?.reason ? `: ${closed.reason}` : ''} (code ${closed?.code}). Reload to try again.`
+        break
+      default:
+        label = 'Connecting…'
+        title = 'Connecting to the server.'
+    }
+    root.dataset.state = s
+    root.title = title
+    text.textContent = label
+    onChange(s)
+  }
+
+  provider.on('status', ({ status }) => {
+    if (status === 'connected') {
+      everConnected = true
+      failures = 0
+    }
+    render()
+  })
+  provider.on('connection-close', () => {
+    if (!provider.wsconnected) failures++
+    render()
+  })
+  provider.on('connection-error', () => {
+    failures++
+    render()
+  })
+  provider.on('sync', (synced) => {
+    // The sync handshake sends the server everything it lacks, including
+    // changes made while offline.
+    if (synced) unsent = 0
+    render()
+  })
+  provider.on('closed', (event) => {
+    closed = event
+    render()
+  })
+  ydoc.on('update', (_update, origin) => {
+    if (origin !== provider && !(provider.wsconnected && provider.synced)) {
+      unsent++
+      render()
+    }
+  })
+
+  // The browser knows about a lost network long before a silent socket times
+  // out (30 s): drop the connection at once and try again when it is back.
+  window.addEventListener('offline', () => {
+    provider.disconnect()
+    render()
+  })
+  window.addEventListener('online', () => {
+    if (!closed) provider.connect()
+    render()
+  })
+  if (!navigator.onLine) provider.disconnect()
+
+  render()
+  return { state, render, unsent: () => unsent, closedBy: () => closed }
+}
