@@ -8,7 +8,7 @@
 #   bench/compare.sh --quick    small sizes, short durations (< 2 min); report in target/bench-quick/
 #   bench/compare.sh --only fanout,durable    some scenarios only (report in the output folder)
 #
-# Environment: WEFT_TRACE (default ../shared/data/traces/automerge-paper.json.gz),
+# Environment: WEFT_TRACE (default tests/data/automerge-paper.json.gz),
 # SERVER_CORES (default 0), GEN_CORES (default 1), BENCH_NICE=0 to run at normal priority.
 set -euo pipefail
 
@@ -37,7 +37,7 @@ REF_VERSION=0.1.1
 
 TRACE=${WEFT_TRACE:-}
 if [ -z "$TRACE" ]; then
-    for candidate in "$ROOT/../shared/data/traces/automerge-paper.json.gz" /work/shared/data/traces/automerge-paper.json.gz; do
+    for candidate in "$ROOT/tests/data/automerge-paper.json.gz" "$ROOT/../shared/data/traces/automerge-paper.json.gz"; do
         if [ -f "$candidate" ]; then TRACE=$candidate; break; fi
     done
 fi

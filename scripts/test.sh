@@ -2,8 +2,10 @@
 # The whole test suite, from a clean clone: installs what the tests need,
 # builds weft, and runs every test against the real binary.
 #
-#   scripts/test.sh            everything
+#   scripts/test.sh                everything
 #   scripts/test.sh --no-browser   skip the headless-Chromium tests
+#
+# Environment: WEFT_FUZZ_SECS (default 20) bounds the fuzzing run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,17 +20,33 @@ done
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 started=$(date +%s)
 
+if [ "$browser" = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  step "Installing Debian's Chromium for the browser tests"
+  sudo_cmd=""
+  if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+fi
+
+step "Web demo: the committed bundle is what web-demo/src builds to"
+web-demo/check.sh
+
 step "Rust: build (release)"
 cargo build --release --workspace --locked
 
-step "Rust: unit and integration tests (release binary, real SQLite files, real sockets)"
+step "Rust: unit, integration and property tests (release binary, real SQLite files, real sockets)"
 cargo test --release --workspace --locked
 
 step "Node: npm ci (yjs, y-websocket, ws, playwright-core from the lockfile)"
-(cd tests/node && npm ci --no-audit --no-fund)
+(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 
 step "Node: the real y-websocket client against weft"
 (cd tests/node && WEFT_BIN="$PWD/../../target/release/weft" npm test)
+
+if [ "$browser" = 1 ]; then
+  step "Browser: the web demo in headless Chromium"
+  (cd tests/node && WEFT_BIN="$PWD/../../target/release/weft" npm run test:browser)
+fi
 
 echo
 echo "all tests passed in $(( $(date +%s) - started )) s"

@@ -99,6 +99,12 @@ impl Servers {
                     db.display().to_string(),
                     "--log".into(),
                     "warn".into(),
+                    // The abuse limits are for the open internet: a load
+                    // generator is one client IP sending as fast as it can.
+                    "--rate-limit".into(),
+                    "0".into(),
+                    "--max-connections-per-ip".into(),
+                    "0".into(),
                 ];
                 v.extend(extra.iter().map(|s| s.to_string()));
                 v
