@@ -377,7 +377,9 @@ async fn the_cli_mints_tokens_and_open_mode_refuses_exposure() {
     let minted = String::from_utf8(out.stdout).unwrap().trim().to_string();
     connect(&server, "cli-doc", &minted).await;
 
+    assert_eq!(server.get("/api/info").await.json()["auth"], "token", "public, no token needed");
     let open = Server::start();
+    assert_eq!(open.get("/api/info").await.json()["auth"], "open");
     let res = http(&open.addr, "POST", "/api/tokens", &[("Content-Type", "application/json")], Some(b"{}")).await;
     assert_eq!(res.status, 409);
     assert!(res.json()["error"].as_str().unwrap().contains("open mode"));

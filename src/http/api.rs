@@ -25,6 +25,7 @@ use crate::storage::{DocMeta, VersionKind, VersionMeta};
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/info", get(info))
         .route("/docs", get(list_docs))
         .route("/docs/{name}", get(get_doc).delete(delete_doc))
         .route("/docs/{name}/update", get(get_update).post(post_update))
@@ -122,6 +123,17 @@ impl From<&VersionMeta> for VersionJson {
             content: None,
         }
     }
+}
+
+/// `GET /api/info`: what this server is and how to authenticate. Public, so
+/// that a page can tell "this server needs a token" from "your token is bad".
+async fn info(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "name": "weft",
+        "version": env!("CARGO_PKG_VERSION"),
+        "auth": if state.access.is_open() { "open" } else { "token" },
+        "max_message_size": state.max_message_size,
+    }))
 }
 
 /// `GET /api/docs`: stored documents, and live ones not stored yet.
