@@ -197,7 +197,9 @@ pub fn verify(key: &AuthKey, token: &str, now: u64) -> Result<Claims, AuthError>
         .decode(payload)
         .ok()
         .and_then(|p| serde_json::from_slice(&p).ok())
-        .ok_or(AuthError::Malformed("payload is not base64url JSON with doc, perm, exp and jti"))?;
+        .ok_or(AuthError::Malformed(
+            "payload is not base64url JSON with doc, perm, exp and jti",
+        ))?;
     if claims.exp <= now {
         return Err(AuthError::Expired);
     }
@@ -216,7 +218,9 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: u64 = number.parse().map_err(|_| format!("'{s}' is not a duration like 90s, 15m, 1h or 7d"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 90s, 15m, 1h or 7d"))?;
     let factor = match unit {
         "s" => 1,
         "m" => 60,
@@ -224,7 +228,9 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
         "d" => 86_400,
         _ => return Err(format!("'{s}': unknown unit '{unit}' (use s, m, h or d)")),
     };
-    n.checked_mul(factor).filter(|&t| t > 0).ok_or_else(|| format!("'{s}' is not a positive duration"))
+    n.checked_mul(factor)
+        .filter(|&t| t > 0)
+        .ok_or_else(|| format!("'{s}' is not a positive duration"))
 }
 
 #[cfg(test)]
@@ -273,7 +279,10 @@ mod tests {
     fn alg_none_is_refused() {
         let header = B64.encode(r#"{"alg":"none","typ":"JWT"}"#);
         let payload = B64.encode(serde_json::to_vec(&claims("*", Perm::Write, 9999)).unwrap());
-        assert_eq!(verify(&key(), &format!("{header}.{payload}."), 1), Err(AuthError::Algorithm));
+        assert_eq!(
+            verify(&key(), &format!("{header}.{payload}."), 1),
+            Err(AuthError::Algorithm)
+        );
     }
 
     #[test]

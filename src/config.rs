@@ -246,7 +246,11 @@ impl Config {
     /// The key itself is never printed, only which mode it puts weft in.
     pub fn summary(&self) -> String {
         let mut value = serde_json::to_value(self).unwrap_or_default();
-        let mode = if self.auth_key_file.is_some() || self.auth_key.is_some() { "token" } else { "open" };
+        let mode = if self.auth_key_file.is_some() || self.auth_key.is_some() {
+            "token"
+        } else {
+            "open"
+        };
         value["auth"] = mode.into();
         let Some(fields) = value.as_object() else {
             return String::new();

@@ -21,7 +21,9 @@
 //! - [`doc`]: [`doc::DocName`], the per-document actor ([`doc::DocHandle`])
 //!   that owns the yrs `Doc` and `Awareness`, and the [`doc::Registry`] that
 //!   spawns actors on first use and lets idle ones unload.
-//! - [`protocol`]: the y-sync and awareness wire format; pure, no I/O.
+//! - [`protocol`]: the y-sync and awareness wire format; pure, no I/O. It
+//!   lives in the `weft-core` crate (`core/`) with `apply_update`, so the
+//!   fuzz target builds without the server.
 //! - [`storage`]: the [`storage::DocStore`] trait, SQLite (group-committed
 //!   update log plus snapshots) and an in-memory store.
 //! - [`close`]: the close codes weft sends, and why.
@@ -31,9 +33,11 @@ pub mod auth;
 pub mod close;
 pub mod config;
 pub mod doc;
+#[doc(hidden)]
+pub use weft_core::fuzz;
 pub mod http;
 pub mod metrics;
-pub mod protocol;
+pub use weft_core::protocol;
 pub mod server;
 pub mod session;
 pub mod storage;

@@ -57,7 +57,10 @@ fn main() -> ExitCode {
 
 /// `weft token`: prints a token signed with the configured key.
 fn token(args: TokenArgs) -> ExitCode {
-    let key = match (&args.auth_key_file, std::env::var("WEFT_AUTH_KEY").ok().filter(|k| !k.is_empty())) {
+    let key = match (
+        &args.auth_key_file,
+        std::env::var("WEFT_AUTH_KEY").ok().filter(|k| !k.is_empty()),
+    ) {
         (Some(path), _) => AuthKey::from_file(path),
         (None, Some(key)) => AuthKey::new(key.trim().as_bytes().to_vec()),
         (None, None) => {

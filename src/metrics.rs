@@ -70,6 +70,7 @@ pub struct Metrics {
     pub awareness_updates: AtomicU64,
     pub frames_sent: AtomicU64,
     pub compactions: AtomicU64,
+    pub actor_panics: AtomicU64,
     storage_commits: AtomicU64,
     storage_jobs: AtomicU64,
     storage_commit_micros: AtomicU64,
@@ -103,33 +104,119 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         };
         let get = |a: &AtomicU64| a.load(Relaxed).to_string();
-        series("weft_connections_open", "gauge", "WebSocket connections now open.", get(&self.connections_open));
-        series("weft_connections_total", "counter", "WebSocket connections accepted.", get(&self.connections_total));
-        series("weft_documents_loaded", "gauge", "Documents now held in memory.", get(&self.docs_loaded));
-        series("weft_documents_loaded_total", "counter", "Document loads from storage.", get(&self.docs_loaded_total));
-        series("weft_documents_unloaded_total", "counter", "Documents dropped from memory after their last peer left.", get(&self.docs_unloaded_total));
-        series("weft_updates_applied_total", "counter", "Document updates applied and stored.", get(&self.updates_applied));
-        series("weft_update_bytes_total", "counter", "Bytes of document updates applied.", get(&self.update_bytes));
-        series("weft_updates_refused_total", "counter", "Document updates refused (bad input, read-only, limits).", get(&self.updates_refused));
-        series("weft_requests_refused_total", "counter", "Upgrades and API calls refused (auth, origin, limits).", get(&self.requests_refused));
-        series("weft_awareness_updates_total", "counter", "Awareness messages applied.", get(&self.awareness_updates));
-        series("weft_frames_sent_total", "counter", "Frames queued to peers.", get(&self.frames_sent));
-        series("weft_compactions_total", "counter", "Update logs compacted into a snapshot.", get(&self.compactions));
-        series("weft_storage_commits_total", "counter", "Storage transactions committed (group commits).", get(&self.storage_commits));
-        series("weft_storage_jobs_total", "counter", "Storage jobs committed; jobs/commits is the mean group size.", get(&self.storage_jobs));
+        series(
+            "weft_connections_open",
+            "gauge",
+            "WebSocket connections now open.",
+            get(&self.connections_open),
+        );
+        series(
+            "weft_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            get(&self.connections_total),
+        );
+        series(
+            "weft_documents_loaded",
+            "gauge",
+            "Documents now held in memory.",
+            get(&self.docs_loaded),
+        );
+        series(
+            "weft_documents_loaded_total",
+            "counter",
+            "Document loads from storage.",
+            get(&self.docs_loaded_total),
+        );
+        series(
+            "weft_documents_unloaded_total",
+            "counter",
+            "Documents dropped from memory after their last peer left.",
+            get(&self.docs_unloaded_total),
+        );
+        series(
+            "weft_updates_applied_total",
+            "counter",
+            "Document updates applied and stored.",
+            get(&self.updates_applied),
+        );
+        series(
+            "weft_update_bytes_total",
+            "counter",
+            "Bytes of document updates applied.",
+            get(&self.update_bytes),
+        );
+        series(
+            "weft_updates_refused_total",
+            "counter",
+            "Document updates refused (bad input, read-only, limits).",
+            get(&self.updates_refused),
+        );
+        series(
+            "weft_requests_refused_total",
+            "counter",
+            "Upgrades and API calls refused (auth, origin, limits).",
+            get(&self.requests_refused),
+        );
+        series(
+            "weft_awareness_updates_total",
+            "counter",
+            "Awareness messages applied.",
+            get(&self.awareness_updates),
+        );
+        series(
+            "weft_frames_sent_total",
+            "counter",
+            "Frames queued to peers.",
+            get(&self.frames_sent),
+        );
+        series(
+            "weft_compactions_total",
+            "counter",
+            "Update logs compacted into a snapshot.",
+            get(&self.compactions),
+        );
+        series(
+            "weft_actor_panics_total",
+            "counter",
+            "Document actors that panicked and were restarted (a bug: please report it).",
+            get(&self.actor_panics),
+        );
+        series(
+            "weft_storage_commits_total",
+            "counter",
+            "Storage transactions committed (group commits).",
+            get(&self.storage_commits),
+        );
+        series(
+            "weft_storage_jobs_total",
+            "counter",
+            "Storage jobs committed; jobs/commits is the mean group size.",
+            get(&self.storage_jobs),
+        );
         series(
             "weft_storage_commit_seconds_total",
             "counter",
             "Time spent in storage commits.",
             format!("{:.6}", self.storage_commit_micros.load(Relaxed) as f64 / 1e6),
         );
-        series("weft_storage_errors_total", "counter", "Storage transactions that failed.", get(&self.storage_errors));
+        series(
+            "weft_storage_errors_total",
+            "counter",
+            "Storage transactions that failed.",
+            get(&self.storage_errors),
+        );
         let _ = writeln!(
             out,
             "# HELP weft_disconnects_total Connections closed by the server, by reason.\n# TYPE weft_disconnects_total counter"
         );
         for why in Kick::ALL {
-            let _ = writeln!(out, "weft_disconnects_total{{reason=\"{}\"}} {}", why.label(), self.kicked(why));
+            let _ = writeln!(
+                out,
+                "weft_disconnects_total{{reason=\"{}\"}} {}",
+                why.label(),
+                self.kicked(why)
+            );
         }
         out
     }

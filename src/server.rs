@@ -76,10 +76,12 @@ pub async fn run(
     check_exposure(&config, listener.local_addr()?, key.is_some())?;
     let metrics = Arc::new(Metrics::default());
     let store = open_store(&config, metrics.clone())?;
-    let access = Access::new(key, store.clone()).await.map_err(|source| ServerError::Store {
-        path: config.db.display().to_string(),
-        source,
-    })?;
+    let access = Access::new(key, store.clone())
+        .await
+        .map_err(|source| ServerError::Store {
+            path: config.db.display().to_string(),
+            source,
+        })?;
     let registry = Registry::new(store.clone(), config.doc_config(), metrics.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = AppState {

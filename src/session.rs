@@ -198,7 +198,13 @@ where
     info!(writable, "joined");
 
     let mut writer = tokio::spawn(write_loop(sink, outbox_rx, close_rx, ctx.shutdown.clone()).in_current_span());
-    let read = read_loop(stream, &handle, peer, &ctx.metrics, ctx.rate_limit.map(RateLimiter::new));
+    let read = read_loop(
+        stream,
+        &handle,
+        peer,
+        &ctx.metrics,
+        ctx.rate_limit.map(RateLimiter::new),
+    );
     tokio::pin!(read);
     let ended = tokio::select! {
         end = &mut read => Some(end),

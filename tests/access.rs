@@ -30,7 +30,10 @@ fn token_server(extra: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn token(doc: &str, perm: Perm, ttl: u64) -> (String, String) {
@@ -47,7 +50,9 @@ fn token(doc: &str, perm: Perm, ttl: u64) -> (String, String) {
 }
 
 async fn connect(server: &Server, room: &str, token: &str) -> Client {
-    let client = Client::connect(&server.ws, &format!("{room}?token={token}")).await.expect("connect");
+    let client = Client::connect(&server.ws, &format!("{room}?token={token}"))
+        .await
+        .expect("connect");
     client.wait_synced().await.unwrap();
     client
 }
@@ -86,13 +91,21 @@ async fn refusals_happen_at_the_upgrade_with_a_reason() {
         ("/team-a/plan?token=garbage".to_string(), 401, "malformed token"),
         (format!("/team-a/plan?token={forged}"), 401, "signature does not match"),
         (format!("/team-a/plan?token={expired}"), 401, "token expired"),
-        (format!("/team-b/plan?token={good}"), 403, "token is for 'team-a/*', not for 'team-b/plan'"),
+        (
+            format!("/team-b/plan?token={good}"),
+            403,
+            "token is for 'team-a/*', not for 'team-b/plan'",
+        ),
     ];
     for (path, status, reason) in cases {
         let refused = Client::refused(&server.ws, &path).await.unwrap();
         assert_eq!(refused.status, status, "{path}: {}", refused.body);
         let body: serde_json::Value = serde_json::from_str(&refused.body).expect("JSON reason");
-        assert!(body["error"].as_str().unwrap().contains(reason), "{path}: {}", refused.body);
+        assert!(
+            body["error"].as_str().unwrap().contains(reason),
+            "{path}: {}",
+            refused.body
+        );
     }
     // a good token is accepted, also as a bearer header on the API
     connect(&server, "team-a/plan", &good).await;
@@ -134,18 +147,26 @@ async fn read_only_peers_cannot_change_the_document() {
     let reader = connect(&server, "shared", &read).await;
     let text = writer.doc.get_or_insert_text("t");
     writer.edit(|txn| text.push(txn, "from writer"));
-    reader.wait_for("writer's text", 5 * SECOND, |r| r.text("t") == "from writer").await.unwrap();
+    reader
+        .wait_for("writer's text", 5 * SECOND, |r| r.text("t") == "from writer")
+        .await
+        .unwrap();
 
     let rt = reader.doc.get_or_insert_text("t");
     reader.edit(|txn| rt.push(txn, " EVIL"));
     reader.edit(|txn| rt.push(txn, " AGAIN"));
     reader
-        .wait_for("a permission-denied message", 5 * SECOND, |r| !r.seen().denied.is_empty())
+        .wait_for("a permission-denied message", 5 * SECOND, |r| {
+            !r.seen().denied.is_empty()
+        })
         .await
         .unwrap();
     // the writer's next edit arrives, the reader's never do
     writer.edit(|txn| text.push(txn, "!"));
-    reader.wait_for("the next edit", 5 * SECOND, |r| r.seen().updates >= 3).await.unwrap();
+    reader
+        .wait_for("the next edit", 5 * SECOND, |r| r.seen().updates >= 3)
+        .await
+        .unwrap();
     assert_eq!(writer.text("t"), "from writer!");
     assert_eq!(reader.seen().denied.len(), 1, "told once");
     assert!(!reader.seen().ended, "a read-only peer stays connected");
@@ -213,12 +234,16 @@ async fn revocation_closes_live_connections_and_survives_restart() {
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(victim.wait_closed(5 * SECOND).await.unwrap().map(|c| c.0), Some(4403));
     assert!(!bystander.seen().ended, "other tokens are untouched");
-    let refused = Client::refused(&server.ws, &format!("/revoked?token={t}")).await.unwrap();
+    let refused = Client::refused(&server.ws, &format!("/revoked?token={t}"))
+        .await
+        .unwrap();
     assert_eq!(refused.status, 401);
     assert!(refused.body.contains("revoked"));
 
     let server = server.restart();
-    let refused = Client::refused(&server.ws, &format!("/revoked?token={t}")).await.unwrap();
+    let refused = Client::refused(&server.ws, &format!("/revoked?token={t}"))
+        .await
+        .unwrap();
     assert_eq!(refused.status, 401, "still revoked after a restart");
     connect(&server, "revoked", &other).await;
     drop(dir);
@@ -228,7 +253,10 @@ async fn revocation_closes_live_connections_and_survives_restart() {
 /// keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_peer_is_closed_while_others_continue() {
-    let server = Server::builder().arg("--rate-limit", 50).arg("--rate-burst", 100).start();
+    let server = Server::builder()
+        .arg("--rate-limit", 50)
+        .arg("--rate-burst", 100)
+        .start();
     let flood = server.connect("flood").await;
     let calm = server.connect("flood").await;
     let text = flood.doc.get_or_insert_text("t");
@@ -239,7 +267,10 @@ async fn a_flooding_peer_is_closed_while_others_continue() {
     let ct = calm.doc.get_or_insert_text("c");
     calm.edit(|txn| ct.push(txn, "calm"));
     let check = server.connect("flood").await;
-    check.wait_for("calm's edit", 5 * SECOND, |c| c.text("c") == "calm").await.unwrap();
+    check
+        .wait_for("calm's edit", 5 * SECOND, |c| c.text("c") == "calm")
+        .await
+        .unwrap();
     assert!(!calm.seen().ended);
     // what the flooder got in before the limit is stored, nothing after
     let got = check.text("t").len();
@@ -255,7 +286,9 @@ async fn document_size_limit_refuses_and_keeps_what_was_stored() {
     let a = server.connect("bounded").await;
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, &"k".repeat(4000)));
-    server.wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0).await;
+    server
+        .wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0)
+        .await;
     a.edit(|txn| text.push(txn, &"x".repeat(8000)));
     assert_eq!(a.wait_closed(5 * SECOND).await.unwrap().map(|c| c.0), Some(4413));
 
@@ -266,9 +299,14 @@ async fn document_size_limit_refuses_and_keeps_what_was_stored() {
         t.push(&mut txn, &"y".repeat(8000));
         txn.encode_update_v1()
     };
-    let res = server.post("/api/docs/bounded/update", "application/octet-stream", &big).await;
+    let res = server
+        .post("/api/docs/bounded/update", "application/octet-stream", &big)
+        .await;
     assert_eq!(res.status, 413);
-    assert!(res.json()["error"].as_str().unwrap().contains("size limit of 10000 bytes"));
+    assert!(res.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("size limit of 10000 bytes"));
 
     let server = server.restart();
     let b = server.connect("bounded").await;
@@ -284,7 +322,11 @@ async fn connection_limits_refuse_with_a_status() {
     let b = server.connect("limits").await;
     let refused = Client::refused(&server.ws, "/limits").await.unwrap();
     assert_eq!(refused.status, 429);
-    assert!(refused.body.contains("too many connections from 127.0.0.1"), "{}", refused.body);
+    assert!(
+        refused.body.contains("too many connections from 127.0.0.1"),
+        "{}",
+        refused.body
+    );
     b.close();
     b.wait_closed(5 * SECOND).await.unwrap();
     // the place is given back once the connection is gone
@@ -325,13 +367,39 @@ async fn api_permissions_follow_the_token() {
     };
     assert_eq!(get("/api/docs".into(), None).await.status, 401);
     let listed = get("/api/docs".into(), Some(read.clone())).await.json();
-    let names: Vec<&str> = listed["docs"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = listed["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["team-a/doc"], "a token lists only its documents");
-    assert_eq!(get("/api/docs".into(), Some(admin.clone())).await.json()["docs"].as_array().unwrap().len(), 2);
-    assert_eq!(get(format!("/api/docs/{}", enc("team-a/doc")), Some(read.clone())).await.status, 200);
-    assert_eq!(get(format!("/api/docs/{}", enc("team-b/doc")), Some(read.clone())).await.status, 403);
+    assert_eq!(
+        get("/api/docs".into(), Some(admin.clone())).await.json()["docs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        get(format!("/api/docs/{}", enc("team-a/doc")), Some(read.clone()))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(format!("/api/docs/{}", enc("team-b/doc")), Some(read.clone()))
+            .await
+            .status,
+        403
+    );
     // ?token= works for the API too (download links)
-    assert_eq!(get(format!("/api/docs/{}/update?token={read}", enc("team-a/doc")), None).await.status, 200);
+    assert_eq!(
+        get(format!("/api/docs/{}/update?token={read}", enc("team-a/doc")), None)
+            .await
+            .status,
+        200
+    );
 
     let versions = format!("/api/docs/{}/versions", enc("team-a/doc"));
     let with = |b: &str| format!("Bearer {b}");
@@ -341,7 +409,14 @@ async fn api_permissions_follow_the_token() {
         assert_eq!(res.status, status, "{}", res.text());
     }
     let auth = with(&write);
-    let res = http(&server.addr, "DELETE", &format!("/api/docs/{}", enc("team-a/doc")), &[("Authorization", &auth)], None).await;
+    let res = http(
+        &server.addr,
+        "DELETE",
+        &format!("/api/docs/{}", enc("team-a/doc")),
+        &[("Authorization", &auth)],
+        None,
+    )
+    .await;
     assert_eq!(res.status, 403, "deleting a document needs the admin key");
 
     // minting: admin only
@@ -377,10 +452,21 @@ async fn the_cli_mints_tokens_and_open_mode_refuses_exposure() {
     let minted = String::from_utf8(out.stdout).unwrap().trim().to_string();
     connect(&server, "cli-doc", &minted).await;
 
-    assert_eq!(server.get("/api/info").await.json()["auth"], "token", "public, no token needed");
+    assert_eq!(
+        server.get("/api/info").await.json()["auth"],
+        "token",
+        "public, no token needed"
+    );
     let open = Server::start();
     assert_eq!(open.get("/api/info").await.json()["auth"], "open");
-    let res = http(&open.addr, "POST", "/api/tokens", &[("Content-Type", "application/json")], Some(b"{}")).await;
+    let res = http(
+        &open.addr,
+        "POST",
+        "/api/tokens",
+        &[("Content-Type", "application/json")],
+        Some(b"{}"),
+    )
+    .await;
     assert_eq!(res.status, 409);
     assert!(res.json()["error"].as_str().unwrap().contains("open mode"));
 

@@ -20,7 +20,9 @@ fn text_update(s: &str) -> Vec<u8> {
 fn apply(bytes: &[u8]) -> Doc {
     use yrs::updates::decoder::Decode;
     let doc = Doc::new();
-    doc.transact_mut().apply_update(Update::decode_v1(bytes).unwrap()).unwrap();
+    doc.transact_mut()
+        .apply_update(Update::decode_v1(bytes).unwrap())
+        .unwrap();
     doc
 }
 
@@ -82,12 +84,22 @@ async fn documents_are_listed_and_read() {
 async fn posted_updates_reach_peers_and_bad_ones_are_refused() {
     let server = Server::start();
     let a = server.connect("posted").await;
-    let res = server.post("/api/docs/posted/update", "application/octet-stream", &text_update("via http")).await;
+    let res = server
+        .post(
+            "/api/docs/posted/update",
+            "application/octet-stream",
+            &text_update("via http"),
+        )
+        .await;
     assert_eq!(res.status, 200, "{}", res.text());
-    a.wait_for("posted text", 5 * SECOND, |a| a.text("t") == "via http").await.unwrap();
+    a.wait_for("posted text", 5 * SECOND, |a| a.text("t") == "via http")
+        .await
+        .unwrap();
 
     for (body, reason) in [(vec![], "empty body"), (vec![1, 2, 3, 4, 5], "does not decode")] {
-        let res = server.post("/api/docs/posted/update", "application/octet-stream", &body).await;
+        let res = server
+            .post("/api/docs/posted/update", "application/octet-stream", &body)
+            .await;
         assert_eq!(res.status, 400);
         assert!(res.json()["error"].as_str().unwrap().contains(reason), "{}", res.text());
     }
@@ -102,8 +114,15 @@ async fn deleting_a_document_disconnects_its_peers() {
     let a = server.connect("doomed").await;
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, "bye"));
-    server.wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0).await;
-    assert_eq!(post_json(&server, "/api/docs/doomed/versions", json!({"label": "v"})).await.status, 201);
+    server
+        .wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0)
+        .await;
+    assert_eq!(
+        post_json(&server, "/api/docs/doomed/versions", json!({"label": "v"}))
+            .await
+            .status,
+        201
+    );
 
     let res = server.delete("/api/docs/doomed").await;
     assert_eq!(res.status, 200, "{}", res.text());
@@ -122,7 +141,9 @@ async fn versions_are_taken_listed_read_and_deleted() {
     let a = server.connect("versioned").await;
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, "first"));
-    server.wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0).await;
+    server
+        .wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0)
+        .await;
 
     let res = post_json(&server, "/api/docs/versioned/versions", json!({"label": "draft 1"})).await;
     assert_eq!(res.status, 201, "{}", res.text());
@@ -148,9 +169,24 @@ async fn versions_are_taken_listed_read_and_deleted() {
     let doc = apply(&bin.body);
     assert_eq!(doc.get_or_insert_text("t").get_string(&doc.transact()), "first");
 
-    assert_eq!(server.delete(&format!("/api/docs/versioned/versions/{id}")).await.status, 200);
-    assert_eq!(server.get(&format!("/api/docs/versioned/versions/{id}")).await.status, 404);
-    assert_eq!(server.get("/api/docs/versioned/versions").await.json()["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        server
+            .delete(&format!("/api/docs/versioned/versions/{id}"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        server.get(&format!("/api/docs/versioned/versions/{id}")).await.status,
+        404
+    );
+    assert_eq!(
+        server.get("/api/docs/versioned/versions").await.json()["versions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// Restore through the API: connected clients converge on the version's
@@ -177,7 +213,9 @@ async fn restore_converges_live_clients_and_can_be_undone() {
     })
     .await
     .unwrap();
-    let v = post_json(&server, "/api/docs/restore/versions", json!({"label": "original"})).await.json();
+    let v = post_json(&server, "/api/docs/restore/versions", json!({"label": "original"}))
+        .await
+        .json();
     let id = v["id"].as_i64().unwrap();
 
     let tb = b.doc.get_or_insert_text("t");
@@ -188,28 +226,52 @@ async fn restore_converges_live_clients_and_can_be_undone() {
         mb.insert(txn, "status", "final");
         mb.insert(txn, "extra", 1i64);
     });
-    a.wait_for("b's edits", 5 * SECOND, |a| a.text("t") == "The brown fox jumps").await.unwrap();
+    a.wait_for("b's edits", 5 * SECOND, |a| a.text("t") == "The brown fox jumps")
+        .await
+        .unwrap();
 
-    let res = server.post(&format!("/api/docs/restore/versions/{id}/restore"), "", b"").await;
+    let res = server
+        .post(&format!("/api/docs/restore/versions/{id}/restore"), "", b"")
+        .await;
     assert_eq!(res.status, 200, "{}", res.text());
     let restored = res.json();
     assert_eq!(restored["restored"], id);
     let backup = restored["backup"]["id"].as_i64().unwrap();
-    assert!(restored["backup"]["label"].as_str().unwrap().contains("Before restoring"));
+    assert!(restored["backup"]["label"]
+        .as_str()
+        .unwrap()
+        .contains("Before restoring"));
 
     for c in [&a, &b] {
-        c.wait_for("restored text", 5 * SECOND, |c| c.text("t") == "The quick brown fox").await.unwrap();
+        c.wait_for("restored text", 5 * SECOND, |c| c.text("t") == "The quick brown fox")
+            .await
+            .unwrap();
     }
-    b.wait_for("restored map", 5 * SECOND, |b| status(b, "status").as_deref() == Some("draft")).await.unwrap();
+    b.wait_for("restored map", 5 * SECOND, |b| {
+        status(b, "status").as_deref() == Some("draft")
+    })
+    .await
+    .unwrap();
     assert_eq!(status(&b, "extra"), None);
     assert_eq!(a.doc.transact().state_vector(), b.doc.transact().state_vector());
-    assert_eq!(server.get("/api/docs/restore").await.json()["content"]["t"], "The quick brown fox");
+    assert_eq!(
+        server.get("/api/docs/restore").await.json()["content"]["t"],
+        "The quick brown fox"
+    );
 
     // undo: restore the backup
-    let res = server.post(&format!("/api/docs/restore/versions/{backup}/restore"), "", b"").await;
+    let res = server
+        .post(&format!("/api/docs/restore/versions/{backup}/restore"), "", b"")
+        .await;
     assert_eq!(res.status, 200);
-    a.wait_for("edits back", 5 * SECOND, |a| a.text("t") == "The brown fox jumps").await.unwrap();
-    b.wait_for("edits back at b", 5 * SECOND, |b| status(b, "extra").as_deref() == Some("1")).await.unwrap();
+    a.wait_for("edits back", 5 * SECOND, |a| a.text("t") == "The brown fox jumps")
+        .await
+        .unwrap();
+    b.wait_for("edits back at b", 5 * SECOND, |b| {
+        status(b, "extra").as_deref() == Some("1")
+    })
+    .await
+    .unwrap();
 }
 
 /// Edited then idle: weft takes an automatic version by itself.
@@ -243,7 +305,9 @@ async fn every_route_reports_errors_as_json() {
     let a = server.connect("exists").await;
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, "x"));
-    server.wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0).await;
+    server
+        .wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0)
+        .await;
 
     let cases: Vec<(&str, &str, u16, &str)> = vec![
         ("GET", "/api/docs/missing", 404, "no document 'missing'"),
@@ -269,7 +333,9 @@ async fn every_route_reports_errors_as_json() {
         let error = res.json()["error"].as_str().unwrap_or_default().to_string();
         assert!(error.contains(reason), "{method} {path}: {error}");
     }
-    let res = server.post("/api/docs/exists/versions", "application/json", b"{not json").await;
+    let res = server
+        .post("/api/docs/exists/versions", "application/json", b"{not json")
+        .await;
     assert_eq!(res.status, 400);
     assert!(res.json()["error"].as_str().unwrap().contains("label"));
     let res = post_json(&server, "/api/docs/exists/versions", json!({"label": "x".repeat(201)})).await;

@@ -13,9 +13,8 @@ use yrs::types::text::YChange;
 use yrs::types::Attrs;
 use yrs::updates::decoder::Decode;
 use yrs::{
-    Any, Array, Doc, GetString, In, Map, MapPrelim, Out, ReadTxn, StateVector, Text, TextPrelim,
-    TextRef, Transact, TransactionMut, Update, WriteTxn, Xml, XmlElementPrelim, XmlFragment,
-    XmlTextPrelim, XmlTextRef,
+    Any, Array, Doc, GetString, In, Map, MapPrelim, Out, ReadTxn, StateVector, Text, TextPrelim, TextRef, Transact,
+    TransactionMut, Update, WriteTxn, Xml, XmlElementPrelim, XmlFragment, XmlTextPrelim, XmlTextRef,
 };
 
 const KEYS: [&str; 4] = ["a", "b", "c", "nested"];
@@ -110,11 +109,8 @@ enum Op {
 
 fn word() -> impl Strategy<Value = String> {
     // Multi-byte characters on purpose: the documents count in bytes.
-    prop::collection::vec(
-        prop::sample::select(vec!['a', 'b', ' ', 'é', '😀', '\n']),
-        1..6,
-    )
-    .prop_map(|chars| chars.into_iter().collect())
+    prop::collection::vec(prop::sample::select(vec!['a', 'b', ' ', 'é', '😀', '\n']), 1..6)
+        .prop_map(|chars| chars.into_iter().collect())
 }
 
 fn value() -> impl Strategy<Value = Item> {
@@ -129,14 +125,9 @@ fn value() -> impl Strategy<Value = Item> {
 fn op() -> impl Strategy<Value = Op> {
     let n = 0usize..64;
     prop_oneof![
-        (n.clone(), word(), prop::option::of(0usize..6))
-            .prop_map(|(at, s, format)| Op::TextInsert { at, s, format }),
+        (n.clone(), word(), prop::option::of(0usize..6)).prop_map(|(at, s, format)| Op::TextInsert { at, s, format }),
         (n.clone(), 1usize..6).prop_map(|(at, len)| Op::TextDelete { at, len }),
-        (n.clone(), 1usize..8, 0usize..6).prop_map(|(at, len, format)| Op::TextFormat {
-            at,
-            len,
-            format
-        }),
+        (n.clone(), 1usize..8, 0usize..6).prop_map(|(at, len, format)| Op::TextFormat { at, len, format }),
         (0usize..4, value()).prop_map(|(key, value)| Op::MapSet { key, value }),
         (0usize..4).prop_map(|key| Op::MapRemove { key }),
         (0usize..3, 0i64..3).prop_map(|(key, value)| Op::NestedSet { key, value }),
@@ -147,11 +138,7 @@ fn op() -> impl Strategy<Value = Op> {
         (n.clone(), 1i64..4).prop_map(|(at, level)| Op::XmlLevel { at, level }),
         (n.clone(), n.clone(), word(), prop::option::of(0usize..6))
             .prop_map(|(at, pos, s, format)| Op::XmlTextInsert { at, pos, s, format }),
-        (n.clone(), n.clone(), 1usize..5).prop_map(|(at, pos, len)| Op::XmlTextDelete {
-            at,
-            pos,
-            len
-        }),
+        (n.clone(), n.clone(), 1usize..5).prop_map(|(at, pos, len)| Op::XmlTextDelete { at, pos, len }),
         (n.clone(), n, 1usize..6, 0usize..6).prop_map(|(at, pos, len, format)| Op::XmlTextFormat {
             at,
             pos,
@@ -183,21 +170,14 @@ fn prelim(value: &Item) -> In {
         Item::Int(i) => In::Any(Any::from(*i)),
         Item::Str(s) => In::Any(Any::from(s.as_str())),
         Item::Text(s) => In::Text(TextPrelim::new(s.as_str()).into()),
-        Item::Map => In::Map(MapPrelim::from([(
-            "k".to_string(),
-            In::Any(Any::from(1i64)),
-        )])),
+        Item::Map => In::Map(MapPrelim::from([("k".to_string(), In::Any(Any::from(1i64)))])),
     }
 }
 
 fn text_edit(text: &TextRef, txn: &mut TransactionMut, op: &Op) {
     let s = text.get_string(txn);
     match op {
-        Op::TextInsert {
-            at,
-            s: new,
-            format: f,
-        }
+        Op::TextInsert { at, s: new, format: f }
         | Op::XmlTextInsert {
             pos: at,
             s: new,
@@ -238,9 +218,7 @@ fn apply(doc: &Doc, op: &Op) {
     let xml = txn.get_or_insert_xml_fragment("prosemirror");
     let txn = &mut txn;
     match op {
-        Op::TextInsert { .. } | Op::TextDelete { .. } | Op::TextFormat { .. } => {
-            text_edit(&text, txn, op)
-        }
+        Op::TextInsert { .. } | Op::TextDelete { .. } | Op::TextFormat { .. } => text_edit(&text, txn, op),
         Op::MapSet { key, value } => {
             map.insert(txn, KEYS[*key], prelim(value));
         }
@@ -282,27 +260,18 @@ fn apply(doc: &Doc, op: &Op) {
         Op::XmlLevel { at, level } => {
             let n = xml.len(txn);
             if n > 0 {
-                if let Some(el) = xml
-                    .get(txn, (*at as u32) % n)
-                    .and_then(|c| c.into_xml_element())
-                {
+                if let Some(el) = xml.get(txn, (*at as u32) % n).and_then(|c| c.into_xml_element()) {
                     el.insert_attribute(txn, "level", In::Any(Any::from(*level)));
                 }
             }
         }
-        Op::XmlTextInsert { at, .. }
-        | Op::XmlTextDelete { at, .. }
-        | Op::XmlTextFormat { at, .. } => {
+        Op::XmlTextInsert { at, .. } | Op::XmlTextDelete { at, .. } | Op::XmlTextFormat { at, .. } => {
             let n = xml.len(txn);
             if n == 0 {
                 return;
             }
-            let el = xml
-                .get(txn, (*at as u32) % n)
-                .and_then(|c| c.into_xml_element());
-            let node: Option<XmlTextRef> = el
-                .and_then(|el| el.get(txn, 0))
-                .and_then(|c| c.into_xml_text());
+            let el = xml.get(txn, (*at as u32) % n).and_then(|c| c.into_xml_element());
+            let node: Option<XmlTextRef> = el.and_then(|el| el.get(txn, 0)).and_then(|c| c.into_xml_text());
             if let Some(node) = node {
                 let as_text: &TextRef = node.as_ref();
                 text_edit(as_text, txn, op);
@@ -312,8 +281,7 @@ fn apply(doc: &Doc, op: &Op) {
 }
 
 fn state(doc: &Doc) -> Vec<u8> {
-    doc.transact()
-        .encode_state_as_update_v1(&StateVector::default())
+    doc.transact().encode_state_as_update_v1(&StateVector::default())
 }
 
 fn apply_update(doc: &Doc, update: &[u8]) {
@@ -330,12 +298,8 @@ fn loaded(update: &[u8]) -> Doc {
 }
 
 fn sync(a: &Doc, b: &Doc) {
-    let to_b = a
-        .transact()
-        .encode_state_as_update_v1(&b.transact().state_vector());
-    let to_a = b
-        .transact()
-        .encode_state_as_update_v1(&a.transact().state_vector());
+    let to_b = a.transact().encode_state_as_update_v1(&b.transact().state_vector());
+    let to_a = b.transact().encode_state_as_update_v1(&a.transact().state_vector());
     apply_update(b, &to_b);
     apply_update(a, &to_a);
 }

@@ -23,7 +23,9 @@ async fn restart_on_the_same_file_keeps_content() {
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, "survives"));
     let b = server.connect("kept").await;
-    b.wait_for("edit", 5 * SECOND, |b| b.text("t") == "survives").await.unwrap();
+    b.wait_for("edit", 5 * SECOND, |b| b.text("t") == "survives")
+        .await
+        .unwrap();
     let server = server.restart();
     let c = server.connect("kept").await;
     assert_eq!(c.text("t"), "survives");
@@ -50,7 +52,10 @@ async fn sigkill_loses_nothing_an_observer_saw() {
             expected.push_str(&piece);
         }
         let want = expected.clone();
-        observer.wait_for("every update", 10 * SECOND, |o| o.text("t") == want).await.unwrap();
+        observer
+            .wait_for("every update", 10 * SECOND, |o| o.text("t") == want)
+            .await
+            .unwrap();
         server = server.restart(); // SIGKILL, then start again
     }
     let last = server.connect("crash").await;
@@ -72,11 +77,16 @@ async fn compaction_keeps_content_and_shrinks_the_log() {
     }
     let b = server.connect("compact").await;
     let want = a.text("t");
-    b.wait_for("everything", 10 * SECOND, |b| b.text("t") == want).await.unwrap();
+    b.wait_for("everything", 10 * SECOND, |b| b.text("t") == want)
+        .await
+        .unwrap();
     let db = sqlite(&server);
     let logged = count(&db, "SELECT COUNT(*) FROM updates");
     assert!(logged < 100, "log not compacted: {logged} rows");
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM snapshots WHERE kind = 'compaction'"), 1);
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM snapshots WHERE kind = 'compaction'"),
+        1
+    );
     assert!(server.metric("weft_compactions_total").await >= 2.0);
 
     let sv = a.doc.transact().state_vector();
@@ -107,13 +117,21 @@ async fn trace_replay_survives_restart() {
             }
         });
     }
-    assert_eq!(writer.text("t"), trace.end, "the replay itself must reproduce the trace");
+    assert_eq!(
+        writer.text("t"),
+        trace.end,
+        "the replay itself must reproduce the trace"
+    );
     let observer = Client::connect(&server.ws, "paper").await.unwrap();
     observer
-        .wait_for("the whole trace", 120 * SECOND, |o| o.text("t").len() == trace.end.len())
+        .wait_for("the whole trace", 120 * SECOND, |o| {
+            o.text("t").len() == trace.end.len()
+        })
         .await
         .unwrap();
-    server.wait_metric("weft_updates_applied_total", 120 * SECOND, |v| v >= 259_778.0).await;
+    server
+        .wait_metric("weft_updates_applied_total", 120 * SECOND, |v| v >= 259_778.0)
+        .await;
     let server = server.restart();
     let reader = server.connect("paper").await;
     assert_eq!(reader.text("t"), trace.end);
@@ -129,22 +147,34 @@ async fn write_failure_closes_the_writer_and_loses_nothing() {
     let observer = server.connect("locked").await;
     let text = writer.doc.get_or_insert_text("t");
     writer.edit(|txn| text.push(txn, "stored "));
-    observer.wait_for("first edit", 5 * SECOND, |o| o.text("t") == "stored ").await.unwrap();
+    observer
+        .wait_for("first edit", 5 * SECOND, |o| o.text("t") == "stored ")
+        .await
+        .unwrap();
 
     let lock = sqlite(&server);
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     writer.edit(|txn| text.push(txn, "later"));
     let closed = writer.wait_closed(10 * SECOND).await.unwrap();
     assert_eq!(closed.map(|c| c.0), Some(4500));
-    assert_eq!(observer.text("t"), "stored ", "an update that was not stored must not be relayed");
+    assert_eq!(
+        observer.text("t"),
+        "stored ",
+        "an update that was not stored must not be relayed"
+    );
     server.wait_log("could not store updates", SECOND).await.unwrap();
     assert!(server.log().contains("doc=locked"));
     lock.execute_batch("COMMIT").unwrap();
 
     // The writer still has its edit and sends it again on reconnect.
-    let again = Client::connect_with(&server.ws, "locked", writer.doc.clone()).await.unwrap();
+    let again = Client::connect_with(&server.ws, "locked", writer.doc.clone())
+        .await
+        .unwrap();
     again.wait_synced().await.unwrap();
-    observer.wait_for("the resent edit", 5 * SECOND, |o| o.text("t") == "stored later").await.unwrap();
+    observer
+        .wait_for("the resent edit", 5 * SECOND, |o| o.text("t") == "stored later")
+        .await
+        .unwrap();
     let server = server.restart();
     assert_eq!(server.connect("locked").await.text("t"), "stored later");
 }
@@ -158,7 +188,9 @@ async fn corrupt_document_is_reported_and_others_still_load() {
         let c = server.connect(room).await;
         let text = c.doc.get_or_insert_text("t");
         c.edit(|txn| text.push(txn, room));
-        server.wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v > i as f64).await;
+        server
+            .wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v > i as f64)
+            .await;
         c.close();
     }
     assert!(server.terminate().success());
@@ -179,7 +211,11 @@ async fn corrupt_document_is_reported_and_others_still_load() {
     let server = server.restart();
     let refused = Client::refused(&server.ws, "/broken").await.unwrap();
     assert_eq!(refused.status, 500);
-    assert!(refused.body.contains("'broken' could not be loaded"), "{}", refused.body);
+    assert!(
+        refused.body.contains("'broken' could not be loaded"),
+        "{}",
+        refused.body
+    );
     assert_eq!(server.connect("healthy").await.text("t"), "healthy");
     let api = server.get("/api/docs/broken").await;
     assert_eq!(api.status, 500);
@@ -192,7 +228,8 @@ fn newer_schema_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("future.db");
     let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch("PRAGMA user_version = 99; CREATE TABLE t (x);").unwrap();
+    db.execute_batch("PRAGMA user_version = 99; CREATE TABLE t (x);")
+        .unwrap();
     drop(db);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(["--addr", "127.0.0.1:0", "--db"])
@@ -203,7 +240,10 @@ fn newer_schema_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("schema version 99 is newer"), "{stderr}");
     let db = rusqlite::Connection::open(&path).unwrap();
-    assert_eq!(db.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), 99);
+    assert_eq!(
+        db.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(),
+        99
+    );
 }
 
 /// `--sync full` works end to end (the setting itself is SQLite's).
@@ -213,7 +253,9 @@ async fn sync_full_mode_stores_and_reloads() {
     let a = server.connect("full").await;
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, "fsynced"));
-    server.wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0).await;
+    server
+        .wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0)
+        .await;
     let server = server.restart();
     assert_eq!(server.connect("full").await.text("t"), "fsynced");
     let _ = Duration::ZERO;
@@ -226,7 +268,8 @@ async fn a_version_1_database_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v1.db");
     let v1 = rusqlite::Connection::open(&path).unwrap();
-    v1.execute_batch(include_str!("../migrations/0001_initial.sql")).unwrap();
+    v1.execute_batch(include_str!("../migrations/0001_initial.sql"))
+        .unwrap();
     v1.execute_batch("PRAGMA user_version = 1").unwrap();
     let doc = yrs::Doc::new();
     let text = doc.get_or_insert_text("t");
@@ -236,8 +279,11 @@ async fn a_version_1_database_is_migrated() {
         text.push(&mut txn, word);
         updates.push(txn.encode_update_v1());
     }
-    v1.execute("INSERT INTO documents (id, name, created_at, updated_at) VALUES (1, 'old', 0, 0)", [])
-        .unwrap();
+    v1.execute(
+        "INSERT INTO documents (id, name, created_at, updated_at) VALUES (1, 'old', 0, 0)",
+        [],
+    )
+    .unwrap();
     for (i, u) in updates.iter().enumerate() {
         v1.execute(
             "INSERT INTO updates (doc_id, seq, data, created_at) VALUES (1, ?1, ?2, 0)",
@@ -252,8 +298,13 @@ async fn a_version_1_database_is_migrated() {
     assert_eq!(c.text("t"), "written by v1");
     let t = c.doc.get_or_insert_text("t");
     c.edit(|txn| t.push(txn, " and v2"));
-    server.wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0).await;
-    server.wait_log("database schema migrated from=1 to=2", SECOND).await.unwrap();
+    server
+        .wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0)
+        .await;
+    server
+        .wait_log("database schema migrated from=1 to=2", SECOND)
+        .await
+        .unwrap();
     let server = server.restart();
     assert_eq!(server.connect("old").await.text("t"), "written by v1 and v2");
 

@@ -34,8 +34,12 @@ async fn two_clients_converge_on_concurrent_edits() {
             mb.insert(txn, format!("b{i}"), i as i64);
         });
     }
-    a.wait_for("a to converge", 10 * SECOND, |a| a.state_vector_eq(&b)).await.unwrap();
-    b.wait_for("b to converge", 10 * SECOND, |b| b.state_vector_eq(&a)).await.unwrap();
+    a.wait_for("a to converge", 10 * SECOND, |a| a.state_vector_eq(&b))
+        .await
+        .unwrap();
+    b.wait_for("b to converge", 10 * SECOND, |b| b.state_vector_eq(&a))
+        .await
+        .unwrap();
     assert_eq!(a.text("t"), b.text("t"));
     // "a0 ".."a9 " are 3 characters, "a10 ".."a19 " are 4; the same for b
     assert_eq!(a.text("t").len(), 2 * (10 * 3 + 10 * 4));
@@ -65,14 +69,23 @@ async fn late_joiner_gets_full_state() {
         a.edit(|txn| text.push(txn, word));
     }
     let observer = server.connect("late").await;
-    observer.wait_for("a's edits", 5 * SECOND, |o| o.text("t") == "one two three").await.unwrap();
-    // and the early peer is not sent its own edits back
-    let late = Client::connect(&server.ws, "late").await.unwrap();
-    late.wait_for("full state", 5 * SECOND, |c| c.text("t") == "one two three" && c.seen().synced)
+    observer
+        .wait_for("a's edits", 5 * SECOND, |o| o.text("t") == "one two three")
         .await
         .unwrap();
+    // and the early peer is not sent its own edits back
+    let late = Client::connect(&server.ws, "late").await.unwrap();
+    late.wait_for("full state", 5 * SECOND, |c| {
+        c.text("t") == "one two three" && c.seen().synced
+    })
+    .await
+    .unwrap();
     drop(late);
-    assert_eq!(a.seen().updates, 1, "only the initial step2: a must not get its own updates back");
+    assert_eq!(
+        a.seen().updates,
+        1,
+        "only the initial step2: a must not get its own updates back"
+    );
 }
 
 /// On connect the server sends step1, then the awareness states, in two
@@ -82,13 +95,21 @@ async fn connect_sends_step1_then_awareness_in_separate_frames() {
     let server = Server::start();
     let mut a = server.connect("frames").await;
     a.set_awareness(r#"{"user":{"name":"alice"}}"#);
-    a.wait_for("own awareness echoed", 5 * SECOND, |a| !a.seen().present().is_empty()).await.unwrap();
+    a.wait_for("own awareness echoed", 5 * SECOND, |a| !a.seen().present().is_empty())
+        .await
+        .unwrap();
 
     let b = Client::connect(&server.ws, "frames").await.unwrap();
-    b.wait_for("two frames", 5 * SECOND, |b| b.seen().first_frames.len() >= 3).await.unwrap();
+    b.wait_for("two frames", 5 * SECOND, |b| b.seen().first_frames.len() >= 3)
+        .await
+        .unwrap();
     let frames = b.seen().first_frames;
     assert_eq!(&frames[0][..2], &[0, 0], "first frame is sync step1");
-    assert_eq!(frames[0].len(), 2 + 1 + (frames[0][2] as usize), "step1 frame holds one message");
+    assert_eq!(
+        frames[0].len(),
+        2 + 1 + (frames[0][2] as usize),
+        "step1 frame holds one message"
+    );
     assert_eq!(frames[1][0], 1, "second frame is awareness");
     assert_eq!(&frames[2][..2], &[0, 1], "then the step2 answering b's step1");
     assert_eq!(b.seen().present(), vec![a.client_id()]);
@@ -103,14 +124,20 @@ async fn awareness_appears_and_disappears_with_its_sender() {
     let b = server.connect("presence").await;
     a.set_awareness(r##"{"user":{"name":"alice","color":"#f00"}}"##);
     let alice = a.client_id();
-    b.wait_for("alice present at b", 5 * SECOND, |b| b.seen().present() == vec![alice]).await.unwrap();
-    a.wait_for("alice echoed to a", 5 * SECOND, |a| a.seen().present() == vec![alice]).await.unwrap();
+    b.wait_for("alice present at b", 5 * SECOND, |b| b.seen().present() == vec![alice])
+        .await
+        .unwrap();
+    a.wait_for("alice echoed to a", 5 * SECOND, |a| a.seen().present() == vec![alice])
+        .await
+        .unwrap();
     let (clock, json) = b.seen().awareness[&alice].clone();
     assert_eq!(clock, 1);
     assert!(json.contains("alice"));
 
     a.close();
-    b.wait_for("alice removed at b", 5 * SECOND, |b| b.seen().present().is_empty()).await.unwrap();
+    b.wait_for("alice removed at b", 5 * SECOND, |b| b.seen().present().is_empty())
+        .await
+        .unwrap();
     let (clock, json) = b.seen().awareness[&alice].clone();
     assert_eq!((clock, json.as_str()), (2, "null"), "removal is null with clock + 1");
 }
@@ -124,17 +151,23 @@ async fn a_reconnecting_client_is_visible_again_at_once() {
     let b = server.connect("comeback").await;
     a.set_awareness(r#"{"user":{"name":"alice"}}"#);
     let alice = a.client_id();
-    b.wait_for("alice present", 5 * SECOND, |b| b.seen().present() == vec![alice]).await.unwrap();
+    b.wait_for("alice present", 5 * SECOND, |b| b.seen().present() == vec![alice])
+        .await
+        .unwrap();
     let doc = a.doc.clone();
     a.close();
-    b.wait_for("alice gone", 5 * SECOND, |b| b.seen().present().is_empty()).await.unwrap();
+    b.wait_for("alice gone", 5 * SECOND, |b| b.seen().present().is_empty())
+        .await
+        .unwrap();
 
     // same document, same client ID; its awareness clock starts where the
     // old connection's was (1), as y-websocket's does
     let mut back = Client::connect_with(&server.ws, "comeback", doc).await.unwrap();
     back.wait_synced().await.unwrap();
     back.set_awareness(r#"{"user":{"name":"alice"}}"#);
-    b.wait_for("alice back", 5 * SECOND, |b| b.seen().present() == vec![alice]).await.unwrap();
+    b.wait_for("alice back", 5 * SECOND, |b| b.seen().present() == vec![alice])
+        .await
+        .unwrap();
     let (clock, _) = b.seen().awareness[&alice].clone();
     assert_eq!(clock, 3, "lifted above the removal at clock 2");
     back.wait_for("the new clock echoed to alice", 5 * SECOND, |c| {
@@ -151,10 +184,16 @@ async fn query_awareness_is_answered() {
     let mut a = server.connect("query").await;
     a.set_awareness(r#"{"n":1}"#);
     let b = server.connect("query").await;
-    b.wait_for("initial awareness", 5 * SECOND, |b| b.seen().present() == vec![a.client_id()]).await.unwrap();
+    b.wait_for("initial awareness", 5 * SECOND, |b| {
+        b.seen().present() == vec![a.client_id()]
+    })
+    .await
+    .unwrap();
     let before = b.seen().frames;
     b.query_awareness();
-    b.wait_for("an answer", 5 * SECOND, |b| b.seen().frames > before).await.unwrap();
+    b.wait_for("an answer", 5 * SECOND, |b| b.seen().frames > before)
+        .await
+        .unwrap();
     let last = b.seen();
     assert_eq!(last.present(), vec![a.client_id()]);
 }
@@ -166,9 +205,13 @@ async fn stale_awareness_expires() {
     let mut a = server.connect("expiry").await;
     let b = server.connect("expiry").await;
     a.set_awareness(r#"{"n":1}"#);
-    b.wait_for("present", 5 * SECOND, |b| !b.seen().present().is_empty()).await.unwrap();
+    b.wait_for("present", 5 * SECOND, |b| !b.seen().present().is_empty())
+        .await
+        .unwrap();
     // `a` stays connected but stops renewing.
-    b.wait_for("expired", 5 * SECOND, |b| b.seen().present().is_empty()).await.unwrap();
+    b.wait_for("expired", 5 * SECOND, |b| b.seen().present().is_empty())
+        .await
+        .unwrap();
     assert_eq!(b.seen().awareness[&a.client_id()].1, "null");
 }
 
@@ -190,7 +233,9 @@ async fn fifty_documents_in_parallel_stay_separate() {
                 a.edit(|txn| text.push(txn, &format!("{i}.{j};")));
             }
             let want: String = (0..5).map(|j| format!("{i}.{j};")).collect();
-            b.wait_for("b to receive", 20 * SECOND, |b| b.text("t") == want).await.unwrap();
+            b.wait_for("b to receive", 20 * SECOND, |b| b.text("t") == want)
+                .await
+                .unwrap();
             b.text("t")
         }));
     }
@@ -209,7 +254,9 @@ async fn document_names_come_from_the_path() {
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, "x"));
     let b = server.connect("caf%C3%A9/menu").await;
-    b.wait_for("same document", 5 * SECOND, |b| b.text("t") == "x").await.unwrap();
+    b.wait_for("same document", 5 * SECOND, |b| b.text("t") == "x")
+        .await
+        .unwrap();
 
     for (path, reason) in [
         ("/a%00b", "control character"),
@@ -233,9 +280,17 @@ async fn assert_only_bad_connection_closed(server: &Server, room: &str, bad: Cli
     // the document is unchanged and the other peers keep working
     let text = good.doc.get_or_insert_text("t");
     good.edit(|txn| text.push(txn, "still fine"));
-    other.wait_for("an update after the bad peer", 5 * SECOND, |o| o.text("t").ends_with("still fine")).await.unwrap();
+    other
+        .wait_for("an update after the bad peer", 5 * SECOND, |o| {
+            o.text("t").ends_with("still fine")
+        })
+        .await
+        .unwrap();
     let fresh = server.connect(room).await;
-    fresh.wait_for("state", 5 * SECOND, |f| f.text("t").ends_with("still fine")).await.unwrap();
+    fresh
+        .wait_for("state", 5 * SECOND, |f| f.text("t").ends_with("still fine"))
+        .await
+        .unwrap();
     assert!(!fresh.text("t").contains("EVIL"), "refused content must not be stored");
 }
 
@@ -247,7 +302,10 @@ async fn undecodable_frame_closes_only_its_connection() {
     bad.send_raw(vec![0, 2, 200, 1, 2, 3]);
     assert_only_bad_connection_closed(&server, "bad1", bad, 4400).await;
     server.wait_log("bad message", 5 * SECOND).await.unwrap();
-    assert!(server.log().lines().any(|l| l.contains("WARN") && l.contains("doc=bad1") && l.contains("peer=p")));
+    assert!(server
+        .log()
+        .lines()
+        .any(|l| l.contains("WARN") && l.contains("doc=bad1") && l.contains("peer=p")));
 }
 
 /// An update that decodes but the document refuses closes with 4422, and
@@ -301,14 +359,18 @@ async fn malformed_websocket_framing_is_survived() {
     let n = raw.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
     // unmasked frame with reserved bits and a bogus opcode, then junk
-    raw.write_all(&[0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3]).await.unwrap();
+    raw.write_all(&[0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3])
+        .await
+        .unwrap();
     let _ = tokio::time::timeout(5 * SECOND, raw.read(&mut buf)).await;
     drop(raw);
     let a = server.connect("framing").await;
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, "alive"));
     let b = server.connect("framing").await;
-    b.wait_for("alive", 5 * SECOND, |b| b.text("t") == "alive").await.unwrap();
+    b.wait_for("alive", 5 * SECOND, |b| b.text("t") == "alive")
+        .await
+        .unwrap();
 }
 
 /// A peer that stops reading is disconnected (4503) once its queue is full;
@@ -338,9 +400,11 @@ async fn slow_peer_is_disconnected_and_others_keep_receiving() {
             });
         }
         let want = sent.to_string();
-        fast.wait_for("fast peer to keep up", 20 * SECOND, |f| map_get(f, "n").as_deref() == Some(&want))
-            .await
-            .unwrap();
+        fast.wait_for("fast peer to keep up", 20 * SECOND, |f| {
+            map_get(f, "n").as_deref() == Some(&want)
+        })
+        .await
+        .unwrap();
     }
     slow.pause_reading(false);
     let closed = slow.wait_closed(10 * SECOND).await.unwrap();
@@ -348,9 +412,16 @@ async fn slow_peer_is_disconnected_and_others_keep_receiving() {
     writer.edit(|txn| {
         map.insert(txn, "n", -1i64);
     });
-    fast.wait_for("fast still served", 10 * SECOND, |f| map_get(f, "n").as_deref() == Some("-1")).await.unwrap();
+    fast.wait_for("fast still served", 10 * SECOND, |f| {
+        map_get(f, "n").as_deref() == Some("-1")
+    })
+    .await
+    .unwrap();
     assert!(!fast.seen().ended && !writer.seen().ended);
-    assert_eq!(server.metric("weft_disconnects_total{reason=\"slow_consumer\"}").await, 1.0);
+    assert_eq!(
+        server.metric("weft_disconnects_total{reason=\"slow_consumer\"}").await,
+        1.0
+    );
     server.wait_log("disconnecting peer", SECOND).await.unwrap();
 }
 
@@ -367,10 +438,14 @@ async fn idle_document_is_unloaded() {
     assert_eq!(server.metric("weft_documents_loaded").await, 1.0);
     a.close();
     b.close();
-    server.wait_metric("weft_documents_loaded", 5 * SECOND, |v| v == 0.0).await;
+    server
+        .wait_metric("weft_documents_loaded", 5 * SECOND, |v| v == 0.0)
+        .await;
     assert_eq!(server.metric("weft_documents_unloaded_total").await, 1.0);
     let c = server.connect("idle").await;
-    c.wait_for("reloaded content", 5 * SECOND, |c| c.text("t") == "kept").await.unwrap();
+    c.wait_for("reloaded content", 5 * SECOND, |c| c.text("t") == "kept")
+        .await
+        .unwrap();
 }
 
 /// SIGTERM closes sockets with 1001 and exits 0.
@@ -381,14 +456,18 @@ async fn sigterm_closes_with_1001_and_exits_cleanly() {
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, "saved"));
     let b = server.connect("bye").await;
-    b.wait_for("edit", 5 * SECOND, |b| b.text("t") == "saved").await.unwrap();
+    b.wait_for("edit", 5 * SECOND, |b| b.text("t") == "saved")
+        .await
+        .unwrap();
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}\n{}", server.log());
     assert_eq!(a.wait_closed(5 * SECOND).await.unwrap().map(|c| c.0), Some(1001));
     assert_eq!(b.wait_closed(5 * SECOND).await.unwrap().map(|c| c.0), Some(1001));
     let server = server.restart();
     let c = server.connect("bye").await;
-    c.wait_for("content after restart", 5 * SECOND, |c| c.text("t") == "saved").await.unwrap();
+    c.wait_for("content after restart", 5 * SECOND, |c| c.text("t") == "saved")
+        .await
+        .unwrap();
 }
 
 /// Logs carry the document and the peer on every connection line.
@@ -400,7 +479,10 @@ async fn joins_and_leaves_are_logged_with_doc_and_peer() {
     server.wait_log("left", 5 * SECOND).await.unwrap();
     let log = server.log();
     let joined = log.lines().find(|l| l.contains("joined writable")).unwrap();
-    assert!(joined.contains("INFO") && joined.contains("doc=logged") && joined.contains("peer=p1"), "{joined}");
+    assert!(
+        joined.contains("INFO") && joined.contains("doc=logged") && joined.contains("peer=p1"),
+        "{joined}"
+    );
 }
 
 /// An update whose item claims another (non-type) item as parent.
@@ -436,7 +518,7 @@ fn invalid_parent_update() -> Vec<u8> {
     var(&mut u, 2); // two structs
     var(&mut u, client);
     var(&mut u, 0); // starting clock
-    // item 1: info = content ref 4 (string), no origins, parent info flag set
+                    // item 1: info = content ref 4 (string), no origins, parent info flag set
     u.push(4);
     var(&mut u, 1); // parent is a root name
     string(&mut u, "t");

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn, Instrument};
 use yrs::sync::awareness::AwarenessUpdate;
@@ -42,33 +43,61 @@ type Reply<T> = oneshot::Sender<Result<T, DocError>>;
 
 pub(crate) enum Command {
     /// Answers once the document is loaded (or failed to load).
-    Ready { reply: Reply<()> },
-    Join { peer: PeerLink, reply: Reply<()> },
-    Leave { peer: PeerId },
-    Messages { peer: PeerId, messages: Vec<Inbound> },
+    Ready {
+        reply: Reply<()>,
+    },
+    Join {
+        peer: PeerLink,
+        reply: Reply<()>,
+    },
+    Leave {
+        peer: PeerId,
+    },
+    Messages {
+        peer: PeerId,
+        messages: Vec<Inbound>,
+    },
     /// An update from the HTTP API: applied, stored and relayed like a peer's.
-    Update { update: InboundUpdate, reply: Reply<()> },
+    Update {
+        update: InboundUpdate,
+        reply: Reply<()>,
+    },
     /// The state as a v1 update; only what `sv` lacks when given.
-    EncodeState { sv: Option<StateVector>, reply: Reply<Vec<u8>> },
+    EncodeState {
+        sv: Option<StateVector>,
+        reply: Reply<Vec<u8>>,
+    },
     /// The content as JSON, one entry per root type.
-    Content { reply: Reply<serde_json::Value> },
+    Content {
+        reply: Reply<serde_json::Value>,
+    },
     TakeVersion {
         kind: VersionKind,
         label: Option<String>,
         reply: Reply<VersionMeta>,
     },
     /// Makes the live content equal a version's, through a new update.
-    Restore { id: i64, reply: Reply<Restored> },
+    Restore {
+        id: i64,
+        reply: Reply<Restored>,
+    },
     /// Disconnects every peer, deletes the stored document, unloads.
-    Delete { reply: Reply<bool> },
-    Shutdown { reply: Reply<()> },
+    Delete {
+        reply: Reply<bool>,
+    },
+    Shutdown {
+        reply: Reply<()>,
+    },
 }
 
 impl Command {
     /// Answers the command with an error instead of running it.
     fn refuse(self, err: DocError) {
         match self {
-            Command::Ready { reply } | Command::Join { reply, .. } | Command::Update { reply, .. } | Command::Shutdown { reply } => {
+            Command::Ready { reply }
+            | Command::Join { reply, .. }
+            | Command::Update { reply, .. }
+            | Command::Shutdown { reply } => {
                 let _ = reply.send(Err(err));
             }
             Command::EncodeState { reply, .. } => {
@@ -200,14 +229,30 @@ enum Origin {
 /// Something to do once the batch's updates are committed.
 enum Effect {
     /// Send an accepted update to every peer but its sender.
-    Relay { origin: Origin, frame: Bytes },
+    Relay {
+        origin: Origin,
+        frame: Bytes,
+    },
     /// Send an awareness change to every peer, the sender included.
-    Broadcast { frame: Bytes },
-    Send { peer: PeerId, frame: Bytes },
+    Broadcast {
+        frame: Bytes,
+    },
+    Send {
+        peer: PeerId,
+        frame: Bytes,
+    },
     /// Answer a step1 with what the peer lacks.
-    Step2 { peer: PeerId, sv: StateVector },
-    EncodeState { sv: Option<StateVector>, reply: Reply<Vec<u8>> },
-    Content { reply: Reply<serde_json::Value> },
+    Step2 {
+        peer: PeerId,
+        sv: StateVector,
+    },
+    EncodeState {
+        sv: Option<StateVector>,
+        reply: Reply<Vec<u8>>,
+    },
+    Content {
+        reply: Reply<serde_json::Value>,
+    },
 }
 
 struct Peer {
@@ -259,6 +304,24 @@ pub(crate) struct DocActor {
     /// Awareness clients the server itself marked gone (their connection
     /// closed, or their state expired).
     gone: HashSet<ClientID>,
+    /// Counts this document in `weft_documents_loaded` while it lives,
+    /// however the actor ends.
+    _loaded: LoadedGauge,
+}
+
+struct LoadedGauge(Arc<Metrics>);
+
+impl LoadedGauge {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.docs_loaded.fetch_add(1, Relaxed);
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for LoadedGauge {
+    fn drop(&mut self) {
+        self.0.docs_loaded.fetch_sub(1, Relaxed);
+    }
 }
 
 /// Spawns the actor for `name` and returns its handle. The actor loads the
@@ -280,51 +343,64 @@ pub(crate) fn spawn(
         generation,
         peers: peer_count.clone(),
     };
+    let supervisor = (name.clone(), registry.clone(), metrics.clone());
+    let actor = async move {
+        let started = Instant::now();
+        let stored = match store.load(&name).await {
+            Ok(stored) => stored,
+            Err(e) => return fail_load(&name, generation, &registry, rx, e.to_string()).await,
+        };
+        let doc = match build_doc(&stored) {
+            Ok(doc) => doc,
+            Err(e) => return fail_load(&name, generation, &registry, rx, e).await,
+        };
+        let actor = DocActor {
+            log_updates: stored.log.len() as u64,
+            log_bytes: stored.log_bytes(),
+            snapshot_bytes: stored.snapshot.as_ref().map_or(0, |s| s.len() as u64),
+            next_seq: stored.next_seq,
+            name,
+            generation,
+            awareness: Awareness::new(doc),
+            peers: HashMap::new(),
+            store,
+            registry,
+            config,
+            metrics: metrics.clone(),
+            pending: Vec::new(),
+            effects: Vec::new(),
+            slow: Vec::new(),
+            idle_since: Some(Instant::now()),
+            poisoned: false,
+            peer_count,
+            // A log after the newest snapshot may hold edits no version
+            // has; the version taken for them is skipped if it is not new.
+            edited: (!stored.log.is_empty()).then(|| (Instant::now(), Instant::now())),
+            last_version_sv: None,
+            gone: HashSet::new(),
+            _loaded: LoadedGauge::new(&metrics),
+        };
+        actor.metrics.docs_loaded_total.fetch_add(1, Relaxed);
+        debug!(
+            updates = stored.log.len(),
+            snapshot = stored.snapshot.as_ref().map_or(0, Vec::len),
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "document loaded"
+        );
+        actor.run(rx).await;
+    };
     tokio::spawn(
         async move {
-            let started = Instant::now();
-            let stored = match store.load(&name).await {
-                Ok(stored) => stored,
-                Err(e) => return fail_load(&name, generation, &registry, rx, e.to_string()).await,
-            };
-            let doc = match build_doc(&stored) {
-                Ok(doc) => doc,
-                Err(e) => return fail_load(&name, generation, &registry, rx, e).await,
-            };
-            let actor = DocActor {
-                log_updates: stored.log.len() as u64,
-                log_bytes: stored.log_bytes(),
-                snapshot_bytes: stored.snapshot.as_ref().map_or(0, |s| s.len() as u64),
-                next_seq: stored.next_seq,
-                name,
-                generation,
-                awareness: Awareness::new(doc),
-                peers: HashMap::new(),
-                store,
-                registry,
-                config,
-                metrics,
-                pending: Vec::new(),
-                effects: Vec::new(),
-                slow: Vec::new(),
-                idle_since: Some(Instant::now()),
-                poisoned: false,
-                peer_count,
-                // A log after the newest snapshot may hold edits no version
-                // has; the version taken for them is skipped if it is not new.
-                edited: (!stored.log.is_empty()).then(|| (Instant::now(), Instant::now())),
-                last_version_sv: None,
-                gone: HashSet::new(),
-            };
-            actor.metrics.docs_loaded.fetch_add(1, Relaxed);
-            actor.metrics.docs_loaded_total.fetch_add(1, Relaxed);
-            debug!(
-                updates = stored.log.len(),
-                snapshot = stored.snapshot.as_ref().map_or(0, Vec::len),
-                took_ms = started.elapsed().as_secs_f64() * 1e3,
-                "document loaded"
-            );
-            actor.run(rx).await;
+            // A panic in the actor (yrs on input nothing caught, or a bug of
+            // ours) must not leave a dead actor in the registry: every later
+            // request would reach it and fail. Its peers lose their queues
+            // and reconnect; the document loads afresh from what was stored.
+            if std::panic::AssertUnwindSafe(actor).catch_unwind().await.is_err() {
+                let (name, registry, metrics) = supervisor;
+                error!("document actor panicked; its peers reconnect and it loads again from storage");
+                metrics.actor_panics.fetch_add(1, Relaxed);
+                registry.remove(&name, generation);
+            }
         }
         .instrument(span),
     );
@@ -353,30 +429,9 @@ async fn fail_load(
 
 /// Rebuilds a document from its snapshot and log.
 fn build_doc(stored: &StoredDoc) -> Result<Doc, String> {
-    let doc = Doc::new();
-    {
-        let mut txn = doc.transact_mut();
-        let mut apply = |bytes: &[u8], what: &str| -> Result<(), String> {
-            let update = Update::decode_v1(bytes).map_err(|e| format!("{what} does not decode: {e}"))?;
-            txn.apply_update(update).map_err(|e| format!("{what} does not apply: {e}"))
-        };
-        if let Some(snapshot) = &stored.snapshot {
-            apply(snapshot, "snapshot")?;
-        }
-        for entry in &stored.log {
-            apply(&entry.data, &format!("update #{}", entry.seq))?;
-        }
-    }
-    Ok(doc)
-}
-
-/// Applies an update; `Ok(false)` when it changed nothing. An update that
-/// waits for missing predecessors counts as a change: it must be stored, and
-/// peers need it too.
-fn apply_update(doc: &Doc, update: Update) -> Result<bool, yrs::error::UpdateError> {
-    let mut txn = doc.transact_mut();
-    txn.apply_update(update)?;
-    Ok(!txn.insert_set().is_empty() || !txn.delete_set().is_empty() || txn.has_missing_updates())
+    let snapshot = stored.snapshot.iter().map(|s| ("snapshot".to_string(), &s[..]));
+    let log = stored.log.iter().map(|e| (format!("update #{}", e.seq), &e.data[..]));
+    weft_core::rebuild(snapshot.chain(log))
 }
 
 fn now_ms() -> u64 {
@@ -427,7 +482,6 @@ impl DocActor {
                 }
             }
         }
-        self.metrics.docs_loaded.fetch_sub(1, Relaxed);
     }
 
     async fn process(&mut self, batch: &mut Vec<Command>, rx: &mut mpsc::Receiver<Command>) -> Flow {
@@ -488,7 +542,6 @@ impl DocActor {
                     while let Some(cmd) = rx.recv().await {
                         cmd.refuse(DocError::ShuttingDown);
                     }
-                    self.metrics.docs_loaded.fetch_sub(1, Relaxed);
                     return Flow::Stop;
                 }
             }
@@ -609,24 +662,17 @@ impl DocActor {
             return Ok(());
         }
         let limit = self.config.max_doc_size;
-        let stored = self.snapshot_bytes + self.log_bytes + self.pending.iter().map(|e| e.data.len() as u64).sum::<u64>();
+        let stored =
+            self.snapshot_bytes + self.log_bytes + self.pending.iter().map(|e| e.data.len() as u64).sum::<u64>();
         if limit > 0 && stored + raw.len() as u64 > limit {
             if let Origin::Api(reply) = origin {
                 let _ = reply.send(Err(DocError::TooLarge { limit }));
             }
             return Err(Refusal::TooLarge(limit));
         }
-        let doc = self.awareness.doc();
-        // yrs may panic on hostile input; the document is rebuilt from the
-        // store afterwards, so a panic costs one connection, not the actor.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| apply_update(doc, update)));
-        let changed = match result {
-            Ok(Ok(changed)) => changed,
-            refused => {
-                let reason = match refused {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "the update could not be integrated".to_string(),
-                };
+        let changed = match super::apply_update(self.awareness.doc(), update) {
+            Ok(changed) => changed,
+            Err(reason) => {
                 if let Origin::Api(reply) = origin {
                     let _ = reply.send(Err(DocError::BadUpdate(reason.clone())));
                 }
@@ -768,11 +814,19 @@ impl DocActor {
         let mut senders = Vec::new();
         for effect in std::mem::take(&mut self.effects) {
             match effect {
-                Effect::Relay { origin: Origin::Peer(id), .. } => senders.push(id),
-                Effect::Relay { origin: Origin::Api(reply), .. } => {
+                Effect::Relay {
+                    origin: Origin::Peer(id),
+                    ..
+                } => senders.push(id),
+                Effect::Relay {
+                    origin: Origin::Api(reply),
+                    ..
+                } => {
                     let _ = reply.send(Err(DocError::Storage(error.to_string())));
                 }
-                Effect::Relay { origin: Origin::Actor, .. } => {}
+                Effect::Relay {
+                    origin: Origin::Actor, ..
+                } => {}
                 other => self.effects.push(other),
             }
         }
@@ -910,7 +964,12 @@ impl DocActor {
         let size = snapshot.state.len();
         match self.store.compact(&self.name, snapshot).await {
             Ok(()) => {
-                debug!(updates = self.log_updates, bytes = self.log_bytes, snapshot = size, "log compacted");
+                debug!(
+                    updates = self.log_updates,
+                    bytes = self.log_bytes,
+                    snapshot = size,
+                    "log compacted"
+                );
                 self.metrics.compactions.fetch_add(1, Relaxed);
                 self.log_updates = 0;
                 self.log_bytes = 0;
@@ -979,7 +1038,9 @@ impl DocActor {
     }
 
     async fn thin_versions(&mut self) {
-        let Ok(versions) = self.store.list_versions(&self.name).await else { return };
+        let Ok(versions) = self.store.list_versions(&self.name).await else {
+            return;
+        };
         let doomed = super::thin(&versions, crate::storage::now_ms(), &self.config.versions);
         if !doomed.is_empty() {
             match self.store.delete_versions(&self.name, doomed).await {
@@ -1040,7 +1101,6 @@ impl DocActor {
         while let Some(cmd) = rx.recv().await {
             cmd.refuse(DocError::Unloaded);
         }
-        self.metrics.docs_loaded.fetch_sub(1, Relaxed);
         self.metrics.docs_unloaded_total.fetch_add(1, Relaxed);
         debug!("document unloaded");
     }
@@ -1060,6 +1120,8 @@ mod tests {
         (doc, update)
     }
 
+    use super::super::apply_update;
+
     #[test]
     fn a_repeated_update_changes_nothing() {
         let (_, insert) = update_of(|_, txn| {
@@ -1068,8 +1130,8 @@ mod tests {
         });
         let server = Doc::new();
         let decode = |b: &[u8]| Update::decode_v1(b).unwrap();
-        assert_eq!(apply_update(&server, decode(&insert)).unwrap(), true);
-        assert_eq!(apply_update(&server, decode(&insert)).unwrap(), false);
+        assert_eq!(apply_update(&server, decode(&insert)), Ok(true));
+        assert_eq!(apply_update(&server, decode(&insert)), Ok(false));
     }
 
     #[test]
@@ -1092,9 +1154,9 @@ mod tests {
         let server = Doc::new();
         let decode = |b: &[u8]| Update::decode_v1(b).unwrap();
         // "!" arrives before the text it follows: pending, yet a change.
-        assert_eq!(apply_update(&server, decode(&more)).unwrap(), true);
-        assert_eq!(apply_update(&server, decode(&insert)).unwrap(), true);
-        assert_eq!(apply_update(&server, decode(&delete)).unwrap(), true);
-        assert_eq!(apply_update(&server, decode(&delete)).unwrap(), false);
+        assert_eq!(apply_update(&server, decode(&more)), Ok(true));
+        assert_eq!(apply_update(&server, decode(&insert)), Ok(true));
+        assert_eq!(apply_update(&server, decode(&delete)), Ok(true));
+        assert_eq!(apply_update(&server, decode(&delete)), Ok(false));
     }
 }

@@ -50,8 +50,7 @@ use yrs::branch::BranchPtr;
 use yrs::types::text::YChange;
 use yrs::types::{AsPrelim, Attrs};
 use yrs::{
-    Any, Array, ArrayRef, Doc, GetString, In, Map, MapRef, Out, ReadTxn, Text, TextRef, Transact,
-    XmlFragmentRef,
+    Any, Array, ArrayRef, Doc, GetString, In, Map, MapRef, Out, ReadTxn, Text, TextRef, Transact, XmlFragmentRef,
 };
 
 /// The type of a root, as far as rendering and restoring care.
@@ -232,12 +231,7 @@ pub(crate) fn any_to_json(any: &Any) -> Value {
         Any::Map(entries) => {
             let mut entries: Vec<(&String, &Any)> = entries.iter().collect();
             entries.sort_by(|a, b| a.0.cmp(b.0));
-            Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), any_to_json(v)))
-                    .collect(),
-            )
+            Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), any_to_json(v))).collect())
         }
     }
 }
@@ -329,15 +323,13 @@ mod tests {
     use yrs::types::Attrs;
     use yrs::updates::decoder::Decode;
     use yrs::{
-        ArrayPrelim, MapPrelim, StateVector, TextPrelim, Update, WriteTxn, Xml, XmlElementPrelim,
-        XmlFragment, XmlTextPrelim,
+        ArrayPrelim, MapPrelim, StateVector, TextPrelim, Update, WriteTxn, Xml, XmlElementPrelim, XmlFragment,
+        XmlTextPrelim,
     };
 
     /// What the server sees: a document built only from another's updates.
     fn loaded(source: &Doc) -> Doc {
-        let state = source
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
+        let state = source.transact().encode_state_as_update_v1(&StateVector::default());
         let doc = Doc::new();
         doc.transact_mut()
             .apply_update(Update::decode_v1(&state).unwrap())
@@ -346,10 +338,7 @@ mod tests {
     }
 
     fn attrs(pairs: &[(&str, Any)]) -> Attrs {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string().into(), v.clone()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string().into(), v.clone())).collect()
     }
 
     #[test]
@@ -442,10 +431,7 @@ mod tests {
             el.push_back(&mut txn, XmlTextPrelim::new("x"));
             let array = txn.get_or_insert_array("array");
             array.push_back(&mut txn, Any::Null);
-            array.push_back(
-                &mut txn,
-                MapPrelim::from([("k".to_string(), In::Any(true.into()))]),
-            );
+            array.push_back(&mut txn, MapPrelim::from([("k".to_string(), In::Any(true.into()))]));
         }
         assert_eq!(
             doc_to_json(&doc),

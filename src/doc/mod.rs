@@ -24,8 +24,9 @@ use crate::close::CloseReason;
 
 pub use actor::{DocHandle, Restored};
 pub use name::{DocName, NameError, MAX_NAME_BYTES};
-pub use versions::thin;
 pub use registry::Registry;
+pub use versions::thin;
+pub use weft_core::apply_update;
 
 /// Errors of the document layer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

@@ -89,7 +89,10 @@ mod tests {
     #[test]
     fn accepts_slashes_and_unicode() {
         assert_eq!(DocName::from_url_path("/notes/today").unwrap().as_str(), "notes/today");
-        assert_eq!(DocName::from_url_path("/caf%C3%A9%20menu").unwrap().as_str(), "café menu");
+        assert_eq!(
+            DocName::from_url_path("/caf%C3%A9%20menu").unwrap().as_str(),
+            "café menu"
+        );
         assert_eq!(DocName::from_url_path("/a%2Fb").unwrap().as_str(), "a/b");
     }
 

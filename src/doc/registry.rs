@@ -36,6 +36,9 @@ impl RegistryInner {
     }
 }
 
+/// Attempts of [`Registry::with_doc`] before it gives up.
+const RETRIES: u64 = 20;
+
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<RegistryInner>,
@@ -111,12 +114,18 @@ impl Registry {
         F: Fn(DocHandle) -> Fut,
         Fut: Future<Output = Result<T, DocError>>,
     {
-        loop {
+        // An actor answers Unloaded while it leaves; the next one is fresh.
+        // Bounded, so that an actor that keeps dying cannot spin a caller.
+        for attempt in 0..RETRIES {
             match f(self.handle(name)?).await {
-                Err(DocError::Unloaded) => tokio::task::yield_now().await,
+                Err(DocError::Unloaded) => tokio::time::sleep(std::time::Duration::from_millis(attempt)).await,
                 other => return other,
             }
         }
+        Err(DocError::LoadFailed {
+            doc: name.to_string(),
+            reason: "its actor stopped repeatedly; see the server log".into(),
+        })
     }
 
     /// Stops every actor: each disconnects its peers, saves, and exits. New

@@ -56,9 +56,8 @@ use yrs::types::xml::XmlDeltaPrelim;
 use yrs::types::{AsPrelim, Attrs, Delta};
 use yrs::updates::decoder::Decode;
 use yrs::{
-    Any, Array, ArrayPrelim, ArrayRef, Doc, In, Map, MapPrelim, MapRef, OffsetKind, Options, Out,
-    ReadTxn, Text, TextRef, Transact, TransactionMut, Update, WriteTxn, XmlElementPrelim,
-    XmlFragmentPrelim,
+    Any, Array, ArrayPrelim, ArrayRef, Doc, In, Map, MapPrelim, MapRef, OffsetKind, Options, Out, ReadTxn, Text,
+    TextRef, Transact, TransactionMut, Update, WriteTxn, XmlElementPrelim, XmlFragmentPrelim,
 };
 
 use super::content::{self, Root, RootKind};
@@ -234,9 +233,7 @@ fn empty_like(value: &Out) -> Option<In> {
         Out::YText(_) => In::Text(DeltaPrelim::default()),
         Out::YArray(_) => In::Array(ArrayPrelim::default()),
         Out::YMap(_) => In::Map(MapPrelim::default()),
-        Out::YXmlElement(element) => {
-            In::XmlElement(XmlElementPrelim::empty(element.try_tag()?.clone()))
-        }
+        Out::YXmlElement(element) => In::XmlElement(XmlElementPrelim::empty(element.try_tag()?.clone())),
         Out::YXmlFragment(_) => In::XmlFragment(XmlFragmentPrelim::default()),
         Out::YXmlText(_) => In::XmlText(XmlDeltaPrelim::default()),
         Out::YDoc(doc) => In::Doc(subdoc_like(doc)),
@@ -266,11 +263,7 @@ fn sync_map<V: ReadTxn>(txn: &mut TransactionMut, live: BranchPtr, vtxn: &V, ver
 
     let stale: Vec<String> = live_map
         .keys(txn)
-        .filter(|key| {
-            wanted
-                .binary_search_by(|(k, _)| k.as_str().cmp(key))
-                .is_err()
-        })
+        .filter(|key| wanted.binary_search_by(|(k, _)| k.as_str().cmp(key)).is_err())
         .map(str::to_owned)
         .collect();
     for key in stale {
@@ -338,13 +331,7 @@ fn sync_seq<V: ReadTxn>(txn: &mut TransactionMut, live: BranchPtr, vtxn: &V, ver
 }
 
 /// Inserts copies of `items` at `index`; returns the index after them.
-fn insert_items<V: ReadTxn>(
-    txn: &mut TransactionMut,
-    seq: &ArrayRef,
-    mut index: u32,
-    vtxn: &V,
-    items: &[Out],
-) -> u32 {
+fn insert_items<V: ReadTxn>(txn: &mut TransactionMut, seq: &ArrayRef, mut index: u32, vtxn: &V, items: &[Out]) -> u32 {
     let mut k = 0;
     while k < items.len() {
         // Plain values go in as one block, like a client's paste would.
@@ -523,10 +510,7 @@ fn sync_text<V: ReadTxn>(txn: &mut TransactionMut, live: BranchPtr, vtxn: &V, ve
                     }
                     delta.push(Delta::Inserted(In::Any(Any::String(s.into())), attrs));
                 }
-                let len: u32 = a.units[ai..ai + del]
-                    .iter()
-                    .map(|&u| unit_len(u, offsets))
-                    .sum();
+                let len: u32 = a.units[ai..ai + del].iter().map(|&u| unit_len(u, offsets)).sum();
                 if len > 0 {
                     retain(&mut delta, len, None);
                     doomed.push((offset, len));
@@ -851,8 +835,7 @@ mod tests {
     use yrs::{GetString, StateVector, Xml, XmlElementRef, XmlFragment, XmlTextPrelim, XmlTextRef};
 
     fn state(doc: &Doc) -> Vec<u8> {
-        doc.transact()
-            .encode_state_as_update_v1(&StateVector::default())
+        doc.transact().encode_state_as_update_v1(&StateVector::default())
     }
 
     /// A document as the server holds it: built from updates only, so its
@@ -878,10 +861,7 @@ mod tests {
     }
 
     fn attrs(pairs: &[(&str, Any)]) -> Attrs {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string().into(), v.clone()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string().into(), v.clone())).collect()
     }
 
     fn json_any(src: &str) -> Any {
@@ -957,23 +937,13 @@ mod tests {
             t.insert_with_attributes(txn, 0, "bold", attrs(&[("bold", Any::Bool(true))]));
             t.push(txn, " plain ");
             let link = json_any(r#"{"href":"https://example.com"}"#);
-            t.insert_with_attributes(
-                txn,
-                11,
-                "link",
-                attrs(&[("link", link), ("italic", Any::Bool(true))]),
-            );
+            t.insert_with_attributes(txn, 11, "link", attrs(&[("link", link), ("italic", Any::Bool(true))]));
             t.insert_embed(txn, 15, json_any(r#"{"image":"cat.png"}"#));
             t.push(txn, "\n");
         });
         let version = state(&live);
         edit_text(&live, |t, txn| {
-            t.format(
-                txn,
-                0,
-                8,
-                attrs(&[("bold", Any::Null), ("code", Any::Bool(true))]),
-            );
+            t.format(txn, 0, 8, attrs(&[("bold", Any::Null), ("code", Any::Bool(true))]));
             t.remove_range(txn, 15, 1); // the embed
             t.insert_with_attributes(txn, 2, "XY", attrs(&[("italic", Any::Bool(true))]));
         });
@@ -1065,11 +1035,7 @@ mod tests {
     fn a_value_of_another_kind_is_replaced() {
         let live = Doc::new();
         let map = live.get_or_insert_map("map");
-        map.insert(
-            &mut live.transact_mut(),
-            "v",
-            In::Array(ArrayPrelim::from([1i64, 2])),
-        );
+        map.insert(&mut live.transact_mut(), "v", In::Array(ArrayPrelim::from([1i64, 2])));
         let version = state(&live);
         {
             let mut txn = live.transact_mut();
@@ -1113,10 +1079,7 @@ mod tests {
         let h = xml.push_back(&mut txn, XmlElementPrelim::empty("heading"));
         h.insert_attribute(&mut txn, "level", In::Any(Any::from(1i64)));
         h.push_back(&mut txn, XmlTextPrelim::new("Title"));
-        for (i, words) in ["first paragraph", "second one", "third"]
-            .iter()
-            .enumerate()
-        {
+        for (i, words) in ["first paragraph", "second one", "third"].iter().enumerate() {
             let p = xml.push_back(&mut txn, XmlElementPrelim::empty("paragraph"));
             let t = p.push_back(&mut txn, XmlTextPrelim::new(*words));
             if i == 0 {
@@ -1132,9 +1095,7 @@ mod tests {
     fn child(doc: &Doc, index: u32) -> XmlElementRef {
         let xml = doc.get_or_insert_xml_fragment("prosemirror");
         let txn = doc.transact();
-        xml.get(&txn, index)
-            .and_then(|n| n.into_xml_element())
-            .unwrap()
+        xml.get(&txn, index).and_then(|n| n.into_xml_element()).unwrap()
     }
 
     #[test]
@@ -1172,14 +1133,8 @@ mod tests {
         let update = restore_and_check(&live, &version);
 
         // Edited elements were synchronised, not replaced.
-        assert_eq!(
-            BranchPtr::from(child(&live, 0).as_ref() as &Branch).id(),
-            heading_id
-        );
-        assert_eq!(
-            BranchPtr::from(child(&live, 1).as_ref() as &Branch).id(),
-            paragraph_id
-        );
+        assert_eq!(BranchPtr::from(child(&live, 0).as_ref() as &Branch).id(), heading_id);
+        assert_eq!(BranchPtr::from(child(&live, 1).as_ref() as &Branch).id(), paragraph_id);
         assert!(!contains(&update, b"paragraph\x00") && !contains(&update, b"first"));
         // The level is the number 1 again, not the string "1".
         let level = child(&live, 0).get_attribute(&live.transact(), "level");
@@ -1191,8 +1146,7 @@ mod tests {
         let live = Doc::new();
         {
             let mut txn = live.transact_mut();
-            txn.get_or_insert_text("only in version")
-                .push(&mut txn, "back");
+            txn.get_or_insert_text("only in version").push(&mut txn, "back");
             txn.get_or_insert_map("both").insert(&mut txn, "k", 1i64);
         }
         let version = state(&live);
@@ -1200,8 +1154,7 @@ mod tests {
             let mut txn = live.transact_mut();
             let text = txn.get_or_insert_text("only in version");
             text.remove_range(&mut txn, 0, 4);
-            txn.get_or_insert_array("only live")
-                .push_back(&mut txn, 1i64);
+            txn.get_or_insert_array("only live").push_back(&mut txn, 1i64);
             txn.get_or_insert_xml_fragment("xml only live")
                 .push_back(&mut txn, XmlElementPrelim::empty("p"));
         }
@@ -1262,10 +1215,7 @@ mod tests {
         live.transact_mut()
             .apply_update(Update::decode_v1(&typed).unwrap())
             .unwrap();
-        assert_eq!(
-            doc_to_json(&live),
-            serde_json::json!({ "text": "zero one two" })
-        );
+        assert_eq!(doc_to_json(&live), serde_json::json!({ "text": "zero one two" }));
         assert_eq!(doc_to_json(&client), doc_to_json(&live));
     }
 
@@ -1287,9 +1237,7 @@ mod tests {
     fn lcg_text(seed: &mut u64, len: usize, alphabet: &[char]) -> String {
         (0..len)
             .map(|_| {
-                *seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 alphabet[(*seed >> 33) as usize % alphabet.len()]
             })
             .collect()
@@ -1313,10 +1261,7 @@ mod tests {
         let update = restore(&live, &version).unwrap();
         let took = started.elapsed();
         assert!(update.len() < 512, "update of {} bytes", update.len());
-        assert_eq!(
-            live.get_or_insert_text("text").get_string(&live.transact()),
-            body
-        );
+        assert_eq!(live.get_or_insert_text("text").get_string(&live.transact()), body);
         // Generous: a quadratic diff takes minutes here, not seconds.
         assert!(took.as_secs() < 10, "restore took {took:?}");
     }

@@ -53,7 +53,9 @@ mod tests {
     #[test]
     fn recent_versions_are_all_kept() {
         let now = 1000 * HOUR;
-        let versions: Vec<_> = (0..50).map(|i| version(i, now - i * 60_000, VersionKind::Auto)).collect();
+        let versions: Vec<_> = (0..50)
+            .map(|i| version(i, now - i * 60_000, VersionKind::Auto))
+            .collect();
         assert!(thin(&versions, now, &VersionPolicy::default()).is_empty());
     }
 
@@ -73,8 +75,13 @@ mod tests {
         let doomed: HashSet<i64> = thin(&versions, now, &VersionPolicy::default()).into_iter().collect();
         let kept: Vec<&VersionMeta> = versions.iter().filter(|v| !doomed.contains(&v.id)).collect();
         assert!(kept.iter().any(|v| v.kind == VersionKind::Named), "named versions stay");
-        let older_than_week = kept.iter().filter(|v| v.kind == VersionKind::Auto && now - v.created >= 168 * HOUR);
-        let days: HashSet<i64> = older_than_week.clone().map(|v| v.created.div_euclid(24 * HOUR)).collect();
+        let older_than_week = kept
+            .iter()
+            .filter(|v| v.kind == VersionKind::Auto && now - v.created >= 168 * HOUR);
+        let days: HashSet<i64> = older_than_week
+            .clone()
+            .map(|v| v.created.div_euclid(24 * HOUR))
+            .collect();
         assert_eq!(older_than_week.count(), days.len(), "one per day after a week");
         let hourly = kept
             .iter()

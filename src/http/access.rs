@@ -54,7 +54,11 @@ pub fn now_secs() -> u64 {
 
 impl Access {
     pub async fn new(key: Option<AuthKey>, store: Arc<dyn DocStore>) -> Result<Self, StoreError> {
-        let revoked = if key.is_some() { store.revoked_tokens().await? } else { Vec::new() };
+        let revoked = if key.is_some() {
+            store.revoked_tokens().await?
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             key,
             revoked: RwLock::new(revoked.into_iter().collect()),
@@ -76,7 +80,10 @@ impl Access {
         let Some(key) = &self.key else {
             return Ok(Caller::Admin);
         };
-        let credential = credential.map(str::trim).filter(|c| !c.is_empty()).ok_or(AuthError::Missing)?;
+        let credential = credential
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .ok_or(AuthError::Missing)?;
         if key.is_admin(credential) {
             return Ok(Caller::Admin);
         }
@@ -90,7 +97,9 @@ impl Access {
     /// Revokes a token id: stored, so it stays refused after a restart, and
     /// announced, so live connections holding it close at once.
     pub async fn revoke(&self, token_id: &str) -> Result<(), StoreError> {
-        self.store.revoke_token(token_id.to_string(), now_secs() + MAX_TOKEN_TTL_SECS).await?;
+        self.store
+            .revoke_token(token_id.to_string(), now_secs() + MAX_TOKEN_TTL_SECS)
+            .await?;
         self.revoked.write().unwrap().insert(token_id.to_string());
         let _ = self.revocations.send(token_id.to_string());
         Ok(())
@@ -152,10 +161,7 @@ pub fn credential(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
         .map(str::to_string);
     bearer.or_else(|| {
         let query = query?;
-        let Query(params) = Query::<HashMap<String, String>>::try_from_uri(
-            &format!("/?{query}").parse().ok()?,
-        )
-        .ok()?;
+        let Query(params) = Query::<HashMap<String, String>>::try_from_uri(&format!("/?{query}").parse().ok()?).ok()?;
         params.get("token").cloned()
     })
 }
@@ -303,7 +309,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", "1.2.3.4, 5.6.7.8".parse().unwrap());
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        assert_eq!(Limits::new(1, 1, true).client_ip(peer, &headers), "5.6.7.8".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            Limits::new(1, 1, true).client_ip(peer, &headers),
+            "5.6.7.8".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(Limits::new(1, 1, false).client_ip(peer, &headers), peer.ip());
     }
 
@@ -314,7 +323,10 @@ mod tests {
         headers.insert(header::HOST, "weft.example".parse().unwrap());
         assert!(check_origin(&headers, &[]).is_ok());
         let allowed = vec!["https://app.example".to_string()];
-        assert_eq!(check_origin(&headers, &allowed).unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            check_origin(&headers, &allowed).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
         headers.insert(header::ORIGIN, "https://app.example".parse().unwrap());
         assert!(check_origin(&headers, &allowed).is_ok());
         headers.insert(header::ORIGIN, "https://weft.example".parse().unwrap());

@@ -19,7 +19,7 @@ use yrs::StateVector;
 use super::access::{Caller, MAX_TOKEN_TTL_SECS};
 use super::{ApiError, AppState};
 use crate::auth::{self, Claims, Perm};
-use crate::doc::{DocName, DocError};
+use crate::doc::{DocError, DocName};
 use crate::protocol::InboundUpdate;
 use crate::storage::{DocMeta, VersionKind, VersionMeta};
 
@@ -138,7 +138,14 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
 
 /// `GET /api/docs`: stored documents, and live ones not stored yet.
 async fn list_docs(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let stored: Vec<DocMeta> = state.registry.store().list().await?.into_iter().filter(|m| caller.sees(&m.name)).collect();
+    let stored: Vec<DocMeta> = state
+        .registry
+        .store()
+        .list()
+        .await?
+        .into_iter()
+        .filter(|m| caller.sees(&m.name))
+        .collect();
     let mut docs: Vec<DocJson> = stored
         .iter()
         .map(|m| {
@@ -173,7 +180,10 @@ async fn get_doc(State(state): State<AppState>, caller: Caller, Path(name): Path
     let name = doc_name(&name)?;
     caller.read(&name)?;
     let meta = existing(&state, &name).await?;
-    let content = state.registry.with_doc(&name, |h| async move { h.content().await }).await?;
+    let content = state
+        .registry
+        .with_doc(&name, |h| async move { h.content().await })
+        .await?;
     let peers = state.registry.loaded(&name).map_or(0, |h| h.peers());
     let mut doc = DocJson::new(name.as_str(), meta.as_ref(), peers);
     doc.content = Some(content);
@@ -186,7 +196,10 @@ async fn delete_doc(State(state): State<AppState>, caller: Caller, Path(name): P
     let name = doc_name(&name)?;
     caller.admin()?;
     existing(&state, &name).await?;
-    state.registry.with_doc(&name, |h| async move { h.delete().await }).await?;
+    state
+        .registry
+        .with_doc(&name, |h| async move { h.delete().await })
+        .await?;
     Ok(Json(json!({ "deleted": name.as_str() })))
 }
 
@@ -263,7 +276,11 @@ async fn post_update(
 }
 
 /// `GET /api/docs/{name}/versions`: newest first.
-async fn list_versions(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn list_versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     let name = doc_name(&name)?;
     caller.read(&name)?;
     existing(&state, &name).await?;
@@ -293,7 +310,11 @@ async fn take_version(
         Ok(Json(v)) => v.label,
         // An empty body is fine: an unlabelled named version.
         Err(JsonRejection::MissingJsonContentType(_)) => None,
-        Err(e) => return Err(ApiError::bad_request(format!("body must be JSON {{\"label\": \"...\"}}: {e}"))),
+        Err(e) => {
+            return Err(ApiError::bad_request(format!(
+                "body must be JSON {{\"label\": \"...\"}}: {e}"
+            )))
+        }
     };
     let label = label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
     if label.as_ref().is_some_and(|l| l.len() > MAX_LABEL) {
@@ -344,12 +365,19 @@ async fn get_version(
     let content = tokio::task::spawn_blocking(move || {
         let doc = yrs::Doc::new();
         let update = yrs::Update::decode_v1(&bytes).map_err(|e| e.to_string())?;
-        yrs::Transact::transact_mut(&doc).apply_update(update).map_err(|e| e.to_string())?;
+        yrs::Transact::transact_mut(&doc)
+            .apply_update(update)
+            .map_err(|e| e.to_string())?;
         Ok::<_, String>(crate::doc::content::doc_to_json(&doc))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("version {id} is corrupt: {e}")))?;
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("version {id} is corrupt: {e}"),
+        )
+    })?;
     let mut version = VersionJson::from(&meta);
     version.content = Some(content);
     Ok(Json(version))
@@ -388,7 +416,10 @@ async fn restore_version(
     caller.write(&name)?;
     let id = version_id(&id)?;
     existing(&state, &name).await?;
-    let restored = state.registry.with_doc(&name, |h| async move { h.restore(id).await }).await?;
+    let restored = state
+        .registry
+        .with_doc(&name, |h| async move { h.restore(id).await })
+        .await?;
     Ok(Json(json!({
         "restored": id,
         "backup": VersionJson::from(&restored.backup),
@@ -435,7 +466,9 @@ async fn mint_token(
         DocName::parse(&req.doc)?;
     }
     if req.ttl_secs == 0 || req.ttl_secs > MAX_TOKEN_TTL_SECS {
-        return Err(ApiError::bad_request(format!("ttl_secs must be 1 to {MAX_TOKEN_TTL_SECS}")));
+        return Err(ApiError::bad_request(format!(
+            "ttl_secs must be 1 to {MAX_TOKEN_TTL_SECS}"
+        )));
     }
     let claims = Claims {
         doc: req.doc,

@@ -49,11 +49,15 @@ pub async fn index(headers: HeaderMap) -> Response {
             h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
             // The URL may carry an access token (?token=): never send it on.
             h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-            h.insert(HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY"));
+            h.insert(
+                HeaderName::from_static("x-frame-options"),
+                HeaderValue::from_static("DENY"),
+            );
             response
         }
-        None => ApiError::not_found("this weft was built without its web demo (web-demo/dist was empty)")
-            .into_response(),
+        None => {
+            ApiError::not_found("this weft was built without its web demo (web-demo/dist was empty)").into_response()
+        }
     }
 }
 
@@ -151,14 +155,20 @@ mod tests {
     fn the_demo_is_embedded_with_hashed_assets() {
         let index = find("index.html").expect("index.html embedded");
         let html = std::str::from_utf8(index.body).unwrap();
-        let referenced: Vec<&str> = html
-            .split('"')
-            .filter_map(|s| s.strip_prefix("/assets/"))
-            .collect();
-        assert!(referenced.iter().any(|p| p.ends_with(".js")), "index.html loads no script");
-        assert!(referenced.iter().any(|p| p.ends_with(".css")), "index.html loads no stylesheet");
+        let referenced: Vec<&str> = html.split('"').filter_map(|s| s.strip_prefix("/assets/")).collect();
+        assert!(
+            referenced.iter().any(|p| p.ends_with(".js")),
+            "index.html loads no script"
+        );
+        assert!(
+            referenced.iter().any(|p| p.ends_with(".css")),
+            "index.html loads no stylesheet"
+        );
         for path in referenced {
-            assert!(find(&format!("assets/{path}")).is_some(), "index.html refers to missing /assets/{path}");
+            assert!(
+                find(&format!("assets/{path}")).is_some(),
+                "index.html refers to missing /assets/{path}"
+            );
         }
     }
 

@@ -76,7 +76,10 @@ async fn admit(
     let admission = state.limits.admit(state.limits.client_ip(remote, headers))?;
     // Load the document before accepting, so that a document that cannot be
     // loaded is refused with a status instead of a socket that closes at once.
-    state.registry.with_doc(&name, |handle| async move { handle.ready().await }).await?;
+    state
+        .registry
+        .with_doc(&name, |handle| async move { handle.ready().await })
+        .await?;
 
     let grant = Grant {
         writable: caller.may_write(),

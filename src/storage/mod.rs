@@ -129,19 +129,11 @@ pub trait DocStore: Send + Sync + 'static {
     fn load<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<StoredDoc, StoreError>>;
 
     /// Durably appends updates to a document's log. Resolves once committed.
-    fn append<'a>(
-        &'a self,
-        name: &'a DocName,
-        entries: Vec<LogEntry>,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn append<'a>(&'a self, name: &'a DocName, entries: Vec<LogEntry>) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Stores a compaction snapshot and drops the log entries it covers, in
     /// one transaction.
-    fn compact<'a>(
-        &'a self,
-        name: &'a DocName,
-        snapshot: Snapshot,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn compact<'a>(&'a self, name: &'a DocName, snapshot: Snapshot) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Every stored document.
     fn list(&self) -> BoxFuture<'_, Result<Vec<DocMeta>, StoreError>>;

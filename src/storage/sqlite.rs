@@ -171,12 +171,17 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         });
     }
     if found == 0 {
-        conn.execute_batch(&format!("BEGIN; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))?;
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))?;
         return Ok(());
     }
     for version in found..SCHEMA_VERSION {
         let step = MIGRATIONS[(version - 1) as usize];
-        conn.execute_batch(&format!("BEGIN; {step}; PRAGMA user_version = {}; COMMIT;", version + 1))?;
+        conn.execute_batch(&format!(
+            "BEGIN; {step}; PRAGMA user_version = {}; COMMIT;",
+            version + 1
+        ))?;
         tracing::info!(from = version, to = version + 1, "database schema migrated");
     }
     Ok(())
@@ -237,7 +242,12 @@ impl Writer {
             let mut close = None;
             batch.retain_mut(|job| match job {
                 Job::Close { .. } => {
-                    close = Some(std::mem::replace(job, Job::Close { reply: oneshot::channel().0 }));
+                    close = Some(std::mem::replace(
+                        job,
+                        Job::Close {
+                            reply: oneshot::channel().0,
+                        },
+                    ));
                     false
                 }
                 _ => true,
@@ -298,7 +308,12 @@ impl Writer {
     }
 }
 
-fn apply(tx: &rusqlite::Savepoint<'_>, ids: &mut HashMap<DocName, i64>, job: &Job, now: i64) -> Result<Done, StoreError> {
+fn apply(
+    tx: &rusqlite::Savepoint<'_>,
+    ids: &mut HashMap<DocName, i64>,
+    job: &Job,
+    now: i64,
+) -> Result<Done, StoreError> {
     match job {
         Job::Append { doc, entries, .. } => {
             let Some(first) = entries.first() else {
@@ -308,8 +323,10 @@ fn apply(tx: &rusqlite::Savepoint<'_>, ids: &mut HashMap<DocName, i64>, job: &Jo
             // One row for the whole batch: a per-row INSERT costs more than
             // the update it stores.
             let data = pack(entries);
-            tx.prepare_cached("INSERT INTO updates (doc_id, seq, count, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![doc_id, first.seq as i64, entries.len() as i64, &data[..], now])?;
+            tx.prepare_cached(
+                "INSERT INTO updates (doc_id, seq, count, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![doc_id, first.seq as i64, entries.len() as i64, &data[..], now])?;
             tx.prepare_cached("UPDATE documents SET updated_at = ?2, size_bytes = size_bytes + ?3 WHERE id = ?1")?
                 .execute(params![doc_id, now, data.len() as i64])?;
             Ok(Done::Unit)
@@ -319,7 +336,13 @@ fn apply(tx: &rusqlite::Savepoint<'_>, ids: &mut HashMap<DocName, i64>, job: &Jo
             tx.execute(
                 "INSERT INTO snapshots (doc_id, kind, upto_seq, state, state_vector, created_at)
                  VALUES (?1, 'compaction', ?2, ?3, ?4, ?5)",
-                params![doc_id, snapshot.upto_seq as i64, snapshot.state, snapshot.state_vector, now],
+                params![
+                    doc_id,
+                    snapshot.upto_seq as i64,
+                    snapshot.state,
+                    snapshot.state_vector,
+                    now
+                ],
             )?;
             let id = tx.last_insert_rowid();
             tx.execute(
@@ -435,7 +458,12 @@ fn doc_id(conn: &Connection, doc: &DocName) -> Result<Option<i64>, rusqlite::Err
         .optional()
 }
 
-fn doc_id_or_create(tx: &Connection, ids: &mut HashMap<DocName, i64>, doc: &DocName, now: i64) -> Result<i64, StoreError> {
+fn doc_id_or_create(
+    tx: &Connection,
+    ids: &mut HashMap<DocName, i64>,
+    doc: &DocName,
+    now: i64,
+) -> Result<i64, StoreError> {
     if let Some(&id) = ids.get(doc) {
         return Ok(id);
     }
@@ -470,20 +498,30 @@ fn load(conn: &Connection, doc: &DocName) -> Result<StoredDoc, StoreError> {
     )?;
     let rows = stmt
         .query_map(params![doc_id, after], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, Vec<u8>>(2)?))
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut log = Vec::new();
     for (seq, count, data) in rows {
         let updates = unpack(data, count).ok_or_else(|| StoreError::Corrupt {
             doc: doc.to_string(),
-            what: format!("log row of updates {seq}..{} does not split into {count} updates", seq + count - 1),
+            what: format!(
+                "log row of updates {seq}..{} does not split into {count} updates",
+                seq + count - 1
+            ),
         })?;
         log.extend(
             updates
                 .into_iter()
                 .enumerate()
-                .map(|(i, data)| LogEntry { seq: seq + i as u64, data })
+                .map(|(i, data)| LogEntry {
+                    seq: seq + i as u64,
+                    data,
+                })
                 .filter(|e| e.seq > after as u64),
         );
     }
@@ -645,7 +683,9 @@ impl DocStore for SqliteStore {
                 "SELECT {VERSION_COLUMNS} FROM snapshots s JOIN documents d ON d.id = s.doc_id
                  WHERE d.name = ?1 AND s.kind = 'version' ORDER BY s.created_at DESC, s.id DESC"
             ))?;
-            let rows = stmt.query_map([name.as_str()], version_row)?.collect::<Result<Vec<_>, _>>()?;
+            let rows = stmt
+                .query_map([name.as_str()], version_row)?
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         }))
     }

@@ -59,7 +59,10 @@ impl Builder {
 
 impl Server {
     pub fn builder() -> Builder {
-        Builder { args: Vec::new(), db: None }
+        Builder {
+            args: Vec::new(),
+            db: None,
+        }
     }
 
     /// A server with default settings and a fresh database.
@@ -69,7 +72,14 @@ impl Server {
 
     fn spawn(db: PathBuf, args: Vec<String>, dir: Option<Arc<tempfile::TempDir>>) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(["--addr", "127.0.0.1:0", "--log", "weft=debug,info", "--log-format", "plain"])
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--log",
+                "weft=debug,info",
+                "--log-format",
+                "plain",
+            ])
             .arg("--db")
             .arg(&db)
             .args(&args)
@@ -130,7 +140,10 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(format!("'{needle}' not logged within {timeout:?}; log:\n{}", self.log()))
+        Err(format!(
+            "'{needle}' not logged within {timeout:?}; log:\n{}",
+            self.log()
+        ))
     }
 
     /// SIGKILL: no chance to save anything.
@@ -266,7 +279,10 @@ pub async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")) {
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+    {
         body = dechunk(&body);
     }
     Response { status, headers, body }
@@ -275,7 +291,9 @@ pub async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { break };
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
         let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;

@@ -124,8 +124,7 @@ pub fn decode_frame(frame: &Bytes) -> Result<Vec<Inbound>, ProtocolError> {
                 let payload = cursor.read_buf().map_err(malformed)?;
                 match sub {
                     s if s == SYNC_STEP1 as u64 => Inbound::SyncStep1(
-                        StateVector::decode_v1(payload)
-                            .map_err(|e| ProtocolError::BadStateVector(e.to_string()))?,
+                        StateVector::decode_v1(payload).map_err(|e| ProtocolError::BadStateVector(e.to_string()))?,
                     ),
                     s if s == SYNC_STEP2 as u64 || s == SYNC_UPDATE as u64 => {
                         let raw = frame.slice_ref(payload);
@@ -148,8 +147,7 @@ pub fn decode_frame(frame: &Bytes) -> Result<Vec<Inbound>, ProtocolError> {
             t if t == MSG_AWARENESS as u64 => {
                 let payload = cursor.read_buf().map_err(malformed)?;
                 Inbound::Awareness(
-                    AwarenessUpdate::decode_v1(payload)
-                        .map_err(|e| ProtocolError::BadAwareness(e.to_string()))?,
+                    AwarenessUpdate::decode_v1(payload).map_err(|e| ProtocolError::BadAwareness(e.to_string()))?,
                 )
             }
             t if t == MSG_QUERY_AWARENESS as u64 => Inbound::QueryAwareness,
@@ -318,6 +316,9 @@ mod tests {
         frame.extend_from_slice(&encode_auth_denied("no"));
         frame.extend_from_slice(&encode_query_awareness());
         let msgs = decode_frame(&frame.freeze()).unwrap();
-        assert!(matches!(msgs[..], [Inbound::Ignored(9), Inbound::Ignored(2), Inbound::QueryAwareness]));
+        assert!(matches!(
+            msgs[..],
+            [Inbound::Ignored(9), Inbound::Ignored(2), Inbound::QueryAwareness]
+        ));
     }
 }

@@ -1,0 +1,15 @@
+//! weft's sans-I/O core: bytes in, messages out, and untrusted updates
+//! applied to a document. No sockets, no runtime, no storage: the server
+//! (the `weft` crate) and the fuzz target (`fuzz/`) both build on it, and it
+//! builds in seconds.
+//!
+//! - [`protocol`]: the y-sync and awareness wire format.
+//! - [`apply_update`]: the one way an update from outside reaches a document.
+//! - [`fuzz`]: the incoming-frame path as one function, for fuzzing.
+
+mod apply;
+#[doc(hidden)]
+pub mod fuzz;
+pub mod protocol;
+
+pub use apply::{apply_update, rebuild};

@@ -1,0 +1,241 @@
+//! Fuzzing the incoming-frame path without cargo-fuzz: random and mutated
+//! frames through decode and apply (`weft::fuzz::incoming_frame`), then a
+//! batch of them against the real server, which must keep serving. The
+//! coverage-guided target is in fuzz/ (`cargo fuzz run --sanitizer none
+//! frame`); every input that ever broke something is a regression case below.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, Server, SECOND};
+use proptest::prelude::*;
+use weft::fuzz::{frames, incoming_frame, seeded_awareness, Outcome, SEPARATOR};
+use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, Map, ReadTxn, StateVector, Text, Transact, WriteTxn, XmlFragment, XmlTextPrelim};
+
+/// Valid frames of every kind: the seeds for mutation (and for fuzz/corpus).
+fn seeds() -> Vec<Vec<u8>> {
+    let doc = Doc::with_client_id(7);
+    let mut updates = Vec::new();
+    let mut edit = |f: &dyn Fn(&mut yrs::TransactionMut)| {
+        let mut txn = doc.transact_mut();
+        f(&mut txn);
+        updates.push(txn.encode_update_v1());
+    };
+    edit(&|txn| {
+        let t = txn.get_or_insert_text("text");
+        t.insert(txn, 0, "abc");
+    });
+    edit(&|txn| {
+        let t = txn.get_or_insert_text("text");
+        t.remove_range(txn, 1, 1);
+    });
+    edit(&|txn| {
+        let m = txn.get_or_insert_map("map");
+        m.insert(txn, "n", 42i64);
+    });
+    edit(&|txn| {
+        let x = txn.get_or_insert_xml_fragment("prosemirror");
+        x.insert(txn, 0, XmlTextPrelim::new("x"));
+    });
+    let state = doc.transact().encode_state_as_update_v1(&StateVector::default());
+    let sv = doc.transact().state_vector();
+    let mut awareness = std::collections::HashMap::new();
+    awareness.insert(
+        yrs::ClientID::new(9),
+        AwarenessUpdateEntry {
+            clock: 3,
+            json: r#"{"user":{"name":"fuzz"}}"#.into(),
+        },
+    );
+    let mut out = vec![
+        Message::Sync(SyncMessage::SyncStep1(sv)).encode_v1(),
+        Message::Sync(SyncMessage::SyncStep2(state)).encode_v1(),
+        Message::Awareness(AwarenessUpdate { clients: awareness }).encode_v1(),
+        Message::AwarenessQuery.encode_v1(),
+    ];
+    for u in &updates {
+        out.push(Message::Sync(SyncMessage::Update(u.clone())).encode_v1());
+    }
+    // several messages in one frame, and a sequence of dependent frames
+    out.push([out[0].clone(), out[4].clone(), out[3].clone()].concat());
+    let mut sequence = out[4].clone();
+    for u in &updates[1..] {
+        sequence.extend_from_slice(SEPARATOR);
+        sequence.extend_from_slice(&Message::Sync(SyncMessage::Update(u.clone())).encode_v1());
+    }
+    out.push(sequence);
+    out
+}
+
+/// Inputs that once broke something; each must stay handled.
+fn regressions() -> Vec<Vec<u8>> {
+    vec![
+        // sync update whose length prefix runs past the frame
+        vec![0, 2, 200, 1, 2, 3],
+        // unknown sync subtype
+        vec![0, 7, 0],
+        // a "pending" update for a client whose earlier clocks never arrive
+        vec![0, 2, 9, 1, 1, 5, 10, 4, 1, 1, b't', 1, b'x', 0],
+        // found by cargo fuzz: pending updates yrs 0.28 accepts, after
+        // which every full encoding of the document panicked (step2 answers,
+        // snapshots); now refused at apply
+        vec![
+            0, 2, 31, 2, 0, 16, 39, 1, 0, 33, 2, 252, 255, 59, 255, 255, 1, 0, 0, 0, 0, 0, 20, 32, 1, 0, 0, 241, 241, 241,
+            241, 249, 241, 241,
+        ],
+        vec![0, 2, 23, 2, 0, 0, 0, 1, 33, 255, 255, 131, 255, 255, 5, 146, 210, 4, 0, 1, 1, 116, 0, 1, 120, 0],
+        // the decoded-but-invalid parent (an item, not a type)
+        vec![
+            0, 2, 23, 1, 2, 146, 33, 0, 4, 1, 1, b't', 4, b'E', b'V', b'I', b'L', 4, 0, 146, 33, 0, 1, b'x', 0,
+        ],
+    ]
+}
+
+fn run(frame_input: &[u8]) -> Outcome {
+    let mut awareness = seeded_awareness();
+    let mut last = Outcome::Handled;
+    for frame in frames(frame_input) {
+        last = incoming_frame(&mut awareness, frame);
+        if last != Outcome::Handled {
+            break;
+        }
+    }
+    last
+}
+
+#[test]
+fn seeds_are_handled() {
+    for seed in seeds() {
+        assert_eq!(run(&seed), Outcome::Handled, "{seed:?}");
+    }
+}
+
+#[test]
+fn regression_inputs_are_handled() {
+    for input in regressions() {
+        run(&input); // must not panic, whatever the outcome
+    }
+}
+
+/// The cargo-fuzz finds are refused with the bad-update close code by the
+/// real server, whose document stays readable for everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisoned_pending_updates_are_refused_by_the_server() {
+    let server = Server::start();
+    let keeper = server.connect("poison").await;
+    let text = keeper.doc.get_or_insert_text("t");
+    keeper.edit(|txn| text.push(txn, "fine"));
+    for input in &regressions()[3..5] {
+        let bad = server.connect("poison").await;
+        bad.send_raw(input.clone());
+        assert_eq!(bad.wait_closed(5 * SECOND).await.unwrap().map(|c| c.0), Some(4422));
+        let newcomer = server.connect("poison").await; // its step2 needs a full encoding
+        newcomer.wait_for("the document", 5 * SECOND, |c| c.text("t") == "fine").await.unwrap();
+    }
+    assert_eq!(server.metric("weft_actor_panics_total").await, 0.0);
+}
+
+fn mutate(seed: &[u8], flips: &[(usize, u8)], cut: Option<usize>, insert: &[(usize, u8)]) -> Vec<u8> {
+    let mut out = seed.to_vec();
+    for &(pos, mask) in flips {
+        if !out.is_empty() {
+            let i = pos % out.len();
+            out[i] ^= mask;
+        }
+    }
+    for &(pos, byte) in insert {
+        let i = pos % (out.len() + 1);
+        out.insert(i, byte);
+    }
+    if let Some(cut) = cut {
+        out.truncate(cut % (out.len() + 1));
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes never panic the frame path.
+    #[test]
+    fn random_frames_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        run(&data);
+    }
+
+    /// Valid frames with flipped, inserted or cut bytes never panic it.
+    #[test]
+    fn mutated_frames_never_panic(
+        which in any::<usize>(),
+        flips in proptest::collection::vec((any::<usize>(), 1u8..=255), 0..4),
+        insert in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+        cut in proptest::option::of(any::<usize>()),
+    ) {
+        let seeds = seeds();
+        let seed = &seeds[which % seeds.len()];
+        run(&mutate(seed, &flips, cut, &insert));
+    }
+}
+
+/// The real server under a stream of mutated frames from many connections:
+/// each bad one closes its own connection, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_survives_mutated_frames() {
+    let server = Server::builder().arg("--rate-limit", 0).start();
+    let keeper = server.connect("fuzzed").await;
+    let text = keeper.doc.get_or_insert_text("kept");
+    keeper.edit(|txn| text.push(txn, "before"));
+
+    let seeds = seeds();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut inputs = regressions();
+    for _ in 0..300 {
+        let seed = &seeds[next() as usize % seeds.len()];
+        let flips: Vec<(usize, u8)> = (0..next() % 4)
+            .map(|_| (next() as usize, (next() % 255 + 1) as u8))
+            .collect();
+        let insert: Vec<(usize, u8)> = (0..next() % 2).map(|_| (next() as usize, next() as u8)).collect();
+        let cut = (next() % 3 == 0).then(|| next() as usize);
+        inputs.push(mutate(seed, &flips, cut, &insert));
+    }
+    for chunk in inputs.chunks(10) {
+        let client = Client::connect(&server.ws, "fuzzed").await.unwrap();
+        for input in chunk {
+            for frame in frames(input) {
+                client.send_raw(frame.to_vec());
+            }
+        }
+        client.close();
+        let _ = client.wait_closed(5 * SECOND).await;
+    }
+    // still serving, the good content intact and still editable
+    keeper.edit(|txn| text.push(txn, " after"));
+    let check = server.connect("fuzzed").await;
+    check
+        .wait_for("the keeper's edits", 10 * SECOND, |c| c.text("kept") == "before after")
+        .await
+        .unwrap();
+    assert!(server.get("/healthz").await.status == 200);
+    let _ = Duration::ZERO;
+}
+
+/// Writes the seeds to fuzz/corpus/frame (run by hand when they change:
+/// `cargo test --test fuzz -- --ignored write_seed_corpus`).
+#[test]
+#[ignore]
+fn write_seed_corpus() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/frame");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, seed) in seeds().iter().chain(regressions().iter()).enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:02}")), seed).unwrap();
+    }
+}
