@@ -198,14 +198,14 @@ where
     info!(writable, "joined");
 
     let mut writer = tokio::spawn(write_loop(sink, outbox_rx, close_rx, ctx.shutdown.clone()).in_current_span());
-    let read = read_loop(
-        stream,
+    let mut stream = stream;
+    let mut read = Box::pin(read_loop(
+        &mut stream,
         &handle,
         peer,
         &ctx.metrics,
         ctx.rate_limit.map(RateLimiter::new),
-    );
-    tokio::pin!(read);
+    ));
     let ended = tokio::select! {
         end = &mut read => Some(end),
         _ = &mut writer => None,
@@ -218,6 +218,7 @@ where
         // back, as the WebSocket closing handshake intends.
         let _ = tokio::time::timeout(CLOSE_GRACE, &mut read).await;
     }
+    drop(read);
     handle.leave(peer).await;
     match ended {
         Some(ReadEnd::Refused(reason)) => {
@@ -226,9 +227,22 @@ where
                 ctx.metrics.kick(kick);
             }
             let _ = closer.try_send(reason);
-            if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
-                writer.abort();
-            }
+            // Nothing more from this client is applied, but its side is
+            // read (and dropped) until its close comes back: a socket closed
+            // with unread data ends with a reset, which can destroy our
+            // close frame before the client reads it.
+            let drain = async {
+                while let Some(Ok(item)) = stream.next().await {
+                    if matches!(item, Incoming::Close) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                let _ = tokio::join!(&mut writer, drain);
+            })
+            .await;
+            writer.abort();
             info!("left");
         }
         Some(ReadEnd::Gone(why)) => {
@@ -240,7 +254,7 @@ where
 }
 
 async fn read_loop<S>(
-    mut stream: S,
+    stream: &mut S,
     handle: &crate::doc::DocHandle,
     peer: PeerId,
     metrics: &Metrics,

@@ -177,6 +177,61 @@ async fn a_reconnecting_client_is_visible_again_at_once() {
     .unwrap();
 }
 
+/// y-websocket clients send back every awareness change they receive; such
+/// an echo does not make a connection speak for someone else, so closing it
+/// removes only its own client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_connection_removes_only_its_own_clients() {
+    let server = Server::start();
+    let mut a = server.connect("echo").await;
+    let mut b = server.connect("echo").await;
+    let observer = server.connect("echo").await;
+    a.set_awareness(r#"{"n":"a"}"#);
+    b.set_awareness(r#"{"n":"b"}"#);
+    let (ida, idb) = (a.client_id(), b.client_id());
+    let mut both = vec![ida, idb];
+    both.sort();
+    observer.wait_for("both present", 5 * SECOND, |o| o.seen().present() == both).await.unwrap();
+    // b echoes a's state back, as y-websocket does
+    b.wait_for("a at b", 5 * SECOND, |b| b.seen().present().contains(&ida)).await.unwrap();
+    let (clock, json) = b.seen().awareness[&ida].clone();
+    b.send_raw(awareness_frame(ida, clock, &json));
+    b.close();
+    observer.wait_for("b gone", 5 * SECOND, |o| o.seen().present() == vec![ida]).await.unwrap();
+    // a is still here: the next renewal is not needed to show it
+    a.set_awareness(r#"{"n":"a2"}"#);
+    observer.wait_for("a renewed", 5 * SECOND, |o| o.seen().awareness[&ida].1.contains("a2")).await.unwrap();
+    assert_eq!(observer.seen().present(), vec![ida]);
+}
+
+/// A client that says goodbye itself (null state) and connects again with
+/// its old clock is visible again at once too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_said_goodbye_is_visible_when_it_returns() {
+    let server = Server::start();
+    let mut a = server.connect("goodbye").await;
+    let observer = server.connect("goodbye").await;
+    a.set_awareness(r#"{"n":1}"#); // clock 1
+    let ida = a.client_id();
+    observer.wait_for("a", 5 * SECOND, |o| o.seen().present() == vec![ida]).await.unwrap();
+    a.set_awareness("null"); // clock 2: goodbye
+    observer.wait_for("a left", 5 * SECOND, |o| o.seen().present().is_empty()).await.unwrap();
+    a.close();
+    let doc = a.doc.clone();
+    let mut back = Client::connect_with(&server.ws, "goodbye", doc).await.unwrap();
+    back.wait_synced().await.unwrap();
+    back.set_awareness(r#"{"n":1}"#); // clock 1 again
+    observer.wait_for("a back", 5 * SECOND, |o| o.seen().present() == vec![ida]).await.unwrap();
+}
+
+fn awareness_frame(client: u64, clock: u32, json: &str) -> Vec<u8> {
+    use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
+    use yrs::updates::encoder::Encode;
+    let mut clients = std::collections::HashMap::new();
+    clients.insert(yrs::ClientID::new(client), AwarenessUpdateEntry { clock, json: json.into() });
+    yrs::sync::Message::Awareness(AwarenessUpdate { clients }).encode_v1()
+}
+
 /// query-awareness is answered with every known state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_awareness_is_answered() {

@@ -3,6 +3,7 @@
 
 use std::panic::AssertUnwindSafe;
 
+use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 /// Applies `update` to `doc`. `Ok(false)` when it changed nothing (every
@@ -26,7 +27,10 @@ pub fn apply_update(doc: &Doc, update: Update) -> Result<bool, String> {
             // while the update can still be refused. Pending updates are rare
             // (out-of-order delivery), so the O(document) check is too.
             stage = "re-encoded with the updates it waits for";
-            txn.encode_state_as_update_v1(&StateVector::default());
+            let state = txn.encode_state_as_update_v1(&StateVector::default());
+            if Update::decode_v1(&state).is_err() {
+                panic!("the document's state no longer decodes");
+            }
         }
         Ok::<_, yrs::error::UpdateError>(!txn.insert_set().is_empty() || !txn.delete_set().is_empty() || pending)
     }));
@@ -41,7 +45,6 @@ pub fn apply_update(doc: &Doc, update: Update) -> Result<bool, String> {
 /// transaction, with the same defences: a row that does not decode or apply,
 /// or a result that cannot be encoded, is an error naming the row.
 pub fn rebuild<'a>(updates: impl IntoIterator<Item = (String, &'a [u8])>) -> Result<Doc, String> {
-    use yrs::updates::decoder::Decode;
     let doc = Doc::new();
     let mut current = String::from("the stored state");
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {

@@ -257,8 +257,6 @@ enum Effect {
 
 struct Peer {
     link: PeerLink,
-    /// Awareness client IDs this connection announced; removed when it goes.
-    clients: HashSet<ClientID>,
     /// A read-only peer was told once that its updates are refused.
     told_read_only: bool,
 }
@@ -301,9 +299,11 @@ pub(crate) struct DocActor {
     /// State vector of the newest version, once known; an automatic version
     /// identical to it is not taken.
     last_version_sv: Option<Vec<u8>>,
-    /// Awareness clients the server itself marked gone (their connection
-    /// closed, or their state expired).
+    /// Awareness clients marked gone (their connection closed, their state
+    /// expired, or they said goodbye), which may come back with old clocks.
     gone: HashSet<ClientID>,
+    /// Which connection speaks for each awareness client.
+    owners: HashMap<ClientID, PeerId>,
     /// Counts this document in `weft_documents_loaded` while it lives,
     /// however the actor ends.
     _loaded: LoadedGauge,
@@ -378,6 +378,7 @@ pub(crate) fn spawn(
             edited: (!stored.log.is_empty()).then(|| (Instant::now(), Instant::now())),
             last_version_sv: None,
             gone: HashSet::new(),
+            owners: HashMap::new(),
             _loaded: LoadedGauge::new(&metrics),
         };
         actor.metrics.docs_loaded_total.fetch_add(1, Relaxed);
@@ -557,7 +558,6 @@ impl DocActor {
             id,
             Peer {
                 link,
-                clients: HashSet::new(),
                 told_read_only: false,
             },
         );
@@ -575,10 +575,10 @@ impl DocActor {
     }
 
     fn leave(&mut self, id: PeerId) {
-        if let Some(peer) = self.peers.remove(&id) {
+        if self.peers.remove(&id).is_some() {
             self.peer_count.store(self.peers.len(), Relaxed);
             debug!(peer = %id, peers = self.peers.len(), "peer left");
-            self.forget_clients(peer.clients);
+            self.release_clients(id);
         }
         if self.peers.is_empty() {
             self.idle_since = Some(Instant::now());
@@ -711,25 +711,35 @@ impl DocActor {
         // (up to 30 s of invisibility). A state from the client itself means
         // it is back: lift its clock above the removal. The echo carries the
         // new clock to the client too, which adopts it.
+        let mut revived = Vec::new();
         for (client, entry) in update.clients.iter_mut() {
             if &*entry.json != "null" && self.gone.remove(client) {
                 if let Some((clock, _)) = self.awareness.meta(*client) {
                     entry.clock = entry.clock.max(clock + 1);
                 }
-            }
-        }
-        if let Some(peer) = self.peers.get_mut(&id) {
-            for (client, entry) in &update.clients {
-                if &*entry.json == "null" {
-                    peer.clients.remove(client);
-                } else {
-                    peer.clients.insert(*client);
-                }
+                revived.push(*client);
             }
         }
         self.metrics.awareness_updates.fetch_add(1, Relaxed);
         match self.awareness.apply_update_summary(update) {
             Ok(Some(summary)) => {
+                // A connection speaks for the clients that appeared (or came
+                // back) through it. y-websocket clients send back every
+                // awareness change they receive, so merely mentioning a
+                // client does not make a connection its owner (the reference
+                // server's rule too); otherwise closing one connection would
+                // remove people who are still here.
+                for client in summary.added.iter().chain(&revived) {
+                    self.owners.insert(*client, id);
+                }
+                for client in &summary.removed {
+                    if self.owners.get(client) == Some(&id) {
+                        // It said goodbye itself; if it comes back with its
+                        // old clock, it is revived like a dropped one.
+                        self.owners.remove(client);
+                        self.gone.insert(*client);
+                    }
+                }
                 // Renewals (same state, higher clock) count as changes and are
                 // relayed too: they keep idle clients' 30 s timers fed.
                 if let Ok(changed) = self.awareness.update_with_clients(summary.all_changes()) {
@@ -741,6 +751,15 @@ impl DocActor {
             Ok(None) => {}
             Err(e) => debug!(peer = %id, error = %e, "awareness update not applied"),
         }
+    }
+
+    /// The awareness clients a connection owns, forgotten as it goes.
+    fn release_clients(&mut self, id: PeerId) {
+        let mine: Vec<ClientID> = self.owners.iter().filter(|(_, p)| **p == id).map(|(c, _)| *c).collect();
+        for client in &mine {
+            self.owners.remove(client);
+        }
+        self.forget_clients(mine);
     }
 
     /// Marks the given clients as gone (null state, clock + 1) and tells the
@@ -775,6 +794,9 @@ impl DocActor {
             .collect();
         if !stale.is_empty() {
             debug!(clients = stale.len(), "awareness states expired");
+            for client in &stale {
+                self.owners.remove(client);
+            }
             self.forget_clients(stale);
         }
     }
@@ -908,7 +930,7 @@ impl DocActor {
             warn!(peer = %id, code = reason.code, reason = %reason.reason, "disconnecting peer");
         }
         let _ = peer.link.closer.try_send(reason);
-        self.forget_clients(peer.clients);
+        self.release_clients(id);
         if self.peers.is_empty() {
             self.idle_since = Some(Instant::now());
         }
