@@ -11,22 +11,22 @@ import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import {
-  REPO, Weft, launchBrowser, openDemo, waitForState, waitForText, waitForExactText, typeAtEnd, editor, editorText,
+  REPO, startWeft, launchBrowser, openDemo, waitForState, waitForText, waitForExactText, typeAtEnd, editor, editorText,
   assertNoProblems, closeAll, DEADLINE
 } from './support.mjs'
 
-/** @type {Weft} */
+/** @type {import('../weft.mjs').Weft} */
 let weft
 /** @type {import('playwright-core').Browser} */
 let browser
 
 before(async () => {
-  ;[weft, browser] = await Promise.all([Weft.start(), launchBrowser()])
+  ;[weft, browser] = await Promise.all([startWeft(), launchBrowser()])
 })
 
 after(async () => {
   await browser?.close()
-  await weft?.stop()
+  await weft?.cleanup()
 })
 
 const ADA = { name: 'Ada', color: '#e5484d' }
@@ -244,7 +244,7 @@ test('offline: a page keeps editing without its connection and merges when it is
 })
 
 test('server killed and restarted: pages say offline, keep their edits, and sync them when it is back', async () => {
-  const server = await Weft.start()
+  const server = await startWeft()
   const url = `${server.url}/?doc=restart`
   const ada = await openDemo(browser, url, ADA)
   const grace = await openDemo(browser, url, GRACE)
@@ -279,7 +279,7 @@ test('server killed and restarted: pages say offline, keep their edits, and sync
     ])
   } finally {
     await closeAll([ada, grace])
-    await server.stop()
+    await server.cleanup()
   }
 })
 
@@ -300,7 +300,7 @@ test('a document deleted through the API: the page says it was disconnected and 
 })
 
 test('the welcome document explains itself once, even to two pages opened at the same moment', async () => {
-  const server = await Weft.start()
+  const server = await startWeft()
   const pages = []
   try {
     pages.push(...await Promise.all([
@@ -327,7 +327,7 @@ test('the welcome document explains itself once, even to two pages opened at the
     assertNoProblems(pages)
   } finally {
     await closeAll(pages)
-    await server.stop()
+    await server.cleanup()
   }
 })
 
