@@ -24,25 +24,27 @@ const STARTUP_MS = 30_000
  * - `db`: database path (default: a fresh file in a temp directory that
  *   `cleanup()` removes)
  * - `args`: extra flags
+ * - `log`: the log filter (default `info`)
  * - `env`: extra environment (e.g. `{ WEFT_AUTH_KEY: key }` for token mode).
  *   The caller's own WEFT_* variables are not passed on, so a developer's
  *   shell cannot change what the tests run against.
  */
-export async function startWeft ({ db, args = [], env = {} } = {}) {
+export async function startWeft ({ db, args = [], env = {}, log = 'info' } = {}) {
   let dir = null
   if (!db) {
     dir = mkdtempSync(join(tmpdir(), 'weft-test-'))
     db = join(dir, 'weft.db')
   }
-  const weft = new Weft({ db, dir, args, env })
+  const weft = new Weft({ db, dir, args, env, log })
   await weft.spawn('127.0.0.1:0')
   return weft
 }
 
 /** A weft process. */
 export class Weft {
-  constructor ({ db, dir, args, env }) {
+  constructor ({ db, dir, args, env, log }) {
     this.db = db
+    this.logFilter = log
     this.dir = dir
     this.args = args
     this.env = env
@@ -66,7 +68,7 @@ export class Weft {
     const env = { ...process.env }
     for (const key of Object.keys(env)) if (key.startsWith('WEFT_') && key !== 'WEFT_BIN') delete env[key]
     Object.assign(env, this.env)
-    const child = spawn(WEFT_BIN, ['--addr', addr, '--db', this.db, '--log', 'info', '--log-format', 'plain', ...this.args], {
+    const child = spawn(WEFT_BIN, ['--addr', addr, '--db', this.db, '--log', this.logFilter, '--log-format', 'plain', ...this.args], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env
     })

@@ -98,15 +98,25 @@ export const mountStatus = (provider, ydoc, { onChange = () => {} } = {}) => {
 
   // The browser knows about a lost network long before a silent socket times
   // out (30 s): drop the connection at once and try again when it is back.
-  window.addEventListener('offline', () => {
+  //
+  // Closing the socket first keeps y-websocket's disconnect() from sending
+  // this user's "gone" awareness state into the dead network: it would arrive
+  // only once the network is back, at the clock the user's state has, and
+  // hide the user again from everyone until the next renewal. A dropped
+  // socket is what the server knows how to mark and revive.
+  const drop = () => {
+    if (provider.ws?.readyState === WebSocket.OPEN) provider.ws.close()
     provider.disconnect()
+  }
+  window.addEventListener('offline', () => {
+    drop()
     render()
   })
   window.addEventListener('online', () => {
     if (!closed) provider.connect()
     render()
   })
-  if (!navigator.onLine) provider.disconnect()
+  if (!navigator.onLine) drop()
 
   render()
   return { state, render, unsent: () => unsent, closedBy: () => closed }
