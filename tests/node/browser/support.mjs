@@ -17,9 +17,13 @@ export const launchBrowser = () => chromium.launch({
 /**
  * A page in its own browser context (its own localStorage, and no
  * BroadcastChannel shared with the others: they meet only through weft).
- * Console errors and uncaught exceptions are collected in `page.problems`.
+ * Console errors and uncaught exceptions are collected in `page.problems`,
+ * every console message in `page.messages`, every HTTP request
+ * (`GET /path`) in `page.requests`, and the address of every WebSocket the
+ * page opened (or tried to) in `page.sockets`. Resolves once
+ * the page is synced, unless `synced: false`.
  */
-export const openDemo = async (browser, url, { name, color, viewport = { width: 1280, height: 800 } } = {}) => {
+export const openDemo = async (browser, url, { name, color, viewport = { width: 1280, height: 800 }, synced = true } = {}) => {
   const context = await browser.newContext({ viewport })
   if (name || color) {
     // Only the first visit: what the user changes later must survive reloads.
@@ -30,12 +34,18 @@ export const openDemo = async (browser, url, { name, color, viewport = { width: 
   }
   const page = await context.newPage()
   page.problems = []
+  page.messages = []
+  page.sockets = []
   page.on('console', (msg) => {
+    page.messages.push(`console.${msg.type()}: ${msg.text()}`)
     if (msg.type() === 'error' || msg.type() === 'warning') page.problems.push(`console.${msg.type()}: ${msg.text()}`)
   })
   page.on('pageerror', (err) => page.problems.push(`uncaught: ${err.message}`))
+  page.requests = []
+  page.on('websocket', (ws) => page.sockets.push(ws.url()))
+  page.on('request', (req) => page.requests.push(`${req.method()} ${new URL(req.url()).pathname}`))
   await page.goto(url)
-  await waitForState(page, 'synced')
+  if (synced) await waitForState(page, 'synced')
   return page
 }
 
