@@ -19,8 +19,11 @@ export class Api {
   /** @param {string | null} token */
   constructor (token) {
     this.token = token
-    /** Called with the error whenever a request is refused for lack of rights. */
-    this.onAuthError = (/** @type {ApiError} */ _error) => {}
+    /**
+     * Called whenever a request is refused for lack of rights; `write` says
+     * whether the request would have changed something.
+     */
+    this.onAuthError = (/** @type {ApiError} */ _error, /** @type {{ write: boolean }} */ _request) => {}
   }
 
   docPath (name) {
@@ -44,7 +47,7 @@ export class Api {
     }
     if (!response.ok) {
       const error = new ApiError(response.status, await errorMessage(response))
-      if (error.isAuth) this.onAuthError(error)
+      if (error.isAuth) this.onAuthError(error, { write: method !== 'GET' })
       throw error
     }
     if (binary) return new Uint8Array(await response.arrayBuffer())
@@ -56,6 +59,15 @@ export class Api {
     } catch {
       throw new ApiError(response.status, 'the server answered with something that is not JSON')
     }
+  }
+
+  /** What the server is and how it authenticates (public, needs no token). */
+  info () {
+    return this.request('GET', '/api/info')
+  }
+
+  getDoc (name) {
+    return this.request('GET', this.docPath(name))
   }
 
   listDocs () {

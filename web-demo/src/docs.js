@@ -1,5 +1,6 @@
-// The document picker: the stored documents (GET /api/docs), and a field to
-// open or create one by name. A document is a page: /?doc=<name>.
+// The document picker: the stored documents (GET /api/docs: with a token, the
+// server lists only those the token opens), and a field to open or create one
+// by name. A document is a page: /?doc=<name>, with the page's token kept.
 
 import { $, h, relativeTime, absoluteTime, formatSize } from './ui.js'
 
@@ -42,6 +43,7 @@ export const mountDocs = (api, current, token, isSynced) => {
   const error = $('open-error')
   let timer = 0
   let lastDocs = null
+  let withCurrent = true
 
   form.addEventListener('submit', (e) => {
     e.preventDefault()
@@ -59,8 +61,9 @@ export const mountDocs = (api, current, token, isSynced) => {
   }
 
   const render = (docs) => {
-    // The open document is listed even before it is stored.
-    if (!docs.some((d) => d.name === current)) docs = [{ name: current, peers: 1, unsaved: true }, ...docs]
+    // The open document is listed even before it is stored (unless this
+    // page may not open it).
+    if (withCurrent && !docs.some((d) => d.name === current)) docs = [{ name: current, peers: 1, unsaved: true }, ...docs]
     list.replaceChildren(...docs.map((doc) => {
       const details = []
       if (doc.unsaved || !doc.updated) {
@@ -90,12 +93,7 @@ export const mountDocs = (api, current, token, isSynced) => {
     // with failed requests; the list is refreshed when the connection is back.
     if (!isSynced()) return
     try {
-      const body = await api.listDocs()
-      const docs = Array.isArray(body?.docs) ? body.docs.filter((d) => typeof d?.name === 'string') : []
-      docs.sort((a, b) => String(b.updated ?? '').localeCompare(String(a.updated ?? '')) || a.name.localeCompare(b.name))
-      lastDocs = docs
-      render(docs)
-      showMessage(docs.length === 0 ? 'No stored documents yet.' : null)
+      show(await api.listDocs())
       timer = setTimeout(refresh, REFRESH_MS)
     } catch (e) {
       if (lastDocs === null) render([])
@@ -108,6 +106,19 @@ export const mountDocs = (api, current, token, isSynced) => {
         showMessage(`The document list is not available on this server (${e.message}).`)
       }
     }
+  }
+
+  /**
+   * Shows a `GET /api/docs` answer (fetched here, or by the page as it
+   * starts); `listCurrent: false` when the open document is not accessible.
+   */
+  const show = (body, { listCurrent = true } = {}) => {
+    withCurrent = listCurrent
+    const docs = Array.isArray(body?.docs) ? body.docs.filter((d) => typeof d?.name === 'string') : []
+    docs.sort((a, b) => String(b.updated ?? '').localeCompare(String(a.updated ?? '')) || a.name.localeCompare(b.name))
+    lastDocs = docs
+    render(docs)
+    showMessage(docs.length === 0 ? 'No stored documents yet.' : null)
   }
 
   // Soon after this document changes or someone comes or goes, so that its
@@ -126,5 +137,5 @@ export const mountDocs = (api, current, token, isSynced) => {
     if (document.visibilityState === 'visible' && lastDocs !== null) refresh()
   })
   render([])
-  return { refresh, refreshSoon }
+  return { refresh, refreshSoon, show }
 }

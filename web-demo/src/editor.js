@@ -70,7 +70,7 @@ const buildKeymap = () => keymap({
   'Ctrl->': wrapIn(nodes.blockquote)
 })
 
-/** Shows a hint in an empty document. */
+/** Shows a hint in an empty document: `text()` when it is drawn. */
 const placeholder = (text) => new Plugin({
   props: {
     decorations (state) {
@@ -78,7 +78,7 @@ const placeholder = (text) => new Plugin({
       const empty = doc.childCount === 1 && doc.firstChild.isTextblock && doc.firstChild.content.size === 0
       if (!empty) return null
       return DecorationSet.create(doc, [
-        Decoration.node(0, doc.firstChild.nodeSize, { class: 'is-empty', 'data-placeholder': text })
+        Decoration.node(0, doc.firstChild.nodeSize, { class: 'is-empty', 'data-placeholder': text() })
       ])
     }
   }
@@ -138,13 +138,15 @@ const onUpdate = (callback) => new Plugin({
 })
 
 /**
- * The live editor.
+ * The live editor. `setEditable(false)` makes it read-only (a read-only
+ * link, or access that ended); remote changes keep showing.
  * @param {HTMLElement} mount
  * @param {import('yjs').XmlFragment} fragment
  * @param {import('y-protocols/awareness').Awareness} awareness
  * @param {(view: EditorView) => void} onStateChange
  */
 export const createEditor = (mount, fragment, awareness, onStateChange = () => {}) => {
+  let editable = true
   const state = EditorState.create({
     schema,
     plugins: [
@@ -156,14 +158,28 @@ export const createEditor = (mount, fragment, awareness, onStateChange = () => {
       keymap(baseKeymap),
       dropCursor({ color: 'var(--accent)', width: 2 }),
       gapCursor(),
-      placeholder('Start writing. Open this page in a second tab to edit together.'),
+      placeholder(() => editable ? 'Start writing. Open this page in a second tab to edit together.' : 'This document is empty.'),
       onUpdate(onStateChange)
     ]
   })
-  return new EditorView(mount, {
+  const view = new EditorView(mount, {
     state,
-    attributes: { 'aria-label': 'Document text', 'aria-multiline': 'true', role: 'textbox', spellcheck: 'true' }
+    editable: () => editable,
+    attributes: () => ({
+      'aria-label': 'Document text',
+      'aria-multiline': 'true',
+      'aria-readonly': String(!editable),
+      role: 'textbox',
+      spellcheck: 'true'
+    })
   })
+  const setEditable = (on) => {
+    if (on === editable) return
+    editable = on
+    if (!on) view.dom.blur()
+    view.setProps({}) // redraws the placeholder and attributes
+  }
+  return { view, setEditable }
 }
 
 /**

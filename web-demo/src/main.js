@@ -1,12 +1,20 @@
 // The weft web demo: one shared document per page (/?doc=<name>), edited in
 // ProseMirror, synced through weft with the standard y-websocket provider.
+//
+// The page first asks the server how it authenticates (GET /api/info). In
+// open mode it connects at once. In token mode it needs ?token= in its URL:
+// without one it explains how to get a link and connects to nothing; with one
+// it asks the server whether the token is good for this document before
+// connecting, so that a refusal comes with the server's reason rather than a
+// socket that fails to open.
 
 import 'prosemirror-view/style/prosemirror.css'
 import 'prosemirror-gapcursor/style/gapcursor.css'
 import './style.css'
 
 import * as Y from 'yjs'
-import { WebsocketProvider } from 'y-websocket'
+import { WebsocketProvider, messageAuth } from 'y-websocket'
+import { readAuthMessage } from 'y-protocols/auth'
 import { Api } from './api.js'
 import { FRAGMENT, createEditor, mountToolbar } from './editor.js'
 import { mountPresence } from './presence.js'
@@ -14,6 +22,7 @@ import { mountStatus } from './status.js'
 import { mountDocs, DEFAULT_DOC, docUrl, nameProblem } from './docs.js'
 import { mountVersions } from './versions.js'
 import { seedWelcome } from './welcome.js'
+import { tokenClaims, patternMatches, showNoToken, showRefused, showWrongDocument } from './access.js'
 import { $, toast } from './ui.js'
 
 const params = new URLSearchParams(location.search)
@@ -38,59 +47,138 @@ document.title = `${docName} · weft`
 const title = $('doc-title')
 title.textContent = docName
 title.title = docName
+// The brand goes to the welcome document, with this page's token.
+$('brand').setAttribute('href', docUrl(DEFAULT_DOC, token))
 
 const api = new Api(token)
-api.onAuthError = (error) => {
-  showNotice(token
-    ? `The access token in this link was refused (${error.message}). Ask for a new link.`
-    : 'This server needs an access token: open the link you were given, which ends in ?token=…', 'error')
-}
 
 // One Y.Doc per page. The room is percent-encoded so that any document name
 // (spaces, '?', '#', '/') survives the trip in the URL path; weft decodes it.
 // BroadcastChannel is off: two tabs of one browser then sync through weft,
-// which is what the demo is here to show.
+// which is what the demo is here to show. Nothing connects before boot()
+// below has decided that it may.
 const ydoc = new Y.Doc()
 const serverUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`
 const provider = new WebsocketProvider(serverUrl, encodeURIComponent(docName), ydoc, {
   params: token ? { token } : {},
-  disableBc: true
+  disableBc: true,
+  connect: false
 })
 
 const { me } = mountPresence(provider)
 
+/** @type {ReturnType<typeof mountVersions> | null} */
+let versions = null
+/** @type {ReturnType<typeof mountDocs> | null} */
+let docs = null
+
+/** @type {{ update: () => void } | null} */
+let toolbar = null
+const editor = createEditor($('editor'), ydoc.getXmlFragment(FRAGMENT), provider.awareness, () => toolbar?.update())
+const view = editor.view
+toolbar = mountToolbar($('toolbar'), view)
+
+// ------------------------------------------------------------ access
+
+/** The token's claims, when it has readable ones (the admin key has none). */
+const claims = token ? tokenClaims(token) : null
+let tokenMode = false
+/** Set once the page connects: what goes wrong before is boot()'s to explain. */
+let started = false
+let readOnly = false
+/** Set once this page's access ended: the editor stays readable, not editable. */
+let accessEnded = false
+
+const canWrite = () => !readOnly && !accessEnded
+
+const updateEditable = () => {
+  editor.setEditable(canWrite())
+  document.body.classList.toggle('read-only', !canWrite())
+  versions?.render()
+}
+
+/** The page may read, not write: from the token, or from a refusal. */
+const becomeReadOnly = (why) => {
+  if (readOnly) return
+  readOnly = true
+  const badge = $('readonly-badge')
+  badge.hidden = false
+  badge.title = why
+  updateEditable()
+}
+
+/** The server no longer lets this page in: say why, and stop trying. */
+const endAccess = (reason) => {
+  if (accessEnded) return
+  accessEnded = true
+  status.end(reason)
+  updateEditable()
+}
+
+// A read-only token's edit is refused by the server with a permission-denied
+// message; y-websocket would only log it. Shown instead.
+provider.messageHandlers[messageAuth] = (_encoder, decoder) => {
+  readAuthMessage(decoder, ydoc, (_doc, reason) => {
+    becomeReadOnly(`Your link lets you read this document, not change it (${reason}).`)
+    showNotice(`Your link lets you read this document, not change it: the server refused a change (${reason}). Reload to see the document as it is.`)
+  })
+}
+
+api.onAuthError = (error, { write }) => {
+  if (!tokenMode || !started || accessEnded) return
+  if (error.status === 401) {
+    endAccess(error.message)
+  } else if (write && error.status === 403) {
+    becomeReadOnly(`Your link lets you read this document, not change it (${error.message}).`)
+    toast(`Your link can only read: ${error.message}.`, { kind: 'error' })
+  }
+}
+
 // The default document explains the demo on a first visit. Only once the
-// server's state is in: an empty page before that proves nothing.
+// server's state is in (an empty page before that proves nothing), and only
+// by a page that may write.
 if (docName === DEFAULT_DOC) {
   const seed = (synced) => {
     if (!synced) return
     provider.off('sync', seed)
-    seedWelcome(ydoc)
+    if (canWrite()) seedWelcome(ydoc)
   }
   provider.on('sync', seed)
 }
 
-/** @type {{ update: () => void } | null} */
-let toolbar = null
-const view = createEditor($('editor'), ydoc.getXmlFragment(FRAGMENT), provider.awareness, () => toolbar?.update())
-toolbar = mountToolbar($('toolbar'), view)
+// ------------------------------------------------------------ panels
 
 const setPreviewing = (on) => {
   document.body.classList.toggle('previewing', on)
   if (!on) view.focus()
 }
 
-/** @type {ReturnType<typeof mountVersions> | null} */
-let versions = null
-/** @type {ReturnType<typeof mountDocs> | null} */
-let docs = null
 let lastState = ''
+
+/** Why the server ended the session, by close code, for the notice. */
+const endedBecause = ({ code, reason }) => {
+  switch (code) {
+    case 0:
+      return `Your access to this document ended: the server refused this link’s token (${reason}). Ask the owner for a new link. The text stays here to read; it no longer updates.`
+    case 4401:
+      return 'Your access to this document expired. Ask the owner for a new link. The text stays here to read; it no longer updates, and changes can no longer be made.'
+    case 4403:
+      return 'Your access to this document was revoked. The text stays here to read; it no longer updates, and changes can no longer be made.'
+    default:
+      return `The server ended this session${reason ? `: ${reason}` : ''}. Edits made now stay in this tab only; reload the page to connect again.`
+  }
+}
+
 const status = mountStatus(provider, ydoc, {
   onChange: (state) => {
     versions?.updateSaveButton()
     if (state === 'closed' && lastState !== 'closed') {
-      const reason = status.closedBy()?.reason
-      showNotice(`The server ended this session${reason ? `: ${reason}` : ''}. Edits made now stay in this tab only; reload the page to connect again.`, 'error')
+      const closed = status.closedBy() ?? { code: -1, reason: '' }
+      if (closed.code === 4401 || closed.code === 4403) {
+        accessEnded = true
+        updateEditable()
+      }
+      showNotice(endedBecause(closed), 'error')
     }
     // Connected (again): the server knows the document now; lists may be stale.
     if (state === 'synced' && lastState !== 'synced') {
@@ -112,6 +200,7 @@ versions = mountVersions({
   docName,
   me,
   isSynced,
+  canWrite,
   setPreviewing
 })
 
@@ -146,7 +235,97 @@ document.addEventListener('keydown', (e) => {
 
 // Leaving with changes the server has not seen loses them: ask first.
 window.addEventListener('beforeunload', (e) => {
-  if (status.unsent() > 0) {
+  if (status.unsent() > 0 && canWrite()) {
     e.preventDefault()
   }
 })
+
+// ------------------------------------------------------------ start
+
+/** `GET /api/info`, asked again while the server cannot be reached. */
+const serverInfo = async () => {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await api.info()
+    } catch (e) {
+      // An older weft without /api/info: it has no token mode either.
+      if (e.status !== 0) return null
+    }
+    await new Promise((resolve) => {
+      const timer = setTimeout(resolve, Math.min(500 * 2 ** attempt, 5000))
+      window.addEventListener('online', () => { clearTimeout(timer); resolve() }, { once: true })
+    })
+  }
+}
+
+/**
+ * Asks the server whether this page's token opens this document:
+ * `{ docs }` (the documents it opens) when it does, `{ refused }` (an
+ * ApiError with the server's reason) when it does not, `{}` when the server
+ * could not say.
+ */
+const checkAccess = async () => {
+  let list
+  try {
+    list = await api.listDocs()
+  } catch (e) {
+    return e.isAuth ? { refused: e } : {}
+  }
+  // The token is good. Whether it covers this document, its claims say; the
+  // server has just accepted them, signature and all. Its own words for a
+  // refusal come from the document itself.
+  if (typeof claims?.doc === 'string' && !patternMatches(claims.doc, docName)) {
+    try {
+      await api.getDoc(docName)
+    } catch (e) {
+      if (e.isAuth) return { refused: e, docs: list }
+    }
+  }
+  return { docs: list }
+}
+
+// A socket that fails to open, in token mode, may be a refused token (expired
+// or revoked while this page was away). Browsers hide the status of a refused
+// upgrade: the API tells, and then the page stops trying.
+let lastCheck = 0
+provider.on('connection-close', (event) => {
+  if (!tokenMode || accessEnded || event === null || provider.wsconnected) return
+  if (Date.now() - lastCheck < 4000) return
+  lastCheck = Date.now()
+  checkAccess().then(({ refused }) => {
+    if (refused) endAccess(refused.message)
+  })
+})
+
+const boot = async () => {
+  const info = await serverInfo()
+  tokenMode = info?.auth === 'token'
+  if (!tokenMode) {
+    start()
+    return
+  }
+  if (!token) {
+    showNoToken(docName)
+    return
+  }
+  if (claims?.perm === 'read') becomeReadOnly('Your link lets you read this document, not change it.')
+  const { refused, docs: list } = await checkAccess()
+  if (refused?.status === 403 && list) {
+    docs.show(list, { listCurrent: false })
+    showWrongDocument(docName, refused.message, { docs: Array.isArray(list?.docs) ? list.docs : [], claims, token })
+    return
+  }
+  if (refused) {
+    showRefused(docName, refused.message)
+    return
+  }
+  if (list) docs.show(list)
+  start()
+}
+
+const start = () => {
+  started = true
+  status.start()
+}
+
+boot()

@@ -51,19 +51,15 @@ export const mountPresence = (provider) => {
   const me = loadIdentity()
   awareness.setLocalStateField('user', me)
 
-  // Back after a disconnection, the server and the other peers remember this
-  // client as gone at its last clock plus one (weft marks departures that
-  // way). A state sent again at an older or equal clock is ignored, which
-  // would hide this user until two 15 s renewals had passed: step the clock
-  // past that as the connection opens (this runs before the provider sends
-  // its own awareness message).
-  let connectedBefore = false
+  // When the connection drops, y-websocket forgets the other people's states
+  // but keeps their clocks. What the server says about them next (a restarted
+  // server: their states at the clocks already seen) would be ignored as old
+  // until their next renewal, up to 15 s later. Forget the clocks too.
   provider.on('status', ({ status }) => {
-    if (status !== 'connected') return
-    if (connectedBefore && awareness.getLocalState() !== null) {
-      for (let i = 0; i < 2; i++) awareness.setLocalState({ ...awareness.getLocalState() })
+    if (status !== 'disconnected') return
+    for (const id of [...awareness.meta.keys()]) {
+      if (id !== awareness.clientID && !awareness.states.has(id)) awareness.meta.delete(id)
     }
-    connectedBefore = true
   })
 
   const input = /** @type {HTMLInputElement} */ ($('my-name'))

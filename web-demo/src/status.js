@@ -5,7 +5,8 @@
 //   synced      connected and caught up; local edits go out as they are made
 //   offline     no connection (lost, refused, or the browser is offline);
 //               edits stay in this tab and are sent when it reconnects
-//   closed      the server ended the session for good (e.g. document deleted)
+//   closed      the server ended the session for good (document deleted,
+//               access expired or revoked)
 
 import { $ } from './ui.js'
 
@@ -20,6 +21,7 @@ export const mountStatus = (provider, ydoc, { onChange = () => {} } = {}) => {
   let everConnected = false
   let failures = 0
   let unsent = 0
+  let started = false
   /** @type {{ code: number, reason: string } | null} */
   let closed = null
 
@@ -51,8 +53,8 @@ export const mountStatus = (provider, ydoc, { onChange = () => {} } = {}) => {
           `Keep editing: ${unsent > 0 ? pending + '; they' : 'changes'} will sync when the connection is back. Reconnecting…`
         break
       case 'closed':
-        label = 'Disconnected'
-        title = `The server closed this session${closed?.reason ? `: ${closed.reason}` : ''} (code ${closed?.code}). Reload to try again.`
+        label = CLOSED_LABELS[closed?.code] ?? 'Disconnected'
+        title = `The server closed this session${closed?.reason ? `: ${closed.reason}` : ''}${closed?.code ? ` (code ${closed.code})` : ''}. Reload to try again.`
         break
       default:
         label = 'Connecting…'
@@ -98,16 +100,49 @@ export const mountStatus = (provider, ydoc, { onChange = () => {} } = {}) => {
 
   // The browser knows about a lost network long before a silent socket times
   // out (30 s): drop the connection at once and try again when it is back.
-  window.addEventListener('offline', () => {
+  //
+  // Closing the socket first keeps y-websocket's disconnect() from sending
+  // this user's "gone" awareness state into the dead network: it would arrive
+  // only once the network is back, at the clock the user's state has, and
+  // hide the user again from everyone until the next renewal. A dropped
+  // socket is what the server knows how to mark and revive.
+  const drop = () => {
+    if (provider.ws?.readyState === WebSocket.OPEN) provider.ws.close()
     provider.disconnect()
+  }
+  window.addEventListener('offline', () => {
+    if (started) drop()
     render()
   })
   window.addEventListener('online', () => {
-    if (!closed) provider.connect()
+    if (started && !closed) provider.connect()
     render()
   })
-  if (!navigator.onLine) provider.disconnect()
+
+  /** Connects, once the page knows it may. */
+  const start = () => {
+    started = true
+    if (navigator.onLine) provider.connect()
+    render()
+  }
+
+  /**
+   * Ends the session from this side, for good: the server refused this page's
+   * access (`code` 0: no close code was involved).
+   */
+  const end = (reason) => {
+    closed = { code: 0, reason }
+    drop()
+    render()
+  }
 
   render()
-  return { state, render, unsent: () => unsent, closedBy: () => closed }
+  return { state, render, start, end, unsent: () => unsent, closedBy: () => closed }
+}
+
+/** What the indicator says when the server ended the session, by close code. */
+const CLOSED_LABELS = {
+  0: 'No access',
+  4401: 'Access expired',
+  4403: 'Access revoked'
 }

@@ -1,5 +1,6 @@
 // The version panel: list a document's versions, name the current state as a
 // version, preview one read-only, restore it (after a confirmation) or delete it.
+// With read-only access only the list and the preview remain.
 //
 // A preview is the version's full state (GET …/versions/{id}/update) applied to
 // a fresh Y.Doc and rendered in a second, read-only ProseMirror view. A restore
@@ -21,9 +22,10 @@ const versionTitle = (v) => {
 
 /**
  * @param {{ api: import('./api.js').Api, docName: string, me: { name: string },
- *           isSynced: () => boolean, setPreviewing: (on: boolean) => void }} opts
+ *           isSynced: () => boolean, canWrite: () => boolean,
+ *           setPreviewing: (on: boolean) => void }} opts
  */
-export const mountVersions = ({ api, docName, me, isSynced, setPreviewing }) => {
+export const mountVersions = ({ api, docName, me, isSynced, canWrite, setPreviewing }) => {
   const panel = $('versions')
   const toggle = $('toggle-versions')
   const list = $('version-list')
@@ -82,7 +84,7 @@ export const mountVersions = ({ api, docName, me, isSynced, setPreviewing }) => 
           onclick: () => remove(v)
         }, icon('M4.5 6h11M8 6V4.5h4V6M6 6l.7 9.5h6.6L14 6')))
     }))
-    showMessage(versions.length === 0 ? 'No versions yet. Name the current state to keep it.' : null)
+    showMessage(versions.length === 0 ? (canWrite() ? 'No versions yet. Name the current state to keep it.' : 'No versions yet.') : null)
   }
 
   const load = async () => {
@@ -135,7 +137,7 @@ export const mountVersions = ({ api, docName, me, isSynced, setPreviewing }) => 
 
   form.addEventListener('submit', async (e) => {
     e.preventDefault()
-    if (saveButton.disabled) return
+    if (saveButton.disabled || !canWrite()) return
     const label = labelInput.value.trim() || `Saved by ${me.name}`
     busy = true
     updateSaveButton()
@@ -201,7 +203,7 @@ export const mountVersions = ({ api, docName, me, isSynced, setPreviewing }) => 
   })
 
   $('preview-restore').addEventListener('click', async () => {
-    if (preview === null) return
+    if (preview === null || !canWrite()) return
     const version = preview.version
     const ok = await confirmDialog({
       title: `Restore “${versionTitle(version)}”?`,
@@ -228,6 +230,7 @@ export const mountVersions = ({ api, docName, me, isSynced, setPreviewing }) => 
   })
 
   const remove = async (version) => {
+    if (!canWrite()) return
     const ok = await confirmDialog({
       title: `Delete “${versionTitle(version)}”?`,
       body: 'The version is removed for everyone. The document itself does not change.',
@@ -253,5 +256,5 @@ export const mountVersions = ({ api, docName, me, isSynced, setPreviewing }) => 
 
   setOpen(window.matchMedia(WIDE).matches)
   updateSaveButton()
-  return { updateSaveButton, refresh: () => open && load(), close: () => setOpen(false) }
+  return { updateSaveButton, render, refresh: () => open && load(), close: () => setOpen(false) }
 }

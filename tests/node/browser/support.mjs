@@ -1,111 +1,10 @@
-// Test support for the web demo: the real weft binary on a free port with its
-// own SQLite file, Debian's Chromium driven by playwright-core, and pages that
-// remember what they printed to the console.
+// Test support for the web demo: Debian's Chromium driven by playwright-core,
+// and pages that remember what they printed to the console. The weft process
+// itself is started by ../weft.mjs, shared with the compat tests.
 
-import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { chromium } from 'playwright-core'
 
-export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
-
-/** The weft binary: $WEFT_BIN, else the release build, else the debug build. */
-export const weftBin = () => {
-  if (process.env.WEFT_BIN) return resolve(process.env.WEFT_BIN)
-  const release = join(REPO, 'target/release/weft')
-  return existsSync(release) ? release : join(REPO, 'target/debug/weft')
-}
-
-const STARTUP_MS = 30_000
-
-/** A weft process. `restart()` brings it back on the same port and database. */
-export class Weft {
-  static async start () {
-    const dir = mkdtempSync(join(tmpdir(), 'weft-demo-test-'))
-    const weft = new Weft(dir)
-    await weft.spawn('127.0.0.1:0')
-    return weft
-  }
-
-  constructor (dir) {
-    this.dir = dir
-    this.db = join(dir, 'weft.db')
-    this.log = ''
-    this.port = 0
-    this.child = null
-  }
-
-  get url () {
-    return `http://127.0.0.1:${this.port}`
-  }
-
-  async spawn (addr) {
-    const bin = weftBin()
-    if (!existsSync(bin)) throw new Error(`no weft binary at ${bin}: run 'cargo build --release' or set WEFT_BIN`)
-    const env = { ...process.env }
-    for (const key of Object.keys(env)) if (key.startsWith('WEFT_') && key !== 'WEFT_BIN') delete env[key]
-    const child = spawn(bin, ['--addr', addr, '--db', this.db, '--log', 'info', '--log-format', 'plain'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env
-    })
-    this.child = child
-    const port = await new Promise((resolvePort, reject) => {
-      const timer = setTimeout(() => reject(new Error(`weft did not start within ${STARTUP_MS} ms:\n${this.log}`)), STARTUP_MS)
-      child.stderr.setEncoding('utf8')
-      let pending = ''
-      child.stderr.on('data', (chunk) => {
-        this.log += chunk
-        pending += chunk
-        const m = /listening on ws:\/\/127\.0\.0\.1:(\d+)/.exec(pending)
-        if (m) {
-          clearTimeout(timer)
-          pending = ''
-          resolvePort(Number(m[1]))
-        }
-      })
-      child.on('exit', (code, signal) => {
-        clearTimeout(timer)
-        reject(new Error(`weft exited (${code ?? signal}) before listening:\n${this.log}`))
-      })
-    })
-    this.port = port
-  }
-
-  /** SIGKILL: the process gets no chance to save anything more. */
-  async kill () {
-    const child = this.child
-    if (!child || child.exitCode !== null || child.signalCode !== null) return
-    const exited = new Promise((r) => child.once('exit', r))
-    child.kill('SIGKILL')
-    await exited
-  }
-
-  /** Starts again on the same port and database. */
-  async restart () {
-    await this.kill()
-    await this.spawn(`127.0.0.1:${this.port}`)
-  }
-
-  async stop () {
-    await this.kill()
-    rmSync(this.dir, { recursive: true, force: true })
-  }
-
-  /** A JSON API call from the test itself. */
-  async api (method, path, body) {
-    const response = await fetch(this.url + path, {
-      method,
-      headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body)
-    })
-    const text = await response.text()
-    let json = null
-    try { json = JSON.parse(text) } catch {}
-    return { status: response.status, json, text }
-  }
-}
+export { REPO, startWeft, waitFor, tokenClaims } from '../weft.mjs'
 
 export const launchBrowser = () => chromium.launch({
   executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
@@ -118,9 +17,13 @@ export const launchBrowser = () => chromium.launch({
 /**
  * A page in its own browser context (its own localStorage, and no
  * BroadcastChannel shared with the others: they meet only through weft).
- * Console errors and uncaught exceptions are collected in `page.problems`.
+ * Console errors and uncaught exceptions are collected in `page.problems`,
+ * every console message in `page.messages`, every HTTP request
+ * (`GET /path`) in `page.requests`, and the address of every WebSocket the
+ * page opened (or tried to) in `page.sockets`. Resolves once
+ * the page is synced, unless `synced: false`.
  */
-export const openDemo = async (browser, url, { name, color, viewport = { width: 1280, height: 800 } } = {}) => {
+export const openDemo = async (browser, url, { name, color, viewport = { width: 1280, height: 800 }, synced = true } = {}) => {
   const context = await browser.newContext({ viewport })
   if (name || color) {
     // Only the first visit: what the user changes later must survive reloads.
@@ -131,12 +34,18 @@ export const openDemo = async (browser, url, { name, color, viewport = { width: 
   }
   const page = await context.newPage()
   page.problems = []
+  page.messages = []
+  page.sockets = []
   page.on('console', (msg) => {
+    page.messages.push(`console.${msg.type()}: ${msg.text()}`)
     if (msg.type() === 'error' || msg.type() === 'warning') page.problems.push(`console.${msg.type()}: ${msg.text()}`)
   })
   page.on('pageerror', (err) => page.problems.push(`uncaught: ${err.message}`))
+  page.requests = []
+  page.on('websocket', (ws) => page.sockets.push(ws.url()))
+  page.on('request', (req) => page.requests.push(`${req.method()} ${new URL(req.url()).pathname}`))
   await page.goto(url)
-  await waitForState(page, 'synced')
+  if (synced) await waitForState(page, 'synced')
   return page
 }
 

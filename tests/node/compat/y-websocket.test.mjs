@@ -7,7 +7,7 @@ import WebSocket from 'ws'
 import { startWeft, waitFor } from '../weft.mjs'
 
 const servers = []
-after(() => servers.forEach((s) => s.cleanup()))
+after(() => Promise.all(servers.map((s) => s.cleanup())))
 
 async function weft (opts) {
   const server = await startWeft(opts)

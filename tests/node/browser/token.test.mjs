@@ -1,0 +1,310 @@
+// The web demo against weft in token mode, in real headless Chromium.
+//
+// Tokens are minted as an owner would, with `weft token` and the server's
+// key; the admin key (accepted as a bearer credential) checks and changes
+// things behind the pages' backs through the API.
+
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import {
+  startWeft, tokenClaims, waitFor, launchBrowser, openDemo, waitForState, waitForText, typeAtEnd, editor, editorText,
+  assertNoProblems, closeAll, DEADLINE
+} from './support.mjs'
+
+const KEY = 'browser-test-key-0123456789abcdef'
+
+/** @type {import('../weft.mjs').Weft} */
+let weft
+/** @type {import('playwright-core').Browser} */
+let browser
+
+before(async () => {
+  ;[weft, browser] = await Promise.all([startWeft({ env: { WEFT_AUTH_KEY: KEY } }), launchBrowser()])
+})
+
+after(async () => {
+  await browser?.close()
+  await weft?.cleanup()
+})
+
+const ADA = { name: 'Ada', color: '#e5484d' }
+const GRACE = { name: 'Grace', color: '#3e63dd' }
+
+const pageUrl = (server, doc, token) => {
+  const params = new URLSearchParams({ doc })
+  if (token) params.set('token', token)
+  return `${server.url}/?${params}`
+}
+
+/** The document's content as the server has it, asked with the admin key. */
+const content = async (doc) => {
+  const res = await weft.api('GET', `/api/docs/${encodeURIComponent(doc)}`, { token: KEY })
+  assert.equal(res.status, 200, res.text)
+  return res.json.content
+}
+
+/** What Chromium itself reports for a request the server refused. */
+const refusedRequest = (status) => new RegExp(`^console\\.error: Failed to load resource: the server responded with a status of ${status}`)
+
+test('token mode without a token: a message says what is needed, nothing connects, nothing is logged', async () => {
+  const page = await openDemo(browser, pageUrl(weft, 'plan'), { ...ADA, synced: false })
+  try {
+    const gate = page.locator('#gate')
+    await gate.waitFor({ timeout: DEADLINE })
+    assert.equal(await page.textContent('#gate-title'), 'This document needs an access link')
+    const text = await gate.textContent()
+    assert.match(text, /Open the link you were given/)
+    assert.match(text, /ask the document’s owner for one/)
+    assert.match(text, /weft token --doc plan --perm write/)
+    assert.equal(await editor(page).isVisible(), false)
+    assert.equal(await page.locator('#toolbar').isVisible(), false)
+    assert.equal(await page.locator('#status').isVisible(), false)
+    assert.equal(await page.locator('#notice').isVisible(), false)
+
+    // Nothing more happens once the page has settled: no socket, no request
+    // but the public /api/info, not a line in the console.
+    await page.waitForLoadState('networkidle')
+    assert.deepEqual(page.sockets, [])
+    assert.deepEqual(page.requests.filter((r) => r.includes('/api/')), ['GET /api/info'])
+    assert.deepEqual(page.messages, [])
+    assert.deepEqual(page.problems, [])
+  } finally {
+    await closeAll([page])
+  }
+})
+
+test('a write token: editing works and reaches a second page; the picker lists what the token opens and keeps it', async () => {
+  // Something the token must not see.
+  const admin = await openDemo(browser, pageUrl(weft, 'secret', KEY), GRACE)
+  await typeAtEnd(admin, 'Not for team A.')
+  await closeAll([admin])
+
+  const adaToken = await weft.token({ doc: 'team-a/*', perm: 'write' })
+  const graceToken = await weft.token({ doc: 'team-a/plan', perm: 'write' })
+  const ada = await openDemo(browser, pageUrl(weft, 'team-a/plan', adaToken), ADA)
+  const grace = await openDemo(browser, pageUrl(weft, 'team-a/plan', graceToken), GRACE)
+  const pages = [ada, grace]
+  try {
+    await typeAtEnd(ada, 'Written with a token.')
+    await waitForText(grace, 'Written with a token.')
+    await typeAtEnd(grace, ' And answered.')
+    await waitForText(ada, 'Written with a token. And answered.')
+    assert.equal(await ada.locator('#readonly-badge').isVisible(), false)
+    await grace.locator('#people .person-name', { hasText: 'Ada' }).waitFor({ timeout: DEADLINE })
+
+    // A version, named through the API the page uses with its token.
+    await ada.fill('#version-label', 'Team draft')
+    await ada.click('#save-version')
+    await ada.locator('#version-list .version-label', { hasText: 'Team draft' }).waitFor({ timeout: DEADLINE })
+
+    // The picker: what the server lists for this token, links keeping it.
+    const link = ada.locator('#doc-list a', { hasText: 'team-a/plan' })
+    await link.waitFor({ timeout: DEADLINE })
+    assert.equal(new URL(await link.getAttribute('href'), weft.url).searchParams.get('token'), adaToken)
+    assert.equal(await ada.locator('#doc-list a', { hasText: 'secret' }).count(), 0)
+
+    // Another document under the pattern opens (and is created) from the picker.
+    await ada.fill('#open-name', 'team-a/notes')
+    await Promise.all([ada.waitForURL((u) => u.searchParams.get('doc') === 'team-a/notes'), ada.click('#open-form button[type=submit]')])
+    assert.equal(new URL(ada.url()).searchParams.get('token'), adaToken)
+    await waitForState(ada, 'synced')
+    await typeAtEnd(ada, 'Notes.')
+    await waitFor('the new document stored', async () => JSON.stringify(await content('team-a/notes')).includes('Notes.'))
+    assertNoProblems(pages)
+  } finally {
+    await closeAll(pages)
+  }
+})
+
+test('a document outside the token: the page shows the server’s reason and the documents the token opens', async () => {
+  const token = await weft.token({ doc: 'team-a/*', perm: 'write' })
+  const page = await openDemo(browser, pageUrl(weft, 'secret', token), { ...ADA, synced: false })
+  try {
+    await page.locator('#gate').waitFor({ timeout: DEADLINE })
+    assert.equal(await page.textContent('#gate-title'), 'Your link does not open “secret”')
+    await page.locator('#gate .gate-reason', { hasText: "token is for 'team-a/*', not for 'secret'" }).waitFor({ timeout: DEADLINE })
+    // It lists what the token opens, with the token kept.
+    const link = page.locator('#gate .gate-docs a', { hasText: 'team-a/plan' })
+    await link.waitFor({ timeout: DEADLINE })
+    assert.equal(new URL(await link.getAttribute('href'), weft.url).searchParams.get('token'), token)
+    await page.locator('#doc-list a', { hasText: 'team-a/plan' }).waitFor({ timeout: DEADLINE })
+    assert.equal(await page.locator('#doc-list a', { hasText: 'secret' }).count(), 0)
+    assert.equal(await editor(page).isVisible(), false)
+    assert.equal(await page.locator('#notice').isVisible(), false, 'the gate says it all')
+    assert.deepEqual(page.sockets, [], 'no WebSocket to a document the token does not open')
+
+    // One click on the list and the page works.
+    await Promise.all([page.waitForURL((u) => u.searchParams.get('doc') === 'team-a/plan'), link.click()])
+    await waitForState(page, 'synced')
+    await waitForText(page, 'Written with a token.')
+    // The refusal is the one line the browser itself logs.
+    assertNoProblems([page], [refusedRequest(403)])
+    assert.equal(page.problems.length, 1, page.problems.join('\n'))
+  } finally {
+    await closeAll([page])
+  }
+})
+
+test('a token the server refuses: the page gives its reason and connects to nothing', async () => {
+  const expired = await weft.token({ doc: 'team-a/*', perm: 'write', ttl: '1s' })
+  await waitFor('the token to expire', () => Date.now() > (tokenClaims(expired).exp + 1) * 1000, 5000)
+  const [head, , signature] = expired.split('.')
+  const forgedPayload = Buffer.from(JSON.stringify({ ...tokenClaims(expired), exp: 4102444800 })).toString('base64url')
+  const cases = [
+    [expired, 'token expired'],
+    [`${head}.${forgedPayload}.${signature}`, 'token signature does not match'],
+    ['not-a-token', 'malformed token']
+  ]
+  for (const [token, reason] of cases) {
+    const page = await openDemo(browser, pageUrl(weft, 'team-a/plan', token), { ...ADA, synced: false })
+    try {
+      await page.locator('#gate').waitFor({ timeout: DEADLINE })
+      assert.equal(await page.textContent('#gate-title'), 'The access token in this link was refused')
+      await page.locator('#gate .gate-reason', { hasText: reason }).waitFor({ timeout: DEADLINE })
+      assert.match(await page.textContent('#gate'), /Ask whoever gave you the link for a new one/)
+      assert.equal(await page.locator('#notice').isVisible(), false, 'the gate says it all')
+      await page.waitForLoadState('networkidle')
+      assert.deepEqual(page.sockets, [])
+      assertNoProblems([page], [refusedRequest(401)])
+      assert.equal(page.problems.length, 1, page.problems.join('\n'))
+    } finally {
+      await closeAll([page])
+    }
+  }
+})
+
+test('a read-only token: a badge, an editor that cannot change the document, versions to preview only', async () => {
+  const writeToken = await weft.token({ doc: 'handbook', perm: 'write' })
+  const readToken = await weft.token({ doc: 'handbook', perm: 'read' })
+  const writer = await openDemo(browser, pageUrl(weft, 'handbook', writeToken), GRACE)
+  const pages = [writer]
+  try {
+    await typeAtEnd(writer, 'Rules of the house.')
+    await writer.fill('#version-label', 'First rules')
+    await writer.click('#save-version')
+    await writer.locator('#version-list .version-label', { hasText: 'First rules' }).waitFor({ timeout: DEADLINE })
+
+    const reader = await openDemo(browser, pageUrl(weft, 'handbook', readToken), ADA)
+    pages.push(reader)
+    await waitForText(reader, 'Rules of the house.')
+    const badge = reader.locator('#readonly-badge')
+    await badge.waitFor({ timeout: DEADLINE })
+    assert.equal((await badge.textContent()).trim(), 'Read-only')
+    assert.equal(await editor(reader).getAttribute('contenteditable'), 'false')
+    assert.equal(await reader.locator('#toolbar').isVisible(), false)
+
+    // Typing changes nothing: not the page, not the server, not the writer.
+    const before = JSON.stringify(await content('handbook'))
+    await editor(reader).click()
+    await reader.keyboard.press('Control+End')
+    await reader.keyboard.type('EVIL')
+    await reader.keyboard.press('Enter')
+    await reader.keyboard.press('Control+a')
+    await reader.keyboard.press('Backspace')
+    assert.equal(await editorText(reader), 'Rules of the house.')
+    // A new name goes out on the reader's socket after anything the typing
+    // could have sent: once the writer sees it, the server has had it all.
+    await reader.fill('#my-name', 'Ada reading')
+    await writer.locator('#people .person-name', { hasText: 'Ada reading' }).waitFor({ timeout: DEADLINE })
+    assert.equal(JSON.stringify(await content('handbook')), before)
+    assert.equal(await editorText(writer), 'Rules of the house.')
+    // The writer's edits still reach the reader.
+    await typeAtEnd(writer, ' Be kind.')
+    await waitForText(reader, 'Rules of the house. Be kind.')
+
+    // Versions: listed and previewed; naming, restoring and deleting are not offered.
+    await reader.locator('#version-list .version-label', { hasText: 'First rules' }).waitFor({ timeout: DEADLINE })
+    assert.equal(await reader.locator('#save-form').isVisible(), false)
+    await reader.locator('#version-list .version-open', { hasText: 'First rules' }).click()
+    const preview = reader.locator('#preview .ProseMirror')
+    await preview.waitFor({ timeout: DEADLINE })
+    assert.equal(await preview.textContent(), 'Rules of the house.')
+    assert.equal(await reader.locator('#preview-restore').isVisible(), false)
+    await reader.locator('#version-list .version').first().hover()
+    assert.equal(await reader.locator('#version-list .version-delete').first().isVisible(), false)
+    await reader.click('#preview-close')
+    await editor(reader).waitFor({ state: 'visible', timeout: DEADLINE })
+
+    assertNoProblems(pages)
+  } finally {
+    await closeAll(pages)
+  }
+})
+
+test('a token revoked while its page is open: the page says access was revoked and stops', async () => {
+  const token = await weft.token({ doc: 'team-a/plan', perm: 'write' })
+  const page = await openDemo(browser, pageUrl(weft, 'team-a/plan', token), ADA)
+  try {
+    await typeAtEnd(page, ' Before the revocation.')
+    const revoked = await weft.api('POST', '/api/tokens/revoke', { token: KEY, body: { token_id: tokenClaims(token).jti } })
+    assert.equal(revoked.status, 200, revoked.text)
+
+    await waitForState(page, 'closed')
+    assert.equal(await page.textContent('#status-text'), 'Access revoked')
+    await page.locator('#notice', { hasText: 'Your access to this document was revoked' }).waitFor({ timeout: DEADLINE })
+    assert.equal(await editor(page).getAttribute('contenteditable'), 'false')
+    assert.ok((await editorText(page)).includes('Before the revocation.'), 'the text stays readable')
+
+    // The server refuses the token from now on; the page does not ask again.
+    const refused = await weft.api('GET', '/api/docs', { token })
+    assert.equal(refused.status, 401)
+    assert.equal(refused.json.error, 'token has been revoked')
+    assert.equal(page.sockets.length, 1)
+    assertNoProblems([page])
+  } finally {
+    await closeAll([page])
+  }
+})
+
+test('a token that expires on an open page: the page says access expired', async () => {
+  const token = await weft.token({ doc: 'team-a/plan', perm: 'write', ttl: '4s' })
+  const page = await openDemo(browser, pageUrl(weft, 'team-a/plan', token), ADA)
+  try {
+    await waitForState(page, 'closed', (tokenClaims(token).exp + 5) * 1000 - Date.now())
+    assert.equal(await page.textContent('#status-text'), 'Access expired')
+    await page.locator('#notice', { hasText: 'Your access to this document expired' }).waitFor({ timeout: DEADLINE })
+    assert.equal(await editor(page).getAttribute('contenteditable'), 'false')
+    assert.equal(page.sockets.length, 1)
+    assertNoProblems([page])
+  } finally {
+    await closeAll([page])
+  }
+})
+
+test('a token that expired while the server was down: back, the page learns why its socket is refused and stops', async () => {
+  const server = await startWeft({ env: { WEFT_AUTH_KEY: KEY } })
+  const token = await server.token({ doc: 'outage', perm: 'write', ttl: '4s' })
+  const page = await openDemo(browser, pageUrl(server, 'outage', token), ADA)
+  try {
+    await typeAtEnd(page, 'Before the outage.')
+    await waitFor('the edit stored', async () =>
+      (await server.api('GET', '/api/docs/outage', { token: KEY })).text.includes('Before the outage.'))
+    await server.kill()
+    await waitForState(page, 'offline')
+    await waitFor('the token to expire', () => Date.now() > (tokenClaims(token).exp + 1) * 1000, 10_000)
+    await server.restart()
+
+    await waitForState(page, 'closed', 30_000)
+    assert.equal(await page.textContent('#status-text'), 'No access')
+    await page.locator('#notice', { hasText: 'the server refused this link’s token (token expired)' }).waitFor({ timeout: DEADLINE })
+    assert.equal(await editor(page).getAttribute('contenteditable'), 'false')
+
+    // It stopped: a fresh page with a fresh token connects and syncs, and
+    // meanwhile the refused one made no new attempt.
+    const attempts = page.sockets.length
+    const fresh = await openDemo(browser, pageUrl(server, 'outage', await server.token({ doc: 'outage', perm: 'read' })), GRACE)
+    await waitForText(fresh, 'Before the outage.')
+    await closeAll([fresh])
+    assert.equal(page.sockets.length, attempts)
+    // While the server was down Chromium reports the failed attempts itself;
+    // then the refused socket and the one request that learnt why.
+    assertNoProblems([page], [
+      /WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/outage\?token=[^']*' failed/,
+      /Failed to load resource: net::ERR_CONNECTION_REFUSED/,
+      refusedRequest(401)
+    ])
+  } finally {
+    await closeAll([page])
+    await server.cleanup()
+  }
+})
