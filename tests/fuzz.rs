@@ -84,16 +84,29 @@ fn regressions() -> Vec<Vec<u8>> {
         // which every full encoding of the document panicked (step2 answers,
         // snapshots); now refused at apply
         vec![
-            0, 2, 31, 2, 0, 16, 39, 1, 0, 33, 2, 252, 255, 59, 255, 255, 1, 0, 0, 0, 0, 0, 20, 32, 1, 0, 0, 241, 241, 241,
-            241, 249, 241, 241,
+            0, 2, 31, 2, 0, 16, 39, 1, 0, 33, 2, 252, 255, 59, 255, 255, 1, 0, 0, 0, 0, 0, 20, 32, 1, 0, 0, 241, 241,
+            241, 241, 249, 241, 241,
         ],
-        vec![0, 2, 23, 2, 0, 0, 0, 1, 33, 255, 255, 131, 255, 255, 5, 146, 210, 4, 0, 1, 1, 116, 0, 1, 120, 0],
+        vec![
+            0, 2, 23, 2, 0, 0, 0, 1, 33, 255, 255, 131, 255, 255, 5, 146, 210, 4, 0, 1, 1, 116, 0, 1, 120, 0,
+        ],
         // found by cargo fuzz: legacy JSON content, which yrs 0.28 decodes
         // with one string too many; applied, it made the document's own
         // encoding undecodable; now refused at decoding
         vec![
-            0, 2, 31, 2, 0, 0, 1, 1, 33, 0, 2, 1, 5, 20, 1, 0, 0, 0, 0, 0, 0, 0, 0, 30, 4, 247, 175, 255, 40, 1, 7, 1, 120,
-            0,
+            0, 2, 31, 2, 0, 0, 1, 1, 33, 0, 2, 1, 5, 20, 1, 0, 0, 0, 0, 0, 0, 0, 0, 30, 4, 247, 175, 255, 40, 1, 7, 1,
+            120, 0,
+        ],
+        // found by cargo fuzz: a block at clock u32::MAX whose length wraps
+        // yrs's clock arithmetic; integrated, it left the document impossible
+        // to encode; now refused at decoding (several frames in sequence)
+        vec![
+            0, 2, 16, 1, 1, 7, 191, 255, 255, 255, 255, 255, 255, 41, 0, 4, 0, 21, 21, 21, 21, 21, 21, 21, 2, 16, 1, 1,
+            7, 255, 255, 255, 255, 116, 7, 0, 0, 0, 0, 0, 84, 255, 0, 2, 16, 1, 1, 7, 3, 40, 1, 3, 109, 97, 112, 1,
+            110, 1, 126, 0, 125, 42, 0, 255, 87, 69, 70, 84, 255, 0, 0, 26, 1, 2, 7, 4, 7, 1, 70, 84, 255, 0, 0, 26, 1,
+            2, 7, 4, 7, 1, 11, 112, 114, 111, 115, 101, 111, 109, 114, 105, 114, 21, 21, 21, 21, 21, 21, 0, 0, 255, 87,
+            69, 70, 84, 255, 0, 2, 16, 1, 13, 0, 0, 0, 0, 0, 0, 0, 1, 7, 192, 0, 0, 0, 0, 5, 255, 41, 0, 4, 0, 0, 0,
+            255, 87, 65, 70, 84, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 7, 70, 1, 120, 0,
         ],
         // the decoded-but-invalid parent (an item, not a type)
         vec![
@@ -145,7 +158,10 @@ async fn poisoned_pending_updates_are_refused_by_the_server() {
         let got = bad.wait_closed(5 * SECOND).await.unwrap().map(|c| c.0);
         assert_eq!(got, Some(code), "{}", server.log());
         let newcomer = server.connect("poison").await; // its step2 needs a full encoding
-        newcomer.wait_for("the document", 5 * SECOND, |c| c.text("t") == "fine").await.unwrap();
+        newcomer
+            .wait_for("the document", 5 * SECOND, |c| c.text("t") == "fine")
+            .await
+            .unwrap();
     }
     assert_eq!(server.metric("weft_actor_panics_total").await, 0.0);
 }

@@ -191,6 +191,7 @@ fn decode_update(raw: &[u8]) -> Result<Update, ProtocolError> {
         // sends that content, and the check costs one encode and decode of
         // the update, on the connection's task, not the document's.
         Update::decode_v1(&update.encode_v1()).map_err(|_| "it does not survive re-encoding".to_string())?;
+        check_clocks(&update)?;
         Ok::<_, String>(update)
     });
     match decoded {
@@ -198,6 +199,33 @@ fn decode_update(raw: &[u8]) -> Result<Update, ProtocolError> {
         Ok(Err(e)) => Err(ProtocolError::BadUpdate(e)),
         Err(_) => Err(ProtocolError::BadUpdate("decoder panicked".into())),
     }
+}
+
+/// Highest clock an update may mention. A client's clock counts its own
+/// operations, so real documents stay many orders of magnitude below; yrs's
+/// clock arithmetic wraps near `u32::MAX`, and an update that takes a
+/// document there leaves it impossible to encode (found by fuzzing): every
+/// snapshot and step2 would fail from then on.
+pub const MAX_CLOCK: u32 = u32::MAX / 2;
+
+fn check_clocks(update: &Update) -> Result<(), String> {
+    let sane = |ranges: &yrs::IdSet, what: &str| -> Result<(), String> {
+        for (client, ranges) in ranges.iter() {
+            for range in ranges.iter() {
+                if range.end < range.start || range.end > MAX_CLOCK {
+                    return Err(format!("its {what} of client {client} reach clock {}", range.end));
+                }
+            }
+        }
+        Ok(())
+    };
+    for (client, clock) in update.state_vector_lower().iter() {
+        if *clock > MAX_CLOCK {
+            return Err(format!("its blocks of client {client} start at clock {clock}"));
+        }
+    }
+    sane(&update.insertions(true), "insertions")?;
+    sane(update.delete_set(), "deletions")
 }
 
 fn var_uint(buf: &mut BytesMut, mut n: u64) {
