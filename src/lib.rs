@@ -1,7 +1,7 @@
 //! weft: a Yjs-compatible real-time collaboration server.
 //!
 //! Editors built on Yjs connect with the standard y-websocket provider to
-//! `ws://host:port/<document-name>`. Each document is held by one actor that
+//! `ws://host:port/{document-name}`. Each document is held by one actor that
 //! applies updates, stores them before anyone sees them, and relays them and
 //! the awareness states (presence, cursors) to the document's other peers.
 //!
@@ -12,22 +12,29 @@
 //! - [`config`]: the command line and `WEFT_*` variables, one struct.
 //! - [`server`]: wiring and orderly shutdown; `run(config, listener, shutdown)`.
 //! - [`http`]: the only module that knows axum: WebSocket upgrades (refusals
-//!   happen here, with a status), the JSON API, the web demo (`/` and
+//!   happen here, with a status), access control ([`http::access`]: tokens,
+//!   origins, connection limits), the JSON API, the web demo (`/` and
 //!   `/assets/`, embedded from `web-demo/dist` by `build.rs`), `/healthz`,
 //!   `/metrics`.
 //! - [`session`]: one connection: a reader loop that decodes frames and a
 //!   writer task that drains the peer's bounded queue. Generic over any
 //!   `Stream`/`Sink`, so it does not know the WebSocket library either.
 //! - [`doc`]: [`doc::DocName`], the per-document actor ([`doc::DocHandle`])
-//!   that owns the yrs `Doc` and `Awareness`, and the [`doc::Registry`] that
-//!   spawns actors on first use and lets idle ones unload.
+//!   that owns the yrs `Doc` and `Awareness`, the [`doc::Registry`] that
+//!   spawns actors on first use and lets idle ones unload, and the pure parts
+//!   of version history: [`doc::restore`] (restore by CRDT diff),
+//!   [`doc::content`] (documents as JSON), [`doc::thin`].
 //! - [`protocol`]: the y-sync and awareness wire format; pure, no I/O. It
 //!   lives in the `weft-core` crate (`core/`) with `apply_update`, so the
 //!   fuzz target builds without the server.
 //! - [`storage`]: the [`storage::DocStore`] trait, SQLite (group-committed
 //!   update log plus snapshots) and an in-memory store.
+//! - [`auth`]: the access-token format (JWT HS256): mint, verify, patterns.
 //! - [`close`]: the close codes weft sends, and why.
 //! - [`metrics`]: counters rendered for Prometheus.
+//!
+//! `docs/ARCHITECTURE.md` tells how an update travels through these layers
+//! and why they are built this way.
 
 pub mod auth;
 pub mod close;

@@ -1,8 +1,8 @@
 //! Documents: one actor per loaded document, and the registry that finds them.
 //!
-//! A [`DocActor`](actor) is the single owner of a yrs `Doc` and its awareness
+//! A `DocActor` is the single owner of a yrs `Doc` and its awareness
 //! states. Everything that touches them, from peers and from the HTTP API,
-//! is a [`Command`](actor::Command) sent through a cloneable [`DocHandle`]
+//! is a command sent through a cloneable [`DocHandle`]
 //! over a bounded channel. The actor never sees a socket: it talks to peers
 //! through their bounded outbound queues ([`PeerLink`]) and never waits on
 //! one.
