@@ -43,7 +43,7 @@ pub enum LogFormat {
 }
 
 /// weft: a Yjs collaboration server. y-websocket clients connect to
-/// ws://ADDR/<document-name>. With no subcommand, weft serves.
+/// `ws://ADDR/<document-name>`. With no subcommand, weft serves.
 #[derive(Debug, Parser)]
 #[command(name = "weft", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Cli {

@@ -266,3 +266,58 @@ fn write_seed_corpus() {
         std::fs::write(dir.join(format!("seed-{i:02}")), seed).unwrap();
     }
 }
+
+/// Small frames that announce huge counts, and updates nesting values deeper
+/// than yrs's recursive decoder can take (a stack overflow aborts the whole
+/// process): each closes only its own connection, at once, with 4400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_bombs_and_deep_nesting_cost_one_connection() {
+    fn var(mut n: u64) -> Vec<u8> {
+        let mut v = Vec::new();
+        while n >= 0x80 {
+            v.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        v.push(n as u8);
+        v
+    }
+    fn framed(header: &[u8], payload: Vec<u8>) -> Vec<u8> {
+        [header.to_vec(), var(payload.len() as u64), payload].concat()
+    }
+    let huge = 200_000_000;
+    let mut nested = vec![1, 1, 5, 0, 8, 1, 1, b't', 1];
+    for _ in 0..300_000 {
+        nested.extend([117, 1]);
+    }
+    nested.extend([126, 0]);
+    let frames = [
+        framed(&[1], [var(huge), vec![1, 1, 0]].concat()),    // awareness
+        framed(&[0, 0], [var(huge), vec![1, 1]].concat()),    // step1
+        framed(&[0, 2], [var(huge), vec![1, 1, 0]].concat()), // update: clients
+        framed(
+            &[0, 2],
+            [vec![1, 1, 5, 0, 8, 1, 1, b't', 1, 118], var(huge), vec![0]].concat(),
+        ), // Any map
+        framed(&[0, 2], nested),                              // 300,000 levels deep
+    ];
+    let server = Server::start();
+    let keeper = server.connect("bombs").await;
+    let text = keeper.doc.get_or_insert_text("t");
+    keeper.edit(|txn| text.push(txn, "alive"));
+    for frame in frames {
+        let bad = server.connect("bombs").await;
+        let started = std::time::Instant::now();
+        bad.send_raw(frame);
+        assert_eq!(bad.wait_closed(5 * SECOND).await.unwrap().map(|c| c.0), Some(4400));
+        assert!(
+            started.elapsed() < 2 * SECOND,
+            "refused without the work: {:?}",
+            started.elapsed()
+        );
+    }
+    let check = server.connect("bombs").await;
+    check
+        .wait_for("the document", 5 * SECOND, |c| c.text("t") == "alive")
+        .await
+        .unwrap();
+}

@@ -4,6 +4,7 @@
 //! builds in seconds.
 //!
 //! - [`protocol`]: the y-sync and awareness wire format.
+//! - [`validate`]: structural limits checked before yrs reads untrusted bytes.
 //! - [`apply_update`]: the one way an update from outside reaches a document.
 //! - [`fuzz`]: the incoming-frame path as one function, for fuzzing.
 
@@ -11,5 +12,6 @@ mod apply;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod protocol;
+pub mod validate;
 
 pub use apply::{apply_update, rebuild};

@@ -229,6 +229,8 @@ async fn get_update(
                 .decode(b64.trim())
                 .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64.trim()))
                 .map_err(|e| ApiError::bad_request(format!("sv is not base64: {e}")))?;
+            weft_core::validate::state_vector(&bytes)
+                .map_err(|e| ApiError::bad_request(format!("sv is not a Yjs state vector: {e}")))?;
             Some(
                 StateVector::decode_v1(&bytes)
                     .map_err(|e| ApiError::bad_request(format!("sv is not a Yjs state vector: {e}")))?,
