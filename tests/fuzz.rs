@@ -108,6 +108,12 @@ fn regressions() -> Vec<Vec<u8>> {
             69, 70, 84, 255, 0, 2, 16, 1, 13, 0, 0, 0, 0, 0, 0, 0, 1, 7, 192, 0, 0, 0, 0, 5, 255, 41, 0, 4, 0, 0, 0,
             255, 87, 65, 70, 84, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 7, 70, 1, 120, 0,
         ],
+        // found by cargo fuzz: legacy JSON content again, this time making
+        // yrs panic while a panic unwound (an abort); refused at decoding
+        vec![
+            0, 2, 31, 2, 0, 0, 1, 2, 215, 252, 2, 255, 255, 255, 1, 4, 5, 1, 0, 0, 34, 1, 1, 0, 0, 1, 0, 0, 1, 33, 0,
+            1, 120, 0,
+        ],
         // the decoded-but-invalid parent (an item, not a type)
         vec![
             0, 2, 23, 1, 2, 146, 33, 0, 4, 1, 1, b't', 4, b'E', b'V', b'I', b'L', 4, 0, 146, 33, 0, 1, b'x', 0,
