@@ -32,7 +32,8 @@ pub const DELETED: u16 = 4404;
 pub const TOKEN_EXPIRED: u16 = 4401;
 /// 4403: the connection's access token was revoked.
 pub const TOKEN_REVOKED: u16 = 4403;
-/// 4413: an update would grow the document past `--max-doc-size`.
+/// 4413: an update would grow the document past `--max-doc-size` or
+/// `--max-doc-types`.
 pub const DOC_TOO_LARGE: u16 = 4413;
 /// 4429: more messages than `--rate-limit` allows.
 pub const RATE_LIMITED: u16 = 4429;
@@ -89,6 +90,14 @@ impl CloseReason {
         Self::new(
             DOC_TOO_LARGE,
             format!("document is at its size limit of {limit} bytes; the update was not stored"),
+            Some(Kick::DocTooLarge),
+        )
+    }
+
+    pub fn too_many_types(limit: u64) -> Self {
+        Self::new(
+            DOC_TOO_LARGE,
+            format!("document is at its limit of {limit} shared types; the update was not stored"),
             Some(Kick::DocTooLarge),
         )
     }

@@ -204,6 +204,12 @@ pub struct Config {
     #[arg(long, env = "WEFT_MAX_DOC_SIZE", default_value_t = DEFAULT_MAX_DOC_SIZE)]
     pub max_doc_size: u64,
 
+    /// Most shared types (nested maps, arrays, texts, XML nodes) one document
+    /// may hold (close 4413, or HTTP 413, beyond). Bounds how deep a
+    /// document can nest; weft sizes its thread stacks to match.
+    #[arg(long, env = "WEFT_MAX_DOC_TYPES", default_value_t = crate::doc::DEFAULT_MAX_DOC_TYPES)]
+    pub max_doc_types: u64,
+
     /// Log format.
     #[arg(long, env = "WEFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
@@ -222,6 +228,7 @@ impl Config {
             compact_after_updates: self.compact_updates.max(1),
             compact_after_bytes: self.compact_bytes.max(1),
             max_doc_size: self.max_doc_size,
+            max_doc_types: self.max_doc_types.max(1),
             versions: VersionPolicy {
                 after_idle: Duration::from_secs(self.version_idle_secs),
                 every: Duration::from_secs(self.version_every_secs),

@@ -29,7 +29,13 @@ fn main() -> ExitCode {
         error!("{e}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // yrs recurses once per nesting level of shared types; the stacks
+        // are reserved, not used, until a document is that deep.
+        .thread_stack_size(weft::doc::stack_size_for(config.max_doc_types))
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "could not start the async runtime");

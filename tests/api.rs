@@ -47,7 +47,8 @@ async fn documents_are_listed_and_read() {
     let deadline = std::time::Instant::now() + 5 * SECOND;
     let doc = loop {
         let doc = server.get(&path).await.json();
-        if doc["content"]["m"]["k"] == "v" {
+        // Content is live at once; `size` counts stored bytes, written by the next batch.
+        if doc["content"]["m"]["k"] == "v" && doc["size"].as_u64() > Some(0) {
             break doc;
         }
         assert!(std::time::Instant::now() < deadline, "content never showed: {doc}");

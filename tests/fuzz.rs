@@ -327,3 +327,82 @@ async fn allocation_bombs_and_deep_nesting_cost_one_connection() {
         .await
         .unwrap();
 }
+
+/// Shared types nested thousands deep (each map inside the previous) make
+/// yrs recurse once per level when the outer one is deleted; a stack
+/// overflow aborts the process. A document may hold only so many shared
+/// types (4413 beyond), and weft's stacks are sized for that many levels:
+/// storing, rendering, versioning and deleting a chain as deep as allowed is
+/// survived (restore refuses such depths with a reason).
+#[test]
+fn deeply_nested_shared_types_are_bounded_and_survived() {
+    // The test's own clients hold the same deep documents: give their
+    // threads the stacks the server gives its own.
+    let stack = weft::doc::stack_size_for(50_000);
+    std::thread::Builder::new()
+        .stack_size(stack)
+        .spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_stack_size(stack)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(deeply_nested())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+async fn deeply_nested() {
+    use yrs::{MapPrelim, MapRef};
+    fn chain(depth: usize) -> Doc {
+        let doc = Doc::new();
+        {
+            let mut txn = doc.transact_mut();
+            let mut cur: MapRef = txn.get_or_insert_map("m");
+            for _ in 0..depth {
+                cur = cur.insert(&mut txn, "k", MapPrelim::default());
+            }
+        }
+        doc
+    }
+    let server = Server::builder()
+        .arg("--max-doc-types", 50_000)
+        .arg("--rate-limit", 0)
+        .start();
+    // (a client's answer to the server's step1 carries its whole document)
+    let too_deep = Client::connect_with(&server.ws, "nested", chain(60_000)).await.unwrap();
+    assert_eq!(
+        too_deep.wait_closed(10 * SECOND).await.unwrap().map(|c| c.0),
+        Some(4413)
+    );
+
+    let writer = Client::connect_with(&server.ws, "nested", chain(49_000)).await.unwrap();
+    writer.wait_synced().await.unwrap();
+    server
+        .wait_metric("weft_updates_applied_total", 30 * SECOND, |v| v >= 1.0)
+        .await;
+    assert_eq!(server.get("/api/docs/nested").await.status, 200);
+    let version = server.post("/api/docs/nested/versions", "", b"").await.json();
+    let m = writer.doc.get_or_insert_map("m");
+    writer.edit(|txn| {
+        m.remove(txn, "k");
+    });
+    let observer = server.connect("nested").await;
+    observer
+        .wait_for("the deletion", 30 * SECOND, |o| {
+            o.doc.get_or_insert_map("m").len(&o.doc.transact()) == 0
+        })
+        .await
+        .unwrap();
+    // restore walks documents recursively, so it refuses such depths
+    let restored = server
+        .post(&format!("/api/docs/nested/versions/{}/restore", version["id"]), "", b"")
+        .await;
+    assert_eq!(restored.status, 422, "{}", restored.text());
+    assert!(restored.text().contains("deeper than 256 levels"));
+    assert_eq!(server.metric("weft_actor_panics_total").await, 0.0);
+    server.connect("nested").await;
+}

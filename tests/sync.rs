@@ -191,16 +191,27 @@ async fn closing_a_connection_removes_only_its_own_clients() {
     let (ida, idb) = (a.client_id(), b.client_id());
     let mut both = vec![ida, idb];
     both.sort();
-    observer.wait_for("both present", 5 * SECOND, |o| o.seen().present() == both).await.unwrap();
+    observer
+        .wait_for("both present", 5 * SECOND, |o| o.seen().present() == both)
+        .await
+        .unwrap();
     // b echoes a's state back, as y-websocket does
-    b.wait_for("a at b", 5 * SECOND, |b| b.seen().present().contains(&ida)).await.unwrap();
+    b.wait_for("a at b", 5 * SECOND, |b| b.seen().present().contains(&ida))
+        .await
+        .unwrap();
     let (clock, json) = b.seen().awareness[&ida].clone();
     b.send_raw(awareness_frame(ida, clock, &json));
     b.close();
-    observer.wait_for("b gone", 5 * SECOND, |o| o.seen().present() == vec![ida]).await.unwrap();
+    observer
+        .wait_for("b gone", 5 * SECOND, |o| o.seen().present() == vec![ida])
+        .await
+        .unwrap();
     // a is still here: the next renewal is not needed to show it
     a.set_awareness(r#"{"n":"a2"}"#);
-    observer.wait_for("a renewed", 5 * SECOND, |o| o.seen().awareness[&ida].1.contains("a2")).await.unwrap();
+    observer
+        .wait_for("a renewed", 5 * SECOND, |o| o.seen().awareness[&ida].1.contains("a2"))
+        .await
+        .unwrap();
     assert_eq!(observer.seen().present(), vec![ida]);
 }
 
@@ -213,22 +224,37 @@ async fn a_client_that_said_goodbye_is_visible_when_it_returns() {
     let observer = server.connect("goodbye").await;
     a.set_awareness(r#"{"n":1}"#); // clock 1
     let ida = a.client_id();
-    observer.wait_for("a", 5 * SECOND, |o| o.seen().present() == vec![ida]).await.unwrap();
+    observer
+        .wait_for("a", 5 * SECOND, |o| o.seen().present() == vec![ida])
+        .await
+        .unwrap();
     a.set_awareness("null"); // clock 2: goodbye
-    observer.wait_for("a left", 5 * SECOND, |o| o.seen().present().is_empty()).await.unwrap();
+    observer
+        .wait_for("a left", 5 * SECOND, |o| o.seen().present().is_empty())
+        .await
+        .unwrap();
     a.close();
     let doc = a.doc.clone();
     let mut back = Client::connect_with(&server.ws, "goodbye", doc).await.unwrap();
     back.wait_synced().await.unwrap();
     back.set_awareness(r#"{"n":1}"#); // clock 1 again
-    observer.wait_for("a back", 5 * SECOND, |o| o.seen().present() == vec![ida]).await.unwrap();
+    observer
+        .wait_for("a back", 5 * SECOND, |o| o.seen().present() == vec![ida])
+        .await
+        .unwrap();
 }
 
 fn awareness_frame(client: u64, clock: u32, json: &str) -> Vec<u8> {
     use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
     use yrs::updates::encoder::Encode;
     let mut clients = std::collections::HashMap::new();
-    clients.insert(yrs::ClientID::new(client), AwarenessUpdateEntry { clock, json: json.into() });
+    clients.insert(
+        yrs::ClientID::new(client),
+        AwarenessUpdateEntry {
+            clock,
+            json: json.into(),
+        },
+    );
     yrs::sync::Message::Awareness(AwarenessUpdate { clients }).encode_v1()
 }
 

@@ -10,7 +10,10 @@ use common::{http, Server};
 
 /// The `/assets/...` paths `index.html` refers to.
 fn asset_refs(html: &str) -> Vec<String> {
-    html.split('"').filter(|s| s.starts_with("/assets/")).map(str::to_string).collect()
+    html.split('"')
+        .filter(|s| s.starts_with("/assets/"))
+        .map(str::to_string)
+        .collect()
 }
 
 fn expected_type(path: &str) -> &'static str {
@@ -36,12 +39,19 @@ async fn root_serves_the_page_and_every_asset_it_names() {
     let csp = page.header("content-security-policy").expect("a CSP");
     assert!(csp.contains("script-src 'self'"), "{csp}");
     let refs = asset_refs(&page.text());
-    assert!(refs.iter().any(|r| r.ends_with(".js")) && refs.iter().any(|r| r.ends_with(".css")), "{refs:?}");
+    assert!(
+        refs.iter().any(|r| r.ends_with(".js")) && refs.iter().any(|r| r.ends_with(".css")),
+        "{refs:?}"
+    );
     for path in refs {
         let asset = server.get(&path).await;
         assert_eq!(asset.status, 200, "{path}");
         assert_eq!(asset.header("content-type"), Some(expected_type(&path)), "{path}");
-        assert_eq!(asset.header("cache-control"), Some("public, max-age=31536000, immutable"), "{path}");
+        assert_eq!(
+            asset.header("cache-control"),
+            Some("public, max-age=31536000, immutable"),
+            "{path}"
+        );
         assert_eq!(asset.header("x-content-type-options"), Some("nosniff"), "{path}");
         assert!(asset.header("etag").is_some(), "{path}");
         assert!(!asset.body.is_empty(), "{path}");
@@ -60,16 +70,33 @@ async fn etags_revalidate_and_gzip_is_sent_when_accepted() {
     assert!(again.body.is_empty());
     assert_eq!(again.header("etag"), Some(etag.as_str()));
 
-    let script = asset_refs(&page.text()).into_iter().find(|r| r.ends_with(".js")).unwrap();
+    let script = asset_refs(&page.text())
+        .into_iter()
+        .find(|r| r.ends_with(".js"))
+        .unwrap();
     let plain = server.get(&script).await;
     assert_eq!(plain.header("content-encoding"), None);
-    let gz = http(&server.addr, "GET", &script, &[("Accept-Encoding", "gzip, deflate, br")], None).await;
+    let gz = http(
+        &server.addr,
+        "GET",
+        &script,
+        &[("Accept-Encoding", "gzip, deflate, br")],
+        None,
+    )
+    .await;
     assert_eq!(gz.status, 200);
     assert_eq!(gz.header("content-encoding"), Some("gzip"));
     assert_eq!(gz.header("vary"), Some("accept-encoding"));
-    assert!(gz.body.len() * 2 < plain.body.len(), "gzip {} vs {}", gz.body.len(), plain.body.len());
+    assert!(
+        gz.body.len() * 2 < plain.body.len(),
+        "gzip {} vs {}",
+        gz.body.len(),
+        plain.body.len()
+    );
     let mut unzipped = Vec::new();
-    flate2::read::GzDecoder::new(&gz.body[..]).read_to_end(&mut unzipped).unwrap();
+    flate2::read::GzDecoder::new(&gz.body[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
     assert_eq!(unzipped, plain.body);
 }
 

@@ -189,12 +189,14 @@ impl Client {
     }
 
     pub async fn wait_synced(&self) -> Result<(), Error> {
-        self.wait_for("sync", Duration::from_secs(10), |c| c.seen().synced).await
+        self.wait_for("sync", Duration::from_secs(10), |c| c.seen().synced)
+            .await
     }
 
     /// Waits for the server to end the connection; returns its close frame.
     pub async fn wait_closed(&self, timeout: Duration) -> Result<Option<(u16, String)>, Error> {
-        self.wait_for("the connection to end", timeout, |c| c.seen().ended).await?;
+        self.wait_for("the connection to end", timeout, |c| c.seen().ended)
+            .await?;
         Ok(self.seen().close)
     }
 

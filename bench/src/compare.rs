@@ -366,7 +366,13 @@ fn machine() -> Value {
 
 /// Runs the chosen scenarios; writes `results.json` in `out` after each
 /// scenario, so a failure late in the run keeps what was measured.
-pub async fn run(servers: &Servers, plan: &Plan, trace_path: &Path, only: &[String], out: &Path) -> Result<Value, Error> {
+pub async fn run(
+    servers: &Servers,
+    plan: &Plan,
+    trace_path: &Path,
+    only: &[String],
+    out: &Path,
+) -> Result<Value, Error> {
     let started = Instant::now();
     let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
     let mut kinds = vec![Kind::Weft];
@@ -420,7 +426,10 @@ pub async fn run(servers: &Servers, plan: &Plan, trace_path: &Path, only: &[Stri
             let mut result = result?;
             eprintln!(
                 "  p50 {} ms p99 {} ms max {} ms, server CPU {}",
-                result["latency"]["p50_ms"], result["latency"]["p99_ms"], result["latency"]["max_ms"], result["server_cpu"]
+                result["latency"]["p50_ms"],
+                result["latency"]["p99_ms"],
+                result["latency"]["max_ms"],
+                result["server_cpu"]
             );
             result["server"] = json!(kind.name());
             rows.push(result);
@@ -598,7 +607,9 @@ async fn weft_metrics(base: &str) -> Value {
     };
     let mut out = serde_json::Map::new();
     for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let Some((name, value)) = line.split_once(' ') else { continue };
+        let Some((name, value)) = line.split_once(' ') else {
+            continue;
+        };
         let wanted = [
             "weft_updates_applied_total",
             "weft_compactions_total",

@@ -114,7 +114,17 @@ pub async fn fanout_trial(target: &Target, pid: Option<u32>, doc: &str, p: &Fano
     let counter = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = readers
         .into_iter()
-        .map(|ws| tokio::spawn(read_marks(ws, epoch, from_us, to_us, stop_rx.clone(), counter.clone(), |_| false)))
+        .map(|ws| {
+            tokio::spawn(read_marks(
+                ws,
+                epoch,
+                from_us,
+                to_us,
+                stop_rx.clone(),
+                counter.clone(),
+                |_| false,
+            ))
+        })
         .collect();
 
     let meter = CpuMeter::start(pid);
@@ -200,7 +210,10 @@ pub fn run_tag() -> String {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        format!("{:x}", (nanos as u64 ^ u64::from(std::process::id()) << 40) & 0xff_ffff_ffff)
+        format!(
+            "{:x}",
+            (nanos as u64 ^ u64::from(std::process::id()) << 40) & 0xff_ffff_ffff
+        )
     })
     .clone()
 }
@@ -256,7 +269,11 @@ pub async fn fanout_search(target: &Target, pid: Option<u32>, s: &FanoutSearch, 
             // counts, and the better of the two trials stands.
             let doc = format!("{doc}-again");
             let again = fanout_trial(target, pid, &doc, &p).await?;
-            eprintln!("  (repeated a failing trial: p99 {:.2} ms, then {:.2} ms)", p99_ms(&trial), p99_ms(&again));
+            eprintln!(
+                "  (repeated a failing trial: p99 {:.2} ms, then {:.2} ms)",
+                p99_ms(&trial),
+                p99_ms(&again)
+            );
             let first = std::mem::replace(&mut trial, again);
             if p99_ms(&first) < p99_ms(&trial) {
                 trials.push(std::mem::replace(&mut trial, first));
@@ -311,7 +328,9 @@ pub async fn fanout_search(target: &Target, pid: Option<u32>, s: &FanoutSearch, 
     }
     // Without a failing trial the best rate is only a lower bound.
     let lower_bound = fail.is_none();
-    Ok(json!({ "readers": s.readers, "best": best, "lower_bound": lower_bound, "stopped_by": stopped_by, "trials": trials }))
+    Ok(
+        json!({ "readers": s.readers, "best": best, "lower_bound": lower_bound, "stopped_by": stopped_by, "trials": trials }),
+    )
 }
 
 /// Parameters of the many-documents scenario.
@@ -587,7 +606,10 @@ pub async fn durable(target: &Target, pid: Option<u32>, p: &Durable, label: &str
                 if inflight < window {
                     let k = (window - inflight).min(256);
                     for _ in 0..k {
-                        let mark = Mark { seq: sent, micros: micros_since(epoch) };
+                        let mark = Mark {
+                            seq: sent,
+                            micros: micros_since(epoch),
+                        };
                         if writer.feed(Message::Binary(appender.frame(mark).into())).await.is_err() {
                             return sent;
                         }

@@ -15,7 +15,10 @@ use weft_bench::load::{self, Durable, FanoutTrial, Idle, ManyDocs};
 use weft_bench::{relay, replay};
 
 #[derive(Parser)]
-#[command(name = "weft-bench", about = "Load generator for y-websocket servers (weft, @y/websocket-server, ...)")]
+#[command(
+    name = "weft-bench",
+    about = "Load generator for y-websocket servers (weft, @y/websocket-server, ...)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -170,11 +173,23 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
             relay::serve(listener).await?;
             return Ok(None);
         }
-        Cmd::Fanout { url, readers, rate, secs, p99_ms, pid } => {
+        Cmd::Fanout {
+            url,
+            readers,
+            rate,
+            secs,
+            p99_ms,
+            pid,
+        } => {
             let target = Target::new(&url).await?;
             match rate {
                 Some(rate) => {
-                    let trial = FanoutTrial { readers, rate, warmup: dur(0.5), measure: dur(secs) };
+                    let trial = FanoutTrial {
+                        readers,
+                        rate,
+                        warmup: dur(0.5),
+                        measure: dur(secs),
+                    };
                     load::fanout_trial(&target, pid, &format!("fanout-{}", std::process::id()), &trial).await?
                 }
                 None => {
@@ -186,16 +201,51 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
                 }
             }
         }
-        Cmd::ManyDocs { url, docs, clients, rate, secs, pid } => {
+        Cmd::ManyDocs {
+            url,
+            docs,
+            clients,
+            rate,
+            secs,
+            pid,
+        } => {
             let target = Target::new(&url).await?.with_sources(2);
-            let p = ManyDocs { docs, clients, rate, warmup: dur(2.0), measure: dur(secs) };
+            let p = ManyDocs {
+                docs,
+                clients,
+                rate,
+                warmup: dur(2.0),
+                measure: dur(secs),
+            };
             load::many_docs(&target, pid, &p).await?
         }
-        Cmd::Idle { url, pid, connections, docs, sources } => {
+        Cmd::Idle {
+            url,
+            pid,
+            connections,
+            docs,
+            sources,
+        } => {
             let target = Target::new(&url).await?.with_sources(sources).with_read_buffer(4 << 10);
-            load::idle(&target, pid, &Idle { connections, docs, settle: dur(2.0) }).await?
+            load::idle(
+                &target,
+                pid,
+                &Idle {
+                    connections,
+                    docs,
+                    settle: dur(2.0),
+                },
+            )
+            .await?
         }
-        Cmd::Replay { url, trace, readers, limit, doc, pid } => {
+        Cmd::Replay {
+            url,
+            trace,
+            readers,
+            limit,
+            doc,
+            pid,
+        } => {
             let trace = replay::load_trace(&trace, limit)?;
             let target = Target::new(&url).await?;
             let doc = doc.unwrap_or_else(|| format!("trace-{}", load::run_tag()));
@@ -205,12 +255,31 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
             let target = Target::new(&url).await?;
             replay::sync_once(&target, &doc, "").await?
         }
-        Cmd::Durable { url, docs, window, secs, pid } => {
+        Cmd::Durable {
+            url,
+            docs,
+            window,
+            secs,
+            pid,
+        } => {
             let target = Target::new(&url).await?;
-            let p = Durable { docs, window, warmup: dur(1.0), measure: dur(secs) };
+            let p = Durable {
+                docs,
+                window,
+                warmup: dur(1.0),
+                measure: dur(secs),
+            };
             load::durable(&target, pid, &p, &std::process::id().to_string()).await?
         }
-        Cmd::Compare { weft, reference, trace, out, server_cores, quick, only } => {
+        Cmd::Compare {
+            weft,
+            reference,
+            trace,
+            out,
+            server_cores,
+            quick,
+            only,
+        } => {
             std::fs::create_dir_all(&out)?;
             let servers = Servers {
                 weft: std::fs::canonicalize(&weft).map_err(|e| format!("{}: {e}", weft.display()))?,

@@ -139,7 +139,10 @@ async fn connection(stream: TcpStream, rooms: Arc<Rooms>) -> Result<(), Box<dyn 
     };
     if empty {
         let mut all = rooms.rooms.lock().unwrap();
-        if all.get(&path).is_some_and(|r| Arc::ptr_eq(r, &room) && r.lock().unwrap().is_empty()) {
+        if all
+            .get(&path)
+            .is_some_and(|r| Arc::ptr_eq(r, &room) && r.lock().unwrap().is_empty())
+        {
             all.remove(&path);
         }
     }

@@ -47,7 +47,10 @@ pub fn load_trace(path: &Path, limit: Option<usize>) -> Result<Trace, Error> {
     let mut json = String::new();
     flate2::read::GzDecoder::new(std::fs::File::open(path)?).read_to_string(&mut json)?;
     let trace: Value = serde_json::from_str(&json)?;
-    let end = trace["endContent"].as_str().ok_or("trace has no endContent")?.to_string();
+    let end = trace["endContent"]
+        .as_str()
+        .ok_or("trace has no endContent")?
+        .to_string();
     let start = trace["startContent"].as_str().unwrap_or_default();
     let doc = Doc::with_client_id(TRACE_CLIENT);
     let text = doc.get_or_insert_text(TRACE_TEXT);
@@ -213,7 +216,9 @@ async fn reader(
             }
         };
         if matches!(wire::kind(&frame), Kind::Update | Kind::Step2) {
-            let Some(update) = wire::sync_payload(&frame) else { continue };
+            let Some(update) = wire::sync_payload(&frame) else {
+                continue;
+            };
             if apply(&client.doc, update).is_err() {
                 return out;
             }
@@ -259,9 +264,7 @@ pub async fn replay(
     let _ = start_tx.send(Some(started));
     let (mut sink, mut stream) = writer_split(&mut writer);
     // The reference server echoes every update to its sender: keep reading.
-    let drain = async {
-        while let Some(Ok(_)) = stream.next().await {}
-    };
+    let drain = async { while let Some(Ok(_)) = stream.next().await {} };
     let send = async {
         for chunk in trace.frames.chunks(256) {
             for frame in chunk {

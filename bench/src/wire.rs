@@ -209,7 +209,10 @@ mod tests {
 
     #[test]
     fn marks_round_trip() {
-        let mark = Mark { seq: 1234, micros: 987_654_321 };
+        let mark = Mark {
+            seq: 1234,
+            micros: 987_654_321,
+        };
         let text = mark.text();
         assert_eq!(&text, b"~00001234000987654321");
         assert_eq!(Mark::parse(&text), Some(mark));
@@ -237,7 +240,10 @@ mod tests {
         let mut expected_b = String::new();
         for seq in 0..50u64 {
             for (app, expected, base) in [(&mut a, &mut expected_a, 0), (&mut b, &mut expected_b, 1_000_000)] {
-                let mark = Mark { seq, micros: base + seq };
+                let mark = Mark {
+                    seq,
+                    micros: base + seq,
+                };
                 let frame = app.frame(mark);
                 assert_eq!(find_mark(&frame), Some(mark));
                 let update = Update::decode_v1(sync_payload(&frame).unwrap()).unwrap();

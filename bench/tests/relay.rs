@@ -27,11 +27,17 @@ async fn relays_to_the_other_peers_of_the_room() {
     let mut c = target.join("other", 2).await.unwrap();
     let frame = Appender::new(7).frame(Mark { seq: 1, micros: 2 });
     a.send(Message::Binary(frame.clone().into())).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), b.next()).await.unwrap().unwrap().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), b.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(got.into_data().as_ref(), &frame[..]);
     assert_eq!(wire::find_mark(&frame), Some(Mark { seq: 1, micros: 2 }));
     for ws in [&mut a, &mut c] {
-        assert!(tokio::time::timeout(Duration::from_millis(200), ws.next()).await.is_err());
+        assert!(tokio::time::timeout(Duration::from_millis(200), ws.next())
+            .await
+            .is_err());
     }
 }
 

@@ -191,16 +191,25 @@ pub fn awareness(buf: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// What an update holds, as far as limits care.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Items that create a shared type (a nested map, array, text, XML
+    /// node). A document's nesting depth can never exceed how many it holds.
+    pub types: u64,
+}
+
 /// A Yjs v1 update: `clients • (blocks • client • clock • block*)* •
 /// delete set`.
-pub fn update_v1(buf: &[u8]) -> Result<()> {
+pub fn update_v1(buf: &[u8]) -> Result<Shape> {
+    let mut shape = Shape::default();
     let mut r = Reader::new(buf);
     for _ in 0..r.count(3)? {
         let blocks = r.count(1)?;
         let client = r.var()?;
         let mut clock = r.var()?;
         for _ in 0..blocks {
-            let len = block(&mut r)?;
+            let len = block(&mut r, &mut shape)?;
             clock = clock.saturating_add(len);
             if clock > MAX_CLOCK {
                 return invalid(format!("client {client}'s blocks reach clock {clock}"));
@@ -213,16 +222,19 @@ pub fn update_v1(buf: &[u8]) -> Result<()> {
             let start = r.var()?;
             let len = r.var()?;
             if start.saturating_add(len) > MAX_CLOCK {
-                return invalid(format!("deletions of client {client} reach clock {}", start.saturating_add(len)));
+                return invalid(format!(
+                    "deletions of client {client} reach clock {}",
+                    start.saturating_add(len)
+                ));
             }
         }
     }
-    Ok(())
+    Ok(shape)
 }
 
 /// One block; returns how many clock ticks it spans (an upper bound for
 /// strings, whose length yrs counts in UTF-16 units).
-fn block(r: &mut Reader<'_>) -> Result<u64> {
+fn block(r: &mut Reader<'_>, shape: &mut Shape) -> Result<u64> {
     let info = r.u8()?;
     let kind = info & 0b1_1111;
     if info == content::GC || info == content::SKIP {
@@ -258,6 +270,7 @@ fn block(r: &mut Reader<'_>) -> Result<u64> {
             if r.u8()? == XML_ELEMENT {
                 r.bytes()?;
             }
+            shape.types += 1;
             Ok(1)
         }
         content::ANY => {
@@ -321,13 +334,14 @@ mod tests {
             xml.insert(&mut txn, 1, yrs::XmlTextPrelim::new("loose"));
         }
         let update = doc.transact().encode_state_as_update_v1(&StateVector::default());
-        assert_eq!(update_v1(&update), Ok(()));
+        let shape = update_v1(&update).unwrap();
+        assert_eq!(shape.types, 5, "map, array, paragraph and two XML texts");
         let merged = yrs::merge_updates_v1([
             update.as_slice(),
             &other.transact().encode_state_as_update_v1(&StateVector::default()),
         ])
         .unwrap();
-        assert_eq!(update_v1(&merged), Ok(()));
+        assert_eq!(update_v1(&merged).unwrap().types, 10);
         assert_eq!(state_vector(&doc.transact().state_vector().encode_v1()), Ok(()));
         let mut clients = std::collections::HashMap::new();
         clients.insert(

@@ -214,6 +214,8 @@ impl DocHandle {
 enum Refusal {
     /// It would grow the document past the size limit; nothing was applied.
     TooLarge(u64),
+    /// It would give the document too many shared types; nothing was applied.
+    TooManyTypes(u64),
     /// yrs refused it; the document may be half changed and must be rebuilt.
     Invalid(String),
 }
@@ -284,6 +286,9 @@ pub(crate) struct DocActor {
     log_bytes: u64,
     /// Size of the last snapshot written or loaded.
     snapshot_bytes: u64,
+    /// Shared types the document holds (counted when loaded, then per
+    /// accepted update); bounded by `max_doc_types`.
+    type_items: u64,
     /// Accepted in this batch, not yet committed.
     pending: Vec<LogEntry>,
     effects: Vec<Effect>,
@@ -358,6 +363,7 @@ pub(crate) fn spawn(
             log_updates: stored.log.len() as u64,
             log_bytes: stored.log_bytes(),
             snapshot_bytes: stored.snapshot.as_ref().map_or(0, |s| s.len() as u64),
+            type_items: count_types(&stored),
             next_seq: stored.next_seq,
             name,
             generation,
@@ -435,6 +441,17 @@ fn build_doc(stored: &StoredDoc) -> Result<Doc, String> {
     weft_core::rebuild(snapshot.chain(log))
 }
 
+/// Shared types in a stored document: those its snapshot and log create.
+fn count_types(stored: &StoredDoc) -> u64 {
+    let snapshot = stored.snapshot.iter().map(|s| &s[..]);
+    let log = stored.log.iter().map(|e| &e.data[..]);
+    snapshot
+        .chain(log)
+        .filter_map(|bytes| weft_core::validate::update_v1(bytes).ok())
+        .map(|shape| shape.types)
+        .sum()
+}
+
 fn now_ms() -> u64 {
     crate::storage::now_ms() as u64
 }
@@ -499,7 +516,7 @@ impl DocActor {
                 Command::Messages { peer, messages } => self.messages(peer, messages).await,
                 Command::Update { update, reply } => match self.apply(update, Origin::Api(reply)) {
                     // `apply` answered the caller.
-                    Ok(()) | Err(Refusal::TooLarge(_)) => {}
+                    Ok(()) | Err(Refusal::TooLarge(_) | Refusal::TooManyTypes(_)) => {}
                     Err(Refusal::Invalid(reason)) => {
                         // Undo any half-applied state.
                         warn!(%reason, "update from the HTTP API refused");
@@ -608,6 +625,11 @@ impl DocActor {
                             self.kick(id, CloseReason::doc_too_large(limit));
                             return;
                         }
+                        Err(Refusal::TooManyTypes(limit)) => {
+                            self.metrics.updates_refused.fetch_add(1, Relaxed);
+                            self.kick(id, CloseReason::too_many_types(limit));
+                            return;
+                        }
                         Err(Refusal::Invalid(reason)) => {
                             warn!(peer = %id, %reason, "update refused; closing the connection");
                             self.metrics.updates_refused.fetch_add(1, Relaxed);
@@ -653,7 +675,7 @@ impl DocActor {
     /// On refusal, an API caller is answered here; a peer is the caller's job.
     fn apply(&mut self, update: InboundUpdate, origin: Origin) -> Result<(), Refusal> {
         let frame = update.relay_frame();
-        let InboundUpdate { raw, update, .. } = update;
+        let InboundUpdate { raw, update, shape, .. } = update;
         if update.is_empty() {
             // What a fresh client sends as its step2: nothing to store or relay.
             if let Origin::Api(reply) = origin {
@@ -669,6 +691,13 @@ impl DocActor {
                 let _ = reply.send(Err(DocError::TooLarge { limit }));
             }
             return Err(Refusal::TooLarge(limit));
+        }
+        let type_limit = self.config.max_doc_types;
+        if self.type_items + shape.types > type_limit {
+            if let Origin::Api(reply) = origin {
+                let _ = reply.send(Err(DocError::TooManyTypes { limit: type_limit }));
+            }
+            return Err(Refusal::TooManyTypes(type_limit));
         }
         let changed = match super::apply_update(self.awareness.doc(), update) {
             Ok(changed) => changed,
@@ -688,6 +717,10 @@ impl DocActor {
             }
             return Ok(());
         }
+        // Counted only when it changed something: a resent update would
+        // otherwise count twice. (A partly known one still counts whole; the
+        // count is exact again when the document is next loaded.)
+        self.type_items += shape.types;
         self.accept(raw, frame, origin);
         Ok(())
     }
@@ -948,6 +981,7 @@ impl DocActor {
                 self.log_updates = stored.log.len() as u64;
                 self.log_bytes = stored.log_bytes();
                 self.snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
+                self.type_items = count_types(&stored);
                 *self.awareness.doc_mut() = doc;
                 info!("document rebuilt from storage");
             }
@@ -1100,6 +1134,7 @@ impl DocActor {
             }
         };
         let update_size = update.len();
+        self.type_items += weft_core::validate::update_v1(&update).map_or(0, |shape| shape.types);
         if !Update::decode_v1(&update).map(|u| u.is_empty()).unwrap_or(false) {
             let raw = Bytes::from(update);
             let frame = protocol::encode_update(&raw);

@@ -191,7 +191,46 @@ pub(crate) fn text_runs<T: ReadTxn>(text: &TextRef, txn: &T) -> Vec<(Out, Option
     runs
 }
 
+/// Shared types nested deeper than this are rendered as [`TOO_DEEP`]. A
+/// document may nest thousands of levels (one map inside the next); the JSON
+/// of that helps nobody, and rendering it would recurse that deep.
+pub const MAX_RENDER_DEPTH: usize = 256;
+
+/// What stands for content nested deeper than [`MAX_RENDER_DEPTH`].
+pub const TOO_DEEP: &str = "…";
+
+thread_local! {
+    /// Nesting of the rendering under way on this thread: the renderers call
+    /// each other (JSON, XML, attribute text), so a counter is simpler than
+    /// threading a depth through all of them.
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One level deeper for as long as it lives; `None` past the limit.
+struct Deeper;
+
+impl Deeper {
+    fn enter() -> Option<Self> {
+        DEPTH.with(|d| {
+            if d.get() >= MAX_RENDER_DEPTH {
+                return None;
+            }
+            d.set(d.get() + 1);
+            Some(Deeper)
+        })
+    }
+}
+
+impl Drop for Deeper {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
 pub(crate) fn out_to_json<T: ReadTxn>(value: &Out, txn: &T) -> Value {
+    let Some(_deeper) = Deeper::enter() else {
+        return Value::String(TOO_DEEP.into());
+    };
     match value {
         Out::Any(any) => any_to_json(any),
         Out::YText(text) => Value::String(text.get_string(txn)),
@@ -238,6 +277,10 @@ pub(crate) fn any_to_json(any: &Any) -> Value {
 
 /// Writes an XML node the way yrs' `get_string` does, deterministically.
 fn write_xml<T: ReadTxn>(value: &Out, txn: &T, xml: &mut String) {
+    let Some(_deeper) = Deeper::enter() else {
+        xml.push_str(TOO_DEEP);
+        return;
+    };
     match value {
         Out::YXmlFragment(fragment) => {
             let branch = BranchPtr::from(fragment.as_ref() as &yrs::branch::Branch);
@@ -492,5 +535,35 @@ mod tests {
         }
         assert_eq!(doc_to_json(&doc), json!({}));
         assert!(roots(&loaded(&doc)).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+    use yrs::{MapPrelim, Transact, WriteTxn};
+
+    #[test]
+    fn deep_nesting_renders_with_a_marker() {
+        let doc = Doc::new();
+        {
+            let mut txn = doc.transact_mut();
+            let mut map: MapRef = txn.get_or_insert_map("m");
+            for _ in 0..2 * MAX_RENDER_DEPTH {
+                map = map.insert(&mut txn, "k", MapPrelim::default());
+            }
+        }
+        let json = doc_to_json(&doc);
+        let mut depth = 0;
+        let mut cur = &json["m"];
+        while let Some(next) = cur.get("k") {
+            cur = next;
+            depth += 1;
+        }
+        assert_eq!(cur, &Value::String(TOO_DEEP.into()));
+        assert_eq!(
+            depth, MAX_RENDER_DEPTH,
+            "the root and 255 levels inside it, then the marker"
+        );
     }
 }

@@ -49,6 +49,22 @@ pub enum DocError {
     Restore(String),
     #[error("the document would grow past its size limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("the document would hold more than {limit} shared types (nested maps, arrays, texts, XML nodes)")]
+    TooManyTypes { limit: u64 },
+}
+
+/// Default for [`DocConfig::max_doc_types`]: far more than real documents
+/// hold (a book in ProseMirror has a few tens of thousands of nodes).
+pub const DEFAULT_MAX_DOC_TYPES: u64 = 100_000;
+
+/// Stack every runtime thread needs so that yrs can recurse through a
+/// document nested as deep as `max_types` allows (it does when it deletes
+/// nested types, or copies them): measured under 800 bytes a level, so 1 KiB.
+/// weft's own renderers stop at a few hundred levels. The stack is reserved,
+/// not used, until a document is that deep.
+pub fn stack_size_for(max_types: u64) -> usize {
+    let needed = max_types.saturating_mul(1024).min(4 << 30) as usize;
+    needed.max(16 << 20)
 }
 
 /// Tunables of every document actor.
@@ -68,6 +84,10 @@ pub struct DocConfig {
     /// Refuse updates that would grow the stored document past this many
     /// bytes; 0 = no limit.
     pub max_doc_size: u64,
+    /// Refuse updates that would give a document more shared types (nested
+    /// maps, arrays, texts, XML nodes) than this. Nesting depth cannot exceed
+    /// it, and yrs recurses once per level when it deletes nested types.
+    pub max_doc_types: u64,
     /// Automatic versions: when to take them and how to thin them.
     pub versions: VersionPolicy,
 }
@@ -81,6 +101,7 @@ impl Default for DocConfig {
             compact_after_updates: 1000,
             compact_after_bytes: 4 << 20,
             max_doc_size: 0,
+            max_doc_types: DEFAULT_MAX_DOC_TYPES,
             versions: VersionPolicy::default(),
         }
     }

@@ -82,6 +82,44 @@ pub enum RestoreError {
     Panicked,
     #[error("version state is incomplete: it depends on updates it does not contain")]
     Incomplete,
+    #[error("the document or the version nests shared types deeper than {0} levels, which restore does not walk")]
+    TooDeep(usize),
+}
+
+/// Restoring walks both documents recursively; past this nesting it refuses
+/// rather than recurse as deep as a hostile document goes.
+pub const MAX_RESTORE_DEPTH: usize = 256;
+
+/// How deep shared types nest in a document, up to `limit` (walked with an
+/// explicit stack, not recursion, so any document can be measured).
+pub fn nesting_depth<T: ReadTxn>(txn: &T, limit: usize) -> usize {
+    let mut stack: Vec<(Out, usize)> = content::typed_roots(txn)
+        .into_iter()
+        .map(|root| (root.value, 1))
+        .collect();
+    let mut deepest = 0;
+    while let Some((value, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        if deepest > limit {
+            break;
+        }
+        let children: Vec<Out> = match &value {
+            Out::YMap(map) => map.iter(txn).map(|(_, v)| v).collect(),
+            Out::YArray(array) => array.iter(txn).collect(),
+            Out::YXmlFragment(fragment) => yrs::XmlFragment::children(fragment, txn).map(Out::from).collect(),
+            Out::YXmlElement(element) => yrs::XmlFragment::children(element, txn).map(Out::from).collect(),
+            // Texts hold characters (and rarely embedded types, which
+            // restore copies as a whole); nothing else nests.
+            _ => Vec::new(),
+        };
+        stack.extend(
+            children
+                .into_iter()
+                .filter(|c| c.try_branch().is_some())
+                .map(|c| (c, depth + 1)),
+        );
+    }
+    deepest
 }
 
 /// Changes `live` so that its content equals the version's, in one
@@ -93,6 +131,14 @@ pub enum RestoreError {
 pub fn restore(live: &Doc, version_state: &[u8]) -> Result<Vec<u8>, RestoreError> {
     let version = load(version_state)?;
     let vtxn = version.transact();
+    for depth in [
+        nesting_depth(&vtxn, MAX_RESTORE_DEPTH),
+        nesting_depth(&live.transact(), MAX_RESTORE_DEPTH),
+    ] {
+        if depth > MAX_RESTORE_DEPTH {
+            return Err(RestoreError::TooDeep(MAX_RESTORE_DEPTH));
+        }
+    }
     let mut wanted: HashMap<String, Root> = content::typed_roots(&vtxn)
         .into_iter()
         .map(|root| (root.name.clone(), root))

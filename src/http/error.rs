@@ -51,7 +51,7 @@ impl From<DocError> for ApiError {
             DocError::BadUpdate(_) => StatusCode::BAD_REQUEST,
             DocError::NoVersion(_) => StatusCode::NOT_FOUND,
             DocError::Restore(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            DocError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            DocError::TooLarge { .. } | DocError::TooManyTypes { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             DocError::ShuttingDown | DocError::Unloaded => StatusCode::SERVICE_UNAVAILABLE,
             DocError::LoadFailed { .. } | DocError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
