@@ -60,6 +60,19 @@ def verdict(ok):
     return "**met**" if ok else "**missed**"
 
 
+def walk(node, key):
+    """Every value of `key` anywhere in a JSON tree."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                yield v
+            elif k != "best":  # a copy of one of the trials
+                yield from walk(v, key)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk(v, key)
+
+
 def by_server(rows):
     return {r.get("server"): r for r in rows or []}
 
@@ -184,8 +197,8 @@ def main():
         ns = sorted({r["readers"] for r in fan})
         vals = []
         lines = ["### Fan-out: every trial", "",
-                 "| server | readers | offered updates/s | delivered/s | p50 ms | p99 ms | max ms | missing | server CPU | gen CPU | CPU pressure |",
-                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                 "| server | readers | offered updates/s | delivered/s | p50 ms | p99 ms | max ms | missing | server CPU | gen CPU | other CPU | CPU pressure |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for n in ns:
             rows = {r["server"]: r for r in fan if r["readers"] == n}
             best = {s: (rows.get(s) or {}).get("best") or {} for s in SERVERS}
@@ -207,7 +220,8 @@ def main():
                     lat = t.get("latency", {})
                     lines.append(f"| {LABEL[s]} | {n} | {fmt(t.get('offered_updates_s'))} | {fmt(t.get('delivered_s'))} | "
                                  f"{fmt(lat.get('p50_ms'))} | {fmt(lat.get('p99_ms'))} | {fmt(lat.get('max_ms'))} | "
-                                 f"{fmt(t.get('missing'))} | {fmt(t.get('server_cpu'))} | {fmt(t.get('gen_cpu'))} | {fmt(t.get('cpu_pressure'))} |")
+                                 f"{fmt(t.get('missing'))} | {fmt(t.get('server_cpu'))} | {fmt(t.get('gen_cpu'))} | "
+                                 f"{fmt(t.get('other_cpu'))} | {fmt(t.get('cpu_pressure'))} |")
         bar_chart(os.path.join(args.svg_dir, "fanout.svg"),
                   "Fan-out: highest delivered updates/s with p99 ≤ 50 ms", "delivered updates/s",
                   [f"{n} readers" for n in ns], SERVERS, vals, log=True)
@@ -231,7 +245,8 @@ def main():
             summary.append([name, label, a, b, c, ratio(a, b), ratio(a, c), tgt, ok if key == "p99_ms" else None, ""])
         cpu = [x.get("server_cpu") for x in (w, rf, rl)]
         summary.append([name, "server CPU, share of one core (↓)", *cpu, ratio(cpu[0], cpu[1]), ratio(cpu[0], cpu[2]), "", None,
-                        f"missing: {fmt(w.get('missing'))} / {fmt(rf.get('missing'))} / {fmt(rl.get('missing'))}"])
+                        f"missing: {fmt(w.get('missing'))} / {fmt(rf.get('missing'))} / {fmt(rl.get('missing'))}; "
+                        f"other CPU: {fmt(w.get('other_cpu'))} / {fmt(rf.get('other_cpu'))} / {fmt(rl.get('other_cpu'))} cores"])
         bar_chart(os.path.join(args.svg_dir, "manydocs.svg"), name + ": latency", "ms",
                   ["p50", "p99", "max"], SERVERS,
                   [[(many.get(s, {}).get("latency") or {}).get(k) for s in SERVERS] for k in ("p50_ms", "p99_ms", "max_ms")],
@@ -324,13 +339,16 @@ def main():
             summary.append([f"durable writes, weft --{'storage none' if mode == 'none' else 'sync ' + mode.split('-')[1]}",
                             "updates/s stored and relayed (↑)", ups, None, None, None, None, tgt, ok,
                             f"{'' if cost is None else f'{cost * 100:.0f}% below storage none; '}p50 {fmt(lat.get('p50_ms'))} ms, p99 {fmt(lat.get('p99_ms'))} ms "
-                            f"({r.get('docs')} docs × window {r.get('window')}); server CPU {fmt(r.get('server_cpu'))}"])
+                            f"({r.get('docs')} docs × window {r.get('window')}); server CPU {fmt(r.get('server_cpu'))}, "
+                            f"other CPU {fmt(r.get('other_cpu'))} cores"])
         bar_chart(os.path.join(args.svg_dir, "durable.svg"), "Durable writes: weft updates/s by storage setting", "updates/s",
                   ["weft"], ["sqlite-normal", "sqlite-full", "none"],
                   [[dur.get(m, {}).get("updates_s") for m in ("sqlite-normal", "sqlite-full", "none")]],
                   target=TARGETS["durable_ups"], target_label="target 50,000/s")
         charts.append(("Durable writes", "durable.svg"))
 
+    others = sorted(v for v in walk(sc, "other_cpu") if isinstance(v, (int, float)))
+    pressures = sorted(v for v in walk(sc, "cpu_pressure") if isinstance(v, (int, float)))
     m = res.get("machine", {})
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = []
@@ -353,11 +371,17 @@ def main():
     out.append(f"- servers pinned with `taskset -c {res.get('server_cores') or '?'}`, the load generator with `taskset -c 1`; "
                "one server at a time, each started fresh per scenario")
     out.append(f"- whole run: {fmt(run.get('total_s'))} s (`{run.get('command', 'bench/compare.sh')}`), scenarios alone {fmt(res.get('elapsed_s'))} s")
-    out.append("- the machine is shared with other work (builds): absolute numbers are noisy; the ratios compare "
+    out.append("- the machine is shared with other work (builds, browser tests): absolute numbers are noisy; the ratios compare "
                "servers measured minutes apart in the same run. The load generator and the servers run at "
-               f"nice {ver.get('nice', '?')}; a failing fan-out trial is repeated once; *CPU pressure* "
-               "(`/proc/pressure/cpu`, share of the time some task waited for a CPU) is recorded per measurement "
-               f"(5-minute average before the run: {ver.get('cpu_pressure_avg300_before', '?')}%)")
+               f"nice {ver.get('nice', '?')}; a failing fan-out trial is repeated once. Two noise figures are recorded "
+               "per measurement: *other CPU*, the cores other processes used meanwhile (`/proc/stat` minus the server "
+               "and the load generator), and *CPU pressure* (`/proc/pressure/cpu`, share of the time some task waited "
+               "for a CPU; it also counts a server's own threads queueing for its one core, so it is high under load "
+               f"even on a quiet machine). 5-minute pressure average before the run: {ver.get('cpu_pressure_avg300_before', '?')}%")
+    if others:
+        busy = sum(1 for v in others if v >= 0.2)
+        out.append(f"- other CPU over the {len(others)} measurements: median {fmt(others[len(others) // 2], 2)}, "
+                   f"max {fmt(others[-1], 2)} cores; {busy} of them with ≥ 0.2 cores of other work")
     out.append("")
     out.append("## Commands")
     out.append("")
@@ -369,7 +393,7 @@ def main():
     out.append("target/release/weft-bench fanout --url ws://127.0.0.1:1234 --readers 32 [--rate 5000] [--pid PID]")
     out.append("target/release/weft-bench many-docs --url ws://127.0.0.1:1234 --docs 1000 --clients 4")
     out.append("target/release/weft-bench idle --url ws://127.0.0.1:1234 --pid PID --connections 10000 --docs 1000")
-    out.append("target/release/weft-bench replay --url ws://127.0.0.1:1234 --trace ../shared/data/traces/automerge-paper.json.gz")
+    out.append("target/release/weft-bench replay --url ws://127.0.0.1:1234 --trace tests/data/automerge-paper.json.gz")
     out.append("target/release/weft-bench durable --url ws://127.0.0.1:1234 --docs 8")
     out.append("target/release/weft-bench relay --addr 127.0.0.1:0")
     out.append("```")

@@ -144,7 +144,16 @@ impl Servers {
 
 fn spawn(argv: &[String], env: &[(String, String)], log: &Path) -> Result<Child, Error> {
     let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-    let child = Command::new(&argv[0])
+    let mut command = Command::new(&argv[0]);
+    // weft reads every setting from a WEFT_* variable too: one set in the
+    // caller's shell (WEFT_AUTH_KEY turns on token mode, WEFT_RATE_LIMIT...)
+    // must not change what is measured. Only the flags count.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WEFT_") {
+            command.env_remove(key);
+        }
+    }
+    let child = command
         .args(&argv[1..])
         .envs(env.iter().cloned())
         .stdin(Stdio::null())

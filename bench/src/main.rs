@@ -82,7 +82,7 @@ enum Cmd {
     Replay {
         #[arg(long)]
         url: String,
-        #[arg(long, default_value = "/work/shared/data/traces/automerge-paper.json.gz")]
+        #[arg(long, default_value = "tests/data/automerge-paper.json.gz")]
         trace: PathBuf,
         #[arg(long, default_value_t = 4)]
         readers: usize,
@@ -122,7 +122,7 @@ enum Cmd {
         /// @y/websocket-server's src/server.js (skipped when absent).
         #[arg(long)]
         reference: Option<PathBuf>,
-        #[arg(long, default_value = "/work/shared/data/traces/automerge-paper.json.gz")]
+        #[arg(long, default_value = "tests/data/automerge-paper.json.gz")]
         trace: PathBuf,
         /// Where results.json, databases and server logs go.
         #[arg(long, default_value = "target/bench")]

@@ -185,12 +185,25 @@ pub fn cpu_pressure_us() -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// CPU seconds of all cores since boot that processes used or the
+/// hypervisor took (`/proc/stat`: user, nice, system, steal). Interrupt time
+/// is left out: on loopback it is mostly the benchmark's own packets.
+pub fn machine_busy_s() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest is within user)
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(7).unwrap_or(&0.0);
+    Some(busy / clock_ticks())
+}
+
 /// Measures the server (if its pid is known), the load generator itself and
 /// the machine's CPU pressure over a span of time.
 pub struct CpuMeter {
     server: Option<(u32, ProcSample)>,
     me: Option<ProcSample>,
     pressure: Option<(Instant, u64)>,
+    machine: Option<(Instant, f64)>,
 }
 
 impl CpuMeter {
@@ -199,20 +212,34 @@ impl CpuMeter {
             server: pid.and_then(|p| sample(p).map(|s| (p, s))),
             me: self_sample(),
             pressure: cpu_pressure_us().map(|p| (Instant::now(), p)),
+            machine: machine_busy_s().map(|b| (Instant::now(), b)),
         }
     }
 
-    /// `{"server_cpu": share, "gen_cpu": share, "server_rss_mib": ..}`
+    /// `{"server_cpu": share, "gen_cpu": share, "other_cpu": cores,
+    /// "cpu_pressure": share, "server_rss_mib": ..}`
     pub fn finish(&self) -> Value {
         let mut out = serde_json::Map::new();
+        let mut ours = 0.0;
         if let Some((pid, a)) = &self.server {
             if let Some(b) = sample(*pid) {
-                out.insert("server_cpu".into(), json!(round3(cpu_share(a, &b))));
+                let share = cpu_share(a, &b);
+                ours += share;
+                out.insert("server_cpu".into(), json!(round3(share)));
                 out.insert("server_rss_mib".into(), json!(round3(b.rss_kib as f64 / 1024.0)));
             }
         }
         if let (Some(a), Some(b)) = (&self.me, self_sample()) {
-            out.insert("gen_cpu".into(), json!(round3(cpu_share(a, &b))));
+            let share = cpu_share(a, &b);
+            ours += share;
+            out.insert("gen_cpu".into(), json!(round3(share)));
+        }
+        // Everything else the machine ran meanwhile (other people's builds),
+        // in cores. Unlike the pressure, not raised by the server's own
+        // threads queueing for its one core.
+        if let (Some((at, a)), Some(b)) = (self.machine, machine_busy_s()) {
+            let wall = at.elapsed().as_secs_f64().max(1e-6);
+            out.insert("other_cpu".into(), json!(round3(((b - a) / wall - ours).max(0.0))));
         }
         if let (Some((at, a)), Some(b)) = (self.pressure, cpu_pressure_us()) {
             let wall = at.elapsed().as_micros().max(1) as f64;
