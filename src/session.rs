@@ -219,14 +219,20 @@ where
         let _ = tokio::time::timeout(CLOSE_GRACE, &mut read).await;
     }
     drop(read);
+    if let Some(ReadEnd::Refused(reason)) = &ended {
+        warn!(code = reason.code, reason = %reason.reason, "closing the connection");
+        if let Some(kick) = reason.kick {
+            ctx.metrics.kick(kick);
+        }
+        // Before leaving: the actor then drops this peer's queue, which ends
+        // the writer, and a writer that ends before it has the reason closes
+        // the socket without a close frame (the client would see a bare
+        // disconnect and no reason).
+        let _ = closer.try_send(reason.clone());
+    }
     handle.leave(peer).await;
     match ended {
-        Some(ReadEnd::Refused(reason)) => {
-            warn!(code = reason.code, reason = %reason.reason, "closing the connection");
-            if let Some(kick) = reason.kick {
-                ctx.metrics.kick(kick);
-            }
-            let _ = closer.try_send(reason);
+        Some(ReadEnd::Refused(_)) => {
             // Nothing more from this client is applied, but its side is
             // read (and dropped) until its close comes back: a socket closed
             // with unread data ends with a reset, which can destroy our
