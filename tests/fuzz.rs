@@ -57,8 +57,10 @@ fn seeds() -> Vec<Vec<u8>> {
         Message::Awareness(AwarenessUpdate { clients: awareness }).encode_v1(),
         Message::AwarenessQuery.encode_v1(),
     ];
-    for u in &updates {
-        out.push(Message::Sync(SyncMessage::Update(u.clone())).encode_v1());
+    // each edit with those it follows (alone, it would skip their clocks)
+    for i in 0..updates.len() {
+        let merged = yrs::merge_updates_v1(updates[..=i].iter().map(Vec::as_slice)).unwrap();
+        out.push(Message::Sync(SyncMessage::Update(merged)).encode_v1());
     }
     // several messages in one frame, and a sequence of dependent frames
     out.push([out[0].clone(), out[4].clone(), out[3].clone()].concat());
@@ -114,6 +116,22 @@ fn regressions() -> Vec<Vec<u8>> {
             0, 2, 31, 2, 0, 0, 1, 2, 215, 252, 2, 255, 255, 255, 1, 4, 5, 1, 0, 0, 34, 1, 1, 0, 0, 1, 0, 0, 1, 33, 0,
             1, 120, 0,
         ],
+        // found by cargo fuzz: blocks that skip some of their client's clocks,
+        // then an update spanning the gap, which yrs 0.28 integrated through
+        // freed memory (a segfault); now refused as out of order
+        vec![
+            0, 2, 16, 1, 1, 7, 64, 68, 1, 4, 1, 0, 0, 0, 0, 24, 0, 69, 0, 0, 1, 59, 1, 6, 7, 11, 4, 1, 4, 116, 101,
+            120, 116, 1, 97, 129, 7, 1, 65, 132, 7, 1, 1, 99, 40, 1, 3, 109, 97, 112, 1, 110, 1, 125, 42, 7, 1, 11,
+            112, 114, 111, 115, 101, 109, 114, 114, 105, 111, 114, 6, 4, 0, 7, 10, 1, 120, 1, 7, 1, 1, 106, 0, 2, 31,
+            2, 0, 0, 1, 0, 33, 0, 2, 9, 1, 65, 5, 30, 4, 219, 254, 0, 0, 255, 1, 0, 43, 0, 0, 0, 0, 33, 216, 1, 120, 0,
+            0, 2, 16, 1, 1, 7, 0, 4, 1, 4, 116, 101, 120, 116, 3, 97, 98, 107, 0, 0, 2, 16, 1, 1, 71, 64, 68, 1, 4, 1,
+            0, 0, 0, 0, 24, 0, 69, 0, 0, 1, 59, 1, 6, 7, 9, 4, 1, 4, 116, 101, 120, 116, 1, 97, 129, 7, 1, 2, 132, 7,
+            1, 1, 99, 40, 1, 3, 109, 97, 112, 1, 110, 1, 125, 42, 7, 1, 11, 112, 114, 111, 115, 101, 109, 114, 114,
+            105, 111, 114, 6, 4, 0, 7, 4, 1, 120, 1, 7, 1, 1, 106, 0, 2, 31, 2, 0, 0, 1, 0, 33, 0, 2, 9, 1, 65, 5, 30,
+            4, 219, 254, 0, 0, 255, 1, 0, 0, 0, 0, 0, 0, 33, 216, 1, 120, 0, 0, 2, 16, 1, 1, 7, 0, 4, 1, 4, 116, 101,
+            120, 116, 3, 97, 98, 107, 0, 255, 87, 69, 70, 84, 255, 0, 1, 7, 1, 1, 255, 87, 69, 70, 84, 255, 0, 1, 7, 1,
+            1, 1, 1, 255, 87, 69, 255, 87, 69,
+        ],
         // the decoded-but-invalid parent (an item, not a type)
         vec![
             0, 2, 23, 1, 2, 146, 33, 0, 4, 1, 1, b't', 4, b'E', b'V', b'I', b'L', 4, 0, 146, 33, 0, 1, b'x', 0,
@@ -123,9 +141,10 @@ fn regressions() -> Vec<Vec<u8>> {
 
 fn run(frame_input: &[u8]) -> Outcome {
     let mut awareness = seeded_awareness();
+    let mut clocks = weft_core::Clocks::default();
     let mut last = Outcome::Handled;
     for frame in frames(frame_input) {
-        last = incoming_frame(&mut awareness, frame);
+        last = incoming_frame(&mut awareness, &mut clocks, frame);
         if last != Outcome::Handled {
             break;
         }
@@ -169,6 +188,41 @@ async fn poisoned_pending_updates_are_refused_by_the_server() {
             .await
             .unwrap();
     }
+    assert_eq!(server.metric("weft_actor_panics_total").await, 0.0);
+}
+
+/// An update that skips some of its client's clocks (the shape of the
+/// fuzz find that crashed yrs) is refused with a reason; the document and
+/// its other peers carry on, and the same edits sent in order are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_that_skip_clocks_are_refused_by_the_server() {
+    use yrs::{Text, Transact};
+    let server = Server::start();
+    let keeper = server.connect("gaps").await;
+    let text = keeper.doc.get_or_insert_text("t");
+    keeper.edit(|txn| text.push(txn, "fine"));
+    let writer = yrs::Doc::with_client_id(77);
+    let mut edits = Vec::new();
+    for part in [" a", " b", " c"] {
+        let t = writer.get_or_insert_text("x");
+        let mut txn = writer.transact_mut();
+        t.push(&mut txn, part);
+        edits.push(txn.encode_update_v1());
+    }
+    let bad = server.connect("gaps").await;
+    bad.send_raw(weft::protocol::encode_update(&edits[2]).to_vec());
+    let (code, reason) = bad.wait_closed(5 * SECOND).await.unwrap().unwrap();
+    assert_eq!(code, 4422, "{}", server.log());
+    assert!(reason.contains("must arrive in order"), "{reason}");
+    assert_eq!(keeper.text("t"), "fine");
+    let good = server.connect("gaps").await;
+    for edit in &edits {
+        good.send_raw(weft::protocol::encode_update(edit).to_vec());
+    }
+    keeper
+        .wait_for("the edits in order", 5 * SECOND, |c| c.text("x") == " a b c")
+        .await
+        .unwrap();
     assert_eq!(server.metric("weft_actor_panics_total").await, 0.0);
 }
 
@@ -310,11 +364,17 @@ async fn allocation_bombs_and_deep_nesting_cost_one_connection() {
     let keeper = server.connect("bombs").await;
     let text = keeper.doc.get_or_insert_text("t");
     keeper.edit(|txn| text.push(txn, "alive"));
-    for frame in frames {
+    for (i, frame) in frames.into_iter().enumerate() {
         let bad = server.connect("bombs").await;
         let started = std::time::Instant::now();
         bad.send_raw(frame);
-        assert_eq!(bad.wait_closed(5 * SECOND).await.unwrap().map(|c| c.0), Some(4400));
+        let closed = bad.wait_closed(5 * SECOND).await.unwrap();
+        assert_eq!(
+            closed.as_ref().map(|c| c.0),
+            Some(4400),
+            "frame {i}: {closed:?} {}",
+            server.log()
+        );
         assert!(
             started.elapsed() < 2 * SECOND,
             "refused without the work: {:?}",

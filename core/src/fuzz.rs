@@ -8,8 +8,8 @@ use yrs::sync::Awareness;
 use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, StateVector, Transact, Update};
 
-use crate::apply_update;
 use crate::protocol::{self, Inbound};
+use crate::{apply_update, Clocks};
 
 /// What happened to a frame.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub enum Outcome {
 
 /// Runs `frame` through decode and apply. Panics only on a bug of weft's:
 /// anything yrs refuses or panics on must come back as an `Outcome`.
-pub fn incoming_frame(awareness: &mut Awareness, frame: &[u8]) -> Outcome {
+pub fn incoming_frame(awareness: &mut Awareness, clocks: &mut Clocks, frame: &[u8]) -> Outcome {
     let frame = Bytes::copy_from_slice(frame);
     let Ok(messages) = protocol::decode_frame(&frame) else {
         return Outcome::Undecodable;
@@ -43,7 +43,7 @@ pub fn incoming_frame(awareness: &mut Awareness, frame: &[u8]) -> Outcome {
                 if update.update.is_empty() {
                     continue;
                 }
-                if apply_update(awareness.doc(), update.update).is_err() {
+                if apply_update(awareness.doc(), update.update, &update.shape.spans, clocks).is_err() {
                     return Outcome::Refused;
                 }
             }

@@ -14,4 +14,4 @@ pub mod fuzz;
 pub mod protocol;
 pub mod validate;
 
-pub use apply::{apply_update, rebuild};
+pub use apply::{apply_update, rebuild, Clocks, Rebuilt};

@@ -128,7 +128,24 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    /// A length-prefixed byte string (strings too: yrs checks UTF-8).
+    /// A string's length in UTF-16 code units, which is how Yjs and yrs
+    /// count its clock ticks (yrs checks that it is UTF-8).
+    fn utf16_len(&mut self) -> Result<u64> {
+        let n = self.var()?;
+        let start = self.pos;
+        self.skip(n)?;
+        let units = self.buf[start..self.pos]
+            .iter()
+            .map(|&b| match b {
+                0x80..=0xbf => 0, // continuation byte
+                0xf0.. => 2,      // four bytes: a surrogate pair
+                _ => 1,
+            })
+            .sum();
+        Ok(units)
+    }
+
+    /// A length-prefixed byte string.
     fn bytes(&mut self) -> Result<u64> {
         let n = self.var()?;
         self.skip(n)?;
@@ -191,13 +208,32 @@ pub fn awareness(buf: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// What an update holds, as far as limits care.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What an update holds, as far as limits and ordering care.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Shape {
     /// Items that create a shared type (a nested map, array, text, XML
     /// node). A document's nesting depth can never exceed how many it holds.
     pub types: u64,
+    /// For each client the update holds blocks of, which of that client's
+    /// clocks it needs the document to hold already, and where it ends.
+    pub spans: Vec<Span>,
 }
+
+/// One client's blocks in an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// The client id, as yrs reads it (53 bits).
+    pub client: u64,
+    /// The document must hold this client's clocks below `needs` for the
+    /// update to integrate in order: the clock of its first block, or of
+    /// the first block after a gap (a skip) between its blocks.
+    pub needs: u64,
+    /// The clock after its last block.
+    pub end: u64,
+}
+
+/// yrs keeps the low 53 bits of a client id (what JavaScript numbers hold).
+const CLIENT_BITS: u64 = (1 << 53) - 1;
 
 /// A Yjs v1 update: `clients • (blocks • client • clock • block*)* •
 /// delete set`.
@@ -206,15 +242,30 @@ pub fn update_v1(buf: &[u8]) -> Result<Shape> {
     let mut r = Reader::new(buf);
     for _ in 0..r.count(3)? {
         let blocks = r.count(1)?;
-        let client = r.var()?;
+        let client = r.var()? & CLIENT_BITS;
         let mut clock = r.var()?;
+        let mut span: Option<Span> = None;
+        let mut after_skip = true;
         for _ in 0..blocks {
-            let len = block(&mut r, &mut shape)?;
+            let (len, skip) = block(&mut r, &mut shape)?;
+            if !skip {
+                let span = span.get_or_insert(Span {
+                    client,
+                    needs: clock,
+                    end: clock,
+                });
+                if after_skip {
+                    span.needs = clock;
+                }
+                span.end = clock + len;
+            }
+            after_skip = skip;
             clock = clock.saturating_add(len);
             if clock > MAX_CLOCK {
                 return invalid(format!("client {client}'s blocks reach clock {clock}"));
             }
         }
+        shape.spans.extend(span);
     }
     for _ in 0..r.count(2)? {
         let client = r.var()?;
@@ -232,14 +283,18 @@ pub fn update_v1(buf: &[u8]) -> Result<Shape> {
     Ok(shape)
 }
 
-/// One block; returns how many clock ticks it spans (an upper bound for
-/// strings, whose length yrs counts in UTF-16 units).
-fn block(r: &mut Reader<'_>, shape: &mut Shape) -> Result<u64> {
+/// One block: how many clock ticks it spans, and whether it is a skip (a
+/// gap in the update).
+fn block(r: &mut Reader<'_>, shape: &mut Shape) -> Result<(u64, bool)> {
     let info = r.u8()?;
-    let kind = info & 0b1_1111;
     if info == content::GC || info == content::SKIP {
-        return r.var();
+        return Ok((r.var()?, info == content::SKIP));
     }
+    Ok((item(r, info, shape)?, false))
+}
+
+fn item(r: &mut Reader<'_>, info: u8, shape: &mut Shape) -> Result<u64> {
+    let kind = info & 0b1_1111;
     if info & HAS_ORIGIN != 0 {
         r.id()?;
     }
@@ -260,7 +315,7 @@ fn block(r: &mut Reader<'_>, shape: &mut Shape) -> Result<u64> {
         content::DELETED => r.var(),
         content::JSON => invalid("legacy JSON content (Yjs 12 and older) is not accepted"),
         content::BINARY | content::EMBED => r.bytes().map(|_| 1),
-        content::STRING => r.bytes(),
+        content::STRING => r.utf16_len(),
         content::FORMAT => {
             r.bytes()?;
             r.bytes()?;
@@ -336,6 +391,16 @@ mod tests {
         let update = doc.transact().encode_state_as_update_v1(&StateVector::default());
         let shape = update_v1(&update).unwrap();
         assert_eq!(shape.types, 5, "map, array, paragraph and two XML texts");
+        // clocks count UTF-16 units, as yrs does ("🎉" is two, "é" one)
+        let clock = doc.transact().state_vector().get(&yrs::ClientID::new(1));
+        assert_eq!(
+            shape.spans,
+            [Span {
+                client: 1,
+                needs: 0,
+                end: u64::from(clock)
+            }]
+        );
         let merged = yrs::merge_updates_v1([
             update.as_slice(),
             &other.transact().encode_state_as_update_v1(&StateVector::default()),

@@ -7,6 +7,7 @@ use std::sync::Once;
 
 use libfuzzer_sys::fuzz_target;
 use weft_core::fuzz::{frames, incoming_frame, seeded_awareness, Outcome};
+use weft_core::Clocks;
 
 static QUIET: Once = Once::new();
 
@@ -19,10 +20,11 @@ fuzz_target!(|data: &[u8]| {
     // and records the input.
     QUIET.call_once(|| std::panic::set_hook(Box::new(|_| {})));
     let mut awareness = seeded_awareness();
+    let mut clocks = Clocks::default();
     // Several frames in a row from one connection (an update that depends
     // on an earlier one), as long as each is handled.
     for frame in frames(data) {
-        if incoming_frame(&mut awareness, frame) != Outcome::Handled {
+        if incoming_frame(&mut awareness, &mut clocks, frame) != Outcome::Handled {
             break;
         }
     }

