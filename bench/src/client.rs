@@ -112,10 +112,8 @@ impl Client {
             loop {
                 // A paused client stops reading its socket, like a stalled
                 // browser tab: the server's queue for it fills up.
-                if *paused_rx.borrow() {
-                    if paused_rx.wait_for(|p| !*p).await.is_err() {
-                        break;
-                    }
+                if *paused_rx.borrow() && paused_rx.wait_for(|p| !*p).await.is_err() {
+                    break;
                 }
                 let next = tokio::select! {
                     next = stream.next() => next,

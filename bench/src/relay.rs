@@ -61,6 +61,8 @@ async fn connection(stream: TcpStream, rooms: Arc<Rooms>) -> Result<(), Box<dyn 
     let config = WebSocketConfig::default()
         .read_buffer_size(4 << 10)
         .write_buffer_size(16 << 10);
+    // tungstenite's callback signature: its error type is what it is.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| {
         path = req.uri().path().to_string();
         Ok(resp)

@@ -14,7 +14,7 @@ pub fn thin(versions: &[VersionMeta], now: i64, policy: &VersionPolicy) -> Vec<i
     let ms = |d: Duration| d.as_millis() as i64;
     let mut autos: Vec<&VersionMeta> = versions.iter().filter(|v| v.kind == VersionKind::Auto).collect();
     // newest first, so the first one seen in a bucket is the one kept
-    autos.sort_by(|a, b| (b.created, b.id).cmp(&(a.created, a.id)));
+    autos.sort_by_key(|v| std::cmp::Reverse((v.created, v.id)));
     let mut kept_buckets = HashSet::new();
     let mut doomed = Vec::new();
     for v in autos {

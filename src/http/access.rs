@@ -91,7 +91,7 @@ impl Access {
         if self.revoked.read().unwrap().contains(&claims.jti) {
             return Err(AuthError::Revoked);
         }
-        Ok(claims).map(Caller::Token)
+        Ok(Caller::Token(claims))
     }
 
     /// Revokes a token id: stored, so it stays refused after a restart, and
@@ -247,13 +247,15 @@ impl Limits {
     /// `X-Forwarded-For` entry (the one the proxy itself appended).
     pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
         if self.trust_forwarded_for {
+            // Only the last entry: any earlier one is whatever the client
+            // sent, and one it could not parse must not fall back to them.
             let forwarded = headers
                 .get_all("x-forwarded-for")
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
-                .last();
+                .next_back()
+                .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
             if let Some(ip) = forwarded {
                 return ip;
             }
@@ -340,5 +342,30 @@ mod tests {
         assert_eq!(credential(&headers, Some("a=1")), None);
         headers.insert(header::AUTHORIZATION, "Bearer xyz".parse().unwrap());
         assert_eq!(credential(&headers, Some("token=abc")), Some("xyz".into()));
+    }
+
+    /// Behind a trusted proxy only the entry the proxy appended counts: the
+    /// client writes the earlier ones, and must not choose its own IP.
+    #[test]
+    fn forwarded_for_takes_the_last_entry_only() {
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let headers = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-for", v.parse().unwrap());
+            }
+            h
+        };
+        let trusted = Limits::new(10, 10, true);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(trusted.client_ip(peer, &headers(&["1.1.1.1, 2.2.2.2"])), ip("2.2.2.2"));
+        assert_eq!(
+            trusted.client_ip(peer, &headers(&["1.1.1.1", "3.3.3.3"])),
+            ip("3.3.3.3")
+        );
+        assert_eq!(trusted.client_ip(peer, &headers(&["1.1.1.1, junk"])), ip("127.0.0.1"));
+        assert_eq!(trusted.client_ip(peer, &headers(&[])), ip("127.0.0.1"));
+        let direct = Limits::new(10, 10, false);
+        assert_eq!(direct.client_ip(peer, &headers(&["1.1.1.1"])), ip("127.0.0.1"));
     }
 }

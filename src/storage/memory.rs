@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use super::{
     now_ms, BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta,
+    VersionState,
 };
 use crate::doc::DocName;
 
@@ -139,7 +140,7 @@ impl DocStore for MemoryStore {
             .get(name)
             .map(|e| e.versions.iter().map(|(m, _)| m.clone()).collect())
             .unwrap_or_default();
-        list.sort_by(|a, b| (b.created, b.id).cmp(&(a.created, a.id)));
+        list.sort_by_key(|v| std::cmp::Reverse((v.created, v.id)));
         Box::pin(std::future::ready(Ok(list)))
     }
 
@@ -147,7 +148,7 @@ impl DocStore for MemoryStore {
         &'a self,
         name: &'a DocName,
         id: i64,
-    ) -> BoxFuture<'a, Result<Option<(VersionMeta, Vec<u8>)>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<VersionState>, StoreError>> {
         let docs = self.docs.lock().unwrap();
         let found = docs
             .get(name)

@@ -99,6 +99,9 @@ impl VersionKind {
     }
 }
 
+/// A version and its full state (Yjs v1 update).
+pub type VersionState = (VersionMeta, Vec<u8>);
+
 /// A version as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionMeta {
@@ -161,7 +164,7 @@ pub trait DocStore: Send + Sync + 'static {
         &'a self,
         name: &'a DocName,
         id: i64,
-    ) -> BoxFuture<'a, Result<Option<(VersionMeta, Vec<u8>)>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Option<VersionState>, StoreError>>;
 
     /// Deletes versions by id; returns how many existed.
     fn delete_versions<'a>(&'a self, name: &'a DocName, ids: Vec<i64>) -> BoxFuture<'a, Result<usize, StoreError>>;

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     now_ms, BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta,
+    VersionState,
 };
 use crate::doc::DocName;
 use crate::metrics::Metrics;
@@ -721,7 +722,7 @@ impl DocStore for SqliteStore {
         &'a self,
         name: &'a DocName,
         id: i64,
-    ) -> BoxFuture<'a, Result<Option<(VersionMeta, Vec<u8>)>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<VersionState>, StoreError>> {
         let name = name.clone();
         Box::pin(self.read(move |conn| {
             Ok(conn
