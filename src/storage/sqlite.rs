@@ -95,6 +95,9 @@ enum Done {
     Version(VersionMeta),
 }
 
+/// WAL pages (4 KiB each) after which a commit also checkpoints.
+const CHECKPOINT_PAGES: u32 = 250;
+
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     readers: Arc<ReadPool>,
@@ -120,6 +123,13 @@ impl SqliteStore {
             },
         )?;
         migrate(&conn)?;
+        // SQLite checkpoints on the committing connection, and commits wait
+        // meanwhile: the checkpoint's length is the latency tail. With many
+        // quiet documents (a commit per update) every 1,000 WAL pages (the
+        // default) stalled commits for several ms; every 250, side by side
+        // on the same machine, took the many-documents p99 from 6.9 to 4.6 ms
+        // (median of 5 runs) at the same CPU and the same durable throughput.
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
 
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         std::thread::Builder::new()
