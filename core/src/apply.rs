@@ -9,15 +9,22 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, TransactionMut, Update};
 
 use crate::validate::{self, Span};
 
-/// How many of each client's changes a document holds, as far as the
-/// caller has seen: a lower bound, refreshed from the document (O(clients))
-/// only when an update seems to arrive before the changes it follows.
+/// What [`apply_update`] remembers of a document between updates: how many
+/// of each client's changes it holds, as far as the caller has seen (a lower
+/// bound, refreshed from the document, O(clients), only when an update seems
+/// to arrive before the changes it follows), and which pending state last
+/// passed the encoding check.
 #[derive(Debug, Default)]
-pub struct Clocks(HashMap<u64, u64>);
+pub struct Clocks {
+    known: HashMap<u64, u64>,
+    checked_pending: Option<u64>,
+    /// How many times the whole document was re-encoded to check it.
+    encode_checks: u64,
+}
 
 impl Clocks {
     fn get(&self, client: u64) -> u64 {
-        self.0.get(&client).copied().unwrap_or(0)
+        self.known.get(&client).copied().unwrap_or(0)
     }
 
     fn early<'a>(&self, spans: &'a [Span]) -> Option<&'a Span> {
@@ -25,7 +32,7 @@ impl Clocks {
     }
 
     fn refresh(&mut self, txn: &impl ReadTxn) {
-        self.0 = txn
+        self.known = txn
             .state_vector()
             .iter()
             .map(|(c, &k)| (c.get(), u64::from(k)))
@@ -35,7 +42,7 @@ impl Clocks {
     /// An update with no missing predecessors integrated whole.
     fn advance(&mut self, spans: &[Span]) {
         for s in spans {
-            let known = self.0.entry(s.client).or_default();
+            let known = self.known.entry(s.client).or_default();
             *known = (*known).max(s.end);
         }
     }
@@ -85,12 +92,19 @@ pub fn apply_update(doc: &Doc, update: Update, spans: &[Span], clocks: &mut Cloc
             // merges them into every full encoding. Some malformed ones are
             // accepted but then make that merge panic (found by fuzzing):
             // the document could no longer be sent to anyone. Check now,
-            // while the update can still be refused. Pending updates are rare
-            // (out-of-order delivery), so the O(document) check is too.
-            stage = "re-encoded with the updates it waits for";
-            let state = txn.encode_state_as_update_v1(&StateVector::default());
-            if Update::decode_v1(&state).is_err() {
-                panic!("the document's state no longer decodes");
+            // while the update can still be refused. The check is O(document),
+            // so it runs when the pending state changed, not on every update
+            // while one waits (a deletion of changes that never arrive waits
+            // forever).
+            let fingerprint = pending_fingerprint(&txn);
+            if clocks.checked_pending != Some(fingerprint) {
+                stage = "re-encoded with the updates it waits for";
+                let state = txn.encode_state_as_update_v1(&StateVector::default());
+                if Update::decode_v1(&state).is_err() {
+                    panic!("the document's state no longer decodes");
+                }
+                clocks.checked_pending = Some(fingerprint);
+                clocks.encode_checks += 1;
             }
         } else {
             clocks.advance(spans);
@@ -101,6 +115,25 @@ pub fn apply_update(doc: &Doc, update: Update, spans: &[Span], clocks: &mut Cloc
         Ok(result) => result,
         Err(_) => Err(format!("the update could not be {stage}")),
     }
+}
+
+/// Identifies what a document holds aside (blocks waiting for others, and
+/// deletions of changes it has not seen), in O(that), not O(document).
+fn pending_fingerprint(txn: &TransactionMut) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let store = txn.store();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Some(p) = store.pending_update() {
+        let mut missing: Vec<(u64, u32)> = p.missing.iter().map(|(c, &k)| (c.get(), k)).collect();
+        missing.sort_unstable();
+        missing.hash(&mut h);
+        p.update.insertions(true).hash(&mut h);
+        p.update.delete_set().hash(&mut h);
+    }
+    if let Some(ds) = store.pending_ds() {
+        ds.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// A document built from stored updates.
@@ -292,6 +325,22 @@ mod tests {
         assert!(apply(&server, &mut clocks, &gapped).unwrap_err().contains("at clock 6"));
         assert_eq!(apply(&server, &mut clocks, &spanning), Ok(true));
         assert_eq!(apply(&server, &mut clocks, &gapped), Ok(false), "known by now");
+    }
+
+    /// A deletion of changes that never arrive waits forever; the document
+    /// is re-encoded to check it once, not again for every later update.
+    #[test]
+    fn a_lasting_pending_deletion_is_checked_once() {
+        let (server, mut clocks) = (Doc::new(), Clocks::default());
+        // client 1 deletes clock 0 of client 99, which never arrives
+        let orphan_delete = [0u8, 1, 99, 1, 0, 1];
+        assert_eq!(apply(&server, &mut clocks, &orphan_delete), Ok(true));
+        assert_eq!(clocks.encode_checks, 1);
+        for edit in edits(1, &["a", "b", "c", "d"]) {
+            assert_eq!(apply(&server, &mut clocks, &edit), Ok(true));
+        }
+        assert_eq!(text_of(&server), "abcd");
+        assert_eq!(clocks.encode_checks, 1, "the same pending state is not checked again");
     }
 
     #[test]
