@@ -27,6 +27,11 @@ TARGETS = {
 }
 
 
+def per_server(rows, key):
+    """One figure of each server's row, as "weft / reference / relay"."""
+    return " / ".join(fmt(row.get(key)) for row in rows)
+
+
 def fmt(x, digits=None):
     if x is None:
         return "–"
@@ -245,8 +250,8 @@ def main():
             summary.append([name, label, a, b, c, ratio(a, b), ratio(a, c), tgt, ok if key == "p99_ms" else None, ""])
         cpu = [x.get("server_cpu") for x in (w, rf, rl)]
         summary.append([name, "server CPU, share of one core (↓)", *cpu, ratio(cpu[0], cpu[1]), ratio(cpu[0], cpu[2]), "", None,
-                        f"missing: {fmt(w.get('missing'))} / {fmt(rf.get('missing'))} / {fmt(rl.get('missing'))}; "
-                        f"other CPU: {fmt(w.get('other_cpu'))} / {fmt(rf.get('other_cpu'))} / {fmt(rl.get('other_cpu'))} cores"])
+                        f"missing: {per_server((w, rf, rl), 'missing')}; "
+                        f"other CPU: {per_server((w, rf, rl), 'other_cpu')} cores"])
         bar_chart(os.path.join(args.svg_dir, "manydocs.svg"), name + ": latency", "ms",
                   ["p50", "p99", "max"], SERVERS,
                   [[(many.get(s, {}).get("latency") or {}).get(k) for s in SERVERS] for k in ("p50_ms", "p99_ms", "max_ms")],
@@ -267,7 +272,7 @@ def main():
         summary.append([name, "server RSS per (empty) document, KiB (↓)", a, b, c, ratio(a, b), ratio(a, c), "", None, ""])
         a, b, c = (x.get("rss_all_mib") for x in (w, rf, rl))
         summary.append([name, "server RSS with all connected, MiB (↓)", a, b, c, ratio(a, b), ratio(a, c), "", None,
-                        f"idle CPU: {fmt(w.get('idle_server_cpu'))} / {fmt(rf.get('idle_server_cpu'))} / {fmt(rl.get('idle_server_cpu'))}"])
+                        f"idle CPU: {per_server((w, rf, rl), 'idle_server_cpu')}"])
         bar_chart(os.path.join(args.svg_dir, "idle.svg"), name + ": server memory", "KiB",
                   ["per connection", "per document"], SERVERS,
                   [[idle.get(s, {}).get(k) for s in SERVERS] for k in ("kib_per_connection", "kib_per_document")],
@@ -286,8 +291,8 @@ def main():
         verdicts.append(("trace replay: ≥ 3× faster than the reference", f"{fmt_ratio(speed)} faster", ok))
         summary.append([name, "seconds until every reader holds endContent (↓)", a, b, c, ratio(a, b), ratio(a, c),
                         "≥ 3× faster than ref", ok,
-                        f"reconnects: {fmt(w.get('reconnects'))} / {fmt(rf.get('reconnects'))} / {fmt(rl.get('reconnects'))}; "
-                        f"server CPU {fmt(w.get('server_cpu'))} / {fmt(rf.get('server_cpu'))} / {fmt(rl.get('server_cpu'))}"])
+                        f"reconnects: {per_server((w, rf, rl), 'reconnects')}; "
+                        f"server CPU {per_server((w, rf, rl), 'server_cpu')}"])
         bar_chart(os.path.join(args.svg_dir, "replay.svg"), name, "seconds", ["time to endContent"], SERVERS,
                   [[rep.get(s, {}).get("seconds") for s in SERVERS]])
         charts.append(("Trace replay", "replay.svg"))

@@ -332,13 +332,10 @@ fn write_seed_corpus() {
 /// process): each closes only its own connection, at once, with 4400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocation_bombs_and_deep_nesting_cost_one_connection() {
-    fn var(mut n: u64) -> Vec<u8> {
+    fn var(n: u64) -> Vec<u8> {
+        use yrs::encoding::write::Write;
         let mut v = Vec::new();
-        while n >= 0x80 {
-            v.push((n as u8 & 0x7f) | 0x80);
-            n >>= 7;
-        }
-        v.push(n as u8);
+        v.write_var(n);
         v
     }
     fn framed(header: &[u8], payload: Vec<u8>) -> Vec<u8> {

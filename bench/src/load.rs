@@ -36,15 +36,14 @@ struct Tally {
 }
 
 /// Reads frames until `stop`, recording the latency of every marked update
-/// scheduled inside `[from_us, to_us)`; `skip` filters out marks (own echoes).
+/// that `counts` accepts (given the mark and the time it arrived, in µs
+/// since `epoch`): the measurement window, own echoes left out.
 async fn read_marks(
     mut ws: Ws,
     epoch: Instant,
-    from_us: u64,
-    to_us: u64,
     mut stop: watch::Receiver<bool>,
     counter: Arc<AtomicU64>,
-    skip: impl Fn(&Mark) -> bool,
+    mut counts: impl FnMut(&Mark, u64) -> bool,
 ) -> Tally {
     let mut tally = Tally::default();
     loop {
@@ -54,8 +53,8 @@ async fn read_marks(
             msg = ws.next() => match msg {
                 Some(Ok(Message::Binary(frame))) => {
                     if let Some(mark) = wire::find_mark(&frame) {
-                        if !skip(&mark) && mark.micros >= from_us && mark.micros < to_us {
-                            let now = micros_since(epoch);
+                        let now = micros_since(epoch);
+                        if counts(&mark, now) {
                             tally.hist.record(now.saturating_sub(mark.micros));
                             tally.counted += 1;
                             counter.fetch_add(1, Relaxed);
@@ -118,11 +117,9 @@ pub async fn fanout_trial(target: &Target, pid: Option<u32>, doc: &str, p: &Fano
             tokio::spawn(read_marks(
                 ws,
                 epoch,
-                from_us,
-                to_us,
                 stop_rx.clone(),
                 counter.clone(),
-                |_| false,
+                move |mark, _| (from_us..to_us).contains(&mark.micros),
             ))
         })
         .collect();
@@ -564,39 +561,20 @@ pub async fn durable(target: &Target, pid: Option<u32>, p: &Durable, label: &str
         let received = Arc::new(AtomicU64::new(0));
         let notify = Arc::new(Notify::new());
         let (r, n) = (received.clone(), notify.clone());
-        let mut stop = stop_rx.clone();
         let counter = counter.clone();
-        readers.push(tokio::spawn(async move {
-            let mut ws = reader;
-            let mut tally = Tally::default();
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = stopped(&mut stop) => break,
-                    msg = ws.next() => match msg {
-                        Some(Ok(Message::Binary(frame))) => {
-                            if let Some(mark) = wire::find_mark(&frame) {
-                                let now = micros_since(epoch);
-                                r.fetch_add(1, Relaxed);
-                                n.notify_one();
-                                if now >= from_us && now < to_us {
-                                    tally.hist.record(now.saturating_sub(mark.micros));
-                                    tally.counted += 1;
-                                    counter.fetch_add(1, Relaxed);
-                                }
-                            }
-                        }
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                            tally.disconnected = true;
-                            break;
-                        }
-                        Some(Ok(_)) => {}
-                    }
-                }
-            }
-            let _ = ws.close(None).await;
-            tally
-        }));
+        // Counted by arrival: the writers send as fast as the server takes
+        // updates, so what matters is how many arrive inside the window.
+        readers.push(tokio::spawn(read_marks(
+            reader,
+            epoch,
+            stop_rx.clone(),
+            counter,
+            move |_, now| {
+                r.fetch_add(1, Relaxed);
+                n.notify_one();
+                (from_us..to_us).contains(&now)
+            },
+        )));
         let window = p.window;
         writers.push(tokio::spawn(async move {
             let mut appender = Appender::new(1);

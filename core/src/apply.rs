@@ -142,6 +142,8 @@ pub struct Rebuilt {
     pub doc: Doc,
     /// What it holds of each client's changes.
     pub clocks: Clocks,
+    /// Shared types its rows create (a bound on its nesting depth).
+    pub types: u64,
     /// Rows left out, with why: they could not be applied in order (stored
     /// by an older weft, which let yrs hold them).
     pub left_out: Vec<String>,
@@ -156,6 +158,7 @@ pub struct Rebuilt {
 pub fn rebuild<'a>(updates: impl IntoIterator<Item = (String, &'a [u8])>) -> Result<Rebuilt, String> {
     let doc = Doc::new();
     let mut clocks = Clocks::default();
+    let mut types = 0;
     let mut waiting: Vec<(String, Vec<Span>, &'a [u8])> = Vec::new();
     let mut current = String::from("the stored state");
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -163,6 +166,7 @@ pub fn rebuild<'a>(updates: impl IntoIterator<Item = (String, &'a [u8])>) -> Res
         for (what, bytes) in updates {
             current = what;
             let shape = validate::update_v1(bytes).map_err(|e| format!("{current} does not decode: {e}"))?;
+            types += shape.types;
             if in_order(&txn, &shape.spans, &mut clocks).is_err() {
                 waiting.push((current.clone(), shape.spans, bytes));
                 continue;
@@ -184,7 +188,12 @@ pub fn rebuild<'a>(updates: impl IntoIterator<Item = (String, &'a [u8])>) -> Res
         .map(|(what, _, _)| format!("{what} follows changes the document never received"))
         .collect();
     match result {
-        Ok(Ok(())) => Ok(Rebuilt { doc, clocks, left_out }),
+        Ok(Ok(())) => Ok(Rebuilt {
+            doc,
+            clocks,
+            types,
+            left_out,
+        }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(format!("{current}: yrs failed on it")),
     }
@@ -341,6 +350,16 @@ mod tests {
         }
         assert_eq!(text_of(&server), "abcd");
         assert_eq!(clocks.encode_checks, 1, "the same pending state is not checked again");
+    }
+
+    #[test]
+    fn rebuild_counts_the_shared_types_it_creates() {
+        let seed = crate::fuzz::seeded_awareness()
+            .doc()
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let rebuilt = rebuild([("snapshot".to_string(), &seed[..])]).unwrap();
+        assert_eq!(rebuilt.types, 2, "a paragraph and its text");
     }
 
     #[test]

@@ -351,13 +351,10 @@ mod tests {
     use yrs::updates::encoder::Encode;
     use yrs::{Any, Array, Doc, Map, ReadTxn, StateVector, Text, Transact, WriteTxn, XmlFragment};
 
-    fn var(mut n: u64) -> Vec<u8> {
+    fn var(n: u64) -> Vec<u8> {
+        use yrs::encoding::write::Write;
         let mut v = Vec::new();
-        while n >= 0x80 {
-            v.push((n as u8 & 0x7f) | 0x80);
-            n >>= 7;
-        }
-        v.push(n as u8);
+        v.write_var(n);
         v
     }
 

@@ -359,7 +359,7 @@ pub(crate) fn spawn(
             Ok(stored) => stored,
             Err(e) => return fail_load(&name, generation, &registry, rx, e.to_string()).await,
         };
-        let Rebuilt { doc, clocks, .. } = match build_doc(&stored) {
+        let Rebuilt { doc, clocks, types, .. } = match build_doc(&stored) {
             Ok(rebuilt) => rebuilt,
             Err(e) => return fail_load(&name, generation, &registry, rx, e).await,
         };
@@ -367,7 +367,7 @@ pub(crate) fn spawn(
             log_updates: stored.log.len() as u64,
             log_bytes: stored.log_bytes(),
             snapshot_bytes: stored.snapshot.as_ref().map_or(0, |s| s.len() as u64),
-            type_items: count_types(&stored),
+            type_items: types,
             next_seq: stored.next_seq,
             name,
             generation,
@@ -448,17 +448,6 @@ fn build_doc(stored: &StoredDoc) -> Result<Rebuilt, String> {
         warn!(%reason, "stored update left out");
     }
     Ok(rebuilt)
-}
-
-/// Shared types in a stored document: those its snapshot and log create.
-fn count_types(stored: &StoredDoc) -> u64 {
-    let snapshot = stored.snapshot.iter().map(|s| &s[..]);
-    let log = stored.log.iter().map(|e| &e.data[..]);
-    snapshot
-        .chain(log)
-        .filter_map(|bytes| weft_core::validate::update_v1(bytes).ok())
-        .map(|shape| shape.types)
-        .sum()
 }
 
 fn now_ms() -> u64 {
@@ -985,13 +974,13 @@ impl DocActor {
             Err(e) => Err(e.to_string()),
         };
         match rebuilt {
-            Ok((Rebuilt { doc, clocks, .. }, stored)) => {
+            Ok((Rebuilt { doc, clocks, types, .. }, stored)) => {
                 self.clocks = clocks;
                 self.next_seq = stored.next_seq;
                 self.log_updates = stored.log.len() as u64;
                 self.log_bytes = stored.log_bytes();
                 self.snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
-                self.type_items = count_types(&stored);
+                self.type_items = types;
                 *self.awareness.doc_mut() = doc;
                 info!("document rebuilt from storage");
             }
