@@ -24,6 +24,21 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
 pub const DEFAULT_RATE_LIMIT: u32 = 200;
 pub const DEFAULT_RATE_BURST: u32 = 2000;
 pub const DEFAULT_MAX_DOC_SIZE: u64 = 64 << 20;
+/// Versions one document keeps: one a minute for a day of idle-and-edit
+/// bursts still fits, and the automatic ones thin out with age anyway.
+pub const DEFAULT_MAX_VERSIONS: usize = 1000;
+/// Bytes one document may take with its versions: eight documents of the
+/// largest allowed size.
+pub const DEFAULT_MAX_DOC_STORAGE: u64 = 512 << 20;
+/// API requests per second per client (IP and token), on average: far above
+/// what a page or a test polling every 20 ms sends.
+pub const DEFAULT_HTTP_RATE_LIMIT: u32 = 100;
+pub const DEFAULT_HTTP_RATE_BURST: u32 = 1000;
+/// New documents per minute per client IP and per token: a benchmark opening
+/// a thousand documents at once from one address still fits.
+pub const DEFAULT_MAX_NEW_DOCS_PER_MINUTE: u32 = 1000;
+/// Clients whose rate state each rate book remembers (a few hundred bytes each).
+pub const DEFAULT_RATE_CLIENTS: usize = 16_384;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -217,6 +232,39 @@ pub struct Config {
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `weft=debug`).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
+
+    /// Most versions one document keeps. At the limit the oldest automatic
+    /// versions are deleted to make room; a named version that would need a
+    /// named one deleted is refused (HTTP 409). 0 = no limit.
+    #[arg(long, env = "WEFT_MAX_VERSIONS", default_value_t = DEFAULT_MAX_VERSIONS)]
+    pub max_versions: usize,
+
+    /// Most bytes one document may take in storage with its versions (its
+    /// stored size plus every version's). Versions give way as at
+    /// `--max-versions`; edits are bounded by `--max-doc-size` alone. 0 = no
+    /// limit.
+    #[arg(long, env = "WEFT_MAX_DOC_STORAGE", default_value_t = DEFAULT_MAX_DOC_STORAGE)]
+    pub max_doc_storage: u64,
+
+    /// API requests per second one client (IP and token) may make, on
+    /// average (429 beyond); 0 = no limit.
+    #[arg(long, env = "WEFT_HTTP_RATE_LIMIT", default_value_t = DEFAULT_HTTP_RATE_LIMIT)]
+    pub http_rate_limit: u32,
+
+    /// API requests one client may make in a burst above the rate.
+    #[arg(long, env = "WEFT_HTTP_RATE_BURST", default_value_t = DEFAULT_HTTP_RATE_BURST)]
+    pub http_rate_burst: u32,
+
+    /// New documents one client IP, and one token, may create per minute,
+    /// by any route (WebSocket or API; 429 beyond); 0 = no limit.
+    #[arg(long, env = "WEFT_MAX_NEW_DOCS_PER_MINUTE", default_value_t = DEFAULT_MAX_NEW_DOCS_PER_MINUTE)]
+    pub max_new_docs_per_minute: u32,
+
+    /// Clients whose rate state is remembered between connections and
+    /// requests, per limit; beyond, the ones closest to a full bucket are
+    /// forgotten first.
+    #[arg(long, env = "WEFT_RATE_CLIENTS", default_value_t = DEFAULT_RATE_CLIENTS)]
+    pub rate_clients: usize,
 }
 
 impl Config {
