@@ -1,4 +1,4 @@
--- weft storage schema, version 2: what a new database gets.
+-- weft storage schema, version 3: what a new database gets.
 --
 -- Applied at start-up when the database is new (PRAGMA user_version = 0) and
 -- recorded with PRAGMA user_version. An older database is brought up to date
@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS updates (
 -- the log rows it covers are deleted in the same transaction; only the latest
 -- is kept. kind 'version': a point of the history kept for browsing and
 -- restore; `trigger` says whether a person named it or weft took it.
+-- `digest` (versions only) identifies the content: SHA-256 over the state
+-- vector and the delete set (doc::digest); a version identical to the latest
+-- is not stored again. NULL for versions from before schema version 3.
 CREATE TABLE IF NOT EXISTS snapshots (
     id            INTEGER PRIMARY KEY,
     doc_id        INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
@@ -44,7 +47,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     upto_seq      INTEGER NOT NULL,
     state         BLOB    NOT NULL,
     state_vector  BLOB    NOT NULL,
-    created_at    INTEGER NOT NULL
+    created_at    INTEGER NOT NULL,
+    digest        BLOB
 );
 
 CREATE INDEX IF NOT EXISTS snapshots_by_doc ON snapshots (doc_id, upto_seq);

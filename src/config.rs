@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
-use crate::doc::{DocConfig, VersionPolicy};
+use crate::doc::{DocConfig, VersionPolicy, VersionQuota};
 use crate::storage::SyncMode;
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:1234";
@@ -282,6 +282,10 @@ impl Config {
                 every: Duration::from_secs(self.version_every_secs),
                 hourly_after: Duration::from_secs(self.version_hourly_after_hours * 3600),
                 daily_after: Duration::from_secs(self.version_daily_after_days * 86_400),
+                quota: VersionQuota {
+                    max_versions: self.max_versions,
+                    max_storage: self.max_doc_storage,
+                },
             },
         }
     }

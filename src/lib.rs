@@ -31,6 +31,8 @@
 //!   update log plus snapshots) and an in-memory store.
 //! - [`auth`]: the access-token format (JWT HS256): mint, verify, patterns.
 //! - [`close`]: the close codes weft sends, and why.
+//! - [`rate`]: the token bucket behind every rate limit, and the book that
+//!   keeps clients' buckets between connections and requests.
 //! - [`metrics`]: counters rendered for Prometheus.
 //!
 //! `docs/ARCHITECTURE.md` tells how an update travels through these layers
@@ -45,6 +47,7 @@ pub use weft_core::fuzz;
 pub mod http;
 pub mod metrics;
 pub use weft_core::protocol;
+pub mod rate;
 pub mod server;
 pub mod session;
 pub mod storage;

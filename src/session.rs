@@ -22,6 +22,7 @@ use crate::close::{self, CloseReason};
 use crate::doc::{DocError, DocName, PeerId, PeerLink, Registry};
 use crate::metrics::{Kick, Metrics};
 use crate::protocol;
+use crate::rate::RateLimiter;
 
 /// Send a ping after this long without writing, so that proxies keep the
 /// connection open and a vanished client is noticed.
@@ -66,8 +67,6 @@ pub struct SessionContext {
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
-    /// Messages per second and burst one connection may send; `None`: no limit.
-    pub rate_limit: Option<(u32, u32)>,
 }
 
 /// What this connection was granted at the upgrade.
@@ -76,6 +75,9 @@ pub struct Grant {
     pub writable: bool,
     /// When access ends, for connections holding a token.
     pub lease: Option<Lease>,
+    /// Its message bucket (`None`: no limit), checked out of the client's
+    /// rate book at the upgrade and given back when the connection ends.
+    pub rate: Option<RateLimiter>,
 }
 
 /// The end of a token-bound connection: the token's expiry, or its
@@ -102,35 +104,6 @@ impl Lease {
                 Some(Kick::TokenRevoked),
             ),
         }
-    }
-}
-
-/// A token bucket over incoming messages.
-struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: std::time::Instant,
-}
-
-impl RateLimiter {
-    fn new((rate, burst): (u32, u32)) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            rate: f64::from(rate),
-            burst,
-            tokens: burst,
-            last: std::time::Instant::now(),
-        }
-    }
-
-    /// Takes `n` tokens; `false` when the bucket is empty.
-    fn take(&mut self, n: usize) -> bool {
-        let now = std::time::Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        self.tokens -= n as f64;
-        self.tokens >= 0.0
     }
 }
 
@@ -168,7 +141,11 @@ where
 {
     let (outbox, outbox_rx) = mpsc::channel(ctx.registry.config().peer_queue);
     let (closer, close_rx) = mpsc::channel(1);
-    let Grant { writable, mut lease } = grant;
+    let Grant {
+        writable,
+        mut lease,
+        rate,
+    } = grant;
     let link = PeerLink {
         id: peer,
         outbox,
@@ -199,13 +176,7 @@ where
 
     let mut writer = tokio::spawn(write_loop(sink, outbox_rx, close_rx, ctx.shutdown.clone()).in_current_span());
     let mut stream = stream;
-    let mut read = Box::pin(read_loop(
-        &mut stream,
-        &handle,
-        peer,
-        &ctx.metrics,
-        ctx.rate_limit.map(RateLimiter::new),
-    ));
+    let mut read = Box::pin(read_loop(&mut stream, &handle, peer, &ctx.metrics, rate));
     let ended = tokio::select! {
         end = &mut read => Some(end),
         _ = &mut writer => None,
@@ -370,20 +341,5 @@ where
             sink.feed(Outgoing::Binary(frame)).await?;
         }
         sink.flush().await?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::RateLimiter;
-
-    #[test]
-    fn rate_limiter_allows_bursts_then_the_rate() {
-        let mut r = RateLimiter::new((10, 5));
-        assert!((0..5).all(|_| r.take(1)));
-        assert!(!r.take(1));
-        r.tokens = 0.0;
-        r.last -= std::time::Duration::from_millis(250);
-        assert!(r.take(2), "2.5 tokens refilled in 250 ms at 10/s");
     }
 }

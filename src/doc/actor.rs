@@ -75,7 +75,7 @@ pub(crate) enum Command {
     TakeVersion {
         kind: VersionKind,
         label: Option<String>,
-        reply: Reply<VersionMeta>,
+        reply: Reply<Taken>,
     },
     /// Makes the live content equal a version's, through a new update.
     Restore {
@@ -129,6 +129,14 @@ pub struct DocHandle {
     pub(crate) generation: u64,
     /// Kept up to date by the actor, so counting needs no round trip.
     peers: Arc<AtomicUsize>,
+}
+
+/// A version asked for: a new one, or the latest when nothing changed since.
+#[derive(Debug, Clone)]
+pub struct Taken {
+    pub version: VersionMeta,
+    /// It was the latest version already; nothing new was stored.
+    pub existing: bool,
 }
 
 /// What a restore did.
@@ -194,7 +202,7 @@ impl DocHandle {
         self.request(|reply| Command::Content { reply }).await
     }
 
-    pub async fn take_version(&self, kind: VersionKind, label: Option<String>) -> Result<VersionMeta, DocError> {
+    pub async fn take_version(&self, kind: VersionKind, label: Option<String>) -> Result<Taken, DocError> {
         self.request(|reply| Command::TakeVersion { kind, label, reply }).await
     }
 
@@ -305,9 +313,6 @@ pub(crate) struct DocActor {
     peer_count: Arc<AtomicUsize>,
     /// First and latest edit since the last version, for automatic versions.
     edited: Option<(Instant, Instant)>,
-    /// State vector of the newest version, once known; an automatic version
-    /// identical to it is not taken.
-    last_version_sv: Option<Vec<u8>>,
     /// Awareness clients marked gone (their connection closed, their state
     /// expired, or they said goodbye), which may come back with old clocks.
     gone: HashSet<ClientID>,
@@ -387,7 +392,6 @@ pub(crate) fn spawn(
             // A log after the newest snapshot may hold edits no version
             // has; the version taken for them is skipped if it is not new.
             edited: (!stored.log.is_empty()).then(|| (Instant::now(), Instant::now())),
-            last_version_sv: None,
             gone: HashSet::new(),
             owners: HashMap::new(),
             _loaded: LoadedGauge::new(&metrics),
@@ -1046,21 +1050,57 @@ impl DocActor {
         }
     }
 
-    async fn take_version(&mut self, kind: VersionKind, label: Option<String>) -> Result<VersionMeta, DocError> {
+    /// Takes a version, unless the latest one holds the same content: then
+    /// that one is the answer, and nothing is stored. Asked for a named
+    /// version, an identical automatic one becomes named (and takes the
+    /// label); a named one keeps the label it has, or takes this one if it
+    /// had none. A new version must fit the quota: the oldest automatic
+    /// versions are deleted to make room, named ones never.
+    async fn take_version(&mut self, kind: VersionKind, label: Option<String>) -> Result<Taken, DocError> {
+        let storage = |e: crate::storage::StoreError| DocError::Storage(e.to_string());
+        let digest = super::digest(&self.doc().transact());
+        let versions = self.store.list_versions(&self.name).await.map_err(storage)?;
+        if let Some(latest) = versions.first().filter(|v| v.digest.as_deref() == Some(&digest[..])) {
+            let promote = kind == VersionKind::Named
+                && (latest.kind == VersionKind::Auto || (latest.label.is_none() && label.is_some()));
+            let version = if promote {
+                self.store
+                    .name_version(&self.name, latest.id, label)
+                    .await
+                    .map_err(storage)?
+                    .ok_or(DocError::NoVersion(latest.id))?
+            } else {
+                latest.clone()
+            };
+            debug!(version = version.id, "nothing changed since the latest version");
+            self.edited = None;
+            return Ok(Taken {
+                version,
+                existing: true,
+            });
+        }
         let snapshot = self.snapshot();
-        let sv = snapshot.state_vector.clone();
+        let stored = self.snapshot_bytes + self.log_bytes;
+        let size = snapshot.state.len() as u64;
+        let doomed = super::make_room(&versions, stored, size, &self.config.versions.quota)?;
+        if !doomed.is_empty() {
+            let n = self.store.delete_versions(&self.name, doomed).await.map_err(storage)?;
+            info!(deleted = n, "oldest automatic versions deleted to make room");
+        }
         let meta = self
             .store
-            .save_version(&self.name, snapshot, kind, label)
+            .save_version(&self.name, snapshot, kind, label, digest.to_vec())
             .await
-            .map_err(|e| DocError::Storage(e.to_string()))?;
-        info!(version = meta.id, kind = kind.as_str(), label = ?meta.label, "version taken");
-        self.last_version_sv = Some(sv);
+            .map_err(storage)?;
+        info!(version = meta.id, kind = kind.as_str(), label = ?meta.label, size, "version taken");
         self.edited = None;
         if kind == VersionKind::Auto {
             self.thin_versions().await;
         }
-        Ok(meta)
+        Ok(Taken {
+            version: meta,
+            existing: false,
+        })
     }
 
     /// Takes an automatic version when the document was edited and then
@@ -1073,22 +1113,20 @@ impl DocActor {
         }
     }
 
+    /// An automatic version of the edits since the last one. One that does
+    /// not fit the quota is skipped until the next edit: only named versions
+    /// are left to delete, and that is a person's call.
     async fn auto_version(&mut self) {
         if self.poisoned || self.edited.is_none() {
             return;
         }
-        if self.last_version_sv.is_none() {
-            if let Ok(versions) = self.store.list_versions(&self.name).await {
-                self.last_version_sv = versions.first().map(|v| v.state_vector.clone());
+        match self.take_version(VersionKind::Auto, None).await {
+            Ok(_) => {}
+            Err(DocError::VersionQuota(reason)) => {
+                warn!(%reason, "automatic version skipped");
+                self.edited = None;
             }
-        }
-        let current = self.doc().transact().state_vector().encode_v1();
-        if self.last_version_sv.as_ref() == Some(&current) {
-            self.edited = None;
-            return;
-        }
-        if let Err(e) = self.take_version(VersionKind::Auto, None).await {
-            warn!(error = %e, "automatic version failed");
+            Err(e) => warn!(error = %e, "automatic version failed"),
         }
     }
 
@@ -1119,7 +1157,15 @@ impl DocActor {
             Some(label) => format!("Before restoring version {id} ({label})"),
             None => format!("Before restoring version {id}"),
         };
-        let backup = self.take_version(VersionKind::Named, Some(label)).await?;
+        let backup = match self.take_version(VersionKind::Named, Some(label)).await {
+            Ok(taken) => taken.version,
+            Err(DocError::VersionQuota(reason)) => {
+                return Err(DocError::VersionQuota(format!(
+                    "no room for the version a restore takes first: {reason}"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
         let doc = self.awareness.doc();
         let update = match std::panic::catch_unwind(AssertUnwindSafe(|| super::restore::restore(doc, &state))) {
             Ok(Ok(update)) => update,

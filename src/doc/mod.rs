@@ -22,10 +22,10 @@ use tokio::sync::mpsc;
 
 use crate::close::CloseReason;
 
-pub use actor::{DocHandle, Restored};
+pub use actor::{DocHandle, Restored, Taken};
 pub use name::{DocName, NameError, MAX_NAME_BYTES};
 pub use registry::Registry;
-pub use versions::thin;
+pub use versions::{digest, make_room, thin, VersionQuota};
 pub use weft_core::apply_update;
 
 /// Errors of the document layer.
@@ -51,6 +51,10 @@ pub enum DocError {
     TooLarge { limit: u64 },
     #[error("the document would hold more than {limit} shared types (nested maps, arrays, texts, XML nodes)")]
     TooManyTypes { limit: u64 },
+    /// A version that does not fit the document's version quota; the reason
+    /// says which limit and what to delete.
+    #[error("{0}")]
+    VersionQuota(String),
 }
 
 /// Default for [`DocConfig::max_doc_types`]: far more than real documents
@@ -119,6 +123,8 @@ pub struct VersionPolicy {
     pub hourly_after: Duration,
     /// ...and older than this to one per day.
     pub daily_after: Duration,
+    /// How many versions, and bytes with them, a document may keep.
+    pub quota: VersionQuota,
 }
 
 impl Default for VersionPolicy {
@@ -128,6 +134,7 @@ impl Default for VersionPolicy {
             every: Duration::from_secs(600),
             hourly_after: Duration::from_secs(24 * 3600),
             daily_after: Duration::from_secs(7 * 24 * 3600),
+            quota: VersionQuota::default(),
         }
     }
 }

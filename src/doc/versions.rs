@@ -1,10 +1,107 @@
-//! Which automatic versions to keep as they age.
+//! The rules of version history, pure: which automatic versions to keep as
+//! they age, which to delete to make room for a new one, and when two
+//! states are the same version.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::VersionPolicy;
+use sha2::{Digest, Sha256};
+use yrs::updates::encoder::Encode;
+use yrs::ReadTxn;
+
+use super::{DocError, VersionPolicy};
 use crate::storage::{VersionKind, VersionMeta};
+
+/// Identifies a document's content: SHA-256 over its state vector (sorted
+/// by client) and its delete set. Two states with the same digest hold the
+/// same content. The state vector alone does not tell: a deletion leaves it
+/// unchanged.
+pub fn digest<T: ReadTxn>(txn: &T) -> [u8; 32] {
+    let snapshot = txn.snapshot();
+    let mut clients: Vec<(u64, u32)> = snapshot.state_map.iter().map(|(c, clock)| (c.get(), *clock)).collect();
+    clients.sort_unstable();
+    let mut hash = Sha256::new();
+    for (client, clock) in clients {
+        hash.update(client.to_le_bytes());
+        hash.update(clock.to_le_bytes());
+    }
+    // The delete set is ordered by client and its ranges kept merged, so
+    // its encoding is the same for the same deletions.
+    hash.update(snapshot.delete_set.encode_v1());
+    hash.finalize().into()
+}
+
+/// How many versions a document may keep, and how many bytes with them
+/// (its stored size plus its versions'). 0 = no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VersionQuota {
+    pub max_versions: usize,
+    pub max_storage: u64,
+}
+
+/// The versions to delete, oldest automatic ones first, so that one more of
+/// `size` bytes fits the quota beside the document's own `stored` bytes.
+/// Named versions are never deleted to make room: when deleting every
+/// automatic version would not be enough, the reason says which named
+/// versions to delete, and nothing is.
+pub fn make_room(versions: &[VersionMeta], stored: u64, size: u64, quota: &VersionQuota) -> Result<Vec<i64>, DocError> {
+    let mut count = versions.len() + 1;
+    let mut bytes = stored + size + versions.iter().map(|v| v.size).sum::<u64>();
+    let fits = |count: usize, bytes: u64| {
+        (quota.max_versions == 0 || count <= quota.max_versions)
+            && (quota.max_storage == 0 || bytes <= quota.max_storage)
+    };
+    let mut autos: Vec<&VersionMeta> = versions.iter().filter(|v| v.kind == VersionKind::Auto).collect();
+    autos.sort_by_key(|v| (v.created, v.id));
+    let mut doomed = Vec::new();
+    for v in autos {
+        if fits(count, bytes) {
+            break;
+        }
+        doomed.push(v.id);
+        count -= 1;
+        bytes -= v.size;
+    }
+    if fits(count, bytes) {
+        return Ok(doomed);
+    }
+    let mut named: Vec<&VersionMeta> = versions.iter().filter(|v| v.kind == VersionKind::Named).collect();
+    named.sort_by_key(|v| (v.created, v.id));
+    let oldest: Vec<String> = named
+        .iter()
+        .take(3)
+        .map(|v| match &v.label {
+            Some(label) => format!("version {} \"{label}\"", v.id),
+            None => format!("version {}", v.id),
+        })
+        .collect();
+    let delete = if oldest.is_empty() {
+        String::new()
+    } else {
+        format!("; delete named versions to make room (oldest: {})", oldest.join(", "))
+    };
+    Err(DocError::VersionQuota(
+        if quota.max_versions > 0 && count > quota.max_versions {
+            format!(
+                "the document has {} versions, the most it may keep (--max-versions){delete}",
+                versions.len()
+            )
+        } else if stored + size > quota.max_storage {
+            format!(
+                "a version of this document ({size} bytes) does not fit its storage quota of {} bytes \
+             (--max-doc-storage) beside the document itself ({stored} bytes)",
+                quota.max_storage
+            )
+        } else {
+            format!(
+                "a version ({size} bytes) would take the document past its storage quota of {} bytes \
+             (--max-doc-storage: {stored} bytes of document, {} in versions){delete}",
+                quota.max_storage,
+                bytes - stored - size
+            )
+        },
+    ))
+}
 
 /// The automatic versions to delete so that, older than
 /// `policy.hourly_after`, one per hour remains, and older than
@@ -36,6 +133,7 @@ pub fn thin(versions: &[VersionMeta], now: i64, policy: &VersionPolicy) -> Vec<i
 #[cfg(test)]
 mod tests {
     use super::*;
+    use yrs::{Doc, Text, Transact, Update};
 
     const HOUR: i64 = 3_600_000;
 
@@ -47,7 +145,91 @@ mod tests {
             kind,
             size: 1,
             state_vector: Vec::new(),
+            digest: None,
         }
+    }
+
+    fn sized(id: i64, kind: VersionKind, size: u64) -> VersionMeta {
+        VersionMeta {
+            size,
+            ..version(id, id * 1000, kind)
+        }
+    }
+
+    #[test]
+    fn the_oldest_automatic_versions_make_room_first() {
+        use VersionKind::{Auto, Named};
+        let versions = [
+            sized(1, Auto, 10),
+            sized(2, Named, 10),
+            sized(3, Auto, 10),
+            sized(4, Auto, 10),
+        ];
+        let cap = |max_versions| VersionQuota {
+            max_versions,
+            max_storage: 0,
+        };
+        assert_eq!(make_room(&versions, 0, 10, &cap(0)), Ok(vec![]), "no limit");
+        assert_eq!(make_room(&versions, 0, 10, &cap(5)), Ok(vec![]));
+        assert_eq!(make_room(&versions, 0, 10, &cap(4)), Ok(vec![1]));
+        assert_eq!(make_room(&versions, 0, 10, &cap(2)), Ok(vec![1, 3, 4]));
+        let Err(DocError::VersionQuota(reason)) = make_room(&versions, 0, 10, &cap(1)) else {
+            panic!("a named version would have to go");
+        };
+        assert!(
+            reason.contains("--max-versions") && reason.contains("version 2"),
+            "{reason}"
+        );
+
+        let quota = |max_storage| VersionQuota {
+            max_versions: 0,
+            max_storage,
+        };
+        // 100 bytes of document + 40 in versions + 10 new.
+        assert_eq!(make_room(&versions, 100, 10, &quota(150)), Ok(vec![]));
+        assert_eq!(make_room(&versions, 100, 10, &quota(135)), Ok(vec![1, 3]));
+        let Err(DocError::VersionQuota(reason)) = make_room(&versions, 100, 10, &quota(115)) else {
+            panic!("over the quota");
+        };
+        assert!(
+            reason.contains("--max-doc-storage") && reason.contains("version 2"),
+            "{reason}"
+        );
+        let Err(DocError::VersionQuota(reason)) = make_room(&[], 100, 100, &quota(150)) else {
+            panic!("a version alone does not fit");
+        };
+        assert!(reason.contains("beside the document itself"), "{reason}");
+    }
+
+    #[test]
+    fn digests_tell_content_apart_and_ignore_history() {
+        let a = Doc::with_client_id(1);
+        let text = a.get_or_insert_text("t");
+        let first = {
+            let mut txn = a.transact_mut();
+            text.push(&mut txn, "hello");
+            txn.encode_update_v1()
+        };
+        let second = {
+            let mut txn = a.transact_mut();
+            text.push(&mut txn, " world");
+            txn.encode_update_v1()
+        };
+        // The same updates in the other order (the second waits for the
+        // first), and a second client's document: the same content.
+        let b = Doc::with_client_id(2);
+        {
+            use yrs::updates::decoder::Decode;
+            let mut txn = b.transact_mut();
+            txn.apply_update(Update::decode_v1(&second).unwrap()).unwrap();
+            txn.apply_update(Update::decode_v1(&first).unwrap()).unwrap();
+        }
+        assert_eq!(digest(&a.transact()), digest(&b.transact()));
+        let before = digest(&a.transact());
+        let sv = a.transact().state_vector();
+        text.remove_range(&mut a.transact_mut(), 0, 1);
+        assert_eq!(a.transact().state_vector(), sv, "a deletion keeps the state vector");
+        assert_ne!(digest(&a.transact()), before, "but not the digest");
     }
 
     #[test]

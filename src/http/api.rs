@@ -3,10 +3,12 @@
 //! Document names in paths are percent-encoded (`notes%2Ftoday`). Every
 //! error is JSON `{"error": "..."}` with its status (see [`ApiError`]).
 
+use std::net::SocketAddr;
+
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -110,6 +112,10 @@ struct VersionJson {
     size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<Value>,
+    /// Only in the answer to taking a version: whether it was the latest
+    /// version already (nothing changed since).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    existing: Option<bool>,
 }
 
 impl From<&VersionMeta> for VersionJson {
@@ -121,6 +127,7 @@ impl From<&VersionMeta> for VersionJson {
             kind: v.kind,
             size: v.size,
             content: None,
+            existing: None,
         }
     }
 }
@@ -248,9 +255,12 @@ async fn get_update(
 }
 
 /// `POST /api/docs/{name}/update`: a v1 update, applied, stored and relayed
-/// exactly like a peer's. Creates the document if needed.
+/// exactly like a peer's. Creates the document if needed, within the
+/// client's allowance of new documents.
 async fn post_update(
     State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     caller: Caller,
     Path(name): Path<String>,
     body: Bytes,
@@ -264,6 +274,7 @@ async fn post_update(
     // Decode once to refuse garbage with a reason; the actor gets its own
     // copy on each (rare) retry.
     InboundUpdate::from_raw(body.clone()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    super::rate::admit_new_doc(&state, &name, state.limits.client_ip(remote, &headers), &caller).await?;
     state
         .registry
         .with_doc(&name, |h| {
@@ -299,7 +310,9 @@ struct NewVersion {
 /// Longest version label, in bytes.
 const MAX_LABEL: usize = 200;
 
-/// `POST /api/docs/{name}/versions` `{"label": "..."}`: 201 with the version.
+/// `POST /api/docs/{name}/versions` `{"label": "..."}`: 201 with the new
+/// version; 200 with the latest one when nothing changed since it
+/// (`"existing": true`); 409 when the document's version quota is full.
 async fn take_version(
     State(state): State<AppState>,
     caller: Caller,
@@ -323,14 +336,21 @@ async fn take_version(
         return Err(ApiError::bad_request(format!("label is longer than {MAX_LABEL} bytes")));
     }
     existing(&state, &name).await?;
-    let meta = state
+    let taken = state
         .registry
         .with_doc(&name, |h| {
             let label = label.clone();
             async move { h.take_version(VersionKind::Named, label).await }
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(VersionJson::from(&meta))))
+    let mut version = VersionJson::from(&taken.version);
+    version.existing = Some(taken.existing);
+    let status = if taken.existing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(version)))
 }
 
 async fn load_version(

@@ -1,6 +1,8 @@
 //! `ApiError`: every HTTP error is JSON `{"error": "..."}` with its status.
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -11,6 +13,8 @@ use crate::storage::StoreError;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds, at least 1) with a 429.
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -18,6 +22,15 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429: a rate limit; the client may try again after `retry_after`.
+    pub fn too_many(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
         }
     }
 
@@ -35,7 +48,12 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, error = %self.message, "request failed");
         }
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs_f64().ceil().clamp(1.0, 86_400.0) as u64;
+            response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -51,6 +69,7 @@ impl From<DocError> for ApiError {
             DocError::BadUpdate(_) => StatusCode::BAD_REQUEST,
             DocError::NoVersion(_) => StatusCode::NOT_FOUND,
             DocError::Restore(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            DocError::VersionQuota(_) => StatusCode::CONFLICT,
             DocError::TooLarge { .. } | DocError::TooManyTypes { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             DocError::ShuttingDown | DocError::Unloaded => StatusCode::SERVICE_UNAVAILABLE,
             DocError::LoadFailed { .. } | DocError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,

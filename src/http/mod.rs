@@ -5,6 +5,7 @@ pub mod access;
 mod api;
 mod assets;
 mod error;
+pub mod rate;
 mod ws;
 
 use std::sync::atomic::AtomicU64;
@@ -36,12 +37,15 @@ pub struct AppState {
     pub access: Arc<Access>,
     pub limits: Arc<Limits>,
     pub allowed_origins: Arc<[String]>,
-    /// Messages per second and burst per connection; `None`: no limit.
-    pub rate_limit: Option<(u32, u32)>,
+    /// Rate limits per client: WebSocket messages, API requests, new documents.
+    pub rates: Arc<rate::Rates>,
 }
 
 pub fn router(state: AppState) -> Router {
-    let mut api = api::router();
+    let mut api = api::router().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        rate::limit_requests,
+    ));
     if !state.allowed_origins.is_empty() {
         // Cross-origin pages may call the API only from the allowed origins;
         // without the flag no CORS headers are sent (same origin only).

@@ -19,6 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::broadcast;
 
 use super::access::{self, Access, Caller};
+use super::rate;
 use super::{ApiError, AppState};
 use crate::auth::Claims;
 use crate::doc::{DocName, PeerId};
@@ -54,7 +55,8 @@ pub async fn upgrade(
 }
 
 /// Every check an upgrade must pass, in order: the name, the request being
-/// an upgrade, the origin, the credential, the connection limits, and the
+/// an upgrade, the origin, the credential, the connection limits, the
+/// client's message bucket, its allowance of new documents, and the
 /// document loading.
 async fn admit(
     state: &AppState,
@@ -75,7 +77,10 @@ async fn admit(
         .access
         .authenticate(access::credential(headers, uri.query()).as_deref())?;
     caller.read(&name)?;
-    let admission = state.limits.admit(state.limits.client_ip(remote, headers))?;
+    let ip = state.limits.client_ip(remote, headers);
+    let admission = state.limits.admit(ip)?;
+    let rate = rate::message_bucket(state, ip, &caller)?;
+    rate::admit_new_doc(state, &name, ip, &caller).await?;
     // Load the document before accepting, so that a document that cannot be
     // loaded is refused with a status instead of a socket that closes at once.
     state
@@ -89,13 +94,13 @@ async fn admit(
             Caller::Token(claims) => Some(lease(&state.access, claims)),
             Caller::Admin => None,
         },
+        rate,
     };
     let peer = PeerId(state.next_peer.fetch_add(1, Ordering::Relaxed));
     let ctx = SessionContext {
         registry: state.registry.clone(),
         metrics: state.metrics.clone(),
         shutdown: state.shutdown.clone(),
-        rate_limit: state.rate_limit,
     };
     Ok(ws
         .read_buffer_size(READ_BUFFER)

@@ -120,6 +120,7 @@ impl DocStore for MemoryStore {
         snapshot: Snapshot,
         kind: VersionKind,
         label: Option<String>,
+        digest: Vec<u8>,
     ) -> BoxFuture<'a, Result<VersionMeta, StoreError>> {
         let id = self.next_version.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let meta = VersionMeta {
@@ -129,9 +130,30 @@ impl DocStore for MemoryStore {
             kind,
             size: snapshot.state.len() as u64,
             state_vector: snapshot.state_vector.clone(),
+            digest: Some(digest),
         };
         self.entry(name, |e| e.versions.push((meta.clone(), snapshot)));
         Box::pin(std::future::ready(Ok(meta)))
+    }
+
+    fn name_version<'a>(
+        &'a self,
+        name: &'a DocName,
+        id: i64,
+        label: Option<String>,
+    ) -> BoxFuture<'a, Result<Option<VersionMeta>, StoreError>> {
+        let mut docs = self.docs.lock().unwrap();
+        let found = docs
+            .get_mut(name)
+            .and_then(|e| e.versions.iter_mut().find(|(m, _)| m.id == id))
+            .map(|(meta, _)| {
+                meta.kind = VersionKind::Named;
+                if meta.label.is_none() {
+                    meta.label = label;
+                }
+                meta.clone()
+            });
+        Box::pin(std::future::ready(Ok(found)))
     }
 
     fn list_versions<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>> {

@@ -114,6 +114,9 @@ pub struct VersionMeta {
     pub size: u64,
     /// The state vector (v1) it was taken at.
     pub state_vector: Vec<u8>,
+    /// What identifies its content (`doc::digest`); `None` for versions
+    /// stored before weft kept it.
+    pub digest: Option<Vec<u8>>,
 }
 
 /// What the document list shows.
@@ -147,14 +150,25 @@ pub trait DocStore: Send + Sync + 'static {
     /// Removes a document, its log and its snapshots. `false` if unknown.
     fn delete<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-    /// Stores a version of a document (a full state that the log keeps).
+    /// Stores a version of a document (a full state that the log keeps),
+    /// with the digest of its content.
     fn save_version<'a>(
         &'a self,
         name: &'a DocName,
         snapshot: Snapshot,
         kind: VersionKind,
         label: Option<String>,
+        digest: Vec<u8>,
     ) -> BoxFuture<'a, Result<VersionMeta, StoreError>>;
+
+    /// Makes a version named (kept until deleted), with `label` if it had
+    /// none. `None` if there is no such version.
+    fn name_version<'a>(
+        &'a self,
+        name: &'a DocName,
+        id: i64,
+        label: Option<String>,
+    ) -> BoxFuture<'a, Result<Option<VersionMeta>, StoreError>>;
 
     /// A document's versions, newest first.
     fn list_versions<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>>;

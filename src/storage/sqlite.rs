@@ -28,11 +28,14 @@ use crate::doc::DocName;
 use crate::metrics::Metrics;
 
 /// The schema this weft writes (see `schema.sql`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 const SCHEMA: &str = include_str!("../../schema.sql");
 /// Steps from each older version to the next: `MIGRATIONS[i]` turns version
 /// `i + 1` into `i + 2`.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0002_batched_log_revoked_tokens.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0002_batched_log_revoked_tokens.sql"),
+    include_str!("../../migrations/0003_version_digest.sql"),
+];
 
 /// Jobs waiting for the writer; senders wait (asynchronously) when it is full.
 const WRITE_QUEUE: usize = 4096;
@@ -70,7 +73,14 @@ enum Job {
         snapshot: Snapshot,
         kind: VersionKind,
         label: Option<String>,
+        digest: Vec<u8>,
         reply: oneshot::Sender<Result<VersionMeta, StoreError>>,
+    },
+    NameVersion {
+        doc: DocName,
+        id: i64,
+        label: Option<String>,
+        reply: oneshot::Sender<Result<Option<VersionMeta>, StoreError>>,
     },
     DeleteVersions {
         doc: DocName,
@@ -93,6 +103,7 @@ enum Done {
     Bool(bool),
     Count(usize),
     Version(VersionMeta),
+    Found(Option<VersionMeta>),
 }
 
 /// WAL pages (4 KiB each) after which a commit also checkpoints.
@@ -414,12 +425,13 @@ fn apply(tx: &Connection, ids: &mut HashMap<DocName, i64>, job: &Job, now: i64) 
             snapshot,
             kind,
             label,
+            digest,
             ..
         } => {
             let doc_id = doc_id_or_create(tx, ids, doc, now)?;
             tx.execute(
-                "INSERT INTO snapshots (doc_id, kind, trigger, label, upto_seq, state, state_vector, created_at)
-                 VALUES (?1, 'version', ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO snapshots (doc_id, kind, trigger, label, upto_seq, state, state_vector, created_at, digest)
+                 VALUES (?1, 'version', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     doc_id,
                     kind.as_str(),
@@ -427,7 +439,8 @@ fn apply(tx: &Connection, ids: &mut HashMap<DocName, i64>, job: &Job, now: i64) 
                     snapshot.upto_seq as i64,
                     snapshot.state,
                     snapshot.state_vector,
-                    now
+                    now,
+                    digest
                 ],
             )?;
             Ok(Done::Version(VersionMeta {
@@ -437,7 +450,25 @@ fn apply(tx: &Connection, ids: &mut HashMap<DocName, i64>, job: &Job, now: i64) 
                 kind: *kind,
                 size: snapshot.state.len() as u64,
                 state_vector: snapshot.state_vector.clone(),
+                digest: Some(digest.clone()),
             }))
+        }
+        Job::NameVersion { doc, id, label, .. } => {
+            let Some(doc_id) = doc_id(tx, doc)? else {
+                return Ok(Done::Found(None));
+            };
+            tx.execute(
+                "UPDATE snapshots SET trigger = 'named', label = COALESCE(label, ?3)
+                 WHERE doc_id = ?1 AND kind = 'version' AND id = ?2",
+                params![doc_id, id, label],
+            )?;
+            let meta = tx
+                .prepare_cached(&format!(
+                    "SELECT {VERSION_COLUMNS} FROM snapshots s WHERE s.doc_id = ?1 AND s.kind = 'version' AND s.id = ?2"
+                ))?
+                .query_row(params![doc_id, id], version_row)
+                .optional()?;
+            Ok(Done::Found(meta))
         }
         Job::DeleteVersions { doc, ids: versions, .. } => {
             let Some(doc_id) = doc_id(tx, doc)? else {
@@ -478,6 +509,12 @@ fn finish(job: Job, result: Result<Done, StoreError>) {
             let _ = reply.send(result.and_then(|done| match done {
                 Done::Version(meta) => Ok(meta),
                 _ => Err(StoreError::Commit("version not saved".into())),
+            }));
+        }
+        Job::NameVersion { reply, .. } => {
+            let _ = reply.send(result.map(|done| match done {
+                Done::Found(meta) => meta,
+                _ => None,
             }));
         }
         Job::DeleteVersions { reply, .. } => {
@@ -571,7 +608,7 @@ fn load(conn: &Connection, doc: &DocName) -> Result<StoredDoc, StoreError> {
     })
 }
 
-const VERSION_COLUMNS: &str = "s.id, s.created_at, s.label, s.trigger, length(s.state), s.state_vector";
+const VERSION_COLUMNS: &str = "s.id, s.created_at, s.label, s.trigger, length(s.state), s.state_vector, s.digest";
 
 fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionMeta> {
     let trigger: Option<String> = r.get(3)?;
@@ -585,6 +622,7 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionMeta> {
         },
         size: r.get::<_, i64>(4)? as u64,
         state_vector: r.get(5)?,
+        digest: r.get(6)?,
     })
 }
 
@@ -702,12 +740,30 @@ impl DocStore for SqliteStore {
         snapshot: Snapshot,
         kind: VersionKind,
         label: Option<String>,
+        digest: Vec<u8>,
     ) -> BoxFuture<'a, Result<VersionMeta, StoreError>> {
         let (reply, rx) = oneshot::channel();
         let job = Job::SaveVersion {
             doc: name.clone(),
             snapshot,
             kind,
+            label,
+            digest,
+            reply,
+        };
+        Box::pin(self.submit(job, rx))
+    }
+
+    fn name_version<'a>(
+        &'a self,
+        name: &'a DocName,
+        id: i64,
+        label: Option<String>,
+    ) -> BoxFuture<'a, Result<Option<VersionMeta>, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::NameVersion {
+            doc: name.clone(),
+            id,
             label,
             reply,
         };
@@ -740,7 +796,7 @@ impl DocStore for SqliteStore {
                     "SELECT {VERSION_COLUMNS}, s.state FROM snapshots s JOIN documents d ON d.id = s.doc_id
                      WHERE d.name = ?1 AND s.kind = 'version' AND s.id = ?2"
                 ))?
-                .query_row(params![name.as_str(), id], |r| Ok((version_row(r)?, r.get(6)?)))
+                .query_row(params![name.as_str(), id], |r| Ok((version_row(r)?, r.get(7)?)))
                 .optional()?)
         }))
     }

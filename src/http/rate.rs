@@ -1,0 +1,169 @@
+//! The rate limits the HTTP edge applies, each a [`RateBook`] of clients:
+//! messages on a WebSocket (the bucket a connection holds), API requests,
+//! and new documents. Refusals are 429 with a JSON reason and `Retry-After`,
+//! before anything is done: for a WebSocket, before the upgrade.
+//!
+//! A client is its IP (`Limits::client_ip`, so behind a trusted proxy the
+//! forwarded one) and, in token mode, its token's id. The admin key is not
+//! limited in token mode: whoever holds it can mint tokens anyway. In open
+//! mode every caller counts by IP.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::access::{self, Caller};
+use super::{ApiError, AppState};
+use crate::doc::DocName;
+use crate::rate::{ClientKey, RateBook, RateLimiter, HANDSHAKE};
+
+/// Who a creation counts against: its IP and its token, each on its own, so
+/// that neither many tokens from one address nor one token from many
+/// addresses escapes the limit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Creator {
+    Ip(IpAddr),
+    Token(String),
+}
+
+/// The rate books, `None` where a limit is off.
+pub struct Rates {
+    /// WebSocket messages: each connection checks out its bucket.
+    pub messages: Option<Arc<RateBook<ClientKey>>>,
+    /// API requests.
+    pub requests: Option<RateBook<ClientKey>>,
+    /// New documents, by any route.
+    pub creations: Option<RateBook<Creator>>,
+}
+
+impl Rates {
+    pub fn new(config: &crate::config::Config) -> Self {
+        let clients = config.rate_clients;
+        let per_minute = config.max_new_docs_per_minute;
+        Self {
+            messages: (config.rate_limit > 0).then(|| {
+                let book = RateBook::new(f64::from(config.rate_limit), f64::from(config.rate_burst), clients);
+                Arc::new(book.with_handshake(HANDSHAKE))
+            }),
+            requests: (config.http_rate_limit > 0).then(|| {
+                RateBook::new(
+                    f64::from(config.http_rate_limit),
+                    f64::from(config.http_rate_burst),
+                    clients,
+                )
+            }),
+            creations: (per_minute > 0)
+                .then(|| RateBook::new(f64::from(per_minute) / 60.0, f64::from(per_minute), clients)),
+        }
+    }
+}
+
+/// Whole seconds to tell a client, at least 1.
+fn secs(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// The client behind a caller, or `None` when limits do not apply to it.
+fn client(state: &AppState, ip: IpAddr, caller: Option<&Caller>) -> Option<ClientKey> {
+    match caller {
+        Some(Caller::Admin) if !state.access.is_open() => None,
+        Some(Caller::Token(claims)) => Some(ClientKey {
+            ip,
+            token: Some(claims.jti.clone()),
+        }),
+        _ => Some(ClientKey { ip, token: None }),
+    }
+}
+
+/// Middleware over `/api`: one token from the client's request bucket per
+/// request. A request whose credential is refused counts against its IP.
+pub async fn limit_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(book) = &state.rates.requests else {
+        return next.run(request).await;
+    };
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| {
+            state.limits.client_ip(c.0, request.headers())
+        });
+    let credential = access::credential(request.headers(), request.uri().query());
+    let caller = state.access.authenticate(credential.as_deref()).ok();
+    let Some(key) = client(&state, ip, caller.as_ref()) else {
+        return next.run(request).await;
+    };
+    match book.take(&[key], 1.0, Instant::now()) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            state.metrics.requests_refused.fetch_add(1, Ordering::Relaxed);
+            ApiError::too_many(
+                format!(
+                    "too many requests from this client: at most {} a second, {} at once (--http-rate-limit); retry in {} s",
+                    book.rate(),
+                    book.burst(),
+                    secs(wait)
+                ),
+                wait,
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Counts a new document against its creator's allowance, or refuses it
+/// with 429. A document is new when it is neither loaded nor stored; asking
+/// costs a read only for documents not in memory, which loading reads anyway.
+pub async fn admit_new_doc(state: &AppState, name: &DocName, ip: IpAddr, caller: &Caller) -> Result<(), ApiError> {
+    let Some(book) = &state.rates.creations else {
+        return Ok(());
+    };
+    let Some(key) = client(state, ip, Some(caller)) else {
+        return Ok(());
+    };
+    if state.registry.loaded(name).is_some() || state.registry.store().meta(name).await?.is_some() {
+        return Ok(());
+    }
+    let mut creators = vec![Creator::Ip(key.ip)];
+    creators.extend(key.token.map(Creator::Token));
+    book.take(&creators, 1.0, Instant::now()).map_err(|wait| {
+        state.metrics.requests_refused.fetch_add(1, Ordering::Relaxed);
+        ApiError::too_many(
+            format!(
+                "too many new documents from this client: at most {} a minute (--max-new-docs-per-minute); \
+                 retry in {} s, or use an existing document",
+                book.burst(),
+                secs(wait)
+            ),
+            wait,
+        )
+    })
+}
+
+/// The message bucket of a new WebSocket connection, checked out of the
+/// client's book; refused (429) when it does not hold a handshake's worth:
+/// the connection would be closed at its first messages.
+pub fn message_bucket(state: &AppState, ip: IpAddr, caller: &Caller) -> Result<Option<RateLimiter>, ApiError> {
+    let Some(book) = &state.rates.messages else {
+        return Ok(None);
+    };
+    let token = match caller {
+        Caller::Token(claims) => Some(claims.jti.clone()),
+        Caller::Admin => None,
+    };
+    let mut limiter = RateLimiter::from_book(book.clone(), ClientKey { ip, token });
+    match limiter.ready() {
+        Ok(()) => Ok(Some(limiter)),
+        Err(wait) => Err(ApiError::too_many(
+            format!(
+                "too many messages from this client (--rate-limit): retry in {} s",
+                secs(wait)
+            ),
+            wait,
+        )),
+    }
+}

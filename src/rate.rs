@@ -1,0 +1,511 @@
+//! Rate limits: one token bucket, and the book that keeps buckets per client.
+//!
+//! Every rate limit in weft is a [`TokenBucket`]: messages on a WebSocket,
+//! API requests, new documents. A [`RateBook`] keeps the buckets of recent
+//! clients so that their state outlives a connection or a request: a client
+//! that is closed for flooding and reconnects gets back the bucket it
+//! emptied, not a fresh burst.
+//!
+//! A connection *checks out* its bucket for its lifetime ([`RateLimiter`])
+//! and the book takes it back when the connection ends. Buckets are not
+//! shared between a client's simultaneous connections: two tabs behind one
+//! address (or every local test in open mode) must not slow each other down.
+//! A request takes from the book directly ([`RateBook::take`]).
+//!
+//! The book is bounded: a bucket that has refilled is forgotten (a fresh one
+//! is the same), and past `capacity` buckets the ones nearest to full are
+//! forgotten first. Time is an argument everywhere, so the rules are tested
+//! with a made-up clock.
+//!
+//! A leaf module: the HTTP edge fills the book, the session holds a bucket.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a y-websocket client sends when it connects (step1, step2,
+/// awareness, query-awareness), with room to spare. A connection handed a
+/// bucket with less is refused at the upgrade: it could not even say hello.
+pub const HANDSHAKE: f64 = 8.0;
+
+/// `burst` tokens, refilled at `rate` per second.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn full(rate: f64, burst: f64, now: Instant) -> Self {
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = self.last.max(now);
+    }
+
+    /// Tokens in the bucket at `now`.
+    pub fn available(&mut self, now: Instant) -> f64 {
+        self.refill(now);
+        self.tokens
+    }
+
+    /// Takes `n` tokens; when there are fewer, takes none and says how long
+    /// until there are `n`.
+    pub fn take(&mut self, n: f64, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
+        if self.tokens >= n {
+            self.tokens -= n;
+            Ok(())
+        } else {
+            Err(self.wait_for(n))
+        }
+    }
+
+    /// How long until the bucket holds `n` tokens (as of its last refill).
+    fn wait_for(&self, n: f64) -> Duration {
+        Duration::try_from_secs_f64((n - self.tokens).max(0.0) / self.rate).unwrap_or(Duration::MAX)
+    }
+
+    /// Whether the bucket is full at `now`: then a fresh one is the same.
+    fn is_full(&mut self, now: Instant) -> bool {
+        self.available(now) >= self.burst
+    }
+
+    /// When it will be full; `None`: never (it does not refill).
+    fn full_at(&self) -> Option<Instant> {
+        self.last.checked_add(self.wait_for(self.burst))
+    }
+}
+
+/// Who a rate limit counts: the client's IP and, in token mode, its token's
+/// id. One user's token from one address is one client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    pub ip: IpAddr,
+    pub token: Option<String>,
+}
+
+/// What the book holds of one client.
+#[derive(Debug)]
+struct Entry {
+    /// Buckets no connection holds right now, not yet refilled.
+    buckets: Vec<TokenBucket>,
+    /// Tops a checked-out bucket up to a handshake. It refills at the
+    /// bucket's rate, so reconnecting over and over gains no more than the
+    /// rate itself.
+    allowance: TokenBucket,
+}
+
+impl Entry {
+    /// Everything in it is full: the client can be forgotten.
+    fn is_spent(&mut self, now: Instant) -> bool {
+        self.allowance.is_full(now) && self.buckets.iter_mut().all(|b| b.is_full(now))
+    }
+
+    /// When forgetting it will change nothing.
+    fn full_at(&self) -> Option<Instant> {
+        let mut at = self.allowance.full_at();
+        for bucket in &self.buckets {
+            at = at.zip(bucket.full_at()).map(|(a, b)| a.max(b));
+        }
+        at
+    }
+
+    /// Slots it takes in the book: the client plus each of its buckets.
+    fn slots(&self) -> usize {
+        1 + self.buckets.len()
+    }
+}
+
+/// Token buckets of recent clients, kept between connections and requests.
+#[derive(Debug)]
+pub struct RateBook<K> {
+    rate: f64,
+    burst: f64,
+    /// Tokens a checked-out bucket is topped up to (at most `burst`).
+    handshake: f64,
+    /// Most slots (clients plus their buckets) held.
+    capacity: usize,
+    inner: Mutex<Inner<K>>,
+}
+
+#[derive(Debug)]
+struct Inner<K> {
+    clients: HashMap<K, Entry>,
+    /// Slots held: clients plus their buckets.
+    slots: usize,
+    /// The next sweep of refilled clients runs when `slots` reaches this:
+    /// twice what was left after the last one, so sweeping is amortised O(1).
+    sweep_at: usize,
+}
+
+/// Sweeps never wait for fewer slots than this.
+const MIN_SWEEP: usize = 1024;
+
+impl<K: Hash + Eq + Clone> RateBook<K> {
+    /// `rate` tokens per second, `burst` at once; at most `capacity` clients
+    /// and buckets remembered.
+    pub fn new(rate: f64, burst: f64, capacity: usize) -> Self {
+        Self {
+            rate,
+            burst: burst.max(1.0),
+            handshake: 0.0,
+            capacity: capacity.max(1),
+            inner: Mutex::new(Inner {
+                clients: HashMap::new(),
+                slots: 0,
+                sweep_at: MIN_SWEEP,
+            }),
+        }
+    }
+
+    /// Checked-out buckets are topped up to `handshake` tokens from the
+    /// client's allowance.
+    pub fn with_handshake(mut self, handshake: f64) -> Self {
+        self.handshake = handshake.min(self.burst);
+        self
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    pub fn burst(&self) -> f64 {
+        self.burst
+    }
+
+    fn fresh(&self, now: Instant) -> TokenBucket {
+        TokenBucket::full(self.rate, self.burst, now)
+    }
+
+    /// The bucket for a new connection of `key`: the emptiest one its earlier
+    /// connections left (topped up to a handshake from its allowance), or a
+    /// full one.
+    pub fn check_out(&self, key: &K, now: Instant) -> TokenBucket {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(entry) = inner.clients.get_mut(key) else {
+            return self.fresh(now);
+        };
+        let emptiest = entry
+            .buckets
+            .iter_mut()
+            .enumerate()
+            .map(|(i, b)| (i, b.available(now)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let Some((i, tokens)) = emptiest else {
+            return self.fresh(now);
+        };
+        let mut bucket = entry.buckets.swap_remove(i);
+        let short = self.handshake - tokens;
+        if short > 0.0 {
+            let allowance = entry.allowance.available(now);
+            let lent = allowance.min(short);
+            entry.allowance.tokens = allowance - lent;
+            bucket.tokens = if lent == short { self.handshake } else { tokens + lent };
+        }
+        inner.slots -= 1;
+        bucket
+    }
+
+    /// Takes back a bucket a connection of `key` held.
+    pub fn check_in(&self, key: K, mut bucket: TokenBucket, now: Instant) {
+        let full = bucket.is_full(now);
+        let mut inner = self.inner.lock().unwrap();
+        if full && !inner.clients.contains_key(&key) {
+            return; // nothing to remember
+        }
+        self.make_room(&mut inner, 2, now);
+        let inner = &mut *inner;
+        let entry = inner.clients.entry(key).or_insert_with(|| {
+            inner.slots += 1;
+            Entry {
+                buckets: Vec::new(),
+                allowance: TokenBucket::full(self.rate, self.handshake, now),
+            }
+        });
+        if !full {
+            entry.buckets.push(bucket);
+            inner.slots += 1;
+        }
+    }
+
+    /// Takes `n` tokens from the shared bucket of each of `keys`, or from
+    /// none of them: then says how long until all have `n`. For requests,
+    /// which hold no bucket of their own.
+    pub fn take(&self, keys: &[K], n: f64, now: Instant) -> Result<(), Duration> {
+        let mut inner = self.inner.lock().unwrap();
+        let mut short = 0.0f64;
+        for key in keys {
+            let available = inner
+                .clients
+                .get_mut(key)
+                .and_then(|e| e.buckets.first_mut())
+                .map_or(self.burst, |b| b.available(now));
+            short = short.max(n - available);
+        }
+        if short > 0.0 {
+            return Err(Duration::try_from_secs_f64(short / self.rate).unwrap_or(Duration::MAX));
+        }
+        self.make_room(&mut inner, 2 * keys.len(), now);
+        let inner = &mut *inner;
+        for key in keys {
+            let entry = inner.clients.entry(key.clone()).or_insert_with(|| {
+                inner.slots += 1;
+                Entry {
+                    buckets: Vec::new(),
+                    allowance: TokenBucket::full(self.rate, 0.0, now),
+                }
+            });
+            if entry.buckets.is_empty() {
+                entry.buckets.push(self.fresh(now));
+                inner.slots += 1;
+            }
+            let _ = entry.buckets[0].take(n, now);
+        }
+        Ok(())
+    }
+
+    /// Clients remembered right now.
+    pub fn clients(&self) -> usize {
+        self.inner.lock().unwrap().clients.len()
+    }
+
+    /// Forgets refilled clients from time to time, and the nearest to full
+    /// when the book is at capacity, so that `needed` more slots fit.
+    fn make_room(&self, inner: &mut Inner<K>, needed: usize, now: Instant) {
+        if inner.slots + needed <= self.capacity && inner.slots < inner.sweep_at {
+            return;
+        }
+        inner.clients.retain(|_, entry| !entry.is_spent(now));
+        inner.slots = inner.clients.values().map(Entry::slots).sum();
+        if inner.slots + needed > self.capacity {
+            // Still full: forget an eighth of the book at once (so this
+            // O(n log n) pass is rare), those that will be full soonest,
+            // which loses the least.
+            let target = (self.capacity - self.capacity / 8).saturating_sub(needed);
+            let mut by_full: Vec<(Option<Instant>, K)> =
+                inner.clients.iter().map(|(k, e)| (e.full_at(), k.clone())).collect();
+            // Never full (`None`) goes last.
+            by_full.sort_by_key(|(at, _)| (at.is_none(), *at));
+            for (_, key) in by_full {
+                if inner.slots <= target {
+                    break;
+                }
+                if let Some(entry) = inner.clients.remove(&key) {
+                    inner.slots -= entry.slots();
+                }
+            }
+        }
+        inner.sweep_at = (inner.slots * 2).max(MIN_SWEEP);
+    }
+}
+
+/// The bucket a connection holds for its lifetime. Checked out of a book, it
+/// goes back to it when the connection ends (when this is dropped).
+#[derive(Debug)]
+pub struct RateLimiter {
+    bucket: TokenBucket,
+    home: Option<(Arc<RateBook<ClientKey>>, ClientKey)>,
+}
+
+impl RateLimiter {
+    /// A bucket of its own, kept nowhere: `rate` messages per second,
+    /// `burst` at once.
+    pub fn new((rate, burst): (u32, u32)) -> Self {
+        Self {
+            bucket: TokenBucket::full(f64::from(rate), f64::from(burst.max(1)), Instant::now()),
+            home: None,
+        }
+    }
+
+    /// The bucket `book` holds for `key`.
+    pub fn from_book(book: Arc<RateBook<ClientKey>>, key: ClientKey) -> Self {
+        let bucket = book.check_out(&key, Instant::now());
+        Self {
+            bucket,
+            home: Some((book, key)),
+        }
+    }
+
+    /// Takes `n` tokens; `false` when there are fewer (and then takes none).
+    pub fn take(&mut self, n: usize) -> bool {
+        self.bucket.take(n as f64, Instant::now()).is_ok()
+    }
+
+    /// `Ok` when the bucket holds a handshake's worth of tokens, otherwise
+    /// how long until it does.
+    pub fn ready(&mut self) -> Result<(), Duration> {
+        let need = HANDSHAKE.min(self.bucket.burst);
+        if self.bucket.available(Instant::now()) >= need {
+            Ok(())
+        } else {
+            Err(self.bucket.wait_for(need))
+        }
+    }
+}
+
+impl Drop for RateLimiter {
+    fn drop(&mut self) {
+        if let Some((book, key)) = self.home.take() {
+            book.check_in(key, self.bucket.clone(), Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::full(10.0, 5.0, t0);
+        assert!((0..5).all(|_| b.take(1.0, t0).is_ok()));
+        assert_eq!(b.take(1.0, t0), Err(100 * MS), "one token takes 100 ms at 10/s");
+        assert!(b.take(2.0, t0 + 250 * MS).is_ok(), "2.5 tokens refilled in 250 ms");
+        assert!(b.take(1.0, t0 + 250 * MS).is_err(), "a refused take takes nothing");
+        assert!(b.available(t0 + 10_000 * MS) <= 5.0, "never more than the burst");
+    }
+
+    #[test]
+    fn a_connection_gets_back_the_bucket_it_emptied() {
+        let t0 = Instant::now();
+        let book = RateBook::new(10.0, 100.0, 1000).with_handshake(HANDSHAKE);
+        let key = "10.0.0.1";
+        let mut bucket = book.check_out(&key, t0);
+        assert!(bucket.take(100.0, t0).is_ok());
+        book.check_in(key, bucket, t0);
+        // Reconnecting at once: empty but for a handshake from the allowance.
+        let mut again = book.check_out(&key, t0);
+        assert_eq!(again.available(t0), HANDSHAKE);
+        assert!(again.take(HANDSHAKE + 1.0, t0).is_err());
+        again.take(HANDSHAKE, t0).unwrap();
+        book.check_in(key, again, t0);
+        // Reconnecting again: the allowance is spent too.
+        let mut third = book.check_out(&key, t0 + 100 * MS);
+        assert!(
+            (third.available(t0 + 100 * MS) - 2.0).abs() < 1e-9,
+            "two tokens: 100 ms of refill each"
+        );
+        // Another client is not affected.
+        assert_eq!(book.check_out(&"10.0.0.2", t0).available(t0), 100.0);
+        book.check_in(key, third, t0 + 100 * MS);
+        // Once refilled, the client is the same as a new one.
+        assert_eq!(
+            book.check_out(&key, t0 + 20_000 * MS).available(t0 + 20_000 * MS),
+            100.0
+        );
+    }
+
+    #[test]
+    fn simultaneous_connections_have_their_own_buckets() {
+        let t0 = Instant::now();
+        let book = RateBook::new(1.0, 10.0, 1000).with_handshake(HANDSHAKE);
+        let key = "nat";
+        let mut flood = book.check_out(&key, t0);
+        let mut calm = book.check_out(&key, t0);
+        assert!(flood.take(10.0, t0).is_ok());
+        assert_eq!(calm.available(t0), 10.0, "the flood does not drain its neighbour");
+        assert!(calm.take(3.0, t0).is_ok());
+        book.check_in(key, calm, t0);
+        book.check_in(key, flood, t0);
+        // A reconnect gets the emptiest bucket the client left.
+        let mut next = book.check_out(&key, t0);
+        assert_eq!(next.available(t0), HANDSHAKE);
+    }
+
+    #[test]
+    fn refilled_clients_are_forgotten() {
+        let t0 = Instant::now();
+        let book = RateBook::new(100.0, 100.0, 100_000).with_handshake(HANDSHAKE);
+        let visit = |i: u32, now: Instant| {
+            let mut b = book.check_out(&i, now);
+            b.take(50.0, now).unwrap();
+            book.check_in(i, b, now);
+        };
+        for i in 0..3000 {
+            visit(i, t0);
+        }
+        // A full bucket is never remembered.
+        book.check_in(9999, book.check_out(&9999, t0), t0);
+        assert_eq!(book.clients(), 3000);
+        // Half a second later those have refilled: the next sweep, due when
+        // the book has doubled since the last one, forgets them.
+        let later = t0 + 500 * MS;
+        for i in 3000..5000 {
+            visit(i, later);
+        }
+        assert_eq!(book.clients(), 2000);
+    }
+
+    #[test]
+    fn a_full_book_forgets_the_nearest_to_full_first() {
+        let t0 = Instant::now();
+        let book = RateBook::new(1.0, 100.0, 64);
+        // Client i took i tokens: the low ones are nearly full.
+        for i in 1..=100u32 {
+            book.take(&[i], f64::from(i), t0).unwrap();
+        }
+        let mut inner = book.inner.lock().unwrap();
+        assert!(inner.slots <= 64, "{} slots", inner.slots);
+        assert!(inner.clients.contains_key(&100), "the emptiest is kept");
+        assert!(!inner.clients.contains_key(&1), "the fullest is forgotten");
+        assert!(inner.clients.get_mut(&100).unwrap().buckets[0].available(t0) < 1.0);
+    }
+
+    #[test]
+    fn a_request_takes_from_every_key_or_none() {
+        let t0 = Instant::now();
+        let book = RateBook::new(1.0 / 60.0, 2.0, 100);
+        assert!(book.take(&["ip", "token-a"], 1.0, t0).is_ok());
+        assert!(book.take(&["ip", "token-b"], 1.0, t0).is_ok());
+        let wait = book.take(&["ip", "token-c"], 1.0, t0).unwrap_err();
+        assert!(
+            wait > Duration::from_secs(59) && wait <= Duration::from_secs(60),
+            "{wait:?}"
+        );
+        // token-c was not charged for the refusal.
+        assert!(book.take(&["token-c"], 2.0, t0).is_ok());
+        assert!(book.take(&["other-ip", "token-a"], 1.0, t0).is_ok());
+        assert!(
+            book.take(&["other-ip", "token-a"], 1.0, t0).is_err(),
+            "token-a is spent"
+        );
+    }
+
+    #[test]
+    fn a_limiter_goes_back_to_its_book_when_dropped() {
+        let book = Arc::new(RateBook::new(1.0, 50.0, 100).with_handshake(HANDSHAKE));
+        let key = ClientKey {
+            ip: "127.0.0.1".parse().unwrap(),
+            token: None,
+        };
+        let mut limiter = RateLimiter::from_book(book.clone(), key.clone());
+        assert!(limiter.ready().is_ok());
+        assert!(limiter.take(50));
+        assert!(!limiter.take(1));
+        drop(limiter);
+        let mut again = RateLimiter::from_book(book.clone(), key.clone());
+        assert!(again.ready().is_ok(), "a handshake from the allowance");
+        assert!(again.take(HANDSHAKE as usize));
+        drop(again);
+        let mut third = RateLimiter::from_book(book, key);
+        let wait = third.ready().unwrap_err();
+        assert!(wait > Duration::from_secs(6), "{wait:?}");
+    }
+}
