@@ -322,15 +322,6 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// A bucket of its own, kept nowhere: `rate` messages per second,
-    /// `burst` at once.
-    pub fn new((rate, burst): (u32, u32)) -> Self {
-        Self {
-            bucket: TokenBucket::full(f64::from(rate), f64::from(burst.max(1)), Instant::now()),
-            home: None,
-        }
-    }
-
     /// The bucket `book` holds for `key`.
     pub fn from_book(book: Arc<RateBook<ClientKey>>, key: ClientKey) -> Self {
         let bucket = book.check_out(&key, Instant::now());
