@@ -150,7 +150,16 @@ fn refuse<B>(request: &hyper::Request<B>, refusal: &ApiError) -> Response {
 
 fn log_end(result: Result<(), hyper::Error>) {
     if let Err(e) = result {
-        tracing::debug!(error = %e, "connection ended");
+        // hyper's message names the step ("error writing a body to
+        // connection"); its source says why.
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            why.push_str(": ");
+            why.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        tracing::debug!(error = %why, "connection ended");
     }
 }
 
