@@ -435,7 +435,7 @@ async fn unfinished_messages_are_bounded_in_bytes_and_time() {
             .any(|c| c.as_ref().is_some_and(|(_, r)| r.contains("unfinished"))),
         "the budget refused some: {closes:?}"
     );
-    let grown = peak_rss(&server).saturating_sub(baseline);
+    let grown = peak_rss(server).saturating_sub(baseline);
     assert!(grown < 100 * MIB, "peak RSS grew by {} MiB", grown / MIB);
 
     // the honest clients never noticed
