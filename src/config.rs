@@ -183,7 +183,8 @@ pub struct Config {
 
     /// Most TCP connections open at once, HTTP or WebSocket, counted when
     /// accepted (503 beyond). Lowered at start-up to fit under the
-    /// open-file limit, so that weft never runs out of descriptors.
+    /// open-file limit, so that weft never runs out of descriptors; 0 = as
+    /// many as fit.
     #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 

@@ -73,11 +73,12 @@ pub fn check_exposure(config: &Config, addr: SocketAddr, token_mode: bool) -> Re
 /// over the caps and the server's own files fit under the open-file limit:
 /// weft must never fail to accept because it ran out of descriptors (it
 /// could not even answer `/healthz` then).
-pub fn connection_cap(config: &Config, open_file_limit: Option<u64>) -> usize {
+/// `wanted` 0: as many as fit.
+pub fn connection_cap(wanted: usize, open_file_limit: Option<u64>) -> usize {
     let fits = open_file_limit
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         .map(|n| n.saturating_sub(SPARE_FDS + REFUSAL_RESERVE).max(1));
-    match (config.max_connections, fits) {
+    match (wanted, fits) {
         (0, Some(fits)) => fits,
         (wanted, Some(fits)) if wanted > fits => {
             warn!(
@@ -140,7 +141,7 @@ pub async fn run(
     let origins = OriginPolicy::new(&config.allowed_origins, &config.allowed_hosts, key.is_none())
         .map_err(|e| ServerError::Config(format!("--allowed-origin / --allowed-host: {e}")))?;
     let limits = Arc::new(Limits::new(
-        connection_cap(&config, open_file_limit()),
+        connection_cap(config.max_connections, open_file_limit()),
         config.max_connections_per_ip,
         config.trust_forwarded_for,
     ));
@@ -198,4 +199,21 @@ pub async fn run(
     store.close().await;
     info!(documents = docs, "stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 20,020 idle connections once used up 20,000 descriptors: the cap now
+    /// leaves room for the refusals and the server's own files.
+    #[test]
+    fn the_connection_cap_fits_under_the_open_file_limit() {
+        let room = SPARE_FDS + REFUSAL_RESERVE;
+        assert_eq!(connection_cap(20_000, Some(20_000)), 20_000 - room);
+        assert_eq!(connection_cap(1000, Some(20_000)), 1000);
+        assert_eq!(connection_cap(0, Some(4096)), 4096 - room);
+        assert_eq!(connection_cap(500, None), 500);
+        assert_eq!(connection_cap(500, Some(10)), 1, "always at least one");
+    }
 }

@@ -61,6 +61,8 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
+    // Dropping the sender tells every connection to finish what it is doing
+    // and close.
     let (stop_tx, stop_rx) = watch::channel(());
     // Every connection task holds a sender: when the last one is dropped,
     // `recv` answers `None` and every connection has finished.

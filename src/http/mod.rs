@@ -1,5 +1,14 @@
 //! The HTTP edge: WebSocket upgrades, the JSON API, the web demo, health and
-//! metrics. The only module that knows axum.
+//! metrics. The only module that knows axum (and hyper under it).
+//!
+//! - `listener`: the accept loop: connection caps counted at accept, the
+//!   header-read timeout, answers for connections over the caps.
+//! - [`access`]: tokens, origins and hosts, connection limits.
+//! - [`origin`]: origins and host names, parsed and compared whole (pure).
+//! - [`budget`]: the budget and deadline of unfinished messages: WebSocket
+//!   messages (a metered socket under tungstenite) and request bodies.
+//! - `ws`: the upgrade, its checks and handshake, and the socket adapter for
+//!   the session; `api`: the JSON API; `assets`: the web demo.
 
 pub mod access;
 mod api;
