@@ -255,7 +255,8 @@ impl OriginPolicy {
     /// it cannot read the answer anyway). Requests without `Origin` do not
     /// come from a page.
     pub fn check_origin(&self, headers: &HeaderMap, changes: bool) -> Result<(), ApiError> {
-        let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+        // An `Origin` that is not text is not absent: it is foreign.
+        let origin = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or(""));
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let trusted = match Provenance::of(origin, host, &self.allowed_origins) {
             Provenance::NoOrigin | Provenance::SameOrigin | Provenance::Listed => true,
@@ -269,7 +270,7 @@ impl OriginPolicy {
             StatusCode::FORBIDDEN,
             format!(
                 "origin {} is not allowed (see --allowed-origin)",
-                origin.unwrap_or("(not text)")
+                origin.unwrap_or_default()
             ),
         ))
     }
@@ -346,9 +347,6 @@ impl Counts {
         }
         let mine = self.per_ip.entry(ip).or_insert(0);
         if max_per_ip > 0 && *mine >= max_per_ip {
-            if *mine == 0 {
-                self.per_ip.remove(&ip);
-            }
             return Err(Full::Ip);
         }
         *mine += 1;

@@ -136,6 +136,8 @@ pub async fn serve(
             }
         });
     }
+    // New clients are refused at once rather than left in the backlog.
+    drop(listener);
     drop(stop_tx);
     drop(open_tx);
     let _ = open_rx.recv().await;
