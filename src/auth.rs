@@ -9,12 +9,18 @@
 //! | `doc`  | a document name (`notes/today`), a prefix pattern (`team-a/*`), or `*` for every document |
 //! | `perm` | `read` or `write` |
 //! | `exp`  | expiry, Unix seconds |
-//! | `jti`  | token id, used to revoke it |
+//! | `jti`  | token id, used to revoke it: 1 to 128 bytes |
 //! | `sub`  | optional user id |
 //! | `name` | optional user name |
+//! | `nbf`, `iat` | optional: not before, issued at (Unix seconds) |
 //!
 //! Only `HS256` is accepted: a token that names another algorithm (`none`
 //! included) is refused before its signature is even looked at.
+//!
+//! A token weft could not revoke is refused too: one without a usable `jti`,
+//! and one that lives longer than revocations are kept
+//! ([`MAX_TOKEN_TTL_SECS`]), which would work again once its revocation had
+//! been forgotten.
 
 use std::fmt;
 use std::path::Path;
@@ -29,6 +35,12 @@ use crate::doc::DocName;
 
 /// Shortest accepted secret key, in bytes.
 pub const MIN_KEY_BYTES: usize = 16;
+/// How long a revocation is remembered, and so the longest a token may live.
+pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 86_400;
+/// Clock difference tolerated between weft and the backend minting tokens.
+pub const CLOCK_LEEWAY_SECS: u64 = 60;
+/// Longest token id (`jti`) that can be revoked, in bytes.
+pub const MAX_TOKEN_ID_BYTES: usize = 128;
 
 /// Why a key or a token was refused. Token messages are shown to clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +59,10 @@ pub enum AuthError {
     Signature,
     #[error("token expired")]
     Expired,
+    #[error("token is not valid yet (nbf or iat is in the future)")]
+    NotYetValid,
+    #[error("token lives longer than 365 days, longer than weft keeps revocations")]
+    LivesTooLong,
     #[error("token has been revoked")]
     Revoked,
     #[error("token is for '{pattern}', not for '{doc}'")]
@@ -170,8 +186,18 @@ struct Header {
     alg: String,
 }
 
-/// Checks a token's form, algorithm, signature and expiry (`now` in Unix
-/// seconds) and returns its claims. Revocation is the caller's business.
+/// The registered time claims weft honours besides `exp`.
+#[derive(Deserialize)]
+struct Validity {
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    iat: Option<u64>,
+}
+
+/// Checks a token's form, algorithm, signature, id and validity period
+/// (`now` in Unix seconds) and returns its claims. Whether its id was revoked
+/// is the caller's business. Never panics, whatever the claims hold.
 pub fn verify(key: &AuthKey, token: &str, now: u64) -> Result<Claims, AuthError> {
     let malformed = AuthError::Malformed("expected three dot-separated parts");
     let (signing_input, signature) = token.trim().rsplit_once('.').ok_or(malformed.clone())?;
@@ -193,17 +219,38 @@ pub fn verify(key: &AuthKey, token: &str, now: u64) -> Result<Claims, AuthError>
     let mut mac = key.mac();
     mac.update(signing_input.as_bytes());
     mac.verify_slice(&signature).map_err(|_| AuthError::Signature)?;
-    let claims: Claims = B64
+    let payload = B64
         .decode(payload)
-        .ok()
-        .and_then(|p| serde_json::from_slice(&p).ok())
-        .ok_or(AuthError::Malformed(
-            "payload is not base64url JSON with doc, perm, exp and jti",
-        ))?;
-    if claims.exp <= now {
+        .map_err(|_| AuthError::Malformed("payload is not base64url"))?;
+    let claims: Claims = serde_json::from_slice(&payload)
+        .map_err(|_| AuthError::Malformed("payload is not JSON with doc, perm, exp (whole seconds) and jti"))?;
+    let validity: Validity =
+        serde_json::from_slice(&payload).map_err(|_| AuthError::Malformed("nbf and iat must be whole seconds"))?;
+    if claims.jti.is_empty() || claims.jti.len() > MAX_TOKEN_ID_BYTES {
+        return Err(AuthError::Malformed(
+            "jti must be 1 to 128 bytes, so that the token can be revoked",
+        ));
+    }
+    check_period(claims.exp, &validity, now)?;
+    Ok(claims)
+}
+
+/// `exp` in the future, `nbf` and `iat` not, and a lifetime no longer than
+/// revocations are kept: from the earliest of `iat` and `nbf`, or from now
+/// for a token that names neither.
+fn check_period(exp: u64, validity: &Validity, now: u64) -> Result<(), AuthError> {
+    if exp <= now {
         return Err(AuthError::Expired);
     }
-    Ok(claims)
+    let soon = now.saturating_add(CLOCK_LEEWAY_SECS);
+    if validity.nbf.is_some_and(|t| t > soon) || validity.iat.is_some_and(|t| t > soon) {
+        return Err(AuthError::NotYetValid);
+    }
+    let start = [validity.nbf, validity.iat].into_iter().flatten().min().unwrap_or(now);
+    if exp.saturating_sub(start) > MAX_TOKEN_TTL_SECS + CLOCK_LEEWAY_SECS {
+        return Err(AuthError::LivesTooLong);
+    }
+    Ok(())
 }
 
 /// A new random token id.
@@ -308,6 +355,127 @@ mod tests {
         assert!(!key().is_admin("0123456789abcdef0123456789abcdeF"));
         assert!(!key().is_admin(""));
         assert_eq!(AuthKey::new(b"short".to_vec()).unwrap_err(), AuthError::KeyTooShort(5));
+    }
+
+    /// Signs any payload, as a backend with the key could.
+    fn sign(payload: &[u8]) -> String {
+        let signing_input = format!("{}.{}", B64.encode(HEADER), B64.encode(payload));
+        let mut mac = key().mac();
+        mac.update(signing_input.as_bytes());
+        format!("{signing_input}.{}", B64.encode(mac.finalize().into_bytes()))
+    }
+
+    fn with(claims: serde_json::Value) -> Result<Claims, AuthError> {
+        verify(&key(), &sign(&serde_json::to_vec(&claims).unwrap()), NOW)
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    /// What weft could not revoke is refused: an id too short or too long to
+    /// be revoked, a lifetime longer than revocations are kept (a revoked
+    /// 10-year token worked again once its revocation was forgotten).
+    #[test]
+    fn unrevocable_tokens_are_refused() {
+        let ok = serde_json::json!({"doc": "*", "perm": "read", "exp": NOW + 60, "jti": "t"});
+        assert!(with(ok.clone()).is_ok());
+        let set = |k: &str, v: serde_json::Value| {
+            let mut c = ok.clone();
+            c[k] = v;
+            with(c)
+        };
+        assert!(matches!(set("jti", "".into()), Err(AuthError::Malformed(_))));
+        assert!(set("jti", "j".repeat(128).into()).is_ok());
+        assert!(matches!(
+            set("jti", "j".repeat(129).into()),
+            Err(AuthError::Malformed(_))
+        ));
+        let year = MAX_TOKEN_TTL_SECS;
+        assert!(set("exp", (NOW + year).into()).is_ok());
+        assert_eq!(set("exp", (NOW + 10 * year).into()), Err(AuthError::LivesTooLong));
+        assert_eq!(set("exp", u64::MAX.into()), Err(AuthError::LivesTooLong));
+        // a lifetime is counted from iat (or nbf) when the token says it
+        let mut old = ok.clone();
+        old["iat"] = (NOW - year).into();
+        old["exp"] = (NOW + 86_400).into();
+        assert_eq!(with(old), Err(AuthError::LivesTooLong));
+    }
+
+    #[test]
+    fn nbf_and_iat_are_honoured() {
+        let base = serde_json::json!({"doc": "*", "perm": "read", "exp": NOW + 600, "jti": "t"});
+        let set = |k: &str, v: u64| {
+            let mut c = base.clone();
+            c[k] = v.into();
+            with(c)
+        };
+        assert!(set("nbf", NOW - 10).is_ok());
+        assert!(set("nbf", NOW + CLOCK_LEEWAY_SECS).is_ok(), "clock leeway");
+        assert_eq!(set("nbf", NOW + 300), Err(AuthError::NotYetValid));
+        assert_eq!(set("iat", NOW + 300), Err(AuthError::NotYetValid));
+        assert!(set("iat", NOW - 10).is_ok());
+        let mut float = base.clone();
+        float["nbf"] = 1.5.into();
+        assert!(matches!(with(float), Err(AuthError::Malformed(_))));
+    }
+
+    /// Any claim value at all: verify answers, never panics, and what it
+    /// accepts can be revoked and ends within a year.
+    mod arbitrary_claims {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_number() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                any::<u64>().prop_map(Into::into),
+                any::<i64>().prop_map(Into::into),
+                (NOW - 100..NOW + 2 * MAX_TOKEN_TTL_SECS).prop_map(Into::into),
+                any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into)),
+                Just(serde_json::Value::String("1e30".into())),
+                Just(serde_json::json!(18_446_744_073_709_551_616u128 as f64)),
+            ]
+        }
+
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(Into::into),
+                json_number(),
+                r"\PC{0,140}".prop_map(Into::into),
+                prop::collection::vec(any::<u8>(), 0..4).prop_map(Into::into),
+                Just(serde_json::json!({"nested": [1, "two"]})),
+            ]
+        }
+
+        fn claim() -> impl Strategy<Value = Option<serde_json::Value>> {
+            prop::option::weighted(0.9, json_value())
+        }
+
+        proptest! {
+            #[test]
+            fn verify_never_panics(
+                doc in prop::option::weighted(0.9, prop_oneof![r"\PC{0,20}".prop_map(Into::into), json_value()]),
+                perm in prop::option::weighted(0.9, prop_oneof![Just("read".into()), Just("write".into()), json_value()]),
+                exp in prop::option::weighted(0.9, json_number()),
+                jti in prop::option::weighted(0.9, prop_oneof![r"\PC{0,140}".prop_map(Into::into), json_value()]),
+                nbf in claim(), iat in claim(), sub in claim(), name in claim(),
+                garbage in prop::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let mut claims = serde_json::Map::new();
+                for (k, v) in [("doc", doc), ("perm", perm), ("exp", exp), ("jti", jti),
+                               ("nbf", nbf), ("iat", iat), ("sub", sub), ("name", name)] {
+                    if let Some(v) = v {
+                        claims.insert(k.into(), v);
+                    }
+                }
+                let payload = serde_json::to_vec(&claims).unwrap();
+                if let Ok(c) = verify(&key(), &sign(&payload), NOW) {
+                    prop_assert!(!c.jti.is_empty() && c.jti.len() <= MAX_TOKEN_ID_BYTES);
+                    prop_assert!(c.exp > NOW && c.exp <= NOW + MAX_TOKEN_TTL_SECS + CLOCK_LEEWAY_SECS);
+                }
+                let _ = verify(&key(), &sign(&garbage), NOW);
+                let _ = verify(&key(), &String::from_utf8_lossy(&garbage), NOW);
+            }
+        }
     }
 
     #[test]

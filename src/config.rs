@@ -39,6 +39,10 @@ pub const DEFAULT_HTTP_RATE_BURST: u32 = 1000;
 pub const DEFAULT_MAX_NEW_DOCS_PER_MINUTE: u32 = 1000;
 /// Clients whose rate state each rate book remembers (a few hundred bytes each).
 pub const DEFAULT_RATE_CLIENTS: usize = 16_384;
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_PARTIAL_MESSAGE_BUDGET: u64 = 32 << 20;
+pub const DEFAULT_MESSAGE_DEADLINE_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -124,8 +128,9 @@ pub struct Config {
     #[arg(long, env = "WEFT_DB_BUSY_TIMEOUT_MS", default_value_t = DEFAULT_BUSY_TIMEOUT_MS)]
     pub db_busy_timeout_ms: u64,
 
-    /// Largest accepted WebSocket message, in bytes; larger ones close the
-    /// connection with code 1009.
+    /// Largest accepted WebSocket message and HTTP request body, in bytes;
+    /// larger messages close the connection with code 1009, larger bodies
+    /// get 413.
     #[arg(long, env = "WEFT_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MAX_MESSAGE_SIZE)]
     pub max_message_size: usize,
 
@@ -191,11 +196,16 @@ pub struct Config {
     #[arg(long = "allowed-origin", env = "WEFT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// Most WebSocket connections open at once (503 beyond).
+    /// Most TCP connections open at once, HTTP or WebSocket, counted when
+    /// accepted (503 beyond). Lowered at start-up to fit under the
+    /// open-file limit, so that weft never runs out of descriptors; 0 = as
+    /// many as fit.
     #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 
-    /// Most connections from one client IP (429 beyond); 0 = no limit.
+    /// Most TCP connections from one client IP, counted when accepted (429
+    /// beyond); 0 = no limit. With --trust-forwarded-for, counted per
+    /// X-Forwarded-For address at the WebSocket upgrade instead.
     #[arg(long, env = "WEFT_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP)]
     pub max_connections_per_ip: usize,
 
@@ -265,6 +275,38 @@ pub struct Config {
     /// forgotten first.
     #[arg(long, env = "WEFT_RATE_CLIENTS", default_value_t = DEFAULT_RATE_CLIENTS)]
     pub rate_clients: usize,
+    /// How long a client has to send a request's head, from the moment weft
+    /// waits for it (the connection opened, or the previous response went
+    /// out), in milliseconds. Closes connections that send nothing, or their
+    /// head a byte at a time. 0 = no limit.
+    #[arg(long, env = "WEFT_HEADER_READ_TIMEOUT_MS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_MS)]
+    pub header_read_timeout_ms: u64,
+
+    /// Before a connection is a WebSocket: how long a request body may stop
+    /// arriving (408), and on any connection how long a client may stop
+    /// reading what weft sends, in milliseconds. 0 = no limit.
+    #[arg(long, env = "WEFT_IDLE_TIMEOUT_MS", default_value_t = DEFAULT_IDLE_TIMEOUT_MS)]
+    pub idle_timeout_ms: u64,
+
+    /// Bytes of WebSocket messages and HTTP request bodies that have begun
+    /// to arrive but are not complete, across all connections. The
+    /// connection that would exceed it is closed (1009) or refused (503).
+    /// At least --max-message-size; 0 = no limit.
+    #[arg(long, env = "WEFT_PARTIAL_MESSAGE_BUDGET", default_value_t = DEFAULT_PARTIAL_MESSAGE_BUDGET)]
+    pub partial_message_budget: u64,
+
+    /// How long one WebSocket message or HTTP request body may take to
+    /// arrive once it has begun, in milliseconds (close 1009, or HTTP 408,
+    /// beyond). 0 = no limit.
+    #[arg(long, env = "WEFT_MESSAGE_DEADLINE_MS", default_value_t = DEFAULT_MESSAGE_DEADLINE_MS)]
+    pub message_deadline_ms: u64,
+
+    /// In open mode, a host name (or address) requests may name in their
+    /// `Host` besides loopback ones, e.g. `weft.lan` or `192.168.1.5:1234`
+    /// (repeatable; comma-separated in the variable). Others get 403, which
+    /// stops DNS rebinding.
+    #[arg(long = "allowed-host", env = "WEFT_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Config {

@@ -7,20 +7,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{Config, StorageKind};
 use crate::doc::Registry;
-use crate::http::access::{Access, Limits};
-use crate::http::{self, AppState};
+use crate::http::access::{Access, Limits, OriginPolicy, REFUSAL_RESERVE};
+use crate::http::budget::Budget;
+use crate::http::listener::{self, ConnLimits};
+use crate::http::{self, AppState, Timeouts};
 use crate::metrics::Metrics;
 use crate::storage::{DocStore, MemoryStore, SqliteStore, StoreError};
 
 /// How long shutdown waits for connections to deliver their close frames.
 const DRAIN: Duration = Duration::from_secs(3);
+/// Descriptors kept free of connections: the database and its WAL, the
+/// reader pool, the listener, the runtime's own.
+const SPARE_FDS: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -65,6 +69,65 @@ pub fn check_exposure(config: &Config, addr: SocketAddr, token_mode: bool) -> Re
     Ok(())
 }
 
+/// `--max-connections`, lowered so that connections, the answers to those
+/// over the caps and the server's own files fit under the open-file limit:
+/// weft must never fail to accept because it ran out of descriptors (it
+/// could not even answer `/healthz` then).
+/// `wanted` 0: as many as fit.
+pub fn connection_cap(wanted: usize, open_file_limit: Option<u64>) -> usize {
+    let fits = open_file_limit
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        .map(|n| n.saturating_sub(SPARE_FDS + REFUSAL_RESERVE).max(1));
+    match (wanted, fits) {
+        (0, Some(fits)) => fits,
+        (wanted, Some(fits)) if wanted > fits => {
+            warn!(
+                wanted,
+                lowered_to = fits,
+                "--max-connections lowered to stay under the open-file limit ({}); raise it with `ulimit -n`",
+                open_file_limit.unwrap_or_default()
+            );
+            fits
+        }
+        (wanted, _) => wanted,
+    }
+}
+
+/// The soft limit on open files, which weft raised to the hard limit at
+/// start-up (main.rs).
+fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 && limit.rlim_cur != libc::RLIM_INFINITY {
+            // rlim_t is u64 here, not on every platform.
+            #[allow(clippy::unnecessary_cast)]
+            return Some(limit.rlim_cur as u64);
+        }
+    }
+    None
+}
+
+/// Settings that cannot work together, refused with a reason.
+fn check_limits(config: &Config) -> Result<(), ServerError> {
+    if config.partial_message_budget != 0 && config.partial_message_budget < config.max_message_size as u64 {
+        return Err(ServerError::Config(format!(
+            "--partial-message-budget ({}) is below --max-message-size ({}): a message of the largest \
+             allowed size could never arrive",
+            config.partial_message_budget, config.max_message_size
+        )));
+    }
+    Ok(())
+}
+
+fn millis(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
 /// Serves on `listener` until `shutdown` resolves. Then: stop accepting,
 /// close every socket with 1001, let every document save, close the store.
 pub async fn run(
@@ -74,6 +137,14 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let key = config.auth_key()?;
     check_exposure(&config, listener.local_addr()?, key.is_some())?;
+    check_limits(&config)?;
+    let origins = OriginPolicy::new(&config.allowed_origins, &config.allowed_hosts, key.is_none())
+        .map_err(|e| ServerError::Config(format!("--allowed-origin / --allowed-host: {e}")))?;
+    let limits = Arc::new(Limits::new(
+        connection_cap(config.max_connections, open_file_limit()),
+        config.max_connections_per_ip,
+        config.trust_forwarded_for,
+    ));
     let metrics = Arc::new(Metrics::default());
     let store = open_store(&config, metrics.clone())?;
     let access = Access::new(key, store.clone())
@@ -91,13 +162,14 @@ pub async fn run(
         max_message_size: config.max_message_size,
         next_peer: Arc::new(AtomicU64::new(1)),
         access: Arc::new(access),
-        limits: Arc::new(Limits::new(
-            config.max_connections,
-            config.max_connections_per_ip,
-            config.trust_forwarded_for,
-        )),
-        allowed_origins: config.allowed_origins.clone().into(),
+        limits: limits.clone(),
+        origins: Arc::new(origins),
         rates: Arc::new(http::rate::Rates::new(&config)),
+        budget: Budget::new(config.partial_message_budget),
+        timeouts: Timeouts {
+            idle: millis(config.idle_timeout_ms),
+            message_deadline: millis(config.message_deadline_ms),
+        },
     };
     let app = http::router(state);
     // Announced only once the store is open: a client (or a test) that
@@ -110,16 +182,11 @@ pub async fn run(
         info!("shutting down: closing connections and saving documents");
         let _ = stop_tx.send(true);
     };
-    // y-sync frames are small and latency-bound: with Nagle's algorithm a
-    // second small write waits for the client's delayed ACK (40 ms on Linux).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(signal)
-        .await?;
+    let conn_limits = ConnLimits {
+        header_read: millis(config.header_read_timeout_ms),
+        write_stall: millis(config.idle_timeout_ms),
+    };
+    listener::serve(listener, app, limits, conn_limits, metrics.clone(), signal).await;
 
     // Sessions are closing with 1001; what their clients sent before the
     // close reached them is still applied. Then every document saves.
@@ -132,4 +199,21 @@ pub async fn run(
     store.close().await;
     info!(documents = docs, "stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 20,020 idle connections once used up 20,000 descriptors: the cap now
+    /// leaves room for the refusals and the server's own files.
+    #[test]
+    fn the_connection_cap_fits_under_the_open_file_limit() {
+        let room = SPARE_FDS + REFUSAL_RESERVE;
+        assert_eq!(connection_cap(20_000, Some(20_000)), 20_000 - room);
+        assert_eq!(connection_cap(1000, Some(20_000)), 1000);
+        assert_eq!(connection_cap(0, Some(4096)), 4096 - room);
+        assert_eq!(connection_cap(500, None), 500);
+        assert_eq!(connection_cap(500, Some(10)), 1, "always at least one");
+    }
 }

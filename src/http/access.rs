@@ -4,21 +4,23 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast;
 
+use super::budget::{has_body, BODY_TYPES};
+use super::origin::{HostName, Origin, OriginError, Provenance};
 use super::{ApiError, AppState};
-use crate::auth::{self, AuthError, AuthKey, Claims, Perm};
+pub use crate::auth::MAX_TOKEN_TTL_SECS;
+use crate::auth::{self, AuthError, AuthKey, Claims, Perm, CLOCK_LEEWAY_SECS};
 use crate::doc::DocName;
 use crate::storage::{DocStore, StoreError};
-
-/// How long a revocation is remembered; tokens may not live longer.
-pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 86_400;
 
 /// Token mode (a key) or open mode (none), with the revoked token ids.
 pub struct Access {
@@ -98,7 +100,11 @@ impl Access {
     /// announced, so live connections holding it close at once.
     pub async fn revoke(&self, token_id: &str) -> Result<(), StoreError> {
         self.store
-            .revoke_token(token_id.to_string(), now_secs() + MAX_TOKEN_TTL_SECS)
+            // As long as a token it names can still be accepted (auth::verify).
+            .revoke_token(
+                token_id.to_string(),
+                now_secs() + MAX_TOKEN_TTL_SECS + CLOCK_LEEWAY_SECS,
+            )
             .await?;
         self.revoked.write().unwrap().insert(token_id.to_string());
         let _ = self.revocations.send(token_id.to_string());
@@ -170,7 +176,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        check_origin(&parts.headers, &state.allowed_origins)?;
+        // Origins were checked by `check_api_request`, for every API route.
         let credential = credential(&parts.headers, parts.uri.query());
         state.access.authenticate(credential.as_deref()).map_err(|e| {
             state.metrics.requests_refused.fetch_add(1, Ordering::Relaxed);
@@ -179,68 +185,247 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// With `--allowed-origin`, a browser request from any other origin (and
-/// not from weft's own pages) is refused. Requests without an `Origin`
-/// header come from programs, not pages, and pass.
-pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
-    if allowed.is_empty() {
-        return Ok(());
-    }
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-        return Ok(());
-    };
-    let same_origin = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|host| origin.split_once("://").is_some_and(|(_, rest)| rest == host));
-    if same_origin || allowed.iter().any(|a| a.trim_end_matches('/') == origin) {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
-        format!("origin {origin} is not allowed (see --allowed-origin)"),
-    ))
+/// Which browser pages may use weft, and under which host names.
+///
+/// A page on another origin can make a browser send requests to weft: a
+/// form or a CORS-simple `fetch` (no preflight) reaches the server even when
+/// the page may not read the answer, and a WebSocket needs no CORS at all. A
+/// DNS-rebinding page is even same-origin with weft, under a host name of
+/// the attacker's.
+#[derive(Debug)]
+pub struct OriginPolicy {
+    allowed_origins: Vec<Origin>,
+    allowed_hosts: Vec<HostName>,
+    open: bool,
 }
 
-/// Connection limits: in total and per client IP.
+impl OriginPolicy {
+    /// Parses `--allowed-origin` and `--allowed-host` once, at start-up.
+    pub fn new(origins: &[String], hosts: &[String], open: bool) -> Result<Self, OriginError> {
+        Ok(Self {
+            allowed_origins: origins.iter().map(|o| Origin::parse(o)).collect::<Result<_, _>>()?,
+            allowed_hosts: hosts.iter().map(|h| HostName::parse(h)).collect::<Result<_, _>>()?,
+            open,
+        })
+    }
+
+    pub fn has_allowed_origins(&self) -> bool {
+        !self.allowed_origins.is_empty()
+    }
+
+    /// Whether CORS answers let `origin` read API responses.
+    pub fn cors_allows(&self, origin: &HeaderValue) -> bool {
+        origin
+            .to_str()
+            .ok()
+            .and_then(|o| Origin::parse(o).ok())
+            .is_some_and(|o| self.allowed_origins.contains(&o))
+    }
+
+    /// In open mode, a request must name weft by a loopback name or address,
+    /// or by an `--allowed-host`: a DNS-rebinding page names it by the
+    /// attacker's host name. Requests without `Host` do not come from a
+    /// browser.
+    pub fn check_host(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if !self.open {
+            return Ok(());
+        }
+        let Some(raw) = headers.get(header::HOST) else {
+            return Ok(());
+        };
+        let host = raw.to_str().ok().and_then(|h| HostName::parse(h).ok());
+        if host.is_some_and(|h| h.is_loopback() || self.allowed_hosts.iter().any(|a| a.allows(&h))) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "host '{}' is not allowed in open mode: use a loopback address, or start weft with --allowed-host",
+                String::from_utf8_lossy(raw.as_bytes())
+            ),
+        ))
+    }
+
+    /// Refuses a browser request from a page that may not make it. Pages weft
+    /// served itself and `--allowed-origin`s may; in open mode without that
+    /// flag, so may other pages on this machine (a dev server on
+    /// `localhost:3000`). Requests that change something (`changes`) are
+    /// checked always; others only in open mode or with `--allowed-origin`
+    /// (in token mode a page needs a token to read, and without CORS headers
+    /// it cannot read the answer anyway). Requests without `Origin` do not
+    /// come from a page.
+    pub fn check_origin(&self, headers: &HeaderMap, changes: bool) -> Result<(), ApiError> {
+        // An `Origin` that is not text is not absent: it is foreign.
+        let origin = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or(""));
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let trusted = match Provenance::of(origin, host, &self.allowed_origins) {
+            Provenance::NoOrigin | Provenance::SameOrigin | Provenance::Listed => true,
+            Provenance::Loopback => self.open && self.allowed_origins.is_empty(),
+            Provenance::Foreign => false,
+        };
+        if trusted || !(changes || self.open || self.has_allowed_origins()) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "origin {} is not allowed (see --allowed-origin)",
+                origin.unwrap_or_default()
+            ),
+        ))
+    }
+}
+
+/// Middleware for every route but `/healthz`: the `Host` check of open mode.
+pub async fn check_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.uri().path() != "/healthz" {
+        if let Err(e) = state.origins.check_host(request.headers()) {
+            state.metrics.requests_refused.fetch_add(1, Ordering::Relaxed);
+            return e.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Middleware for the API: the origin check, and a body only with a media
+/// type a page cannot send without a CORS preflight.
+pub async fn check_api_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let changes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let refusal = state
+        .origins
+        .check_origin(request.headers(), changes)
+        .err()
+        .or_else(|| (has_body(&request) && !has_body_type(&request)).then(unsupported_media_type));
+    match refusal {
+        Some(e) => {
+            state.metrics.requests_refused.fetch_add(1, Ordering::Relaxed);
+            e.into_response()
+        }
+        None => next.run(request).await,
+    }
+}
+
+fn has_body_type(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .is_some_and(|t| BODY_TYPES.contains(&t.as_str()))
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "a request body needs Content-Type: application/json or application/octet-stream",
+    )
+}
+
+/// Accepted connections beyond the caps that are still answered, with their
+/// refusal (and `/healthz`), before they are closed: in total, and per IP.
+pub const REFUSAL_RESERVE: usize = 64;
+const REFUSAL_RESERVE_PER_IP: usize = 4;
+
+/// Counts of open connections, in total and per client IP.
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Which cap a connection did not fit under.
+enum Full {
+    Total,
+    Ip,
+}
+
+impl Counts {
+    /// Takes a place under the caps (0 = no cap).
+    fn take(&mut self, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Result<(), Full> {
+        if max_total > 0 && self.total >= max_total {
+            return Err(Full::Total);
+        }
+        let mine = self.per_ip.entry(ip).or_insert(0);
+        if max_per_ip > 0 && *mine >= max_per_ip {
+            return Err(Full::Ip);
+        }
+        *mine += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    fn give_back(&mut self, ip: IpAddr) {
+        self.total -= 1;
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// The three sets of places a connection can hold.
+#[derive(Debug, Clone, Copy)]
+enum Pool {
+    /// Accepted TCP connections, HTTP or WebSocket.
+    Accepted,
+    /// Connections over a cap, being told so.
+    Refusals,
+    /// Behind a trusted proxy: WebSockets per forwarded client IP.
+    Forwarded,
+}
+
+/// Connection caps, counted when a TCP connection is accepted: in total and
+/// per client IP. Behind a trusted proxy every connection comes from the
+/// proxy, so the per-IP cap counts WebSockets per `X-Forwarded-For` address
+/// at the upgrade instead.
 #[derive(Debug)]
 pub struct Limits {
     max_total: usize,
     max_per_ip: usize,
     trust_forwarded_for: bool,
-    total: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pools: [Mutex<Counts>; 3],
 }
 
 /// Holds one connection's place; gives it back when dropped.
 #[derive(Debug)]
 pub struct Admission {
     limits: Arc<Limits>,
+    pool: Pool,
     ip: IpAddr,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.limits.total.fetch_sub(1, Ordering::Relaxed);
-        let mut per_ip = self.limits.per_ip.lock().unwrap();
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
+        self.limits.pools[self.pool as usize].lock().unwrap().give_back(self.ip);
     }
 }
 
+/// What to do with a connection just accepted.
+#[derive(Debug)]
+pub enum Accepted {
+    /// Serve it.
+    Serve(Admission),
+    /// Answer `/healthz`, and every other request with this refusal.
+    Refuse(Admission, ApiError),
+    /// Close it at once: even the refusals are at their cap.
+    Close,
+}
+
 impl Limits {
+    /// `max_total` 0: no cap (the server lowers it to fit the open-file limit).
     pub fn new(max_total: usize, max_per_ip: usize, trust_forwarded_for: bool) -> Self {
         Self {
             max_total,
             max_per_ip,
             trust_forwarded_for,
-            total: AtomicUsize::new(0),
-            per_ip: Mutex::new(HashMap::new()),
+            pools: Default::default(),
         }
+    }
+
+    pub fn max_total(&self) -> usize {
+        self.max_total
     }
 
     /// The client's IP: the peer address, or behind a trusted proxy the last
@@ -263,28 +448,53 @@ impl Limits {
         peer.ip()
     }
 
-    /// Takes a place for a new connection, or says why there is none.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, ApiError> {
-        let mut per_ip = self.per_ip.lock().unwrap();
-        if self.total.load(Ordering::Relaxed) >= self.max_total {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("server is at its limit of {} connections", self.max_total),
-            ));
-        }
-        let mine = per_ip.entry(ip).or_insert(0);
-        if self.max_per_ip > 0 && *mine >= self.max_per_ip {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many connections from {ip} (limit {})", self.max_per_ip),
-            ));
-        }
-        *mine += 1;
-        self.total.fetch_add(1, Ordering::Relaxed);
+    fn take(self: &Arc<Self>, pool: Pool, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Result<Admission, Full> {
+        self.pools[pool as usize]
+            .lock()
+            .unwrap()
+            .take(ip, max_total, max_per_ip)?;
         Ok(Admission {
             limits: self.clone(),
+            pool,
             ip,
         })
+    }
+
+    fn refusal(&self, full: Full, ip: IpAddr) -> ApiError {
+        match full {
+            Full::Total => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("server is at its limit of {} connections", self.max_total),
+            ),
+            Full::Ip => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many connections from {ip} (limit {})", self.max_per_ip),
+            ),
+        }
+    }
+
+    /// Counts a TCP connection from `peer` as it is accepted.
+    pub fn accept(self: &Arc<Self>, peer: IpAddr) -> Accepted {
+        let per_ip = if self.trust_forwarded_for { 0 } else { self.max_per_ip };
+        match self.take(Pool::Accepted, peer, self.max_total, per_ip) {
+            Ok(admission) => Accepted::Serve(admission),
+            Err(full) => match self.take(Pool::Refusals, peer, REFUSAL_RESERVE, REFUSAL_RESERVE_PER_IP) {
+                Ok(admission) => Accepted::Refuse(admission, self.refusal(full, peer)),
+                Err(_) => Accepted::Close,
+            },
+        }
+    }
+
+    /// Behind a trusted proxy, takes a place for a WebSocket from the
+    /// forwarded client `ip`; without one, connections were counted when
+    /// accepted and this holds nothing.
+    pub fn admit_forwarded(self: &Arc<Self>, ip: IpAddr) -> Result<Option<Admission>, ApiError> {
+        if !self.trust_forwarded_for {
+            return Ok(None);
+        }
+        self.take(Pool::Forwarded, ip, 0, self.max_per_ip)
+            .map(Some)
+            .map_err(|full| self.refusal(full, ip))
     }
 }
 
@@ -292,18 +502,73 @@ impl Limits {
 mod tests {
     use super::*;
 
+    fn served(accepted: Accepted) -> Admission {
+        match accepted {
+            Accepted::Serve(a) => a,
+            other => panic!("not served: {other:?}"),
+        }
+    }
+
+    fn refused(accepted: &Accepted) -> StatusCode {
+        match accepted {
+            Accepted::Refuse(_, e) => e.status,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
     #[test]
     fn limits_count_per_ip_and_give_back() {
         let limits = Arc::new(Limits::new(3, 2, false));
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let a1 = limits.admit(a).unwrap();
-        let _a2 = limits.admit(a).unwrap();
-        assert_eq!(limits.admit(a).unwrap_err().status, StatusCode::TOO_MANY_REQUESTS);
-        let _b1 = limits.admit(b).unwrap();
-        assert_eq!(limits.admit(b).unwrap_err().status, StatusCode::SERVICE_UNAVAILABLE);
+        let a1 = served(limits.accept(a));
+        let _a2 = served(limits.accept(a));
+        assert_eq!(refused(&limits.accept(a)), StatusCode::TOO_MANY_REQUESTS);
+        let _b1 = served(limits.accept(b));
+        assert_eq!(refused(&limits.accept(b)), StatusCode::SERVICE_UNAVAILABLE);
         drop(a1);
-        assert!(limits.admit(b).is_ok());
+        served(limits.accept(b));
+    }
+
+    /// Connections over a cap are answered (with their refusal, or
+    /// `/healthz`) only up to a reserve, a few per IP; beyond it they close.
+    #[test]
+    fn refusals_have_a_reserve_of_their_own() {
+        let limits = Arc::new(Limits::new(1, 0, false));
+        let _only = served(limits.accept("10.0.0.1".parse().unwrap()));
+        let one: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut held: Vec<Accepted> = (0..REFUSAL_RESERVE_PER_IP).map(|_| limits.accept(one)).collect();
+        assert!(held.iter().all(|a| refused(a) == StatusCode::SERVICE_UNAVAILABLE));
+        assert!(matches!(limits.accept(one), Accepted::Close));
+        held.pop();
+        assert_eq!(refused(&limits.accept(one)), StatusCode::SERVICE_UNAVAILABLE);
+        let many: Vec<Accepted> = (0..REFUSAL_RESERVE)
+            .map(|i| limits.accept(IpAddr::from([10, 1, (i / 256) as u8, i as u8])))
+            .collect();
+        assert!(
+            many.iter().any(|a| matches!(a, Accepted::Close)),
+            "the reserve is bounded"
+        );
+    }
+
+    /// Behind a trusted proxy every connection comes from the proxy: only the
+    /// total is counted at accept, and WebSockets per forwarded IP.
+    #[test]
+    fn behind_a_proxy_the_per_ip_cap_counts_forwarded_ips() {
+        let limits = Arc::new(Limits::new(10, 1, true));
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let _c: Vec<Admission> = (0..3).map(|_| served(limits.accept(proxy))).collect();
+        let client: IpAddr = "1.2.3.4".parse().unwrap();
+        let held = limits.admit_forwarded(client).unwrap();
+        assert!(held.is_some());
+        assert_eq!(
+            limits.admit_forwarded(client).unwrap_err().status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        drop(held);
+        assert!(limits.admit_forwarded(client).unwrap().is_some());
+        let direct = Arc::new(Limits::new(10, 1, false));
+        assert!(direct.admit_forwarded(client).unwrap().is_none());
     }
 
     #[test]
@@ -318,21 +583,87 @@ mod tests {
         assert_eq!(Limits::new(1, 1, false).client_ip(peer, &headers), peer.ip());
     }
 
-    #[test]
-    fn origins_are_checked_only_when_configured() {
+    fn request(origin: Option<&str>, host: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
-        headers.insert(header::HOST, "weft.example".parse().unwrap());
-        assert!(check_origin(&headers, &[]).is_ok());
-        let allowed = vec!["https://app.example".to_string()];
+        if let Some(origin) = origin {
+            headers.insert(header::ORIGIN, origin.parse().unwrap());
+        }
+        headers.insert(header::HOST, host.parse().unwrap());
+        headers
+    }
+
+    fn policy(origins: &[&str], hosts: &[&str], open: bool) -> OriginPolicy {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        OriginPolicy::new(&strings(origins), &strings(hosts), open).unwrap()
+    }
+
+    #[test]
+    fn origins_are_checked_when_configured_in_open_mode_and_for_changes() {
+        let evil = request(Some("https://evil.example"), "weft.example");
+        // token mode without --allowed-origin: reads pass, changes do not
+        let token = policy(&[], &[], false);
+        assert!(token.check_origin(&evil, false).is_ok());
         assert_eq!(
-            check_origin(&headers, &allowed).unwrap_err().status,
+            token.check_origin(&evil, true).unwrap_err().status,
             StatusCode::FORBIDDEN
         );
-        headers.insert(header::ORIGIN, "https://app.example".parse().unwrap());
-        assert!(check_origin(&headers, &allowed).is_ok());
-        headers.insert(header::ORIGIN, "https://weft.example".parse().unwrap());
-        assert!(check_origin(&headers, &allowed).is_ok(), "same origin");
+        // with --allowed-origin: those and weft's own pages
+        let listed = policy(&["https://app.example/"], &[], false);
+        assert_eq!(
+            listed.check_origin(&evil, false).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+        assert!(listed
+            .check_origin(&request(Some("https://app.example"), "weft.example"), true)
+            .is_ok());
+        assert!(listed
+            .check_origin(&request(Some("https://weft.example"), "weft.example"), true)
+            .is_ok());
+        assert!(listed
+            .check_origin(&request(Some("evil://weft.example"), "weft.example"), false)
+            .is_err());
+        // open mode: pages on this machine, not others
+        let open = policy(&[], &[], true);
+        let local = request(Some("http://localhost:3000"), "127.0.0.1:1234");
+        assert!(open.check_origin(&local, true).is_ok());
+        assert!(open
+            .check_origin(&request(Some("https://evil.example"), "127.0.0.1:1234"), false)
+            .is_err());
+        assert!(
+            open.check_origin(&request(None, "127.0.0.1:1234"), true).is_ok(),
+            "not a page"
+        );
+        // ... unless --allowed-origin says exactly which
+        assert!(policy(&["https://app.example"], &[], true)
+            .check_origin(&local, true)
+            .is_err());
+    }
+
+    #[test]
+    fn open_mode_answers_loopback_and_allowed_hosts_only() {
+        let open = policy(&[], &["weft.lan"], true);
+        for host in ["127.0.0.1:1234", "localhost:1234", "[::1]:1234", "weft.lan:1234"] {
+            assert!(open.check_host(&request(None, host)).is_ok(), "{host}");
+        }
+        for host in ["evil.example:1234", "127.0.0.1.evil.example", "weft.lan.evil.example"] {
+            assert_eq!(
+                open.check_host(&request(None, host)).unwrap_err().status,
+                StatusCode::FORBIDDEN,
+                "{host}"
+            );
+        }
+        assert!(policy(&[], &[], false)
+            .check_host(&request(None, "evil.example"))
+            .is_ok());
+        assert!(open.check_host(&HeaderMap::new()).is_ok(), "no Host: not a browser");
+        assert!(OriginPolicy::new(&["https://x/path".into()], &[], true).is_err());
+    }
+
+    #[test]
+    fn cors_answers_normalised_origins() {
+        let p = policy(&["https://App.example:443/"], &[], false);
+        assert!(p.cors_allows(&HeaderValue::from_static("https://app.example")));
+        assert!(!p.cors_allows(&HeaderValue::from_static("http://app.example")));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use axum::http::{header, StatusCode};
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -82,4 +83,40 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
+}
+
+/// Longest error text read back from a response made outside weft's handlers.
+const MAX_ERROR_TEXT: usize = 64 << 10;
+
+/// Middleware for every route: an error answered in plain text becomes
+/// `{"error": text}` with the same status and headers. Those are the answers
+/// axum makes itself, such as its extractors' rejections (`400 Invalid URL:
+/// Invalid UTF-8` for a path that does not decode) or `405`; weft's own
+/// errors are [`ApiError`]s already.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let json = serde_json::json!({ "error": message }).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, Body::from(json))
 }

@@ -1,27 +1,41 @@
 //! The HTTP edge: WebSocket upgrades, the JSON API, the web demo, health and
-//! metrics. The only module that knows axum.
+//! metrics. The only module that knows axum (and hyper under it).
+//!
+//! - `listener`: the accept loop: connection caps counted at accept, the
+//!   header-read timeout, answers for connections over the caps.
+//! - [`access`]: tokens, origins and hosts, connection limits.
+//! - [`origin`]: origins and host names, parsed and compared whole (pure).
+//! - [`budget`]: the budget and deadline of unfinished messages: WebSocket
+//!   messages (a metered socket under tungstenite) and request bodies.
+//! - `ws`: the upgrade, its checks and handshake, and the socket adapter for
+//!   the session; `api`: the JSON API; `assets`: the web demo.
 
 pub mod access;
 mod api;
 mod assets;
+pub mod budget;
 mod error;
+pub mod listener;
+pub mod origin;
 pub mod rate;
 mod ws;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue, Method};
-use axum::response::IntoResponse;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, Method};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{middleware, Router};
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::ApiError;
 
-use access::{Access, Limits};
+use access::{Access, Limits, OriginPolicy};
+use budget::Budget;
 
 use crate::doc::Registry;
 use crate::metrics::Metrics;
@@ -36,23 +50,42 @@ pub struct AppState {
     pub next_peer: Arc<AtomicU64>,
     pub access: Arc<Access>,
     pub limits: Arc<Limits>,
-    pub allowed_origins: Arc<[String]>,
+    /// `--allowed-origin`, `--allowed-host` and what they allow.
+    pub origins: Arc<OriginPolicy>,
     /// Rate limits per client: WebSocket messages, API requests, new documents.
     pub rates: Arc<rate::Rates>,
+    /// Bytes of unfinished WebSocket messages and request bodies.
+    pub budget: Arc<Budget>,
+    pub timeouts: Timeouts,
+}
+
+/// How long weft waits for a client to make progress; `None`: no limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// `--idle-timeout-ms`: a request body that stopped arriving.
+    pub idle: Option<Duration>,
+    /// `--message-deadline-ms`: a message or request body, once begun.
+    pub message_deadline: Option<Duration>,
 }
 
 pub fn router(state: AppState) -> Router {
-    let mut api = api::router().layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        rate::limit_requests,
-    ));
-    if !state.allowed_origins.is_empty() {
+    // Layers run outside in: the last one added first. A request is checked
+    // (host, origin, media type) before it counts against its client's rate,
+    // and rate-limited before its body is read.
+    let mut api = api::router()
+        .layer(middleware::from_fn_with_state(state.clone(), budget::collect_body))
+        .layer(middleware::from_fn_with_state(state.clone(), rate::limit_requests))
+        .layer(middleware::from_fn_with_state(state.clone(), access::check_api_request))
+        // Bodies are limited (and read) by `collect_body`; axum's own limit
+        // of 2 MB would otherwise sit below --max-message-size.
+        .layer(DefaultBodyLimit::max(state.max_message_size));
+    if state.origins.has_allowed_origins() {
         // Cross-origin pages may call the API only from the allowed origins;
         // without the flag no CORS headers are sent (same origin only).
-        let origins: Vec<HeaderValue> = state.allowed_origins.iter().filter_map(|o| o.parse().ok()).collect();
+        let origins = state.origins.clone();
         api = api.layer(
             CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
+                .allow_origin(AllowOrigin::predicate(move |origin, _| origins.cors_allows(origin)))
                 .allow_methods([Method::GET, Method::POST, Method::DELETE])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
         );
@@ -66,11 +99,18 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         // Every other path is a document name for a WebSocket upgrade.
         .fallback(ws::upgrade)
+        .layer(middleware::from_fn_with_state(state.clone(), access::check_host))
+        .layer(middleware::map_response(error::json_errors))
         .with_state(state)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz() -> Response {
+    healthz_response()
+}
+
+/// Also answered on connections over the caps (`listener`).
+fn healthz_response() -> Response {
+    "ok\n".into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

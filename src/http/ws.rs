@@ -10,18 +10,24 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::sync::broadcast;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
+use tungstenite::Message;
 
 use super::access::{self, Access, Caller};
+use super::budget::{Metered, Unfinished};
 use super::rate;
 use super::{ApiError, AppState};
-use crate::auth::Claims;
+use crate::auth::{Claims, MAX_TOKEN_TTL_SECS};
 use crate::doc::{DocName, PeerId};
 use crate::session::{self, Grant, Incoming, Lease, Outgoing, SessionContext, TransportError};
 
@@ -38,47 +44,89 @@ const WRITE_BUFFER: usize = 16 << 10;
 pub async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Response {
-    match admit(&state, remote, &uri, &headers, ws).await {
+    let (mut parts, _body) = request.into_parts();
+    match admit(&state, remote, &mut parts).await {
         Ok(response) => response,
         Err(e) => {
             if e.status != StatusCode::UPGRADE_REQUIRED {
                 state.metrics.requests_refused.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(path = %uri.path(), status = %e.status, reason = %e.message, "upgrade refused");
+                tracing::info!(path = %parts.uri.path(), status = %e.status, reason = %e.message, "upgrade refused");
             }
             e.into_response()
         }
     }
 }
 
+/// What a WebSocket handshake request brings (RFC 6455 section 4.2.1).
+struct Handshake {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+impl Handshake {
+    fn take(parts: &mut Parts) -> Option<Self> {
+        let headers = &parts.headers;
+        let has_token = |name: header::HeaderName, token: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        let is_upgrade = parts.method == Method::GET
+            && has_token(header::CONNECTION, "upgrade")
+            && has_token(header::UPGRADE, "websocket")
+            && headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+        if !is_upgrade {
+            return None;
+        }
+        let key = headers.get(header::SEC_WEBSOCKET_KEY)?.clone();
+        let on_upgrade = parts.extensions.remove::<OnUpgrade>()?;
+        Some(Self { key, on_upgrade })
+    }
+
+    fn accept(&self) -> Response {
+        let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&accept) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
+    }
+}
+
 /// Every check an upgrade must pass, in order: the name, the request being
 /// an upgrade, the origin, the credential, the connection limits, the
 /// client's message bucket, its allowance of new documents, and the
-/// document loading.
-async fn admit(
-    state: &AppState,
-    remote: SocketAddr,
-    uri: &Uri,
-    headers: &HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Response, ApiError> {
-    let name = DocName::from_url_path(uri.path())?;
-    let ws = ws.map_err(|_| {
+/// document loading. Then the handshake's answer, and the session on the
+/// upgraded socket.
+///
+/// The handshake is done here rather than by axum's `WebSocketUpgrade`
+/// (the same few lines) so that the upgraded socket can be [`Metered`]
+/// before tungstenite reads it.
+async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Result<Response, ApiError> {
+    let name = DocName::from_url_path(parts.uri.path())?;
+    let handshake = Handshake::take(parts).ok_or_else(|| {
         ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             format!("'/{name}' is a document: connect with a WebSocket (y-websocket) client, or use /api/docs"),
         )
     })?;
-    access::check_origin(headers, &state.allowed_origins)?;
+    let headers = &parts.headers;
+    state.origins.check_origin(headers, false)?;
     let caller = state
         .access
-        .authenticate(access::credential(headers, uri.query()).as_deref())?;
+        .authenticate(access::credential(headers, parts.uri.query()).as_deref())?;
     caller.read(&name)?;
     let ip = state.limits.client_ip(remote, headers);
-    let admission = state.limits.admit(ip)?;
+    let admission = state.limits.admit_forwarded(ip)?;
     let rate = rate::message_bucket(state, ip, &caller)?;
     rate::admit_new_doc(state, &name, ip, &caller).await?;
     // Load the document before accepting, so that a document that cannot be
@@ -102,16 +150,29 @@ async fn admit(
         metrics: state.metrics.clone(),
         shutdown: state.shutdown.clone(),
     };
-    Ok(ws
+    let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(state.max_message_size)
-        .max_frame_size(state.max_message_size)
-        .on_upgrade(move |socket| async move {
-            // The connection holds its place in the limits until it ends.
-            let _admission = admission;
-            serve(socket, name, peer, grant, ctx).await
-        }))
+        .max_message_size(Some(state.max_message_size))
+        .max_frame_size(Some(state.max_message_size));
+    let budget = state.budget.clone();
+    let deadline = state.timeouts.message_deadline;
+    let response = handshake.accept();
+    tokio::spawn(async move {
+        // Behind a proxy, the connection holds its place until it ends.
+        let _admission = admission;
+        let upgraded = match handshake.on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let io = Metered::new(TokioIo::new(upgraded), budget, deadline);
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        serve(socket, name, peer, grant, ctx).await
+    });
+    Ok(response)
 }
 
 /// A token's connection ends when the token expires or is revoked.
@@ -120,8 +181,13 @@ fn lease(access: &Arc<Access>, claims: &Claims) -> Lease {
     let mut revocations = access.watch_revocations();
     let access = access.clone();
     let id = claims.jti.clone();
+    // `auth::verify` keeps `exp` within a year, but no claim value may ever
+    // panic here: the client would get no answer at all.
+    let now = tokio::time::Instant::now();
     Lease {
-        expires: tokio::time::Instant::now() + Duration::from_secs(remaining),
+        expires: now
+            .checked_add(Duration::from_secs(remaining))
+            .unwrap_or_else(|| now + Duration::from_secs(MAX_TOKEN_TTL_SECS)),
         revoked: Box::pin(async move {
             loop {
                 // Checked after subscribing, so a revocation between the
@@ -139,21 +205,24 @@ fn lease(access: &Arc<Access>, claims: &Claims) -> Lease {
     }
 }
 
-async fn serve(socket: WebSocket, name: DocName, peer: PeerId, grant: Grant, ctx: SessionContext) {
+async fn serve<T>(socket: WebSocketStream<T>, name: DocName, peer: PeerId, grant: Grant, ctx: SessionContext)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sink, stream) = socket.split();
     let stream = stream.map(|item| match item {
         Ok(Message::Binary(bytes)) => Ok(Incoming::Binary(bytes)),
         Ok(Message::Text(_)) => Ok(Incoming::Text),
-        Ok(Message::Ping(_) | Message::Pong(_)) => Ok(Incoming::Alive),
+        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Ok(Incoming::Alive),
         Ok(Message::Close(_)) => Ok(Incoming::Close),
         Err(e) => Err(classify(e)),
     });
     let sink = sink.with(|out: Outgoing| {
-        futures_util::future::ready(Ok::<_, axum::Error>(match out {
+        futures_util::future::ready(Ok::<_, tungstenite::Error>(match out {
             Outgoing::Binary(bytes) => Message::Binary(bytes),
             Outgoing::Ping => Message::Ping(Default::default()),
             Outgoing::Close(reason) => Message::Close(Some(CloseFrame {
-                code: reason.code,
+                code: CloseCode::from(reason.code),
                 reason: reason.reason.into(),
             })),
         }))
@@ -161,11 +230,16 @@ async fn serve(socket: WebSocket, name: DocName, peer: PeerId, grant: Grant, ctx
     session::run(stream, sink, name, peer, grant, ctx).await;
 }
 
-/// Tells a frame over the size limit apart from other transport failures.
-fn classify(e: axum::Error) -> TransportError {
-    let inner = e.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(detail)) => TransportError::TooBig(detail.to_string()),
-        _ => TransportError::Other(inner.to_string()),
+/// Tells a message over the size limit, or an unfinished one refused by
+/// the budget or its deadline, apart from other transport failures: both
+/// close with 1009 and the reason.
+fn classify(e: tungstenite::Error) -> TransportError {
+    match e {
+        tungstenite::Error::Capacity(detail) => TransportError::TooBig(detail.to_string()),
+        tungstenite::Error::Io(io) => match io.get_ref().and_then(|e| e.downcast_ref::<Unfinished>()) {
+            Some(why) => TransportError::TooBig(why.to_string()),
+            None => TransportError::Other(io.to_string()),
+        },
+        other => TransportError::Other(other.to_string()),
     }
 }
