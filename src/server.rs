@@ -97,7 +97,7 @@ pub async fn run(
             config.trust_forwarded_for,
         )),
         allowed_origins: config.allowed_origins.clone().into(),
-        rate_limit: (config.rate_limit > 0).then_some((config.rate_limit, config.rate_burst)),
+        rate_limit: config.rate_limit(),
     };
     let app = http::router(state);
     // Announced only once the store is open: a client (or a test) that

@@ -184,7 +184,8 @@ async fn a_frame_of_awareness_queries_costs_one_answer() {
 /// Item 3: 1,100 awareness messages in one frame became 1,100 broadcasts;
 /// every peer's 1,024-frame queue overflowed and every peer was closed with
 /// 4503, however fast it read. Now awareness is merged into one frame per
-/// peer per batch, and the burst never exceeds what a queue holds.
+/// peer per batch, and the burst never exceeds what a queue holds (a frame
+/// of more messages than that closes its sender with 4429).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_frame_of_awareness_does_not_disconnect_other_peers() {
     let (server, _key) = token_server(&[]);
@@ -220,8 +221,8 @@ async fn one_frame_of_awareness_does_not_disconnect_other_peers() {
         assert!(got <= 5, "{got} frames for one frame of awareness");
     }
 
-    // 1,100 in one frame: more than a queue holds, so over the burst.
-    let flood: Vec<u8> = (1000..2100u32)
+    // 2,100 in one frame: more than a queue holds (2,048), so over the burst.
+    let flood: Vec<u8> = (1000..3100u32)
         .flat_map(|clock| awareness(&[(me, clock, r#"{"cursor":0}"#)]))
         .collect();
     attacker.send_raw(flood);
@@ -251,7 +252,7 @@ async fn the_rate_burst_is_clamped_to_the_peer_queue() {
         .arg("--rate-burst", 5000)
         .start();
     server
-        .wait_log("rate_burst=\"64 (clamped to --peer-queue)\"", 5 * SECOND)
+        .wait_log("rate_burst=64 (clamped to --peer-queue)", 5 * SECOND)
         .await
         .unwrap();
     let peer = server.connect("clamp").await;
@@ -405,7 +406,7 @@ async fn a_peer_queue_is_bounded_in_bytes() {
         .await
         .unwrap();
     }
-    // Far fewer frames than --peer-queue (1024).
+    // Far fewer frames than --peer-queue (2048).
     assert!(sent < 512, "{sent} frames before the byte limit");
     slow.pause_reading(false);
     let closed = slow.wait_closed(10 * SECOND).await.unwrap();
@@ -434,4 +435,34 @@ async fn a_document_larger_than_the_byte_budget_syncs() {
         .await
         .unwrap();
     assert!(!reader.seen().ended);
+}
+
+/// Item 9: a state at clock `u32::MAX` was accepted; when its connection
+/// closed, yrs's removal (clock + 1) overflowed and panicked in the
+/// document's actor, which disconnected every peer of the document. Such
+/// clocks are now dropped with the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awareness_clock_at_its_limit_cannot_crash_the_document() {
+    let server = Server::start();
+    let observer = server.connect("clock").await;
+    let sender = server.connect("clock").await;
+    let id = sender.client_id();
+    sender.send_raw(awareness(&[(id, u32::MAX, r#"{"n":1}"#)]));
+    // A second client of the same connection, to know the first was handled.
+    sender.send_raw(awareness(&[(id + 1, 1, r#"{"n":2}"#)]));
+    observer
+        .wait_for("the second client", 5 * SECOND, |o| {
+            o.seen().present().contains(&(id + 1))
+        })
+        .await
+        .unwrap();
+    sender.close();
+    observer
+        .wait_for("the sender's removal", 5 * SECOND, |o| {
+            o.seen().present().is_empty() || o.seen().ended
+        })
+        .await
+        .unwrap();
+    assert_eq!(server.metric("weft_actor_panics_total").await, 0.0);
+    assert!(!observer.seen().ended, "{:?}", observer.seen().close);
 }
