@@ -63,7 +63,7 @@ impl Outbox {
         match self.tx.try_send(frame) {
             Ok(()) => Ok(self.budget.queued.fetch_add(1, Relaxed) + 1),
             Err(e) => {
-                self.budget.release(len);
+                self.budget.release([len]);
                 Err(match e {
                     mpsc::error::TrySendError::Full(_) => Refused::Full,
                     mpsc::error::TrySendError::Closed(_) => Refused::Closed,
@@ -100,9 +100,7 @@ impl OutboxReceiver {
     /// The frames have been written (and flushed): their bytes leave the
     /// budget and answers among them are no longer waiting.
     pub fn written(&self, frames: &[Bytes]) {
-        for frame in frames {
-            self.budget.release(frame.len());
-        }
+        self.budget.release(frames.iter().map(Bytes::len));
         self.budget.written.fetch_add(frames.len() as u64, Relaxed);
     }
 }
@@ -145,14 +143,22 @@ impl Budget {
         }
     }
 
-    fn release(&self, len: usize) {
+    /// Frees the place of frames of these lengths (one atomic operation for
+    /// them all: the writer releases a whole batch at once).
+    fn release(&self, lens: impl IntoIterator<Item = usize>) {
         if self.limit == 0 {
             return;
         }
-        if len > self.limit {
-            self.oversized.store(false, Relaxed);
-        } else {
-            self.bytes.fetch_sub(len, Relaxed);
+        let mut small = 0;
+        for len in lens {
+            if len > self.limit {
+                self.oversized.store(false, Relaxed);
+            } else {
+                small += len;
+            }
+        }
+        if small > 0 {
+            self.bytes.fetch_sub(small, Relaxed);
         }
     }
 }
