@@ -36,6 +36,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
 
+use super::answers::{self, Step2};
 use super::presence::{Presence, Verdict};
 use super::registry::RegistryInner;
 use super::{DocConfig, DocError, DocName, PeerId, PeerLink, Refused};
@@ -475,23 +476,6 @@ fn build_doc(stored: &StoredDoc) -> Result<Rebuilt, String> {
 
 fn now_ms() -> u64 {
     crate::storage::now_ms() as u64
-}
-
-/// Whether state vector `a` holds at least everything `b` does.
-fn dominates(a: &StateVector, b: &StateVector) -> bool {
-    b.iter().all(|(client, clock)| a.get(client) >= *clock)
-}
-
-/// Whether a peer at `sv` lacks most of a document at `doc`, in clocks (one
-/// per character or item, deleted ones included): its diff would be most of
-/// the full state.
-fn lacks_most(doc: &StateVector, sv: &StateVector) -> bool {
-    let (mut total, mut held) = (0u64, 0u64);
-    for (client, clock) in doc.iter() {
-        total += u64::from(*clock);
-        held += u64::from(sv.get(client).min(*clock));
-    }
-    held * 2 < total
 }
 
 impl DocActor {
@@ -976,32 +960,22 @@ impl DocActor {
         }
     }
 
-    /// Answers a step1. A peer whose earlier answer still waits in its
-    /// queue gets nothing more when that answer already covers what it lacks
-    /// now (its state vector dominates the one answered): the updates since
-    /// were queued behind the answer. A peer that lacks most of the document
-    /// (a new one, or a state vector such as `{c: 1}` for a client with
-    /// millions of clocks) gets the full state, encoded once per document
-    /// version and shared; Yjs clients skip what they already hold.
+    /// Answers a step1: nothing while a waiting answer covers it, the
+    /// shared full state, or a diff of its own (see `answers`).
     fn answer_step1(&mut self, id: PeerId, sv: StateVector) {
         let Some(peer) = self.peers.get(&id) else { return };
         let waiting = peer
             .step2
             .as_ref()
             .filter(|(ticket, _)| peer.link.outbox.waiting(*ticket));
-        if let Some((_, answered)) = waiting {
-            if dominates(&sv, answered) {
-                return;
+        let doc_sv = self.doc().transact().state_vector();
+        let (frame, answered) = match answers::step2_for(&doc_sv, &sv, waiting.map(|(_, answered)| answered)) {
+            Step2::Nothing => return,
+            Step2::Full => (self.full_state(), StateVector::default()),
+            Step2::Diff => {
+                let update = self.doc().transact().encode_state_as_update_v1(&sv);
+                (protocol::encode_step2(&update), sv)
             }
-        }
-        // A second answer while one waits is the full state: every later
-        // state vector dominates the empty one it answers.
-        let full = waiting.is_some() || lacks_most(&self.doc().transact().state_vector(), &sv);
-        let (frame, answered) = if full {
-            (self.full_state(), StateVector::default())
-        } else {
-            let update = self.doc().transact().encode_state_as_update_v1(&sv);
-            (protocol::encode_step2(&update), sv)
         };
         if let Some(ticket) = self.send(id, frame) {
             if let Some(peer) = self.peers.get_mut(&id) {

@@ -8,6 +8,7 @@
 //! one.
 
 mod actor;
+mod answers;
 pub mod content;
 mod name;
 mod outbox;
