@@ -42,8 +42,8 @@ pub const BAD_UPDATE: u16 = 4422;
 /// 4500: the update could not be stored (disk full, database locked...), so
 /// it was not relayed. Transient: the client reconnects and resends it.
 pub const STORAGE_FAILED: u16 = 4500;
-/// 4503: the peer's outbound queue was full: it reads slower than the
-/// document changes. Transient: it reconnects and catches up with one step2.
+/// 4503: the peer's outbound queue was full (`--peer-queue` frames or
+/// `--peer-queue-bytes` bytes): it reads slower than the document changes. Transient: it reconnects and catches up with one step2.
 pub const SLOW_CONSUMER: u16 = 4503;
 
 /// Longest close reason the WebSocket protocol carries.
@@ -66,10 +66,15 @@ impl CloseReason {
         Self::new(GOING_AWAY, "server shutting down", None)
     }
 
-    pub fn slow_consumer(queue: usize) -> Self {
+    /// `frames` and `bytes`: the queue's limits (`bytes` 0: none).
+    pub fn slow_consumer(frames: usize, bytes: usize) -> Self {
+        let limit = match bytes {
+            0 => format!("{frames} frames"),
+            bytes => format!("{frames} frames or {bytes} bytes"),
+        };
         Self::new(
             SLOW_CONSUMER,
-            format!("too slow: {queue} frames waiting; reconnect to resync"),
+            format!("too slow: over {limit} waiting; reconnect to resync"),
             Some(Kick::SlowConsumer),
         )
     }

@@ -13,7 +13,9 @@ use crate::storage::SyncMode;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:1234";
 pub const DEFAULT_DB: &str = "weft.db";
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
-pub const DEFAULT_PEER_QUEUE: usize = 1024;
+/// Frames; memory is bounded by `DEFAULT_PEER_QUEUE_BYTES`. Room for the
+/// default burst: see `Config::rate_limit`.
+pub const DEFAULT_PEER_QUEUE: usize = 2048;
 pub const DEFAULT_UNLOAD_AFTER_MS: u64 = 10_000;
 pub const DEFAULT_AWARENESS_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_COMPACT_UPDATES: u64 = 1000;
@@ -22,6 +24,7 @@ pub const DEFAULT_BUSY_TIMEOUT_MS: u64 = 5000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
 pub const DEFAULT_RATE_LIMIT: u32 = 200;
+/// At most what a peer queue holds (`DEFAULT_PEER_QUEUE`): see `Config::rate_limit`.
 pub const DEFAULT_RATE_BURST: u32 = 2000;
 pub const DEFAULT_MAX_DOC_SIZE: u64 = 64 << 20;
 /// Versions one document keeps: one a minute for a day of idle-and-edit
@@ -43,6 +46,15 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_PARTIAL_MESSAGE_BUDGET: u64 = 32 << 20;
 pub const DEFAULT_MESSAGE_DEADLINE_MS: u64 = 60_000;
+/// Bytes queued for one peer: enough for bursts of large updates; a full
+/// state larger than this still goes through (see `doc::outbox`).
+pub const DEFAULT_PEER_QUEUE_BYTES: usize = 32 << 20;
+/// A browser tab is one awareness client; a few more leave room for pages
+/// that open several providers over one connection.
+pub const DEFAULT_MAX_AWARENESS_CLIENTS: usize = 4;
+/// A cursor and a user's name and color weigh a few hundred bytes; this
+/// leaves room for selections of many items.
+pub const DEFAULT_MAX_AWARENESS_STATE: usize = 64 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -219,7 +231,8 @@ pub struct Config {
     #[arg(long, env = "WEFT_RATE_LIMIT", default_value_t = DEFAULT_RATE_LIMIT)]
     pub rate_limit: u32,
 
-    /// Messages one connection may send in a burst above the rate.
+    /// Messages one connection may send in a burst above the rate; at most
+    /// `--peer-queue` (larger values are clamped to it).
     #[arg(long, env = "WEFT_RATE_BURST", default_value_t = DEFAULT_RATE_BURST)]
     pub rate_burst: u32,
 
@@ -307,12 +320,31 @@ pub struct Config {
     /// stops DNS rebinding.
     #[arg(long = "allowed-host", env = "WEFT_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
+    /// Bytes queued for one peer (queued or being written) before it counts
+    /// as too slow and is disconnected (code 4503); one frame larger than
+    /// this (a big document's full state) is always let through. 0 = count
+    /// frames only.
+    #[arg(long, env = "WEFT_PEER_QUEUE_BYTES", default_value_t = DEFAULT_PEER_QUEUE_BYTES)]
+    pub peer_queue_bytes: usize,
+
+    /// Awareness clients (presence states) one connection may introduce;
+    /// states for more are dropped. 0 = no limit.
+    #[arg(long, env = "WEFT_MAX_AWARENESS_CLIENTS", default_value_t = DEFAULT_MAX_AWARENESS_CLIENTS)]
+    pub max_awareness_clients: usize,
+
+    /// Largest awareness state (its JSON), in bytes; larger ones are dropped.
+    /// 0 = no limit.
+    #[arg(long, env = "WEFT_MAX_AWARENESS_STATE", default_value_t = DEFAULT_MAX_AWARENESS_STATE)]
+    pub max_awareness_state: usize,
 }
 
 impl Config {
     pub fn doc_config(&self) -> DocConfig {
         DocConfig {
             peer_queue: self.peer_queue.max(1),
+            peer_queue_bytes: self.peer_queue_bytes,
+            max_awareness_clients: self.max_awareness_clients,
+            max_awareness_state: self.max_awareness_state,
             unload_after: Duration::from_millis(self.unload_after_ms),
             awareness_timeout: Duration::from_millis(self.awareness_timeout_ms),
             compact_after_updates: self.compact_updates.max(1),
@@ -330,6 +362,21 @@ impl Config {
                 },
             },
         }
+    }
+
+    /// Messages per second and burst per connection; `None`: no limit.
+    ///
+    /// The burst is at most what a peer queue holds: a message makes at
+    /// most one frame for each other peer (awareness is merged per batch,
+    /// answers are coalesced), so one connection's burst can never by
+    /// itself overflow another peer's queue.
+    pub fn rate_limit(&self) -> Option<(u32, u32)> {
+        (self.rate_limit > 0).then(|| (self.rate_limit, self.effective_rate_burst()))
+    }
+
+    fn effective_rate_burst(&self) -> u32 {
+        let queue = u32::try_from(self.peer_queue.max(1)).unwrap_or(u32::MAX);
+        self.rate_burst.min(queue)
     }
 
     /// Where the signing key comes from, if anywhere: token mode.
@@ -353,6 +400,9 @@ impl Config {
             "open"
         };
         value["auth"] = mode.into();
+        if self.effective_rate_burst() < self.rate_burst {
+            value["rate_burst"] = format!("{} (clamped to --peer-queue)", self.effective_rate_burst()).into();
+        }
         let Some(fields) = value.as_object() else {
             return String::new();
         };

@@ -1,9 +1,12 @@
 //! One client connection: a reader loop and a writer task.
 //!
 //! The reader decodes each frame (on this connection's task, so decoding runs
-//! in parallel across connections) and hands the messages to the document
-//! actor. The writer drains the peer's bounded outbound queue into the socket,
-//! batching whatever is queued into one flush. Neither touches the document.
+//! in parallel across connections), checks awareness states (JSON, size),
+//! counts every message and control frame against the rate limit, and hands
+//! the messages to the document actor. The writer drains the peer's bounded
+//! outbound queue into the socket, batching whatever is queued into one
+//! flush, and only then frees the frames' place in the queue's byte budget.
+//! Neither touches the document.
 //!
 //! The session is written over any `Stream` of [`Incoming`] and `Sink` of
 //! [`Outgoing`], not over axum's socket type: `http/` adapts the WebSocket,
@@ -19,9 +22,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::close::{self, CloseReason};
-use crate::doc::{DocError, DocName, PeerId, PeerLink, Registry};
+use crate::doc::{self, DocError, DocName, OutboxReceiver, PeerId, PeerLink, Registry};
 use crate::metrics::{Kick, Metrics};
-use crate::protocol;
+use crate::protocol::{self, Inbound};
 use crate::rate::RateLimiter;
 
 /// Send a ping after this long without writing, so that proxies keep the
@@ -139,7 +142,9 @@ where
     K: Sink<Outgoing> + Unpin + Send + 'static,
     K::Error: std::fmt::Display,
 {
-    let (outbox, outbox_rx) = mpsc::channel(ctx.registry.config().peer_queue);
+    let config = ctx.registry.config();
+    let (outbox, outbox_rx) = doc::outbox(config.peer_queue, config.peer_queue_bytes);
+    let max_awareness_state = config.max_awareness_state;
     let (closer, close_rx) = mpsc::channel(1);
     let Grant {
         writable,
@@ -176,7 +181,14 @@ where
 
     let mut writer = tokio::spawn(write_loop(sink, outbox_rx, close_rx, ctx.shutdown.clone()).in_current_span());
     let mut stream = stream;
-    let mut read = Box::pin(read_loop(&mut stream, &handle, peer, &ctx.metrics, rate));
+    let mut read = Box::pin(read_loop(
+        &mut stream,
+        &handle,
+        peer,
+        &ctx.metrics,
+        rate,
+        max_awareness_state,
+    ));
     let ended = tokio::select! {
         end = &mut read => Some(end),
         _ = &mut writer => None,
@@ -236,10 +248,15 @@ async fn read_loop<S>(
     peer: PeerId,
     metrics: &Metrics,
     mut rate: Option<RateLimiter>,
+    max_awareness_state: usize,
 ) -> ReadEnd
 where
     S: Stream<Item = Result<Incoming, TransportError>> + Unpin,
 {
+    let mut awareness = AwarenessCheck {
+        max_state: max_awareness_state,
+        warned: false,
+    };
     loop {
         let item = match tokio::time::timeout(IDLE_LIMIT, stream.next()).await {
             Err(_) => return ReadEnd::Gone("nothing received for 90 s"),
@@ -248,7 +265,7 @@ where
         };
         match item {
             Ok(Incoming::Binary(frame)) => {
-                let messages = match protocol::decode_frame(&frame) {
+                let mut messages = match protocol::decode_frame(&frame) {
                     Ok(messages) => messages,
                     Err(e) => {
                         metrics.updates_refused.fetch_add(1, Relaxed);
@@ -260,12 +277,9 @@ where
                     }
                 };
                 if rate.as_mut().is_some_and(|r| !r.take(messages.len())) {
-                    return ReadEnd::Refused(CloseReason::new(
-                        close::RATE_LIMITED,
-                        "too many messages: slow down",
-                        Some(Kick::RateLimited),
-                    ));
+                    return ReadEnd::Refused(rate_limited());
                 }
+                awareness.check(&mut messages);
                 if handle.messages(peer, messages).await.is_err() {
                     return ReadEnd::Gone("document closed");
                 }
@@ -277,7 +291,13 @@ where
                     Some(Kick::TextFrame),
                 ))
             }
-            Ok(Incoming::Alive) => {}
+            // Pings cost a pong each and count like messages (a
+            // y-websocket client sends none; browsers answer our pings).
+            Ok(Incoming::Alive) => {
+                if rate.as_mut().is_some_and(|r| !r.take(1)) {
+                    return ReadEnd::Refused(rate_limited());
+                }
+            }
             Ok(Incoming::Close) => return ReadEnd::Gone("closed by the client"),
             Err(TransportError::TooBig(detail)) => {
                 return ReadEnd::Refused(CloseReason::new(close::TOO_BIG, detail, Some(Kick::TooBig)))
@@ -290,11 +310,47 @@ where
     }
 }
 
+fn rate_limited() -> CloseReason {
+    CloseReason::new(
+        close::RATE_LIMITED,
+        "too many messages: slow down",
+        Some(Kick::RateLimited),
+    )
+}
+
+/// Drops awareness states nobody should see: not JSON (y-websocket clients
+/// throw on them), too large, or with a clock yrs cannot count past. The
+/// connection stays; the first drop is logged at warn, later ones at debug.
+struct AwarenessCheck {
+    max_state: usize,
+    warned: bool,
+}
+
+impl AwarenessCheck {
+    fn check(&mut self, messages: &mut [Inbound]) {
+        for message in messages {
+            let Inbound::Awareness(update) = message else { continue };
+            update.clients.retain(|client, entry| match doc::check_state(entry, self.max_state) {
+                Ok(()) => true,
+                Err(e) => {
+                    if self.warned {
+                        debug!(client = client.get(), error = %e, "awareness state dropped");
+                    } else {
+                        self.warned = true;
+                        warn!(client = client.get(), error = %e, "awareness state dropped (logged once per connection)");
+                    }
+                    false
+                }
+            });
+        }
+    }
+}
+
 /// Writes queued frames until the queue closes (the actor let go of this
 /// peer) or a close is requested (by the actor, the reader, or shutdown).
 async fn write_loop<K>(
     mut sink: K,
-    mut outbox: mpsc::Receiver<Bytes>,
+    mut outbox: OutboxReceiver,
     mut close_rx: mpsc::Receiver<CloseReason>,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -323,11 +379,11 @@ async fn write_loop<K>(
     let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
 }
 
-async fn pump<K>(sink: &mut K, outbox: &mut mpsc::Receiver<Bytes>) -> Result<(), K::Error>
+async fn pump<K>(sink: &mut K, outbox: &mut OutboxReceiver) -> Result<(), K::Error>
 where
     K: Sink<Outgoing> + Unpin,
 {
-    let mut batch = Vec::with_capacity(16);
+    let mut batch: Vec<Bytes> = Vec::with_capacity(16);
     loop {
         match tokio::time::timeout(KEEPALIVE, outbox.recv_many(&mut batch, WRITE_BATCH)).await {
             Err(_) => {
@@ -337,9 +393,13 @@ where
             Ok(0) => return Ok(()),
             Ok(_) => {}
         }
-        for frame in batch.drain(..) {
-            sink.feed(Outgoing::Binary(frame)).await?;
+        for frame in &batch {
+            sink.feed(Outgoing::Binary(frame.clone())).await?;
         }
         sink.flush().await?;
+        // Until written, the frames are still held (by the socket's
+        // buffer, or here): they count against the queue's budget until now.
+        outbox.written(&batch);
+        batch.clear();
     }
 }

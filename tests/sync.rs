@@ -458,7 +458,9 @@ async fn malformed_websocket_framing_is_survived() {
 /// the other peers keep receiving every update.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_peer_is_disconnected_and_others_keep_receiving() {
-    let server = Server::builder().arg("--peer-queue", 8).start();
+    // The writer sends faster than the default rate, whose burst is
+    // clamped to the 8-frame queue: this test is about slow readers.
+    let server = Server::builder().arg("--peer-queue", 8).arg("--rate-limit", 0).start();
     let writer = server.connect("slow").await;
     let fast = server.connect("slow").await;
     let slow = server.connect("slow").await;

@@ -237,6 +237,11 @@ impl Client {
         let _ = self.out.send(WsMessage::Text(text.into()));
     }
 
+    /// Sends a WebSocket ping (a control frame, not a y-sync message).
+    pub fn send_ping(&self) {
+        let _ = self.out.send(WsMessage::Ping(Default::default()));
+    }
+
     /// Stops (or resumes) reading from the socket.
     pub fn pause_reading(&self, paused: bool) {
         let _ = self.paused.send(paused);

@@ -9,8 +9,16 @@
 //! Effects that read the document (a step2 answer, a state request) are
 //! evaluated after the commit too, so no peer is ever shown state that is not
 //! yet stored.
+//!
+//! Answers cost the actor one encoding per document version, not one per
+//! request: the full state and the awareness states are encoded once, shared
+//! by every peer that asks (a `Bytes` dropped when the document changes), and
+//! a peer that asks again while its answer still waits in its queue is not
+//! answered twice. Awareness changes are gathered over a batch and sent as
+//! one frame per peer, holding the latest state of each client changed.
 
 use std::collections::{HashMap, HashSet};
+use std::mem;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
@@ -28,8 +36,10 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
 
+use super::answers::{self, Step2};
+use super::presence::{Presence, Verdict};
 use super::registry::RegistryInner;
-use super::{DocConfig, DocError, DocName, PeerId, PeerLink};
+use super::{DocConfig, DocError, DocName, PeerId, PeerLink, Refused};
 use crate::close::CloseReason;
 use crate::metrics::Metrics;
 use crate::protocol::{self, Inbound, InboundUpdate};
@@ -244,18 +254,14 @@ enum Effect {
         origin: Origin,
         frame: Bytes,
     },
-    /// Send an awareness change to every peer, the sender included.
-    Broadcast {
-        frame: Bytes,
-    },
-    Send {
-        peer: PeerId,
-        frame: Bytes,
-    },
     /// Answer a step1 with what the peer lacks.
     Step2 {
         peer: PeerId,
         sv: StateVector,
+    },
+    /// Answer a query-awareness with every state.
+    AwarenessStates {
+        peer: PeerId,
     },
     EncodeState {
         sv: Option<StateVector>,
@@ -270,6 +276,16 @@ struct Peer {
     link: PeerLink,
     /// A read-only peer was told once that its updates are refused.
     told_read_only: bool,
+    /// Its join number, for awareness ownership (`Presence`).
+    joined: u64,
+    /// The step2 last queued to it: its ticket in the peer's queue, and the
+    /// state vector it answered (all of the document after it).
+    step2: Option<(u64, StateVector)>,
+    /// The ticket of the awareness states last queued to it.
+    awareness_states: Option<u64>,
+    /// It was told (in the log) that it sent more awareness clients than a
+    /// connection may have.
+    warned_clients: bool,
 }
 
 #[derive(PartialEq, Eq)]
@@ -313,11 +329,16 @@ pub(crate) struct DocActor {
     peer_count: Arc<AtomicUsize>,
     /// First and latest edit since the last version, for automatic versions.
     edited: Option<(Instant, Instant)>,
-    /// Awareness clients marked gone (their connection closed, their state
-    /// expired, or they said goodbye), which may come back with old clocks.
-    gone: HashSet<ClientID>,
-    /// Which connection speaks for each awareness client.
-    owners: HashMap<ClientID, PeerId>,
+    /// Which connection speaks for which awareness client.
+    presence: Presence,
+    /// Awareness clients changed in this batch, sent to every peer as one
+    /// frame at its end.
+    awareness_changed: HashSet<ClientID>,
+    /// The step2 frame holding the full state, while the document stays
+    /// as it was when it was encoded.
+    full_state: Option<Bytes>,
+    /// The awareness frame holding every state, while no state changes.
+    awareness_states: Option<Bytes>,
     /// Counts this document in `weft_documents_loaded` while it lives,
     /// however the actor ends.
     _loaded: LoadedGauge,
@@ -368,6 +389,7 @@ pub(crate) fn spawn(
             Ok(rebuilt) => rebuilt,
             Err(e) => return fail_load(&name, generation, &registry, rx, e).await,
         };
+        let presence = Presence::new(config.max_awareness_clients);
         let actor = DocActor {
             log_updates: stored.log.len() as u64,
             log_bytes: stored.log_bytes(),
@@ -392,8 +414,10 @@ pub(crate) fn spawn(
             // A log after the newest snapshot may hold edits no version
             // has; the version taken for them is skipped if it is not new.
             edited: (!stored.log.is_empty()).then(|| (Instant::now(), Instant::now())),
-            gone: HashSet::new(),
-            owners: HashMap::new(),
+            presence,
+            awareness_changed: HashSet::new(),
+            full_state: None,
+            awareness_states: None,
             _loaded: LoadedGauge::new(&metrics),
         };
         actor.metrics.docs_loaded_total.fetch_add(1, Relaxed);
@@ -493,6 +517,7 @@ impl DocActor {
                 _ = tick.tick() => {
                     self.expire_awareness();
                     self.drop_slow_peers();
+                    self.publish_awareness();
                     self.auto_version_if_due().await;
                     let idle = self.idle_since.is_some_and(|t| t.elapsed() >= self.config.unload_after);
                     if idle && self.peers.is_empty() {
@@ -573,11 +598,16 @@ impl DocActor {
 
     fn join(&mut self, link: PeerLink) {
         let id = link.id;
+        let joined = self.presence.join();
         self.peers.insert(
             id,
             Peer {
                 link,
                 told_read_only: false,
+                joined,
+                step2: None,
+                awareness_states: None,
+                warned_clients: false,
             },
         );
         self.idle_since = None;
@@ -585,11 +615,7 @@ impl DocActor {
         // step1 first, then the awareness states, each in its own frame.
         let sv = self.doc().transact().state_vector();
         self.send(id, protocol::encode_step1(&sv));
-        if let Ok(update) = self.awareness.update() {
-            if !update.clients.is_empty() {
-                self.send(id, protocol::encode_awareness(&update));
-            }
-        }
+        self.send_awareness_states(id);
         debug!(peer = %id, peers = self.peers.len(), "peer joined");
     }
 
@@ -646,14 +672,7 @@ impl DocActor {
                     }
                 }
                 Inbound::Awareness(update) => self.apply_awareness(id, update),
-                Inbound::QueryAwareness => {
-                    if let Ok(update) = self.awareness.update() {
-                        self.effects.push(Effect::Send {
-                            peer: id,
-                            frame: protocol::encode_awareness(&update),
-                        });
-                    }
-                }
+                Inbound::QueryAwareness => self.effects.push(Effect::AwarenessStates { peer: id }),
                 Inbound::Ignored(tag) => debug!(peer = %id, tag, "ignored message type"),
             }
         }
@@ -735,85 +754,100 @@ impl DocActor {
         self.next_seq += 1;
         self.pending.push(LogEntry { seq, data: raw });
         self.effects.push(Effect::Relay { origin, frame });
+        self.full_state = None;
         let now = Instant::now();
         self.edited = Some(self.edited.map_or((now, now), |(first, _)| (first, now)));
     }
 
+    /// Applies what a connection may say of awareness (see `presence`) and
+    /// notes the clients that changed; they are sent at the end of the batch.
     fn apply_awareness(&mut self, id: PeerId, mut update: AwarenessUpdate) {
-        // A client whose connection dropped was marked gone at clock + 1.
-        // When it reconnects, y-websocket resends its state with the clock it
-        // had, which every peer would ignore as old until its second renewal
-        // (up to 30 s of invisibility). A state from the client itself means
-        // it is back: lift its clock above the removal. The echo carries the
-        // new clock to the client too, which adopts it.
-        let mut revived = Vec::new();
-        for (client, entry) in update.clients.iter_mut() {
-            if &*entry.json != "null" && self.gone.remove(client) {
-                if let Some((clock, _)) = self.awareness.meta(*client) {
-                    entry.clock = entry.clock.max(clock + 1);
-                }
-                revived.push(*client);
-            }
-        }
+        let Some(peer) = self.peers.get(&id) else { return };
+        let joined = peer.joined;
         self.metrics.awareness_updates.fetch_add(1, Relaxed);
+        let mut too_many = 0usize;
+        update.clients.retain(|client, entry| {
+            let fresh = match self.awareness.meta(*client) {
+                Some((known, _)) => entry.clock >= known,
+                None => true,
+            };
+            match self.presence.judge(id, joined, *client, &*entry.json == "null", fresh) {
+                Verdict::Own | Verdict::New => true,
+                Verdict::Revive => {
+                    // A client whose connection dropped was marked gone at
+                    // clock + 1. When it reconnects, y-websocket resends its
+                    // state with the clock it had, which every peer would
+                    // ignore as old until its second renewal (up to 30 s of
+                    // invisibility). Its clock is lifted above the removal;
+                    // the echo carries the new clock to the client too,
+                    // which adopts it.
+                    if let Some((clock, _)) = self.awareness.meta(*client) {
+                        entry.clock = entry.clock.max(clock.saturating_add(1));
+                    }
+                    true
+                }
+                Verdict::Echo => false,
+                Verdict::TooMany => {
+                    too_many += 1;
+                    false
+                }
+            }
+        });
+        if too_many > 0 {
+            self.warn_too_many_clients(id, too_many);
+        }
+        if update.clients.is_empty() {
+            return;
+        }
         match self.awareness.apply_update_summary(update) {
             Ok(Some(summary)) => {
-                // A connection speaks for the clients that appeared (or came
-                // back) through it. y-websocket clients send back every
-                // awareness change they receive, so merely mentioning a
-                // client does not make a connection its owner (the reference
-                // server's rule too); otherwise closing one connection would
-                // remove people who are still here.
-                for client in summary.added.iter().chain(&revived) {
-                    self.owners.insert(*client, id);
-                }
                 for client in &summary.removed {
-                    if self.owners.get(client) == Some(&id) {
-                        // It said goodbye itself; if it comes back with its
-                        // old clock, it is revived like a dropped one.
-                        self.owners.remove(client);
-                        self.gone.insert(*client);
-                    }
+                    // It said goodbye itself; if it comes back with its old
+                    // clock, it is revived like a dropped one.
+                    self.presence.gone(*client);
                 }
                 // Renewals (same state, higher clock) count as changes and are
                 // relayed too: they keep idle clients' 30 s timers fed.
-                if let Ok(changed) = self.awareness.update_with_clients(summary.all_changes()) {
-                    self.effects.push(Effect::Broadcast {
-                        frame: protocol::encode_awareness(&changed),
-                    });
-                }
+                self.awareness_changed.extend(summary.all_changes());
+                self.awareness_states = None;
             }
             Ok(None) => {}
             Err(e) => debug!(peer = %id, error = %e, "awareness update not applied"),
         }
     }
 
-    /// The awareness clients a connection owns, forgotten as it goes.
-    fn release_clients(&mut self, id: PeerId) {
-        let mine: Vec<ClientID> = self.owners.iter().filter(|(_, p)| **p == id).map(|(c, _)| *c).collect();
-        for client in &mine {
-            self.owners.remove(client);
+    /// A connection sent states for more clients than it may introduce: they
+    /// are dropped, and the first time it is logged.
+    fn warn_too_many_clients(&mut self, id: PeerId, dropped: usize) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        if !peer.warned_clients {
+            peer.warned_clients = true;
+            warn!(
+                peer = %id,
+                dropped,
+                limit = self.config.max_awareness_clients,
+                "more awareness clients than one connection may have; dropped (logged once per connection)"
+            );
         }
-        self.forget_clients(mine);
     }
 
-    /// Marks the given clients as gone (null state, clock + 1) and tells the
-    /// remaining peers.
-    fn forget_clients(&mut self, clients: impl IntoIterator<Item = ClientID>) {
-        let gone: Vec<ClientID> = clients
-            .into_iter()
-            .filter(|c| self.awareness.meta(*c).is_some() && self.awareness.state::<serde_json::Value>(*c).is_some())
-            .collect();
-        if gone.is_empty() {
+    /// The awareness clients a connection owns, removed as it goes.
+    fn release_clients(&mut self, id: PeerId) {
+        let mine = self.presence.leave(id);
+        self.remove_states(mine);
+    }
+
+    /// Removes the states of the given clients (null, clock + 1); the peers
+    /// hear of it at the end of the batch.
+    fn remove_states(&mut self, clients: Vec<ClientID>) {
+        if clients.is_empty() {
             return;
         }
-        for client in &gone {
+        for client in &clients {
             self.awareness.remove_state(*client);
-            self.gone.insert(*client);
         }
-        if let Ok(update) = self.awareness.update_with_clients(gone) {
-            self.broadcast(protocol::encode_awareness(&update), None);
-        }
+        self.awareness_changed.extend(clients);
+        self.awareness_states = None;
     }
 
     /// Removes awareness states not renewed within the timeout, as the
@@ -830,9 +864,24 @@ impl DocActor {
         if !stale.is_empty() {
             debug!(clients = stale.len(), "awareness states expired");
             for client in &stale {
-                self.owners.remove(client);
+                self.presence.gone(*client);
             }
-            self.forget_clients(stale);
+            self.remove_states(stale);
+        }
+    }
+
+    /// Sends the awareness changes gathered since the last call to every
+    /// peer, the senders included, as one frame: however many messages
+    /// caused them, each peer gets one frame with the latest state of each
+    /// client that changed.
+    fn publish_awareness(&mut self) {
+        while !self.awareness_changed.is_empty() {
+            let changed = mem::take(&mut self.awareness_changed);
+            if let Ok(update) = self.awareness.update_with_clients(changed) {
+                self.broadcast(protocol::encode_awareness(&update), None);
+            }
+            // Peers too slow for it leave, and their clients with them.
+            self.drop_slow_peers();
         }
     }
 
@@ -861,6 +910,7 @@ impl DocActor {
             self.perform(effect);
         }
         self.drop_slow_peers();
+        self.publish_awareness();
         stored
     }
 
@@ -902,12 +952,8 @@ impl DocActor {
                 }
                 Origin::Actor => self.broadcast(frame, None),
             },
-            Effect::Broadcast { frame } => self.broadcast(frame, None),
-            Effect::Send { peer, frame } => self.send(peer, frame),
-            Effect::Step2 { peer, sv } => {
-                let update = self.doc().transact().encode_state_as_update_v1(&sv);
-                self.send(peer, protocol::encode_step2(&update));
-            }
+            Effect::Step2 { peer, sv } => self.answer_step1(peer, sv),
+            Effect::AwarenessStates { peer } => self.send_awareness_states(peer),
             Effect::EncodeState { sv, reply } => {
                 let sv = sv.unwrap_or_default();
                 let _ = reply.send(Ok(self.doc().transact().encode_state_as_update_v1(&sv)));
@@ -918,15 +964,86 @@ impl DocActor {
         }
     }
 
-    fn send(&mut self, id: PeerId, frame: Bytes) {
+    /// Answers a step1: nothing while a waiting answer covers it, the
+    /// shared full state, or a diff of its own (see `answers`).
+    fn answer_step1(&mut self, id: PeerId, sv: StateVector) {
         let Some(peer) = self.peers.get(&id) else { return };
-        match peer.link.outbox.try_send(frame) {
-            Ok(()) => {
-                self.metrics.frames_sent.fetch_add(1, Relaxed);
+        let waiting = peer
+            .step2
+            .as_ref()
+            .filter(|(ticket, _)| peer.link.outbox.waiting(*ticket));
+        let doc_sv = self.doc().transact().state_vector();
+        let (frame, answered) = match answers::step2_for(&doc_sv, &sv, waiting.map(|(_, answered)| answered)) {
+            Step2::Nothing => return,
+            Step2::Full => (self.full_state(), StateVector::default()),
+            Step2::Diff => {
+                let update = self.doc().transact().encode_state_as_update_v1(&sv);
+                (protocol::encode_step2(&update), sv)
             }
-            Err(mpsc::error::TrySendError::Full(_)) => self.slow.push(id),
+        };
+        if let Some(ticket) = self.send(id, frame) {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.step2 = Some((ticket, answered));
+            }
+        }
+    }
+
+    /// The step2 frame holding the whole document, encoded at most once per
+    /// version.
+    fn full_state(&mut self) -> Bytes {
+        if let Some(frame) = &self.full_state {
+            return frame.clone();
+        }
+        let update = self.doc().transact().encode_state_as_update_v1(&StateVector::default());
+        let frame = protocol::encode_step2(&update);
+        self.full_state = Some(frame.clone());
+        frame
+    }
+
+    /// Sends every awareness state to a peer (on join, or asked), unless the
+    /// last such frame still waits in its queue: the changes since then were
+    /// queued behind it.
+    fn send_awareness_states(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get(&id) else { return };
+        if peer
+            .awareness_states
+            .is_some_and(|ticket| peer.link.outbox.waiting(ticket))
+        {
+            return;
+        }
+        let frame = match &self.awareness_states {
+            Some(frame) => frame.clone(),
+            None => {
+                let Ok(update) = self.awareness.update() else { return };
+                if update.clients.is_empty() {
+                    return;
+                }
+                let frame = protocol::encode_awareness(&update);
+                self.awareness_states = Some(frame.clone());
+                frame
+            }
+        };
+        if let Some(ticket) = self.send(id, frame) {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.awareness_states = Some(ticket);
+            }
+        }
+    }
+
+    /// Queues a frame for one peer; its ticket when queued.
+    fn send(&mut self, id: PeerId, frame: Bytes) -> Option<u64> {
+        let peer = self.peers.get(&id)?;
+        match peer.link.outbox.try_send(frame) {
+            Ok(ticket) => {
+                self.metrics.frames_sent.fetch_add(1, Relaxed);
+                Some(ticket)
+            }
+            Err(Refused::Full) => {
+                self.slow.push(id);
+                None
+            }
             // The connection ended; its Leave command is on the way.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(Refused::Closed) => None,
         }
     }
 
@@ -937,9 +1054,9 @@ impl DocActor {
                 continue;
             }
             match peer.link.outbox.try_send(frame.clone()) {
-                Ok(()) => sent += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => self.slow.push(*id),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Ok(_) => sent += 1,
+                Err(Refused::Full) => self.slow.push(*id),
+                Err(Refused::Closed) => {}
             }
         }
         self.metrics.frames_sent.fetch_add(sent, Relaxed);
@@ -951,7 +1068,8 @@ impl DocActor {
     fn drop_slow_peers(&mut self) {
         while let Some(id) = self.slow.pop() {
             if self.peers.contains_key(&id) {
-                self.kick(id, CloseReason::slow_consumer(self.config.peer_queue));
+                let reason = CloseReason::slow_consumer(self.config.peer_queue, self.config.peer_queue_bytes);
+                self.kick(id, reason);
             }
         }
     }
@@ -986,6 +1104,7 @@ impl DocActor {
                 self.snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
                 self.type_items = types;
                 *self.awareness.doc_mut() = doc;
+                self.full_state = None;
                 info!("document rebuilt from storage");
             }
             Err(e) => {

@@ -8,8 +8,11 @@
 //! one.
 
 mod actor;
+mod answers;
 pub mod content;
 mod name;
+mod outbox;
+mod presence;
 mod registry;
 pub mod restore;
 mod versions;
@@ -17,13 +20,14 @@ mod versions;
 use std::fmt;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::close::CloseReason;
 
 pub use actor::{DocHandle, Restored, Taken};
 pub use name::{DocName, NameError, MAX_NAME_BYTES};
+pub use outbox::{outbox, Outbox, OutboxReceiver, Refused};
+pub use presence::{check_state, BadState};
 pub use registry::Registry;
 pub use versions::{digest, make_room, thin, VersionQuota};
 pub use weft_core::apply_update;
@@ -77,6 +81,13 @@ pub struct DocConfig {
     /// Frames a peer's outbound queue holds before the peer counts as too
     /// slow and is disconnected.
     pub peer_queue: usize,
+    /// Bytes of frames a peer's outbound queue holds (queued or being
+    /// written), besides one frame larger than this; 0 = not counted.
+    pub peer_queue_bytes: usize,
+    /// Awareness clients one connection may introduce; 0 = no limit.
+    pub max_awareness_clients: usize,
+    /// Largest awareness state (its JSON), bytes; 0 = no limit.
+    pub max_awareness_state: usize,
     /// How long a document without peers stays in memory.
     pub unload_after: Duration,
     /// Awareness states not renewed for this long are removed.
@@ -99,7 +110,10 @@ pub struct DocConfig {
 impl Default for DocConfig {
     fn default() -> Self {
         Self {
-            peer_queue: 1024,
+            peer_queue: 2048,
+            peer_queue_bytes: 32 << 20,
+            max_awareness_clients: 4,
+            max_awareness_state: 64 << 10,
             unload_after: Duration::from_secs(10),
             awareness_timeout: Duration::from_secs(30),
             compact_after_updates: 1000,
@@ -153,8 +167,9 @@ impl fmt::Display for PeerId {
 #[derive(Debug, Clone)]
 pub struct PeerLink {
     pub id: PeerId,
-    /// Frames for the peer. Bounded; the actor only ever `try_send`s.
-    pub outbox: mpsc::Sender<Bytes>,
+    /// Frames for the peer. Bounded in frames and bytes; the actor only
+    /// ever `try_send`s.
+    pub outbox: Outbox,
     /// Tells the connection to close with a reason. Capacity 1: the first
     /// reason wins.
     pub closer: mpsc::Sender<CloseReason>,

@@ -46,8 +46,9 @@ impl Rates {
         let clients = config.rate_clients;
         let per_minute = config.max_new_docs_per_minute;
         Self {
-            messages: (config.rate_limit > 0).then(|| {
-                let book = RateBook::new(f64::from(config.rate_limit), f64::from(config.rate_burst), clients);
+            // The burst clamped to a peer queue (`Config::rate_limit`).
+            messages: config.rate_limit().map(|(rate, burst)| {
+                let book = RateBook::new(f64::from(rate), f64::from(burst), clients);
                 Arc::new(book.with_handshake(HANDSHAKE))
             }),
             requests: (config.http_rate_limit > 0).then(|| {
