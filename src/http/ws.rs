@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 use super::access::{self, Access, Caller};
 use super::{ApiError, AppState};
 use crate::auth::Claims;
-use crate::doc::{DocName, PeerId};
+use crate::doc::{DocError, DocName, PeerId};
 use crate::session::{self, Grant, Incoming, Lease, Outgoing, SessionContext, TransportError};
 
 /// tungstenite's read buffer, allocated per connection, and how much it
@@ -82,6 +82,11 @@ async fn admit(
         .registry
         .with_doc(&name, |handle| async move { handle.ready().await })
         .await?;
+    // An upgrade still under way when shutdown began is refused, not
+    // accepted and closed at once with 1001.
+    if *state.shutdown.borrow() {
+        return Err(DocError::ShuttingDown.into());
+    }
 
     let grant = Grant {
         writable: caller.may_write(),
