@@ -305,9 +305,9 @@ pub(crate) struct DocActor {
     peer_count: Arc<AtomicUsize>,
     /// First and latest edit since the last version, for automatic versions.
     edited: Option<(Instant, Instant)>,
-    /// State vector of the newest version, once known; an automatic version
-    /// identical to it is not taken.
-    last_version_sv: Option<Vec<u8>>,
+    /// What the newest version holds (its [`fingerprint`]), once known; an
+    /// automatic version identical to it is not taken.
+    last_version: Option<Vec<u8>>,
     /// Awareness clients marked gone (their connection closed, their state
     /// expired, or they said goodbye), which may come back with old clocks.
     gone: HashSet<ClientID>,
@@ -387,7 +387,7 @@ pub(crate) fn spawn(
             // A log after the newest snapshot may hold edits no version
             // has; the version taken for them is skipped if it is not new.
             edited: (!stored.log.is_empty()).then(|| (Instant::now(), Instant::now())),
-            last_version_sv: None,
+            last_version: None,
             gone: HashSet::new(),
             owners: HashMap::new(),
             _loaded: LoadedGauge::new(&metrics),
@@ -452,6 +452,13 @@ fn build_doc(stored: &StoredDoc) -> Result<Rebuilt, String> {
 
 fn now_ms() -> u64 {
     crate::storage::now_ms() as u64
+}
+
+/// What a document holds, to tell versions apart: its state vector and its
+/// delete set. The state vector alone does not change when edits only
+/// delete, and would call such a document identical to its last version.
+fn fingerprint(doc: &Doc) -> Vec<u8> {
+    doc.transact().snapshot().encode_v1()
 }
 
 impl DocActor {
@@ -1048,14 +1055,14 @@ impl DocActor {
 
     async fn take_version(&mut self, kind: VersionKind, label: Option<String>) -> Result<VersionMeta, DocError> {
         let snapshot = self.snapshot();
-        let sv = snapshot.state_vector.clone();
+        let taken = fingerprint(self.doc());
         let meta = self
             .store
             .save_version(&self.name, snapshot, kind, label)
             .await
             .map_err(|e| DocError::Storage(e.to_string()))?;
         info!(version = meta.id, kind = kind.as_str(), label = ?meta.label, "version taken");
-        self.last_version_sv = Some(sv);
+        self.last_version = Some(taken);
         self.edited = None;
         if kind == VersionKind::Auto {
             self.thin_versions().await;
@@ -1077,19 +1084,25 @@ impl DocActor {
         if self.poisoned || self.edited.is_none() {
             return;
         }
-        if self.last_version_sv.is_none() {
-            if let Ok(versions) = self.store.list_versions(&self.name).await {
-                self.last_version_sv = versions.first().map(|v| v.state_vector.clone());
-            }
+        if self.last_version.is_none() {
+            self.last_version = self.newest_version().await;
         }
-        let current = self.doc().transact().state_vector().encode_v1();
-        if self.last_version_sv.as_ref() == Some(&current) {
+        if self.last_version.as_ref() == Some(&fingerprint(self.doc())) {
             self.edited = None;
             return;
         }
         if let Err(e) = self.take_version(VersionKind::Auto, None).await {
             warn!(error = %e, "automatic version failed");
         }
+    }
+
+    /// The fingerprint of the newest stored version, if any.
+    async fn newest_version(&self) -> Option<Vec<u8>> {
+        let versions = self.store.list_versions(&self.name).await.ok()?;
+        let (_, state) = self.store.load_version(&self.name, versions.first()?.id).await.ok()??;
+        let doc = Doc::new();
+        doc.transact_mut().apply_update(Update::decode_v1(&state).ok()?).ok()?;
+        Some(fingerprint(&doc))
     }
 
     async fn thin_versions(&mut self) {
