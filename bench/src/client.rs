@@ -319,9 +319,12 @@ impl Client {
 }
 
 impl Drop for Client {
-    /// A test that never waited after a violation still fails: the check
-    /// runs when the client goes out of scope.
+    /// Closes the connection, as a page that goes away does (the reader
+    /// would otherwise keep it open). A test that never waited after a
+    /// violation still fails: the check runs when the client goes out of
+    /// scope.
     fn drop(&mut self) {
+        self.close();
         let violations = self.seen().violations;
         if !violations.is_empty() && !std::thread::panicking() {
             panic!("the server broke the y-websocket protocol: {violations:?}");

@@ -51,6 +51,7 @@ pub struct Builder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     db: Option<PathBuf>,
+    bare: bool,
 }
 
 impl Builder {
@@ -63,6 +64,13 @@ impl Builder {
     /// A flag without a value (`--allow-open`).
     pub fn flag(mut self, flag: &str) -> Self {
         self.args.push(flag.to_string());
+        self
+    }
+
+    /// Only `--addr` and `--db` from the harness: every other setting is
+    /// weft's default (to check the defaults themselves).
+    pub fn bare(mut self) -> Self {
+        self.bare = true;
         self
     }
 
@@ -80,6 +88,7 @@ impl Builder {
     }
 
     pub fn start(self) -> Server {
+        let args = self.with_defaults();
         let (db, dir) = match self.db {
             Some(db) => (db, None),
             None => {
@@ -87,13 +96,33 @@ impl Builder {
                 (dir.path().join("weft.db"), Some(dir))
             }
         };
-        Server::spawn(db, self.args, self.env, dir)
+        Server::spawn(db, args, self.env, dir)
+    }
+
+    /// The test's flags, and the harness's where the test gives none.
+    fn with_defaults(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, var, value) in DEFAULTS {
+            if self.bare && flag != "--addr" {
+                continue;
+            }
+            let given = self
+                .args
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+                || self.env.iter().any(|(k, _)| k == var);
+            if !given {
+                args.extend([flag.to_string(), value.to_string()]);
+            }
+        }
+        args.extend(self.args.iter().cloned());
+        args
     }
 
     /// Starts a process that is expected to exit on its own (a refused
     /// configuration): its output, once it has exited.
     pub fn run_to_exit(self) -> Output {
-        let mut command = weft_command(&self.args, &self.env);
+        let mut command = weft_command(&self.with_defaults(), &self.env);
         if let Some(db) = &self.db {
             command.arg("--db").arg(db);
         }
@@ -101,16 +130,9 @@ impl Builder {
     }
 }
 
-/// The weft binary with the harness defaults, `args` and exactly `env`.
+/// The weft binary with `args` and exactly `env`.
 fn weft_command(args: &[String], env: &[(String, String)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
-    for (flag, var, value) in DEFAULTS {
-        let given =
-            args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}="))) || env.iter().any(|(k, _)| k == var);
-        if !given {
-            command.args([flag, value]);
-        }
-    }
     command.args(args);
     for (name, _) in std::env::vars() {
         if name.starts_with("WEFT_") {
@@ -164,6 +186,7 @@ impl Server {
             args: Vec::new(),
             env: Vec::new(),
             db: None,
+            bare: false,
         }
     }
 
@@ -179,7 +202,7 @@ impl Server {
         dir: Option<Arc<tempfile::TempDir>>,
     ) -> Server {
         let mut command = weft_command(&args, &env);
-        if !env.iter().any(|(k, _)| k == "WEFT_DB") {
+        if !env.iter().any(|(k, _)| k == "WEFT_DB") && !args.iter().any(|a| a == "--db") {
             command.arg("--db").arg(&db);
         }
         let mut child = command
