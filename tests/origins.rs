@@ -42,7 +42,11 @@ fn list(res: &Response, name: &str) -> Vec<String> {
 async fn server_with_doc(builder: common::Builder) -> Server {
     let server = builder.start();
     let res = server
-        .post("/api/docs/doc/update", "application/octet-stream", &text_update("stored"))
+        .post(
+            "/api/docs/doc/update",
+            "application/octet-stream",
+            &text_update("stored"),
+        )
         .await;
     assert_eq!(res.status, 200, "{}", res.text());
     server
@@ -96,11 +100,7 @@ async fn a_foreign_origin_is_refused_on_every_route_and_changes_nothing() {
             "{method} {path}: {}",
             res.text()
         );
-        assert_eq!(
-            res.header("access-control-allow-origin"),
-            None,
-            "{method} {path}"
-        );
+        assert_eq!(res.header("access-control-allow-origin"), None, "{method} {path}");
     }
     // nothing happened: the document, its content and its versions are as they were
     assert_eq!(content(&server).await, serde_json::json!({ "t": "stored" }));
@@ -112,7 +112,11 @@ async fn a_foreign_origin_is_refused_on_every_route_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(refused.status, 403);
-    assert!(refused.body.contains("origin https://evil.example is not allowed"), "{}", refused.body);
+    assert!(
+        refused.body.contains("origin https://evil.example is not allowed"),
+        "{}",
+        refused.body
+    );
 }
 
 /// Guards against CORS answers that let any page in: an allowed origin's
@@ -145,10 +149,7 @@ async fn allowed_origins_get_exactly_their_own_cors_headers() {
             None,
         )
         .await;
-        assert!(
-            (200..300).contains(&preflight.status),
-            "{origin}: {preflight:?}"
-        );
+        assert!((200..300).contains(&preflight.status), "{origin}: {preflight:?}");
         assert_eq!(preflight.header("access-control-allow-origin"), Some(origin));
         let methods = list(&preflight, "access-control-allow-methods");
         for method in ["get", "post", "delete"] {
@@ -189,11 +190,7 @@ async fn allowed_origins_get_exactly_their_own_cors_headers() {
         None,
     )
     .await;
-    assert_eq!(
-        preflight.header("access-control-allow-origin"),
-        None,
-        "{preflight:?}"
-    );
+    assert_eq!(preflight.header("access-control-allow-origin"), None, "{preflight:?}");
 
     // A page of an allowed origin connects to the WebSocket.
     let client = Client::connect_headers(&server.ws, "doc", &[("Origin", OTHER_APP)])
