@@ -305,6 +305,52 @@ async fn corrupt_document_is_reported_and_others_still_load() {
     assert!(api.text().contains("broken"));
 }
 
+/// README's backups of a live database (`.backup`, `VACUUM INTO`) taken
+/// while weft runs and writes hold everything committed: a server started on
+/// each copy has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_of_a_live_database_are_complete() {
+    let server = Server::start();
+    let writer = server.connect("backed-up").await;
+    let observer = server.connect("backed-up").await;
+    let text = writer.doc.get_or_insert_text("t");
+    let mut want = String::new();
+    for i in 0..50 {
+        let piece = format!("{i};");
+        writer.edit(|txn| text.push(txn, &piece));
+        want.push_str(&piece);
+    }
+    let committed = want.clone();
+    observer
+        .wait_for("every edit", 10 * SECOND, |o| o.text("t") == committed)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dot_backup = dir.path().join("dot-backup.db");
+    let vacuumed = dir.path().join("vacuumed.db");
+    let out = common::run_with_deadline(
+        std::process::Command::new("sqlite3")
+            .arg(&server.db)
+            .arg(format!(".backup '{}'", dot_backup.display())),
+        common::PROCESS_DEADLINE,
+    );
+    assert!(
+        out.status.success(),
+        "sqlite3 .backup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sqlite(&server)
+        .execute_batch(&format!("VACUUM INTO '{}'", vacuumed.display()))
+        .unwrap();
+    // weft keeps writing meanwhile; the copies hold what was committed.
+    writer.edit(|txn| text.push(txn, "after"));
+    for copy in [&dot_backup, &vacuumed] {
+        let restored = Server::builder().db(copy).start();
+        let reader = restored.connect("backed-up").await;
+        assert_eq!(reader.text("t"), committed, "{}", copy.display());
+    }
+}
+
 /// A database written by a newer weft is refused at start-up, untouched.
 #[test]
 fn newer_schema_is_refused_at_start() {

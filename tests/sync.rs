@@ -300,6 +300,50 @@ async fn query_awareness_is_answered() {
     }
 }
 
+/// Several messages in one incoming frame are each handled, in order (the
+/// server sends one per frame, but accepts more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_messages_in_one_frame_are_each_handled() {
+    use yrs::updates::encoder::Encode;
+    let server = Server::start();
+    let mut a = server.connect("packed").await;
+    a.set_awareness(r#"{"n":"a"}"#);
+    let b = server.connect("packed").await;
+    b.wait_for("a's state", 5 * SECOND, |b| b.seen().present() == vec![a.client_id()])
+        .await
+        .unwrap();
+    let doc = yrs::Doc::new();
+    let text = doc.get_or_insert_text("t");
+    let mut updates = Vec::new();
+    for word in ["one ", "two"] {
+        let mut txn = doc.transact_mut();
+        text.push(&mut txn, word);
+        updates.push(txn.encode_update_v1());
+    }
+    let message = |m: yrs::sync::Message| m.encode_v1();
+    let frame = [
+        message(yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(
+            updates[0].clone(),
+        ))),
+        message(yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(
+            updates[1].clone(),
+        ))),
+        message(yrs::sync::Message::AwarenessQuery),
+    ]
+    .concat();
+    let answers = b.seen().awareness_frames;
+    b.send_raw(frame);
+    a.wait_for("both updates, in order", 5 * SECOND, |a| a.text("t") == "one two")
+        .await
+        .unwrap();
+    b.wait_for("the query answered", 5 * SECOND, |b| {
+        b.seen().awareness_frames > answers
+    })
+    .await
+    .unwrap();
+    assert!(!b.seen().ended);
+}
+
 /// Awareness states not renewed within the timeout are removed for everyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_awareness_expires() {
