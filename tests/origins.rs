@@ -64,36 +64,27 @@ async fn a_foreign_origin_is_refused_on_every_route_and_changes_nothing() {
     let server = server_with_doc(Server::builder().arg("--allowed-origin", APP)).await;
     let update = text_update("EVIL");
     let label = br#"{"label": "evil"}"#.to_vec();
-    let cases: Vec<(&str, String, Option<(&str, Vec<u8>)>)> = vec![
-        ("GET", "/api/docs".into(), None),
-        ("GET", "/api/docs/doc".into(), None),
-        ("GET", "/api/docs/doc/update".into(), None),
-        ("GET", "/api/docs/doc/versions".into(), None),
+    /// method, path, and a body with its content type
+    type Case = (&'static str, &'static str, Option<(&'static str, Vec<u8>)>);
+    let cases: Vec<Case> = vec![
+        ("GET", "/api/docs", None),
+        ("GET", "/api/docs/doc", None),
+        ("GET", "/api/docs/doc/update", None),
+        ("GET", "/api/docs/doc/versions", None),
         (
             "POST",
-            "/api/docs/doc/update".into(),
+            "/api/docs/doc/update",
             Some(("application/octet-stream", update)),
         ),
-        (
-            "POST",
-            "/api/docs/doc/versions".into(),
-            Some(("application/json", label)),
-        ),
-        ("DELETE", "/api/docs/doc".into(), None),
+        ("POST", "/api/docs/doc/versions", Some(("application/json", label))),
+        ("DELETE", "/api/docs/doc", None),
     ];
     for (method, path, body) in cases {
         let mut headers = vec![("Origin", EVIL)];
         if let Some((content_type, _)) = &body {
             headers.push(("Content-Type", content_type));
         }
-        let res = http(
-            &server.addr,
-            method,
-            &path,
-            &headers,
-            body.as_ref().map(|(_, b)| &b[..]),
-        )
-        .await;
+        let res = http(&server.addr, method, path, &headers, body.as_ref().map(|(_, b)| &b[..])).await;
         assert_eq!(res.status, 403, "{method} {path}: {}", res.text());
         assert!(
             res.json()["error"].as_str().unwrap().contains("origin"),
