@@ -18,19 +18,22 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
   startWeft, waitFor, launchBrowser, openDemo, waitForState, waitForText, waitForExactText, typeAtEnd, editor, editorText,
-  assertNoProblems, closeAll, DEADLINE
+  assertNoProblems, closeAll, DEADLINE,
+  within
 } from './support.mjs'
 
 /** @type {import('playwright-core').Browser} */
 let browser
 
+// Every hook and test has a deadline (package.json: --test-timeout): a
+// hang fails, naming what hung.
 before(async () => {
   browser = await launchBrowser()
-})
+}, { timeout: 200_000 })
 
 after(async () => {
-  await browser?.close()
-})
+  await within(browser?.close() ?? Promise.resolve(), 60_000, 'Chromium to close')
+}, { timeout: 90_000 })
 
 /** A weft of this test's own, removed when the test ends. */
 const freshWeft = async (t, opts) => {

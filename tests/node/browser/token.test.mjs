@@ -9,7 +9,8 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   startWeft, tokenClaims, waitFor, launchBrowser, openDemo, waitForState, waitForText, typeAtEnd, editor, editorText,
-  assertNoProblems, closeAll, DEADLINE
+  assertNoProblems, closeAll, DEADLINE,
+  within
 } from './support.mjs'
 
 const KEY = 'browser-test-key-0123456789abcdef'
@@ -17,13 +18,15 @@ const KEY = 'browser-test-key-0123456789abcdef'
 /** @type {import('playwright-core').Browser} */
 let browser
 
+// Every hook and test has a deadline (package.json: --test-timeout): a
+// hang fails, naming what hung.
 before(async () => {
   browser = await launchBrowser()
-})
+}, { timeout: 200_000 })
 
 after(async () => {
-  await browser?.close()
-})
+  await within(browser?.close() ?? Promise.resolve(), 60_000, 'Chromium to close')
+}, { timeout: 90_000 })
 
 /** A weft in token mode of this test's own, removed when the test ends. */
 const freshWeft = async (t, opts = {}) => {
