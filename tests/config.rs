@@ -615,18 +615,20 @@ async fn thinning_follows_its_settings() {
         .arg("--version-hourly-after-hours", 1)
         .arg("--version-daily-after-days", 2)
         .start();
-    // thinning runs after each automatic version: take one
+    // Thinning runs right after each automatic version: take one, and wait
+    // until it is listed and the thinning after it has deleted versions.
     let writer = server.connect("aging").await;
     let text = writer.doc.get_or_insert_text("t");
-    let before = versions(&server, "aging").await.len();
+    let listed = versions(&server, "aging").await;
+    let newest_before = listed.iter().filter_map(|v| v["id"].as_i64()).max().unwrap();
     writer.edit(|txn| text.push(txn, "w"));
     let deadline = Instant::now() + 30 * SECOND;
     let kept = loop {
         let list = versions(&server, "aging").await;
-        let fresh = list.iter().any(|v| {
-            v["kind"] == "auto" && !ids.contains_key(&v["id"].as_i64().unwrap()) && v["id"].as_i64() > Some(named_id)
-        });
-        if fresh && list.len() != before + 1 {
+        let taken = list
+            .iter()
+            .any(|v| v["kind"] == "auto" && v["id"].as_i64() > Some(newest_before));
+        if taken && list.len() <= listed.len() {
             break list;
         }
         assert!(Instant::now() < deadline, "no thinning after the new version: {list:?}");
