@@ -67,13 +67,13 @@ class Relay {
       socket.setNoDelay(true)
       socket.once('close', () => this.sockets.delete(socket))
     }
+    // An end on one side ends the other once what came before it is
+    // written (the last bytes are often a close frame); a reset (weft
+    // killed with data unread, a page gone) resets the other.
     client.pipe(upstream)
     upstream.pipe(client)
-    // A reset on one side (weft killed, a page gone) resets the other.
     upstream.on('error', () => { if (!client.destroyed) client.resetAndDestroy() })
     client.on('error', () => { if (!upstream.destroyed) upstream.resetAndDestroy() })
-    upstream.once('close', () => client.destroy())
-    client.once('close', () => upstream.destroy())
   }
 
   async close () {

@@ -324,7 +324,7 @@ test('server killed and restarted: pages say offline, keep their edits, and sync
     // else may appear.
     assertNoProblems([ada, grace], [
       /WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/restart' failed/,
-      /Failed to load resource: net::ERR_CONNECTION_(REFUSED|RESET|CLOSED)/
+      /Failed to load resource: net::ERR_(CONNECTION_(REFUSED|RESET|CLOSED)|EMPTY_RESPONSE)/
     ])
   } finally {
     await closeAll([ada, grace])

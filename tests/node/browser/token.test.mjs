@@ -362,7 +362,7 @@ test('a token that expired while the server was down: back, the page learns why 
       // then the refused socket and the one request that learnt why.
       assertNoProblems([page], [
         /WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/outage\?token=[^']*' failed/,
-        /Failed to load resource: net::ERR_CONNECTION_(REFUSED|RESET|CLOSED)/,
+        /Failed to load resource: net::ERR_(CONNECTION_(REFUSED|RESET|CLOSED)|EMPTY_RESPONSE)/,
         refusedRequest(401)
       ])
     } finally {
