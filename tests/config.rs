@@ -459,9 +459,12 @@ async fn versions(server: &Server, doc: &str) -> Vec<serde_json::Value> {
 /// version is taken all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_every_secs_versions_while_edits_continue() {
+    // Edits as fast as they are relayed: thousands a second, a flood by the
+    // default rate limit.
     let server = Server::builder()
         .arg("--version-idle-secs", 3600)
         .arg("--version-every-secs", 1)
+        .arg("--rate-limit", 0)
         .start();
     let writer = server.connect("busy").await;
     let observer = server.connect("busy").await;
