@@ -21,9 +21,11 @@ struct Setting {
     /// The variable and its value.
     var: &'static str,
     var_value: &'static str,
-    /// The summary's key, and what it shows for these values.
+    /// The summary's key, and what it shows for the flag's value and for
+    /// the variable's.
     key: &'static str,
-    shown: &'static str,
+    flag_shown: &'static str,
+    var_shown: &'static str,
 }
 
 /// Every setting weft has, each with a value other than its default.
@@ -112,16 +114,19 @@ const SETTINGS: &[Setting] = &[
         var: "WEFT_AUTH_KEY",
         var_value: "config-test-key-0123456789abcdef0123",
         key: "auth",
-        shown: "token",
+        flag_shown: "",
+        var_shown: "token",
     },
     switch("--allow-open", "WEFT_ALLOW_OPEN", "allow_open"),
+    // repeatable: once as a flag, twice (comma-separated) in the variable
     Setting {
         flag: "--allowed-origin",
         flag_value: Some("https://a.example"),
         var: "WEFT_ALLOWED_ORIGINS",
         var_value: "https://a.example,https://b.example",
         key: "allowed_origins",
-        shown: "",
+        flag_shown: r#"["https://a.example"]"#,
+        var_shown: r#"["https://a.example","https://b.example"]"#,
     },
     row(
         "--max-connections",
@@ -163,7 +168,8 @@ const fn row(
         var,
         var_value: value,
         key,
-        shown,
+        flag_shown: shown,
+        var_shown: shown,
     }
 }
 
@@ -174,7 +180,8 @@ const fn switch(flag: &'static str, var: &'static str, key: &'static str) -> Set
         var,
         var_value: "true",
         key,
-        shown: "true",
+        flag_shown: "true",
+        var_shown: "true",
     }
 }
 
@@ -254,11 +261,12 @@ fn every_setting_is_wired_to_its_flag_and_its_variable() {
                         };
                         let server = builder.start();
                         let summary = server.summary();
-                        let want = match setting.key {
-                            "allowed_origins" if *as_flag => r#"["https://a.example"]"#.to_string(),
-                            "allowed_origins" => r#"["https://a.example","https://b.example"]"#.to_string(),
-                            _ => fill(setting.shown, dir, key),
+                        let shown = if *as_flag {
+                            setting.flag_shown
+                        } else {
+                            setting.var_shown
                         };
+                        let want = fill(shown, dir, key);
                         let got = summary.get(setting.key).cloned().unwrap_or_default();
                         if got != want {
                             failures.push(format!("{how}: {}={got}, want {want}", setting.key));
@@ -293,10 +301,12 @@ fn defaults_are_as_documented() {
         if ["--addr", "--db"].contains(&flag.as_str()) {
             continue; // the harness gives these
         }
+        // README's words for an unset value, as the summary prints it
         let (key, want) = match (setting.key, default.as_str()) {
             ("auth", _) => ("auth_key_file", "null".to_string()),
+            ("allowed_origins", "none" | "any") => ("allowed_origins", "[]".to_string()),
             (key, "off") => (key, "false".to_string()),
-            (key, "any") => (key, "[]".to_string()),
+            (key, "none") => (key, "null".to_string()),
             (key, default) => (key, default.to_string()),
         };
         let got = summary.get(key).cloned().unwrap_or_default();
@@ -563,18 +573,33 @@ async fn automatic_versions_on_unload_skip_identical_states_only() {
 async fn thinning_follows_its_settings() {
     const HOUR: i64 = 3_600_000;
     const DAY: i64 = 24 * HOUR;
-    let mut server = Server::builder().arg("--version-idle-secs", 1).start();
+    // A named version, then an automatic one (taken as the document
+    // unloads), each of its own content.
+    let mut server = Server::builder()
+        .arg("--version-idle-secs", 3600)
+        .arg("--unload-after-ms", 200)
+        .start();
     let writer = server.connect("aging").await;
+    let observer = server.connect("aging").await;
     let text = writer.doc.get_or_insert_text("t");
     writer.edit(|txn| text.push(txn, "v"));
+    observer
+        .wait_for("the edit", 5 * SECOND, |o| o.text("t") == "v")
+        .await
+        .unwrap();
+    let named = server.post("/api/docs/aging/versions", "", b"").await;
+    assert_eq!(named.status, 201, "{}", named.text());
+    writer.edit(|txn| text.push(txn, "w"));
+    observer
+        .wait_for("the edit", 5 * SECOND, |o| o.text("t") == "vw")
+        .await
+        .unwrap();
+    drop((writer, observer));
     let deadline = Instant::now() + 30 * SECOND;
-    while versions(&server, "aging").await.is_empty() {
-        assert!(Instant::now() < deadline, "no automatic version");
+    while !versions(&server, "aging").await.iter().any(|v| v["kind"] == "auto") {
+        assert!(Instant::now() < deadline, "no automatic version on unload");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let named = server.post("/api/docs/aging/versions", "", b"").await;
-    assert_eq!(named.status, 201);
-    drop(writer);
     assert!(server.terminate().success());
 
     // Copies of the automatic version, at chosen times: clock-aligned
