@@ -79,7 +79,7 @@ class Relay {
   async close () {
     this.target = null
     for (const socket of this.sockets) socket.destroy()
-    await new Promise((resolve) => this.server.close(resolve))
+    await within(new Promise((resolve) => this.server.close(resolve)), PROCESS_DEADLINE_MS, 'the relay to close')
   }
 }
 
