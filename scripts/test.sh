@@ -20,12 +20,19 @@ done
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 started=$(date +%s)
 
-if [ "$browser" = 1 ] && [ ! -x /usr/bin/chromium ]; then
-  step "Installing Debian's Chromium for the browser tests"
+# Debian packages the tests drive: strace counts weft's fsyncs (--sync full
+# against normal), sqlite3 holds the database's lock from another process
+# (the y-websocket provider after 4500), Chromium runs the browser tests.
+missing=()
+command -v strace >/dev/null || missing+=(strace)
+command -v sqlite3 >/dev/null || missing+=(sqlite3)
+if [ "$browser" = 1 ] && [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  step "Installing ${missing[*]} (Debian packages)"
   sudo_cmd=""
   if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 step "Web demo: the committed bundle is what web-demo/src builds to"

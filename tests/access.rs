@@ -200,14 +200,45 @@ async fn post_update(server: &Server, doc: &str, bearer: &str) -> (u16, serde_js
     (res.status, body)
 }
 
-/// A live connection closes when its token expires (4401).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A live connection closes with 4401 when its token expires, and not
+/// before. The token lives an hour: the server runs in this process (the
+/// same `weft::server::run` the binary runs, with the in-memory store) on
+/// tokio's paused clock, so the hour passes at once, and how slow the
+/// machine is cannot decide whether the connection opened in time.
+#[tokio::test(start_paused = true)]
 async fn expiry_closes_live_connections() {
-    let (server, _key) = token_server(&[]);
-    let (short, _) = token("brief", Perm::Write, 2);
-    let client = connect(&server, "brief", &short).await;
-    let closed = client.wait_closed(10 * SECOND).await.unwrap();
-    assert_eq!(closed.map(|c| c.0), Some(4401));
+    use clap::Parser;
+    let (_dir, key) = key_file();
+    let key = key.display().to_string();
+    let config = weft::config::Cli::try_parse_from(["weft", "--storage", "none", "--auth-key-file", &key])
+        .unwrap()
+        .serve;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws = format!("ws://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(weft::server::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+
+    const HOUR: u64 = 3600;
+    let (hour, _) = token("brief", Perm::Write, HOUR);
+    let client = Client::connect(&ws, &format!("brief?token={hour}")).await.unwrap();
+    client.wait_synced().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(HOUR - 10)).await;
+    assert!(
+        !client.seen().ended,
+        "closed before its token expired: {:?}",
+        client.seen().close
+    );
+    // The clock moves only when nothing else can run, so by the time it
+    // reaches 10 s past the expiry, the close has been sent and read.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let seen = client.seen();
+    assert!(seen.ended, "still open 10 s after its token expired");
+    assert_eq!(seen.close.map(|c| c.0), Some(4401));
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
 }
 
 /// Revocation closes live connections at once (4403) and stays in force
@@ -443,11 +474,12 @@ async fn api_permissions_follow_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_mints_tokens_and_open_mode_refuses_exposure() {
     let (server, _dir) = token_server(&[]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["token", "--doc", "cli-doc", "--perm", "write", "--ttl", "10m"])
-        .env("WEFT_AUTH_KEY", KEY)
-        .output()
-        .unwrap();
+    let out = common::run_with_deadline(
+        std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["token", "--doc", "cli-doc", "--perm", "write", "--ttl", "10m"])
+            .env("WEFT_AUTH_KEY", KEY),
+        common::PROCESS_DEADLINE,
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let minted = String::from_utf8(out.stdout).unwrap().trim().to_string();
     connect(&server, "cli-doc", &minted).await;
@@ -470,10 +502,10 @@ async fn the_cli_mints_tokens_and_open_mode_refuses_exposure() {
     assert_eq!(res.status, 409);
     assert!(res.json()["error"].as_str().unwrap().contains("open mode"));
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["--addr", "0.0.0.0:0", "--storage", "none"])
-        .output()
-        .unwrap();
+    let out = Server::builder()
+        .arg("--addr", "0.0.0.0:0")
+        .arg("--storage", "none")
+        .run_to_exit();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to serve 0.0.0.0:0 in open mode"));
 }

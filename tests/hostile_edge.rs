@@ -106,17 +106,6 @@ async fn closed_within(stream: &mut TcpStream, deadline: Duration) -> Result<Dur
     }
 }
 
-/// Peak resident memory of the server so far, in bytes (`VmHWM`).
-fn peak_rss(server: &Server) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kib * 1024
-}
-
 /// File descriptors the server holds.
 fn open_fds(server: &Server) -> usize {
     std::fs::read_dir(format!("/proc/{}/fd", server.pid())).unwrap().count()
@@ -386,7 +375,7 @@ async fn unfinished_messages_are_bounded_in_bytes_and_time() {
         .start();
     let honest = server.connect("fragments").await;
     let watcher = server.connect("fragments").await;
-    let baseline = peak_rss(&server);
+    let baseline = common::peak_rss(server.pid()) as usize;
 
     let server = &server;
     let attackers: Vec<_> = (0..20)
@@ -435,7 +424,7 @@ async fn unfinished_messages_are_bounded_in_bytes_and_time() {
             .any(|c| c.as_ref().is_some_and(|(_, r)| r.contains("unfinished"))),
         "the budget refused some: {closes:?}"
     );
-    let grown = peak_rss(server).saturating_sub(baseline);
+    let grown = (common::peak_rss(server.pid()) as usize).saturating_sub(baseline);
     assert!(grown < 100 * MIB, "peak RSS grew by {} MiB", grown / MIB);
 
     // the honest clients never noticed

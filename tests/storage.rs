@@ -80,13 +80,28 @@ async fn compaction_keeps_content_and_shrinks_the_log() {
     b.wait_for("everything", 10 * SECOND, |b| b.text("t") == want)
         .await
         .unwrap();
+    // Compaction runs after a batch's relays: wait for the log to be what
+    // the configuration allows after the last batch. How many rows that is
+    // depends on how the updates fell into commits; how many updates and
+    // bytes it holds is what `--compact-updates 100` bounds.
     let db = sqlite(&server);
-    let logged = count(&db, "SELECT COUNT(*) FROM updates");
-    assert!(logged < 100, "log not compacted: {logged} rows");
+    let deadline = std::time::Instant::now() + 10 * SECOND;
+    loop {
+        let log = LogSize::read(&db);
+        if !log.compaction_due(100, 4 << 20) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log stays past what --compact-updates 100 allows: {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         count(&db, "SELECT COUNT(*) FROM snapshots WHERE kind = 'compaction'"),
         1
     );
+    // 1,334 updates past a threshold of 100: compacted more than once.
     assert!(server.metric("weft_compactions_total").await >= 2.0);
 
     let sv = a.doc.transact().state_vector();
@@ -94,6 +109,70 @@ async fn compaction_keeps_content_and_shrinks_the_log() {
     let c = server.connect("compact").await;
     assert_eq!(c.text("t"), want);
     assert_eq!(c.doc.transact().state_vector(), sv, "identical state");
+}
+
+/// What a document's log holds, read from its rows: updates, their bytes
+/// (unpacked from the rows), and the size of the compaction snapshot.
+#[derive(Debug)]
+struct LogSize {
+    updates: u64,
+    bytes: u64,
+    snapshot: u64,
+}
+
+impl LogSize {
+    fn read(db: &rusqlite::Connection) -> LogSize {
+        let mut updates = 0;
+        let mut bytes = 0;
+        let mut rows = db.prepare("SELECT count, data FROM updates").unwrap();
+        let rows = rows
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)))
+            .unwrap();
+        for row in rows {
+            let (n, data) = row.unwrap();
+            updates += n;
+            bytes += if n == 1 { data.len() as u64 } else { unpacked_len(&data) };
+        }
+        let snapshot = db
+            .query_row(
+                "SELECT COALESCE(MAX(length(state)), 0) FROM snapshots WHERE kind = 'compaction'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap() as u64;
+        LogSize {
+            updates,
+            bytes,
+            snapshot,
+        }
+    }
+
+    /// README: compaction is due past `--compact-updates` updates and a
+    /// quarter of the last snapshot's bytes, or past `--compact-bytes`.
+    fn compaction_due(&self, compact_updates: u64, compact_bytes: u64) -> bool {
+        (self.updates >= compact_updates && self.bytes >= self.snapshot / 4)
+            || self.bytes >= compact_bytes.max(self.snapshot)
+    }
+}
+
+/// The bytes of the updates in a row holding several: each is its length
+/// (a varint) followed by that many bytes.
+fn unpacked_len(mut data: &[u8]) -> u64 {
+    let mut total = 0;
+    while !data.is_empty() {
+        let (mut len, mut shift, mut used) = (0usize, 0, 0);
+        for &byte in data {
+            used += 1;
+            len |= ((byte & 0x7f) as usize) << shift;
+            shift += 7;
+            if byte < 0x80 {
+                break;
+            }
+        }
+        total += len as u64;
+        data = &data[used + len..];
+    }
+    total
 }
 
 /// The automerge-paper trace, one update per edit, through a socket; after a
@@ -184,14 +263,18 @@ async fn write_failure_closes_the_writer_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_document_is_reported_and_others_still_load() {
     let mut server = Server::start();
-    for (i, room) in ["broken", "healthy"].into_iter().enumerate() {
+    for room in ["broken", "healthy"] {
         let c = server.connect(room).await;
+        let observer = server.connect(room).await;
         let text = c.doc.get_or_insert_text("t");
         c.edit(|txn| text.push(txn, room));
-        server
-            .wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v > i as f64)
-            .await;
+        // relayed, so committed
+        observer
+            .wait_for("the edit", 5 * SECOND, |o| o.text("t") == room)
+            .await
+            .unwrap();
         c.close();
+        observer.close();
     }
     assert!(server.terminate().success());
     let db = rusqlite::Connection::open(&server.db).unwrap();
@@ -222,6 +305,52 @@ async fn corrupt_document_is_reported_and_others_still_load() {
     assert!(api.text().contains("broken"));
 }
 
+/// README's backups of a live database (`.backup`, `VACUUM INTO`) taken
+/// while weft runs and writes hold everything committed: a server started on
+/// each copy has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_of_a_live_database_are_complete() {
+    let server = Server::start();
+    let writer = server.connect("backed-up").await;
+    let observer = server.connect("backed-up").await;
+    let text = writer.doc.get_or_insert_text("t");
+    let mut want = String::new();
+    for i in 0..50 {
+        let piece = format!("{i};");
+        writer.edit(|txn| text.push(txn, &piece));
+        want.push_str(&piece);
+    }
+    let committed = want.clone();
+    observer
+        .wait_for("every edit", 10 * SECOND, |o| o.text("t") == committed)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dot_backup = dir.path().join("dot-backup.db");
+    let vacuumed = dir.path().join("vacuumed.db");
+    let out = common::run_with_deadline(
+        std::process::Command::new("sqlite3")
+            .arg(&server.db)
+            .arg(format!(".backup '{}'", dot_backup.display())),
+        common::PROCESS_DEADLINE,
+    );
+    assert!(
+        out.status.success(),
+        "sqlite3 .backup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sqlite(&server)
+        .execute_batch(&format!("VACUUM INTO '{}'", vacuumed.display()))
+        .unwrap();
+    // weft keeps writing meanwhile; the copies hold what was committed.
+    writer.edit(|txn| text.push(txn, "after"));
+    for copy in [&dot_backup, &vacuumed] {
+        let restored = Server::builder().db(copy).start();
+        let reader = restored.connect("backed-up").await;
+        assert_eq!(reader.text("t"), committed, "{}", copy.display());
+    }
+}
+
 /// A database written by a newer weft is refused at start-up, untouched.
 #[test]
 fn newer_schema_is_refused_at_start() {
@@ -231,11 +360,7 @@ fn newer_schema_is_refused_at_start() {
     db.execute_batch("PRAGMA user_version = 99; CREATE TABLE t (x);")
         .unwrap();
     drop(db);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["--addr", "127.0.0.1:0", "--db"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Server::builder().db(&path).run_to_exit();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("schema version 99 is newer"), "{stderr}");
@@ -246,19 +371,131 @@ fn newer_schema_is_refused_at_start() {
     );
 }
 
-/// `--sync full` works end to end (the setting itself is SQLite's).
+/// `--sync full` fsyncs every commit before its update is relayed, which is
+/// what survives a power loss; `--sync normal` leaves syncing to SQLite's
+/// checkpoints. Nothing short of pulling the plug shows the difference in
+/// content, so the test counts weft's fsync calls (strace, attached to every
+/// thread) while a known number of commits happen, each confirmed by a peer.
+/// Both modes keep everything a peer saw through a SIGKILL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_full_mode_stores_and_reloads() {
-    let server = Server::builder().arg("--sync", "full").start();
-    let a = server.connect("full").await;
-    let text = a.doc.get_or_insert_text("t");
-    a.edit(|txn| text.push(txn, "fsynced"));
-    server
-        .wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0)
-        .await;
-    let server = server.restart();
-    assert_eq!(server.connect("full").await.text("t"), "fsynced");
-    let _ = Duration::ZERO;
+async fn sync_full_fsyncs_every_commit_and_normal_does_not() {
+    const EDITS: usize = 20;
+    for mode in ["full", "normal"] {
+        let server = Server::builder().arg("--sync", mode).start();
+        let writer = server.connect("synced").await;
+        let observer = server.connect("synced").await;
+        let text = writer.doc.get_or_insert_text("t");
+        let mut want = String::new();
+        let mut edit = |i: usize| {
+            let piece = format!("{i};");
+            writer.edit(|txn| text.push(txn, &piece));
+            want.push_str(&piece);
+            want.clone()
+        };
+        // The first commit creates the document's row; not counted.
+        let first = edit(0);
+        observer
+            .wait_for("the first edit", 5 * SECOND, |o| o.text("t") == first)
+            .await
+            .unwrap();
+
+        let commits_before = server.metric("weft_storage_commits_total").await;
+        let strace = Strace::attach(server.pid());
+        for i in 1..=EDITS {
+            let want = edit(i);
+            // relayed, so committed: one commit per edit
+            observer
+                .wait_for("the edit", 5 * SECOND, |o| o.text("t") == want)
+                .await
+                .unwrap();
+        }
+        let syncs = strace.detach();
+        let commits = server.metric("weft_storage_commits_total").await - commits_before;
+        assert!(commits >= EDITS as f64, "{mode}: {commits} commits");
+        match mode {
+            "full" => assert!(
+                syncs as f64 >= commits,
+                "--sync full: {syncs} fsyncs for {commits} commits"
+            ),
+            _ => assert!(
+                (syncs as f64) < commits / 2.0,
+                "--sync normal: {syncs} fsyncs for {commits} commits"
+            ),
+        }
+        let server = server.restart(); // SIGKILL
+        assert_eq!(server.connect("synced").await.text("t"), want, "{mode}");
+    }
+}
+
+/// strace attached to a running process and all its threads, counting
+/// `fsync` and `fdatasync` calls until detached.
+struct Strace {
+    child: std::process::Child,
+    out: tempfile::NamedTempFile,
+}
+
+impl Strace {
+    fn attach(pid: u32) -> Strace {
+        use std::io::{BufRead, BufReader};
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let mut child = std::process::Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=fsync,fdatasync", "-o"])
+            .arg(out.path())
+            .args(["-p", &pid.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("strace (apt-get install strace) tells --sync full from normal");
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("strace: {line}");
+            }
+        });
+        // Attached once the kernel names strace as the tracer of every thread.
+        let tracer = child.id().to_string();
+        let attached = || {
+            std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().all(|task| {
+                let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("TracerPid:"))
+                    .is_some_and(|v| v.trim() == tracer)
+            })
+        };
+        let deadline = std::time::Instant::now() + common::PROCESS_DEADLINE;
+        while !attached() {
+            assert!(std::time::Instant::now() < deadline, "strace did not attach to weft");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Strace { child, out }
+    }
+
+    /// Detaches (SIGINT) and returns the number of sync calls seen.
+    fn detach(mut self) -> usize {
+        // SAFETY: plain libc call on a child we own.
+        unsafe {
+            kill(self.child.id() as i32, common::SIGINT);
+        }
+        let deadline = std::time::Instant::now() + common::PROCESS_DEADLINE;
+        while self.child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("strace did not detach");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::read_to_string(self.out.path())
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("fsync(") || l.contains("fdatasync("))
+            .count()
+    }
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 /// A database written by the first schema version is migrated in place: its
@@ -295,12 +532,15 @@ async fn a_version_1_database_is_migrated() {
 
     let server = Server::builder().db(&path).start();
     let c = server.connect("old").await;
+    let observer = server.connect("old").await;
     assert_eq!(c.text("t"), "written by v1");
     let t = c.doc.get_or_insert_text("t");
     c.edit(|txn| t.push(txn, " and v2"));
-    server
-        .wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 1.0)
-        .await;
+    // relayed, so committed: the SIGKILL below cannot lose it
+    observer
+        .wait_for("the new edit", 5 * SECOND, |o| o.text("t") == "written by v1 and v2")
+        .await
+        .unwrap();
     server
         .wait_log("database schema migrated from=1 to=2", SECOND)
         .await

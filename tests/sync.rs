@@ -2,10 +2,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Client, Server, SECOND};
-use yrs::{GetString, Map, Text, Transact};
+use yrs::{Map, Text, Transact};
 
 fn map_get(client: &Client, key: &str) -> Option<String> {
     let map = client.doc.get_or_insert_map("m");
@@ -258,25 +256,92 @@ fn awareness_frame(client: u64, clock: u32, json: &str) -> Vec<u8> {
     yrs::sync::Message::Awareness(AwarenessUpdate { clients }).encode_v1()
 }
 
-/// query-awareness is answered with every known state.
+/// query-awareness is answered, to the asker alone, with an awareness frame
+/// holding every known state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_awareness_is_answered() {
     let server = Server::start();
     let mut a = server.connect("query").await;
-    a.set_awareness(r#"{"n":1}"#);
+    let mut c = server.connect("query").await;
+    a.set_awareness(r#"{"n":"a"}"#);
+    c.set_awareness(r#"{"n":"c"}"#);
+    let mut both = vec![a.client_id(), c.client_id()];
+    both.sort();
     let b = server.connect("query").await;
-    b.wait_for("initial awareness", 5 * SECOND, |b| {
-        b.seen().present() == vec![a.client_id()]
+    for peer in [&a, &b, &c] {
+        peer.wait_for("both states", 5 * SECOND, |p| p.seen().present() == both)
+            .await
+            .unwrap();
+    }
+    // Nobody changes anything now: the next awareness frame b gets is the answer.
+    let before = b.seen();
+    let others = [a.seen().awareness_frames, c.seen().awareness_frames];
+    b.query_awareness();
+    b.wait_for("an awareness frame answering the query", 5 * SECOND, |b| {
+        b.seen().awareness_frames > before.awareness_frames
     })
     .await
     .unwrap();
-    let before = b.seen().frames;
-    b.query_awareness();
-    b.wait_for("an answer", 5 * SECOND, |b| b.seen().frames > before)
+    let after = b.seen();
+    assert_eq!(after.awareness_frames, before.awareness_frames + 1);
+    let mut answered = after.last_awareness.clone();
+    answered.sort();
+    assert_eq!(answered, both, "the answer holds every known state");
+    assert_eq!(after.updates, before.updates, "no document update came with it");
+    // Only the asker is answered: a marker edit reaches a and c after any
+    // answer would have, and they got no awareness frame meanwhile.
+    let text = b.doc.get_or_insert_text("t");
+    b.edit(|txn| text.push(txn, "marker"));
+    for (peer, frames) in [(&a, others[0]), (&c, others[1])] {
+        peer.wait_for("the marker", 5 * SECOND, |p| p.text("t") == "marker")
+            .await
+            .unwrap();
+        assert_eq!(peer.seen().awareness_frames, frames, "an answer went to another peer");
+    }
+}
+
+/// Several messages in one incoming frame are each handled, in order (the
+/// server sends one per frame, but accepts more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_messages_in_one_frame_are_each_handled() {
+    use yrs::updates::encoder::Encode;
+    let server = Server::start();
+    let mut a = server.connect("packed").await;
+    a.set_awareness(r#"{"n":"a"}"#);
+    let b = server.connect("packed").await;
+    b.wait_for("a's state", 5 * SECOND, |b| b.seen().present() == vec![a.client_id()])
         .await
         .unwrap();
-    let last = b.seen();
-    assert_eq!(last.present(), vec![a.client_id()]);
+    let doc = yrs::Doc::new();
+    let text = doc.get_or_insert_text("t");
+    let mut updates = Vec::new();
+    for word in ["one ", "two"] {
+        let mut txn = doc.transact_mut();
+        text.push(&mut txn, word);
+        updates.push(txn.encode_update_v1());
+    }
+    let message = |m: yrs::sync::Message| m.encode_v1();
+    let frame = [
+        message(yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(
+            updates[0].clone(),
+        ))),
+        message(yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(
+            updates[1].clone(),
+        ))),
+        message(yrs::sync::Message::AwarenessQuery),
+    ]
+    .concat();
+    let answers = b.seen().awareness_frames;
+    b.send_raw(frame);
+    a.wait_for("both updates, in order", 5 * SECOND, |a| a.text("t") == "one two")
+        .await
+        .unwrap();
+    b.wait_for("the query answered", 5 * SECOND, |b| {
+        b.seen().awareness_frames > answers
+    })
+    .await
+    .unwrap();
+    assert!(!b.seen().ended);
 }
 
 /// Awareness states not renewed within the timeout are removed for everyone.
@@ -616,13 +681,33 @@ fn invalid_parent_update() -> Vec<u8> {
     u
 }
 
-#[test]
-fn invalid_parent_update_decodes_but_does_not_apply() {
-    use yrs::updates::decoder::Decode;
-    let update = yrs::Update::decode_v1(&invalid_parent_update()).expect("decodes");
-    let doc = yrs::Doc::new();
-    let result = doc.transact_mut().apply_update(update);
-    assert!(result.is_err(), "yrs should refuse it");
-    let _ = Duration::ZERO;
-    let _ = doc.get_or_insert_text("t").get_string(&doc.transact());
+/// The same refused update posted to the API: 400 with yrs's reason, the
+/// document unchanged, its peers not disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_update_posted_to_the_api_is_a_400() {
+    let server = Server::start();
+    let peer = server.connect("bad5").await;
+    let text = peer.doc.get_or_insert_text("t");
+    peer.edit(|txn| text.push(txn, "kept"));
+    let observer = server.connect("bad5").await;
+    observer
+        .wait_for("the edit", 5 * SECOND, |o| o.text("t") == "kept")
+        .await
+        .unwrap();
+    let res = server
+        .post(
+            "/api/docs/bad5/update",
+            "application/octet-stream",
+            &invalid_parent_update(),
+        )
+        .await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    assert!(
+        res.json()["error"].as_str().unwrap().contains("parent"),
+        "{}",
+        res.text()
+    );
+    let content = server.get("/api/docs/bad5").await.json();
+    assert_eq!(content["content"], serde_json::json!({ "t": "kept" }));
+    assert!(!peer.seen().ended && !observer.seen().ended);
 }

@@ -3,6 +3,13 @@
 //! step2, applies updates, tracks awareness states, and records how the
 //! connection ended. Tests drive it against the real server; it speaks to any
 //! y-websocket-compatible server.
+//!
+//! It is strict where y-websocket 3.x is: the provider reads exactly one
+//! message per frame, so a frame holding more (or bytes after its message),
+//! a message that does not decode, and an update that does not apply are
+//! *violations*, recorded in [`Seen::violations`]. Every wait fails as soon
+//! as one is recorded, and dropping a client that recorded one panics, so a
+//! framing regression fails the Rust suites, not only the Node ones.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +48,16 @@ pub struct Seen {
     pub ended: bool,
     /// Auth messages (permission denied reasons).
     pub denied: Vec<String>,
+    /// Awareness frames received, and the client IDs of the last one.
+    pub awareness_frames: u64,
+    pub last_awareness: Vec<u64>,
+    /// Sync update frames this client wrote to its socket (written, not
+    /// merely queued): what the server has been sent.
+    pub updates_sent: u64,
+    /// What the server sent that y-websocket 3.x would misread or drop:
+    /// frames with more than one message, messages that do not decode,
+    /// updates that do not apply. Empty for a server that behaves.
+    pub violations: Vec<String>,
 }
 
 impl Seen {
@@ -58,6 +75,10 @@ impl Seen {
 }
 
 const FIRST_FRAMES: usize = 32;
+
+/// How long an upgrade may take before `connect` gives up: a server that
+/// accepts the TCP connection and never answers must fail a test, not hang it.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Client {
     pub doc: Doc,
@@ -84,18 +105,36 @@ impl Client {
 
     /// Connects with an existing document (to resume after a disconnect).
     pub async fn connect_with(base: &str, room: &str, doc: Doc) -> Result<Self, Error> {
+        Self::connect_full(base, room, doc, &[]).await
+    }
+
+    /// Connects with extra request headers (`Origin`, `X-Forwarded-For`, ...).
+    pub async fn connect_headers(base: &str, room: &str, headers: &[(&str, &str)]) -> Result<Self, Error> {
+        Self::connect_full(base, room, Doc::new(), headers).await
+    }
+
+    async fn connect_full(base: &str, room: &str, doc: Doc, headers: &[(&str, &str)]) -> Result<Self, Error> {
         let url = format!("{}/{}", base.trim_end_matches('/'), room);
-        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        let request = request(&url, headers)?;
+        let socket = match tokio::time::timeout(CONNECT_DEADLINE, tokio_tungstenite::connect_async(request)).await {
+            Ok(result) => result?.0,
+            Err(_) => return Err(format!("no answer to the upgrade of {url} within {CONNECT_DEADLINE:?}").into()),
+        };
         let (mut sink, mut stream) = socket.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<WsMessage>();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (changed_tx, changed) = watch::channel(0u64);
         let (paused, mut paused_rx) = watch::channel(false);
 
+        let writer_seen = seen.clone();
         tokio::spawn(async move {
             while let Some(msg) = out_rx.recv().await {
+                let update = matches!(&msg, WsMessage::Binary(frame) if frame.starts_with(&[0, 2]));
                 if sink.send(msg).await.is_err() {
                     break;
+                }
+                if update {
+                    writer_seen.lock().unwrap().updates_sent += 1;
                 }
             }
         });
@@ -149,8 +188,17 @@ impl Client {
 
     /// Tries an upgrade and returns the refusal, or an error if it was accepted.
     pub async fn refused(base: &str, path: &str) -> Result<Refused, Error> {
+        Self::refused_headers(base, path, &[]).await
+    }
+
+    /// [`Client::refused`] with extra request headers.
+    pub async fn refused_headers(base: &str, path: &str, headers: &[(&str, &str)]) -> Result<Refused, Error> {
         let url = format!("{}{}", base.trim_end_matches('/'), path);
-        match tokio_tungstenite::connect_async(url).await {
+        let attempt = tokio_tungstenite::connect_async(request(&url, headers)?);
+        let Ok(outcome) = tokio::time::timeout(CONNECT_DEADLINE, attempt).await else {
+            return Err(format!("no answer to the upgrade of {url} within {CONNECT_DEADLINE:?}").into());
+        };
+        match outcome {
             Ok(_) => Err("the upgrade was accepted".into()),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Ok(Refused {
                 status: response.status().as_u16(),
@@ -169,11 +217,16 @@ impl Client {
         self.seen.lock().unwrap().clone()
     }
 
-    /// Waits until `cond` holds, at most `timeout`.
+    /// Waits until `cond` holds, at most `timeout`. Fails at once when the
+    /// server has sent something y-websocket would misread (a violation).
     pub async fn wait_for(&self, what: &str, timeout: Duration, cond: impl Fn(&Client) -> bool) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
         let mut changed = self.changed.clone();
         loop {
+            let violations = self.seen().violations;
+            if !violations.is_empty() {
+                return Err(format!("waiting for {what}, the server broke the protocol: {violations:?}").into());
+            }
             if cond(self) {
                 return Ok(());
             }
@@ -270,52 +323,118 @@ impl Client {
     }
 }
 
-fn binary(frame: Vec<u8>) -> WsMessage {
-    WsMessage::Binary(frame.into())
-}
-
-fn handle_frame(doc: &Doc, seen: &Mutex<Seen>, out: &mpsc::UnboundedSender<WsMessage>, frame: Bytes) {
-    let mut seen = seen.lock().unwrap();
-    seen.frames += 1;
-    if seen.first_frames.len() < FIRST_FRAMES {
-        seen.first_frames.push(frame.clone());
-    }
-    let mut decoder = DecoderV1::new(Cursor::new(&frame));
-    // Like y-websocket 3.x... but tolerant: read every message of the frame.
-    for message in MessageReader::new(&mut decoder) {
-        let Ok(message) = message else { break };
-        match message {
-            Message::Sync(SyncMessage::SyncStep1(sv)) => {
-                let update = doc.transact().encode_state_as_update_v1(&sv);
-                let _ = out.send(binary(Message::Sync(SyncMessage::SyncStep2(update)).encode_v1()));
-            }
-            Message::Sync(SyncMessage::SyncStep2(update)) => {
-                apply(doc, &update);
-                seen.synced = true;
-                seen.updates += 1;
-            }
-            Message::Sync(SyncMessage::Update(update)) => {
-                apply(doc, &update);
-                seen.updates += 1;
-            }
-            Message::Awareness(update) => {
-                for (id, entry) in update.clients {
-                    let id: ClientID = id;
-                    let known = seen.awareness.get(&id.get()).map(|(clock, _)| *clock);
-                    let newer = known.is_none_or(|k| entry.clock > k || (entry.clock == k && &*entry.json == "null"));
-                    if newer {
-                        seen.awareness.insert(id.get(), (entry.clock, entry.json.to_string()));
-                    }
-                }
-            }
-            Message::Auth(Some(reason)) => seen.denied.push(reason),
-            _ => {}
+impl Drop for Client {
+    /// Closes the connection, as a page that goes away does (the reader
+    /// would otherwise keep it open). A test that never waited after a
+    /// violation still fails: the check runs when the client goes out of
+    /// scope.
+    fn drop(&mut self) {
+        self.close();
+        let violations = self.seen().violations;
+        if !violations.is_empty() && !std::thread::panicking() {
+            panic!("the server broke the y-websocket protocol: {violations:?}");
         }
     }
 }
 
-fn apply(doc: &Doc, update: &[u8]) {
-    if let Ok(update) = Update::decode_v1(update) {
-        let _ = doc.transact_mut().apply_update(update);
+fn binary(frame: Vec<u8>) -> WsMessage {
+    WsMessage::Binary(frame.into())
+}
+
+/// An upgrade request for `url` with extra headers.
+fn request(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    let mut request = url.into_client_request()?;
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .append(HeaderName::from_bytes(name.as_bytes())?, HeaderValue::from_str(value)?);
     }
+    Ok(request)
+}
+
+/// Reads one frame as y-websocket 3.x does: exactly one message.
+fn handle_frame(doc: &Doc, seen: &Mutex<Seen>, out: &mpsc::UnboundedSender<WsMessage>, frame: Bytes) {
+    let mut seen = seen.lock().unwrap();
+    seen.frames += 1;
+    let nth = seen.frames;
+    if seen.first_frames.len() < FIRST_FRAMES {
+        seen.first_frames.push(frame.clone());
+    }
+    let mut decoder = DecoderV1::new(Cursor::new(&frame));
+    let message = match MessageReader::new(&mut decoder).next() {
+        Some(Ok(message)) => message,
+        Some(Err(e)) => {
+            seen.violations
+                .push(format!("frame {nth} does not decode: {e} ({frame:?})"));
+            return;
+        }
+        None => {
+            seen.violations
+                .push(format!("frame {nth} is empty or truncated ({frame:?})"));
+            return;
+        }
+    };
+    // The provider reads the first message and ignores the rest of a frame:
+    // anything after it would be lost.
+    let length = message.encode_v1().len();
+    if length != frame.len() {
+        seen.violations.push(format!(
+            "frame {nth} holds {} bytes after its first message ({length} bytes): y-websocket reads one message per frame",
+            frame.len() - length
+        ));
+    }
+    match message {
+        Message::Sync(SyncMessage::SyncStep1(sv)) => {
+            let update = doc.transact().encode_state_as_update_v1(&sv);
+            let _ = out.send(binary(Message::Sync(SyncMessage::SyncStep2(update)).encode_v1()));
+        }
+        Message::Sync(SyncMessage::SyncStep2(update)) => {
+            if let Err(e) = apply(doc, &update) {
+                seen.violations.push(format!("frame {nth}: step2 {e}"));
+            }
+            seen.synced = true;
+            seen.updates += 1;
+        }
+        Message::Sync(SyncMessage::Update(update)) => {
+            if let Err(e) = apply(doc, &update) {
+                seen.violations.push(format!("frame {nth}: update {e}"));
+            }
+            seen.updates += 1;
+        }
+        Message::Awareness(update) => {
+            seen.awareness_frames += 1;
+            seen.last_awareness = update.clients.keys().map(|id| id.get()).collect();
+            for (id, entry) in update.clients {
+                let id: ClientID = id;
+                let known = seen.awareness.get(&id.get()).map(|(clock, _)| *clock);
+                let newer = known.is_none_or(|k| entry.clock > k || (entry.clock == k && &*entry.json == "null"));
+                if newer {
+                    seen.awareness.insert(id.get(), (entry.clock, entry.json.to_string()));
+                }
+            }
+        }
+        Message::Auth(Some(reason)) => seen.denied.push(reason),
+        Message::Auth(None) => {}
+        Message::AwarenessQuery => seen
+            .violations
+            .push(format!("frame {nth}: a server does not query its clients' awareness")),
+        Message::Custom(tag, _) => seen
+            .violations
+            .push(format!("frame {nth}: message type {tag} is not part of the protocol")),
+    }
+}
+
+/// Applies an update; one that does not decode or apply is an error, never
+/// silently dropped. (One waiting for another client's edit applies: yrs
+/// keeps it pending, as Yjs does.)
+fn apply(doc: &Doc, update: &[u8]) -> Result<(), String> {
+    let update = Update::decode_v1(update).map_err(|e| format!("does not decode: {e}"))?;
+    doc.transact_mut()
+        .apply_update(update)
+        .map_err(|e| format!("does not apply: {e}"))
 }

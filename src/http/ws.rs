@@ -28,7 +28,7 @@ use super::budget::{Metered, Unfinished};
 use super::rate;
 use super::{ApiError, AppState};
 use crate::auth::{Claims, MAX_TOKEN_TTL_SECS};
-use crate::doc::{DocName, PeerId};
+use crate::doc::{DocError, DocName, PeerId};
 use crate::session::{self, Grant, Incoming, Lease, Outgoing, SessionContext, TransportError};
 
 /// tungstenite's read buffer, allocated per connection, and how much it
@@ -135,6 +135,11 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
         .registry
         .with_doc(&name, |handle| async move { handle.ready().await })
         .await?;
+    // An upgrade still under way when shutdown began is refused, not
+    // accepted and closed at once with 1001.
+    if *state.shutdown.borrow() {
+        return Err(DocError::ShuttingDown.into());
+    }
 
     let grant = Grant {
         writable: caller.may_write(),

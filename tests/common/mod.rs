@@ -1,10 +1,13 @@
 //! Test support: the real weft binary on a port chosen by the OS, with its
-//! own SQLite file, plus a minimal HTTP client.
+//! own SQLite file, plus a minimal HTTP client. Everything here has a
+//! deadline: a server that does not start, exit or answer fails the test
+//! instead of hanging it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +16,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub use weft_bench::client::Client;
 
 pub const SECOND: Duration = Duration::from_secs(1);
+
+/// The longest any single HTTP request of a test may take.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a process gets to start listening, or to exit after a signal.
+pub const PROCESS_DEADLINE: Duration = Duration::from_secs(30);
+
+pub const SIGINT: i32 = 2;
+pub const SIGTERM: i32 = 15;
+
+/// Flags the harness passes unless the test gives them itself (as a flag or
+/// as their variable): every server listens on a port the OS picks.
+const DEFAULTS: [(&str, &str, &str); 3] = [
+    ("--addr", "WEFT_ADDR", "127.0.0.1:0"),
+    ("--log", "WEFT_LOG", "weft=debug,info"),
+    ("--log-format", "WEFT_LOG_FORMAT", "plain"),
+];
 
 /// A weft process.
 pub struct Server {
@@ -24,18 +43,41 @@ pub struct Server {
     pub db: PathBuf,
     log: Arc<Mutex<String>>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     _dir: Option<Arc<tempfile::TempDir>>,
 }
 
 pub struct Builder {
     args: Vec<String>,
+    env: Vec<(String, String)>,
     db: Option<PathBuf>,
+    bare: bool,
 }
 
 impl Builder {
     pub fn arg(mut self, flag: &str, value: impl ToString) -> Self {
         self.args.push(flag.to_string());
         self.args.push(value.to_string());
+        self
+    }
+
+    /// A flag without a value (`--allow-open`).
+    pub fn flag(mut self, flag: &str) -> Self {
+        self.args.push(flag.to_string());
+        self
+    }
+
+    /// Only `--addr` and `--db` from the harness: every other setting is
+    /// weft's default (to check the defaults themselves).
+    pub fn bare(mut self) -> Self {
+        self.bare = true;
+        self
+    }
+
+    /// An environment variable for the process. The test's own `WEFT_*`
+    /// variables are never passed on: only those given here.
+    pub fn env(mut self, name: &str, value: impl ToString) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -46,6 +88,7 @@ impl Builder {
     }
 
     pub fn start(self) -> Server {
+        let args = self.with_defaults();
         let (db, dir) = match self.db {
             Some(db) => (db, None),
             None => {
@@ -53,7 +96,87 @@ impl Builder {
                 (dir.path().join("weft.db"), Some(dir))
             }
         };
-        Server::spawn(db, self.args, dir)
+        Server::spawn(db, args, self.env, dir)
+    }
+
+    /// The test's flags, and the harness's where the test gives none.
+    fn with_defaults(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, var, value) in DEFAULTS {
+            if self.bare && flag != "--addr" {
+                continue;
+            }
+            let given = self
+                .args
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+                || self.env.iter().any(|(k, _)| k == var);
+            if !given {
+                args.extend([flag.to_string(), value.to_string()]);
+            }
+        }
+        args.extend(self.args.iter().cloned());
+        args
+    }
+
+    /// Starts a process that is expected to exit on its own (a refused
+    /// configuration): its output, once it has exited.
+    pub fn run_to_exit(self) -> Output {
+        let mut command = weft_command(&self.with_defaults(), &self.env);
+        if let Some(db) = &self.db {
+            command.arg("--db").arg(db);
+        }
+        run_with_deadline(&mut command, PROCESS_DEADLINE)
+    }
+}
+
+/// The weft binary with `args` and exactly `env`.
+fn weft_command(args: &[String], env: &[(String, String)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+    command.args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("WEFT_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().map(|(k, v)| (k, v)));
+    command
+}
+
+/// Runs `command` to its end, killing it (and failing) past `deadline`.
+pub fn run_with_deadline(command: &mut Command, deadline: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the process");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = pipe.read_to_end(&mut out);
+            out
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+            panic!("{command:?} did not exit within {deadline:?}; stderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
 }
 
@@ -61,7 +184,9 @@ impl Server {
     pub fn builder() -> Builder {
         Builder {
             args: Vec::new(),
+            env: Vec::new(),
             db: None,
+            bare: false,
         }
     }
 
@@ -70,21 +195,18 @@ impl Server {
         Self::builder().start()
     }
 
-    fn spawn(db: PathBuf, args: Vec<String>, dir: Option<Arc<tempfile::TempDir>>) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args([
-                "--addr",
-                "127.0.0.1:0",
-                "--log",
-                "weft=debug,info",
-                "--log-format",
-                "plain",
-            ])
-            .arg("--db")
-            .arg(&db)
-            .args(&args)
-            .env_remove("WEFT_ADDR")
-            .env_remove("WEFT_DB")
+    fn spawn(
+        db: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        dir: Option<Arc<tempfile::TempDir>>,
+    ) -> Server {
+        let mut command = weft_command(&args, &env);
+        if !env.iter().any(|(k, _)| k == "WEFT_DB") && !args.iter().any(|a| a == "--db") {
+            command.arg("--db").arg(&db);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -108,10 +230,11 @@ impl Server {
                 log.push('\n');
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        let addr = match rx.recv_timeout(PROCESS_DEADLINE) {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("weft did not start:\n{}", log.lock().unwrap());
             }
         };
@@ -122,6 +245,7 @@ impl Server {
             db,
             log,
             args,
+            env,
             _dir: dir,
         }
     }
@@ -129,6 +253,58 @@ impl Server {
     /// The process id, to read its `/proc` entries.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The effective configuration weft printed at start-up, `key` → `value`
+    /// as printed (strings bare, everything else as JSON).
+    pub fn summary(&self) -> BTreeMap<String, String> {
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("configuration: "))
+            .unwrap_or_else(|| panic!("no configuration line in:\n{log}"));
+        let mut rest = &line[line.find("configuration: ").unwrap() + "configuration: ".len()..];
+        // In JSON logs the line is a string: unescape it and cut its end.
+        let unescaped;
+        if line.trim_start().starts_with('{') {
+            let message: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+            unescaped = message["fields"]["message"].as_str().unwrap_or_default().to_string();
+            rest = &unescaped[unescaped.find("configuration: ").unwrap() + "configuration: ".len()..];
+        }
+        let mut out = BTreeMap::new();
+        let mut key = String::new();
+        let mut value = String::new();
+        let mut depth = 0;
+        let mut in_key = true;
+        let mut in_string = false;
+        for c in rest.chars() {
+            match c {
+                '=' if in_key => in_key = false,
+                ' ' if !in_key && depth == 0 && !in_string => {
+                    out.insert(std::mem::take(&mut key), std::mem::take(&mut value));
+                    in_key = true;
+                }
+                _ if in_key => key.push(c),
+                _ => {
+                    match c {
+                        '"' => in_string = !in_string,
+                        '[' | '{' if !in_string => depth += 1,
+                        ']' | '}' if !in_string => depth -= 1,
+                        _ => {}
+                    }
+                    value.push(c);
+                }
+            }
+        }
+        if !key.is_empty() {
+            out.insert(key, value);
+        }
+        out
+    }
+
+    /// The process's peak resident memory so far, in KiB (Linux).
+    pub fn peak_rss_kib(&self) -> u64 {
+        peak_rss(self.pid()) / 1024
     }
 
     /// Everything the server logged so far.
@@ -159,18 +335,30 @@ impl Server {
 
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Sends a signal (SIGTERM, SIGINT, ...) without waiting.
+    pub fn signal(&self, signal: i32) {
         // SAFETY: plain libc call on a child we own.
         unsafe {
-            libc_kill(self.child.id() as i32, 15);
+            libc_kill(self.child.id() as i32, signal);
         }
-        let deadline = Instant::now() + Duration::from_secs(15);
+    }
+
+    /// Waits for the process to exit, at most `PROCESS_DEADLINE`; kills it
+    /// and fails past that.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PROCESS_DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("weft did not exit within 15 s of SIGTERM:\n{}", self.log());
+                let _ = self.child.wait();
+                panic!("weft did not exit within {PROCESS_DEADLINE:?}:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -180,7 +368,7 @@ impl Server {
     pub fn restart(mut self) -> Server {
         self.kill();
         let dir = self._dir.take();
-        Server::spawn(self.db.clone(), self.args.clone(), dir)
+        Server::spawn(self.db.clone(), self.args.clone(), self.env.clone(), dir)
     }
 
     pub async fn connect(&self, room: &str) -> Client {
@@ -193,8 +381,14 @@ impl Server {
         http(&self.addr, "GET", path, &[], None).await
     }
 
+    /// A POST; `content_type` "" sends no `Content-Type` (for empty bodies).
     pub async fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Response {
-        http(&self.addr, "POST", path, &[("Content-Type", content_type)], Some(body)).await
+        let headers: &[(&str, &str)] = if content_type.is_empty() {
+            &[]
+        } else {
+            &[("Content-Type", content_type)]
+        };
+        http(&self.addr, "POST", path, headers, Some(body)).await
     }
 
     pub async fn delete(&self, path: &str) -> Response {
@@ -262,10 +456,22 @@ impl Response {
     }
 }
 
-/// A one-shot HTTP/1.1 request (`Connection: close`).
+/// A one-shot HTTP/1.1 request (`Connection: close`). Fails the test when
+/// the whole exchange takes longer than `REQUEST_DEADLINE`.
 pub async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    match tokio::time::timeout(REQUEST_DEADLINE, exchange(addr, method, path, headers, body)).await {
+        Ok(response) => response,
+        Err(_) => panic!("{method} {path}: no complete answer within {REQUEST_DEADLINE:?}"),
+    }
+}
+
+async fn exchange(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
+    request.push_str("Connection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }

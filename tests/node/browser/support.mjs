@@ -4,7 +4,9 @@
 
 import { chromium } from 'playwright-core'
 
-export { REPO, startWeft, waitFor, tokenClaims } from '../weft.mjs'
+import { within } from '../weft.mjs'
+
+export { REPO, startWeft, waitFor, tokenClaims, within } from '../weft.mjs'
 
 export const launchBrowser = () => chromium.launch({
   executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
@@ -108,5 +110,5 @@ export const assertNoProblems = (pages, allowed = []) => {
 }
 
 export const closeAll = async (pages) => {
-  for (const page of pages) await page.context().close()
+  for (const page of pages) await within(page.context().close(), 30_000, 'a browser context to close')
 }

@@ -82,7 +82,7 @@ test('restore brings every kind of content back, and can be undone', async () =>
 
     const name = encodeURIComponent('rich doc')
     const res = await fetch(`${server.http}/api/docs/${name}/versions`, {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ label: 'kept' })
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ label: 'kept' }), signal: AbortSignal.timeout(30_000)
     })
     assert.equal(res.status, 201)
     const version = await res.json()
@@ -113,7 +113,7 @@ test('restore brings every kind of content back, and can be undone', async () =>
     const edited = snapshot(a.doc)
     assert.notDeepEqual(edited, kept)
 
-    const restore = await fetch(`${server.http}/api/docs/${name}/versions/${version.id}/restore`, { method: 'POST' })
+    const restore = await fetch(`${server.http}/api/docs/${name}/versions/${version.id}/restore`, { method: 'POST', signal: AbortSignal.timeout(30_000) })
     assert.equal(restore.status, 200)
     const { backup } = await restore.json()
 
@@ -124,7 +124,7 @@ test('restore brings every kind of content back, and can be undone', async () =>
     assert.equal(a.doc.getText('text').toString(), 'Hello bold world', 'no duplicated text')
 
     // undo the restore
-    const undo = await fetch(`${server.http}/api/docs/${name}/versions/${backup.id}/restore`, { method: 'POST' })
+    const undo = await fetch(`${server.http}/api/docs/${name}/versions/${backup.id}/restore`, { method: 'POST', signal: AbortSignal.timeout(30_000) })
     assert.equal(undo.status, 200)
     await waitFor('edits back at a', () => JSON.stringify(snapshot(a.doc)) === JSON.stringify(edited))
     await waitFor('edits back at b', () => JSON.stringify(snapshot(b.doc)) === JSON.stringify(edited))

@@ -113,7 +113,7 @@ test('HTTP API sees what providers wrote, and a posted update reaches them', asy
   a.doc.getText('t').insert(0, 'from provider')
   const name = encodeURIComponent('api doc')
   await waitFor('stored', async () => {
-    const res = await fetch(`${server.http}/api/docs/${name}/update`)
+    const res = await fetch(`${server.http}/api/docs/${name}/update`, { signal: AbortSignal.timeout(30_000) })
     if (res.status !== 200) return false
     const doc = new Y.Doc()
     Y.applyUpdate(doc, new Uint8Array(await res.arrayBuffer()))
@@ -124,7 +124,8 @@ test('HTTP API sees what providers wrote, and a posted update reaches them', asy
   const res = await fetch(`${server.http}/api/docs/${name}/update`, {
     method: 'POST',
     headers: { 'content-type': 'application/octet-stream' },
-    body: Y.encodeStateAsUpdate(other)
+    body: Y.encodeStateAsUpdate(other),
+    signal: AbortSignal.timeout(30_000)
   })
   assert.equal(res.status, 200)
   await waitFor('posted update at the provider', () => a.doc.getMap('m').get('posted') === true)
