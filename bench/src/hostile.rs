@@ -369,7 +369,9 @@ async fn honest_window(clients: Vec<Honest>, p: &Hostile, epoch: Instant, pid: u
 /// second until `end`, reading what it is sent, and that reconnects and
 /// resyncs as y-websocket does when the server closes it. A paste is a
 /// message larger than one read of the server: it is charged to the budget
-/// of unfinished messages while it arrives.
+/// of unfinished messages while it arrives. It keeps no document, so after
+/// a reconnect it pastes as a new client (a real one would first resend
+/// the paste that was lost, in its step2).
 async fn paste_probe(target: Target, path: String, mut ws: Ws, bytes: usize, epoch: Instant, end: Instant) -> Value {
     let mut appender = Appender::new(90_000);
     let text = vec![b'p'; bytes];
@@ -413,6 +415,7 @@ async fn paste_probe(target: Target, path: String, mut ws: Ws, bytes: usize, epo
             Ok(Ok(again)) => {
                 ws = again;
                 reconnects += 1;
+                appender = Appender::new(90_000 + reconnects);
             }
             Ok(Err(e)) => {
                 end_with(format!("rejoin failed: {e}"));
@@ -682,9 +685,8 @@ async fn run_once(
     out["rss_start_mib"] = json!(mib(rss_start));
     out["rss_seeded_mib"] = json!(mib(rss_seeded));
     out["rss_joined_mib"] = json!(mib(rss_joined));
-    out["kib_per_joined_client"] = json!(round3(
-        (rss_joined as f64 - rss_seeded as f64) / p.clients.max(1) as f64
-    ));
+    let joined = p.clients + usize::from(p.paste_bytes > 0);
+    out["kib_per_joined_client"] = json!(round3((rss_joined as f64 - rss_seeded as f64) / joined.max(1) as f64));
     out["peak_rss_setup_mib"] = json!(mib(peak_setup));
     out["rss_window_start_mib"] = json!(mib(rss_window_start));
     out["peak_rss_mib"] = json!(mib(peak));
