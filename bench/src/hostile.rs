@@ -556,6 +556,7 @@ impl Attacker {
 
 /// Both runs, without and with the attacker, each on a fresh weft.
 pub async fn run(servers: &Servers, p: &Hostile, trace: &Path) -> Result<Value, Error> {
+    let started = Instant::now();
     eprintln!("hostile peer: building a {} byte document", p.doc_bytes);
     let doc = build_document(trace, p.trace_limit, p.doc_bytes)?;
     eprintln!("  {}", doc.info["how"].as_str().unwrap_or_default());
@@ -610,6 +611,7 @@ pub async fn run(servers: &Servers, p: &Hostile, trace: &Path) -> Result<Value, 
         "attack_plan": p.attack.describe(),
         "attacker_ip": ATTACKER_IP.to_string(),
         "runs": runs,
+        "scenario_s": round3(started.elapsed().as_secs_f64()),
     }))
 }
 
