@@ -197,7 +197,7 @@ def spread(xs, digits=None):
     if not xs:
         return "–"
     m = median(xs)
-    if isinstance(m, float) and m.is_integer() and all(isinstance(x, int) for x in xs):
+    if isinstance(m, float) and m.is_integer() and (m == 0 or all(isinstance(x, int) for x in xs)):
         m = int(m)
     if min(xs) == max(xs):
         return fmt(m, digits)
@@ -291,7 +291,15 @@ def hostile_section(results, svg_dir, svg_rel, command, quick=False):
                f"{spread(col(attacked, 'other_cpu'))} / {spread(col(attacked, 'cpu_pressure'))} | | |")
     out.append("")
 
+    # why: bench/HOSTILE.md, written from the runs and the profiles
+    findings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "HOSTILE.md")
+    if os.path.exists(findings) and not quick:
+        out.append(open(findings).read().rstrip())
+        out.append("")
+
     # what the attacker did
+    out.append("### What the attacker did, every run, how it measures")
+    out.append("")
     out.append("What the attacker sent and how weft answered (median over the runs; the close codes are summed over them):")
     out.append("")
     out.append("| part | connections opened | upgrades refused | frames sent | messages sent | MB received | how its connections ended |")
@@ -364,7 +372,7 @@ def hostile_section(results, svg_dir, svg_rel, command, quick=False):
 
     # how
     plan = h0.get("attack_plan", {})
-    out.append("### How it measures")
+    out.append("How it measures:")
     out.append("")
     out.append(f"- **The document**: {doc.get('how', '?')}; built in {fmt(doc.get('build_s'))} s on the load generator.")
     out.append(f"- **Honest clients**: {h0.get('clients')} connections from 127.0.0.1; each syncs the whole document at join "
@@ -400,10 +408,6 @@ def hostile_section(results, svg_dir, svg_rel, command, quick=False):
     out.append(command)
     out.append("```")
     out.append("")
-    findings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "HOSTILE.md")
-    if os.path.exists(findings) and not quick:
-        out.append(open(findings).read().rstrip())
-        out.append("")
     out.append(HOSTILE_END)
     return out
 
