@@ -394,6 +394,8 @@ def hostile_section(results, svg_dir, svg_rel, command, quick=False):
                f"ping every 200 ms (item 4). Every connection the server closes (or an upgrade it refuses) is reopened after "
                f"{plan.get('backoff_ms')} ms; at most {fmt(plan.get('max_connects'))} attempts per connection slot and "
                f"{fmt(plan.get('max_frames'))} frames per connection.")
+    if any(r.get("peak_rss_reset") is False for r in alone + attacked):
+        out.append("- **Memory: `VmHWM` could not be reset on this machine**, so the peaks below include the setup.")
     out.append("- **Memory**: a fresh weft per run; `VmHWM` (`/proc/PID/status`) is reset (`clear_refs` 5) once the honest "
                "clients have joined, so *peak RSS in the window* is the peak from the window's start (warm-up included) to "
                "its end; `VmRSS` is sampled every 50 ms as a check. *RSS per joined client* is the growth from seeding the "
@@ -685,6 +687,7 @@ def main():
     out.append("target/release/weft-bench idle --url ws://127.0.0.1:1234 --pid PID --connections 10000 --docs 1000")
     out.append("target/release/weft-bench replay --url ws://127.0.0.1:1234 --trace tests/data/automerge-paper.json.gz")
     out.append("target/release/weft-bench durable --url ws://127.0.0.1:1234 --docs 8")
+    out.append("target/release/weft-bench attack --url ws://127.0.0.1:1234 --doc 'doc?token=READ_TOKEN' --source-ip 127.0.0.2 --secs 20")
     out.append("target/release/weft-bench relay --addr 127.0.0.1:0")
     out.append("```")
     out.append("")
