@@ -7,6 +7,9 @@
 #   bench/compare.sh            full run; writes docs/BENCHMARKS.md and docs/bench/*.svg
 #   bench/compare.sh --quick    small sizes, short durations (< 2 min); report in target/bench-quick/
 #   bench/compare.sh --only fanout,durable    some scenarios only (report in the output folder)
+#   bench/compare.sh --only hostile --out target/bench-hostile-1    the hostile peer (weft only); the
+#       median of three such runs goes into docs/BENCHMARKS.md with
+#       python3 bench/report.py --hostile target/bench-hostile-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench
 #
 # Environment: WEFT_TRACE (default tests/data/automerge-paper.json.gz),
 # SERVER_CORES (default 0), GEN_CORES (default 1), BENCH_NICE=0 to run at normal priority.
@@ -23,7 +26,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY="$2"; shift ;;
         --only=*) ONLY="${1#--only=}" ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift

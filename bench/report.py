@@ -13,7 +13,8 @@ SERVERS = ["weft", "reference", "relay"]
 LABEL = {"weft": "weft", "reference": "@y/websocket-server", "relay": "null relay"}
 COLOR = {"weft": "#2b6cb0", "reference": "#dd6b20", "relay": "#718096",
          "sqlite-normal": "#2b6cb0", "sqlite-full": "#2c5282", "none": "#a0aec0",
-         "cold": "#2b6cb0", "crash": "#2c5282", "warm": "#90cdf4", "ref-warm": "#dd6b20"}
+         "cold": "#2b6cb0", "crash": "#2c5282", "warm": "#90cdf4", "ref-warm": "#dd6b20",
+         "without": "#2b6cb0", "with attacker": "#c05621"}
 
 TARGETS = {
     "fanout_ref": 5.0,      # weft >= 5x reference
@@ -24,7 +25,12 @@ TARGETS = {
     "cold_ms": 20.0,
     "durable_ups": 50_000.0,
     "durable_cost": 0.15,
+    "hostile_rss_mib": 256.0,
+    "hostile_p99_ms": 10.0,
 }
+
+HOSTILE_BEGIN = "<!-- hostile:begin (bench/report.py --hostile ... --merge-into) -->"
+HOSTILE_END = "<!-- hostile:end -->"
 
 
 def per_server(rows, key):
@@ -175,16 +181,297 @@ def short(v):
     return f"{v:.2g}"
 
 
+# ---------------------------------------------------------------- hostile peer
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def spread(xs, digits=None):
+    """ "median (min–max)" over runs, or the one value when they agree."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "–"
+    m = median(xs)
+    if isinstance(m, float) and m.is_integer() and (m == 0 or all(isinstance(x, int) for x in xs)):
+        m = int(m)
+    if min(xs) == max(xs):
+        return fmt(m, digits)
+    return f"{fmt(m, digits)} ({fmt(min(xs), digits)}–{fmt(max(xs), digits)})"
+
+
+def hostile_run(h, attacked):
+    return next((r for r in h.get("runs", []) if bool(r.get("attacker")) == attacked), {})
+
+
+def dig(d, *path):
+    for k in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def ends_text(ends):
+    if not ends:
+        return "none"
+    return ", ".join(f"{k}: {fmt(v)}" for k, v in sorted(ends.items(), key=lambda kv: -kv[1]))
+
+
+def hostile_section(results, svg_dir, svg_rel, command, quick=False):
+    """The "Hostile peer" section from one or more results of the hostile
+    scenario (`results`: the `scenarios.hostile` objects of each run, each
+    with `_source` and `_machine` added). Figures are medians with the range."""
+    h0 = results[0]
+    n = len(results)
+    doc = h0.get("document", {})
+    alone = [hostile_run(h, False) for h in results]
+    attacked = [hostile_run(h, True) for h in results]
+    col = lambda runs, *path: [dig(r, *path) for r in runs]
+    out = [HOSTILE_BEGIN, "", "## Hostile peer", ""]
+    out.append(f"Issue 11's benchmark: {h0.get('clients')} honest clients on one document of "
+               f"{fmt(doc.get('bytes'))} bytes ({fmt(doc.get('bytes', 0) / 1048576, 2)} MiB), measured twice on a fresh weft "
+               "each time: alone, and with **one attacker** doing items 1, 3 and 4 of the issue at once. "
+               f"weft runs with its **default limits** (token mode; not the `--rate-limit 0 --max-connections-per-ip 0` "
+               "of the other scenarios). weft only: the reference server has no read-only peers, no rate limit, no "
+               "budget for unfinished messages and no byte bound on its queues, so the attack would only measure how "
+               "it falls over — on a machine shared with other work, where a Node process growing by gigabytes "
+               "(the issue measured 1 GB from one 800-byte frame on the weft it was filed against) is not a fair thing to do to the others.")
+    out.append("")
+    if n >= 3:
+        out.append(f"Figures are the **median of {n} runs**, with the range in parentheses.")
+    else:
+        out.append(f"Figures are from **{n} run{'s' if n > 1 else ''}** only; the record is the median of three "
+                   "(see the commands below).")
+    if quick:
+        out.append("")
+        out.append("**Quick run, not for the record**: fewer clients, a shorter window.")
+    out.append("")
+    out.append("| | without the attacker | with the attacker | target | verdict |")
+    out.append("| --- | ---: | ---: | --- | --- |")
+    p99_with = median(col(attacked, "latency", "p99_ms"))
+    peak_with = median(col(attacked, "peak_rss_mib"))
+    lost_with = col(attacked, "lost_connections")
+    paste_lost = [sum((dig(r, "paste_probe", "ends") or {}).values()) if r.get("paste_probe") else None for r in attacked]
+    paste_lost_alone = [sum((dig(r, "paste_probe", "ends") or {}).values()) if r.get("paste_probe") else None for r in alone]
+    rows = [
+        ("honest delivery latency p50, ms", "latency", "p50_ms", "", None),
+        ("honest delivery latency p99, ms", "latency", "p99_ms", "≤ 10 ms",
+         None if p99_with is None else p99_with <= TARGETS["hostile_p99_ms"]),
+        ("honest delivery latency max, ms", "latency", "max_ms", "", None),
+    ]
+    for label, a, b, tgt, ok in rows:
+        out.append(f"| {label} | {spread(col(alone, a, b))} | {spread(col(attacked, a, b))} | {tgt} | {verdict(ok) if tgt else ''} |")
+    lost_ok = None if not lost_with else median([(a or 0) + (b or 0) for a, b in zip(lost_with, paste_lost)]) == 0
+    out.append(f"| honest connections lost: of the {h0.get('clients')} typing clients / the paste probe's | "
+               f"{spread(col(alone, 'lost_connections'))} / {spread(paste_lost_alone)} | "
+               f"{spread(lost_with)} / {spread(paste_lost)} | none | {verdict(lost_ok)} |")
+    out.append(f"| honest updates missing | {spread(col(alone, 'missing'))} | {spread(col(attacked, 'missing'))} | | |")
+    out.append(f"| server peak RSS in the window (`VmHWM`), MiB | {spread(col(alone, 'peak_rss_mib'))} | "
+               f"{spread(col(attacked, 'peak_rss_mib'))} | < 256 MiB under the attacker | "
+               f"{verdict(None if peak_with is None else peak_with < TARGETS['hostile_rss_mib'])} |")
+    grow = [None if a.get("peak_rss_mib") is None or a.get("rss_window_start_mib") is None
+            else a["peak_rss_mib"] - a["rss_window_start_mib"] for a in attacked]
+    grow_alone = [None if a.get("peak_rss_mib") is None or a.get("rss_window_start_mib") is None
+                  else a["peak_rss_mib"] - a["rss_window_start_mib"] for a in alone]
+    out.append(f"| … of which above the window's start, MiB | {spread(grow_alone)} | {spread(grow)} | | |")
+    out.append(f"| server RSS when the window starts (clients joined), MiB | {spread(col(alone, 'rss_window_start_mib'))} | "
+               f"{spread(col(attacked, 'rss_window_start_mib'))} | | |")
+    out.append(f"| server RSS per joined client, KiB | {spread(col(alone, 'kib_per_joined_client'))} | "
+               f"{spread(col(attacked, 'kib_per_joined_client'))} | | |")
+    out.append(f"| server CPU, share of its core | {spread(col(alone, 'server_cpu'))} | {spread(col(attacked, 'server_cpu'))} | | |")
+    out.append(f"| load generator: p99 / max lateness of a 1 ms timer, ms | "
+               f"{spread(col(alone, 'gen_timer_lag', 'p99_ms'))} / {spread(col(alone, 'gen_timer_lag', 'max_ms'))} | "
+               f"{spread(col(attacked, 'gen_timer_lag', 'p99_ms'))} / {spread(col(attacked, 'gen_timer_lag', 'max_ms'))} | | |")
+    out.append(f"| other CPU (cores) / CPU pressure | {spread(col(alone, 'other_cpu'))} / {spread(col(alone, 'cpu_pressure'))} | "
+               f"{spread(col(attacked, 'other_cpu'))} / {spread(col(attacked, 'cpu_pressure'))} | | |")
+    out.append("")
+
+    # why: bench/HOSTILE.md, written from the runs and the profiles
+    findings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "HOSTILE.md")
+    if os.path.exists(findings) and not quick:
+        out.append(open(findings).read().rstrip())
+        out.append("")
+
+    # what the attacker did
+    out.append("### What the attacker did, every run, how it measures")
+    out.append("")
+    out.append("What the attacker sent and how weft answered (median over the runs; the close codes are summed over them):")
+    out.append("")
+    out.append("| part | connections opened | upgrades refused | frames sent | messages sent | MB received | how its connections ended |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    parts = [("answers", "item 1: frames of step1s + query-awareness, reading"),
+             ("answers_stalled", "item 1: the same, never reading"),
+             ("awareness_flood", "item 3: frames of awareness messages"),
+             ("unfinished_messages", "item 4: 15 MiB without the final fragment, then pings")]
+    for key, label in parts:
+        tallies = [dig(r, "attack", key) or {} for r in attacked]
+        if not any(tallies):
+            continue
+        ends = {}
+        for t in tallies:
+            for k, v in (t.get("ends") or {}).items():
+                ends[k] = ends.get(k, 0) + v
+        refused = [sum((t.get("refused") or {}).values()) for t in tallies]
+        out.append(f"| {label} | {spread([t.get('connects') for t in tallies])} | {spread(refused)} | "
+                   f"{spread([t.get('frames_sent') for t in tallies])} | {spread([t.get('messages_sent') for t in tallies])} | "
+                   f"{spread([None if t.get('bytes_received') is None else t['bytes_received'] / 1e6 for t in tallies])} | {ends_text(ends)} |")
+    reasons = {}
+    for r in attacked:
+        for key, _ in parts:
+            for k, v in (dig(r, "attack", key, "close_reasons") or {}).items():
+                reasons[k] = reasons.get(k, 0) + v
+    if reasons:
+        out.append("")
+        out.append("Close reasons the attacker was given: " + "; ".join(f"`{k}` ({fmt(v)})" for k, v in
+                                                                      sorted(reasons.items(), key=lambda kv: -kv[1])) + ".")
+    probe_ends = {}
+    for r in attacked:
+        for k, v in (dig(r, "paste_probe", "ends") or {}).items():
+            probe_ends[k] = probe_ends.get(k, 0) + v
+    if probe_ends:
+        out.append("")
+        out.append("How the paste probe's connections ended under the attack (summed): "
+                   + "; ".join(f"`{k}` ({fmt(v)})" for k, v in sorted(probe_ends.items(), key=lambda kv: -kv[1])) + ".")
+    out.append("")
+
+    # every run
+    out.append("Every run:")
+    out.append("")
+    out.append("| run | attacker | p50 ms | p99 ms | max ms | lost | paste probe lost | peak RSS MiB | RSS at start MiB | server CPU | other CPU | CPU pressure | attacker CPU | frames the attacker sent |")
+    out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for i, h in enumerate(results):
+        for r in (hostile_run(h, False), hostile_run(h, True)):
+            lat = r.get("latency") or {}
+            probe = sum((dig(r, "paste_probe", "ends") or {}).values()) if r.get("paste_probe") else None
+            out.append(f"| {h.get('_source', i + 1)} | {'yes' if r.get('attacker') else 'no'} | {fmt(lat.get('p50_ms'))} | "
+                       f"{fmt(lat.get('p99_ms'))} | {fmt(lat.get('max_ms'))} | {fmt(r.get('lost_connections'))} | {fmt(probe)} | "
+                       f"{fmt(r.get('peak_rss_mib'))} | {fmt(r.get('rss_window_start_mib'))} | {fmt(r.get('server_cpu'))} | "
+                       f"{fmt(r.get('other_cpu'))} | {fmt(r.get('cpu_pressure'))} | {fmt(dig(r, 'attack', 'attacker_cpu'))} | "
+                       f"{fmt(dig(r, 'attack', 'frames_sent'))} |")
+    out.append("")
+
+    # charts
+    bar_chart(os.path.join(svg_dir, "hostile-latency.svg"), "Hostile peer: honest delivery latency", "ms",
+              ["p50", "p99", "max"], ["without", "with attacker"],
+              [[median(col(alone, "latency", k)), median(col(attacked, "latency", k))] for k in ("p50_ms", "p99_ms", "max_ms")],
+              target=TARGETS["hostile_p99_ms"], target_label="target p99 10 ms", log=True)
+    bar_chart(os.path.join(svg_dir, "hostile-rss.svg"), "Hostile peer: server RSS", "MiB",
+              ["when the window starts", "peak in the window"], ["without", "with attacker"],
+              [[median(col(alone, "rss_window_start_mib")), median(col(attacked, "rss_window_start_mib"))],
+               [median(col(alone, "peak_rss_mib")), median(col(attacked, "peak_rss_mib"))]],
+              target=TARGETS["hostile_rss_mib"], target_label="target 256 MiB under the attacker")
+    out.append(f"![Hostile peer: latency]({svg_rel}/hostile-latency.svg)")
+    out.append("")
+    out.append(f"![Hostile peer: RSS]({svg_rel}/hostile-rss.svg)")
+    out.append("")
+
+    # how
+    plan = h0.get("attack_plan", {})
+    out.append("How it measures:")
+    out.append("")
+    out.append(f"- **The document**: {doc.get('how', '?')}; built in {fmt(doc.get('build_s'))} s on the load generator.")
+    out.append(f"- **Honest clients**: {h0.get('clients')} connections from 127.0.0.1; each syncs the whole document at join "
+               f"(as a browser tab does) and announces one awareness state, renewed every 15 s. {h0.get('writers')} of them "
+               f"(write token) each send a ~33-byte marked update {fmt(h0.get('rate'))} times a second; the others have a read "
+               "token; every client measures the delivery latency of the others' updates as in *Many documents*. Warm-up "
+               f"{fmt(h0.get('warmup_s'))} s, then {fmt(h0.get('measure_s'))} s measured. Any close or error of an honest "
+               "connection in the window is a lost connection. One more client, the **paste probe**, pastes "
+               f"{fmt(h0.get('paste_bytes'))} bytes as one update every second (a message that spans several reads of the "
+               "server) and reconnects when closed.")
+    out.append(f"- **The attacker**: a process of its own (`weft-bench attack`), from {h0.get('attacker_ip', '127.0.0.2')} (another "
+               "client IP), with its own read-only token, at nice +10 on the load generator's core, from the start of the "
+               "warm-up to the end of the window. At once: "
+               f"{plan.get('answer_conns')} connections sending frames of {plan.get('step1s_per_frame')} step1s (empty state "
+               f"vector) interleaved with as many query-awareness messages every {plan.get('pause_ms')} ms and reading the answers, "
+               f"{plan.get('answer_stalled')} doing the same without ever reading (item 1); {plan.get('flood_conns')} sending frames "
+               f"of {plan.get('flood_msgs')} awareness messages (item 3); {plan.get('fragment_conns')} each sending "
+               f"{fmt((plan.get('fragment_bytes') or 0) / 1048576, 0)} MiB of a message in 1 MiB fragments without the final one, then a "
+               f"ping every 200 ms (item 4). Every connection the server closes (or an upgrade it refuses) is reopened after "
+               f"{plan.get('backoff_ms')} ms; at most {fmt(plan.get('max_connects'))} attempts per connection slot and "
+               f"{fmt(plan.get('max_frames'))} frames per connection.")
+    if any(r.get("peak_rss_reset") is False for r in alone + attacked):
+        out.append("- **Memory: `VmHWM` could not be reset on this machine**, so the peaks below include the setup.")
+    out.append("- **Memory**: a fresh weft per run; `VmHWM` (`/proc/PID/status`) is reset (`clear_refs` 5) once the honest "
+               "clients have joined, so *peak RSS in the window* is the peak from the window's start (warm-up included) to "
+               "its end; `VmRSS` is sampled every 50 ms as a check. *RSS per joined client* is the growth from seeding the "
+               "document to all clients joined, divided by the clients.")
+    out.append("- **Noise**: the load generator's own scheduling delay is recorded as the lateness of a 1 ms timer; *other CPU* "
+               "and *CPU pressure* as in the other scenarios.")
+    out.append(f"- **Time**: the scenario takes {spread([h.get('scenario_s') for h in results])} s here (building the "
+               "document, then both runs); the `--quick` form (20 clients, the first 20,000 edits of the trace, windows of "
+               "1 + 3 s) about 13 s.")
+    out.append("")
+    out.append("```sh")
+    out.append(command)
+    out.append("```")
+    out.append("")
+    out.append(HOSTILE_END)
+    return out
+
+
+HOSTILE_COMMAND = """for n in 1 2 3; do bench/compare.sh --only hostile --out target/bench-hostile-$n; done
+python3 bench/report.py --hostile target/bench-hostile-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench"""
+
+
+def merge_section(md_path, lines):
+    """Replaces the hostile section of an existing report, or inserts it
+    before its charts; the rest of the file is left as it is."""
+    text = open(md_path).read() if os.path.exists(md_path) else "# Benchmarks\n"
+    block = "\n".join(lines)
+    if HOSTILE_BEGIN in text and HOSTILE_END in text:
+        head, rest = text.split(HOSTILE_BEGIN, 1)
+        _, tail = rest.split(HOSTILE_END, 1)
+        text = head + block + tail
+    elif "\n## Charts" in text:
+        head, tail = text.split("\n## Charts", 1)
+        text = head + "\n" + block + "\n\n## Charts" + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    with open(md_path, "w") as f:
+        f.write(text)
+
+
+def hostile_main(args):
+    results = []
+    for i, path in enumerate(args.hostile):
+        res = json.load(open(path))
+        h = (res.get("scenarios") or {}).get("hostile")
+        if not h:
+            raise SystemExit(f"{path}: no hostile scenario in it")
+        h["_source"] = os.path.basename(os.path.dirname(os.path.abspath(path))) or str(i + 1)
+        results.append(h)
+    quick = any(json.load(open(p)).get("quick") for p in args.hostile)
+    md_dir = os.path.dirname(os.path.abspath(args.merge_into))
+    svg_rel = os.path.relpath(os.path.abspath(args.svg_dir), md_dir)
+    lines = hostile_section(results, args.svg_dir, svg_rel, HOSTILE_COMMAND, quick=quick)
+    merge_section(args.merge_into, lines)
+
+
 # ---------------------------------------------------------------- the report
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--results", required=True)
+    ap.add_argument("--results")
     ap.add_argument("--versions")
     ap.add_argument("--run")
-    ap.add_argument("--md", required=True)
+    ap.add_argument("--md")
     ap.add_argument("--svg-dir", required=True)
+    ap.add_argument("--hostile", nargs="+", metavar="RESULTS",
+                    help="results.json files of hostile runs: their median goes into --merge-into's hostile section")
+    ap.add_argument("--merge-into", metavar="MD", help="with --hostile: the report to update; the rest of it is kept")
     args = ap.parse_args()
+    if args.hostile:
+        if not args.merge_into:
+            ap.error("--hostile needs --merge-into")
+        hostile_main(args)
+        return
+    if not args.results or not args.md:
+        ap.error("--results and --md are needed (or --hostile and --merge-into)")
     res = json.load(open(args.results))
     ver = json.load(open(args.versions)) if args.versions and os.path.exists(args.versions) else {}
     run = json.load(open(args.run)) if args.run and os.path.exists(args.run) else {}
@@ -393,13 +680,14 @@ def main():
     out.append("```sh")
     out.append("bench/compare.sh            # full run (well under 20 minutes): rewrites this file and docs/bench/*.svg")
     out.append("bench/compare.sh --quick    # CI-sized run (< 2 minutes): report in target/bench-quick/")
-    out.append("bench/compare.sh --only fanout,manydocs,idle,replay,coldload,durable")
+    out.append("bench/compare.sh --only fanout,manydocs,idle,replay,coldload,durable,hostile")
     out.append("# the load generator alone, against any y-websocket server:")
     out.append("target/release/weft-bench fanout --url ws://127.0.0.1:1234 --readers 32 [--rate 5000] [--pid PID]")
     out.append("target/release/weft-bench many-docs --url ws://127.0.0.1:1234 --docs 1000 --clients 4")
     out.append("target/release/weft-bench idle --url ws://127.0.0.1:1234 --pid PID --connections 10000 --docs 1000")
     out.append("target/release/weft-bench replay --url ws://127.0.0.1:1234 --trace tests/data/automerge-paper.json.gz")
     out.append("target/release/weft-bench durable --url ws://127.0.0.1:1234 --docs 8")
+    out.append("target/release/weft-bench attack --url ws://127.0.0.1:1234 --doc 'doc?token=READ_TOKEN' --source-ip 127.0.0.2 --secs 20")
     out.append("target/release/weft-bench relay --addr 127.0.0.1:0")
     out.append("```")
     out.append("")
@@ -421,6 +709,12 @@ def main():
     for tgt, value, ok in verdicts:
         out.append(f"| {tgt} | {value} | {verdict(ok)} |")
     out.append("")
+    if sc.get("hostile"):
+        h = dict(sc["hostile"])
+        h["_source"] = "this run"
+        command = f"{run.get('command', 'bench/compare.sh')}\n# the record: the median of three runs\n{HOSTILE_COMMAND}"
+        out.extend(hostile_section([h], args.svg_dir, svg_rel, command, quick=res.get("quick")))
+        out.append("")
     out.append("## Charts")
     out.append("")
     for title, f in charts:

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::attack::Attack;
 use crate::conn::{Error, Target};
+use crate::hostile::{self, Hostile};
 use crate::load::{self, Durable, FanoutSearch, Idle, ManyDocs};
 use crate::replay::{self, Trace};
 use crate::stats::{self, round3};
@@ -35,6 +37,15 @@ impl Kind {
             Kind::Relay => "relay",
         }
     }
+}
+
+/// Whether weft runs with its abuse limits (per-connection message rate,
+/// connections per IP) off, as for throughput, or at their defaults, as
+/// facing the internet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limits {
+    Off,
+    Defaults,
 }
 
 /// Everything `compare` needs to start the three servers.
@@ -72,8 +83,20 @@ extern "C" {
 
 impl Servers {
     /// Starts a server of `kind`; weft gets `extra` flags and a fresh database
-    /// named after `label` (or `db` to reuse one).
+    /// named after `label` (or `db` to reuse one), and its abuse limits off.
     pub fn start(&self, kind: Kind, label: &str, extra: &[&str], db: Option<PathBuf>) -> Result<Server, Error> {
+        self.start_with(kind, label, extra, db, Limits::Off)
+    }
+
+    /// [`Servers::start`], choosing whether weft's abuse limits apply.
+    pub fn start_with(
+        &self,
+        kind: Kind,
+        label: &str,
+        extra: &[&str],
+        db: Option<PathBuf>,
+        limits: Limits,
+    ) -> Result<Server, Error> {
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let mut env = Vec::new();
@@ -99,13 +122,12 @@ impl Servers {
                     db.display().to_string(),
                     "--log".into(),
                     "warn".into(),
+                ];
+                if limits == Limits::Off {
                     // The abuse limits are for the open internet: a load
                     // generator is one client IP sending as fast as it can.
-                    "--rate-limit".into(),
-                    "0".into(),
-                    "--max-connections-per-ip".into(),
-                    "0".into(),
-                ];
+                    v.extend(["--rate-limit", "0", "--max-connections-per-ip", "0"].map(String::from));
+                }
                 v.extend(extra.iter().map(|s| s.to_string()));
                 v
             }
@@ -259,6 +281,7 @@ pub struct Plan {
     pub replay_timeout: Duration,
     pub cold_runs: usize,
     pub durable: Durable,
+    pub hostile: Hostile,
 }
 
 impl Plan {
@@ -301,6 +324,18 @@ impl Plan {
                     warmup: ms(500),
                     measure: ms(1500),
                 },
+                hostile: Hostile {
+                    doc_bytes: 5 << 20,
+                    trace_limit: Some(20_000),
+                    clients: 20,
+                    writers: 4,
+                    rate: 10.0,
+                    join_concurrency: 8,
+                    warmup: ms(1000),
+                    measure: ms(3000),
+                    paste_bytes: 16 << 10,
+                    attack: Attack::issue_11(),
+                },
             }
         } else {
             Plan {
@@ -338,6 +373,18 @@ impl Plan {
                     window: 1000,
                     warmup: ms(1000),
                     measure: ms(5000),
+                },
+                hostile: Hostile {
+                    doc_bytes: 5 << 20,
+                    trace_limit: None,
+                    clients: 100,
+                    writers: 10,
+                    rate: 10.0,
+                    join_concurrency: 8,
+                    warmup: ms(3000),
+                    measure: ms(20_000),
+                    paste_bytes: 16 << 10,
+                    attack: Attack::issue_11(),
                 },
             }
         }
@@ -555,6 +602,12 @@ pub async fn run(
         results["scenarios"]["durable"] = json!(rows);
         save(&mut results)?;
     }
+    if wanted("hostile") {
+        // weft only: the reference server has none of the limits under test
+        // (see hostile.rs); the attack would only measure how it falls over.
+        results["scenarios"]["hostile"] = hostile::run(servers, &plan.hostile, trace_path).await?;
+        save(&mut results)?;
+    }
     save(&mut results)?;
     Ok(results)
 }
@@ -601,6 +654,24 @@ async fn cold_loads(server: Server, doc: &str, trace: &Trace, runs: usize) -> Re
 /// weft's own counters (`/metrics`) that explain a durable-writes result:
 /// group commits, their time, compactions.
 async fn weft_metrics(base: &str) -> Value {
+    let wanted = [
+        "updates_applied_total",
+        "compactions_total",
+        "storage_commits_total",
+        "storage_jobs_total",
+        "storage_commit_seconds_total",
+        "frames_sent_total",
+    ];
+    match weft_metrics_all(base).await {
+        Value::Object(all) => Value::Object(all.into_iter().filter(|(k, _)| wanted.contains(&k.as_str())).collect()),
+        other => other,
+    }
+}
+
+/// Every series of weft's `/metrics`, named without the `weft_` prefix
+/// (labels kept: `disconnects_total{reason="rate_limited"}`); null if it
+/// did not answer within 5 s.
+pub async fn weft_metrics_all(base: &str) -> Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = base.trim_start_matches("ws://");
     let fetch = async {
@@ -615,22 +686,12 @@ async fn weft_metrics(base: &str) -> Value {
         return Value::Null;
     };
     let mut out = serde_json::Map::new();
-    for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let Some((name, value)) = line.split_once(' ') else {
+    for line in body.lines().filter(|l| l.starts_with("weft_")) {
+        let Some((name, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let wanted = [
-            "weft_updates_applied_total",
-            "weft_compactions_total",
-            "weft_storage_commits_total",
-            "weft_storage_jobs_total",
-            "weft_storage_commit_seconds_total",
-            "weft_frames_sent_total",
-        ];
-        if wanted.contains(&name) {
-            if let Ok(v) = value.trim().parse::<f64>() {
-                out.insert(name.trim_start_matches("weft_").to_string(), json!(v));
-            }
+        if let Ok(v) = value.trim().parse::<f64>() {
+            out.insert(name.trim_start_matches("weft_").to_string(), json!(v));
         }
     }
     Value::Object(out)

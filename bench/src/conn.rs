@@ -31,6 +31,9 @@ pub struct Target {
     pub sources: u8,
     /// tungstenite's read buffer per connection (allocated up front).
     pub read_buffer: usize,
+    /// One loopback source address for every connection (another client
+    /// IP, as far as the server's per-IP limits can tell); overrides `sources`.
+    pub source_ip: Option<Ipv4Addr>,
 }
 
 impl Target {
@@ -52,6 +55,7 @@ impl Target {
             addr,
             sources: 1,
             read_buffer: 16 << 10,
+            source_ip: None,
         })
     }
 
@@ -65,10 +69,17 @@ impl Target {
         self
     }
 
+    pub fn with_source_ip(mut self, ip: Ipv4Addr) -> Self {
+        self.source_ip = Some(ip);
+        self
+    }
+
     /// Opens `ws://host:port/<doc>`; `nth` picks the source address.
     pub async fn connect(&self, doc: &str, nth: usize) -> Result<Ws, Error> {
         let socket = TcpSocket::new_v4()?;
-        if self.sources > 1 && self.addr.ip().is_loopback() {
+        if let Some(ip) = self.source_ip {
+            socket.bind(SocketAddr::new(ip.into(), 0))?;
+        } else if self.sources > 1 && self.addr.ip().is_loopback() {
             let ip = Ipv4Addr::new(127, 0, 0, 1 + (nth % self.sources as usize) as u8);
             socket.bind(SocketAddr::new(ip.into(), 0))?;
         }
@@ -94,6 +105,15 @@ impl Target {
         tokio::time::timeout(SYNC_TIMEOUT, attempt)
             .await
             .map_err(|_| format!("connecting to {doc} took over {SYNC_TIMEOUT:?}"))?
+    }
+}
+
+/// The HTTP status of a refused upgrade (429, 503...), if that is why
+/// `connect` failed.
+pub fn refused_status(error: &Error) -> Option<u16> {
+    match error.downcast_ref::<tokio_tungstenite::tungstenite::Error>()? {
+        tokio_tungstenite::tungstenite::Error::Http(response) => Some(response.status().as_u16()),
+        _ => None,
     }
 }
 

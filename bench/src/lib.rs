@@ -13,11 +13,17 @@
 //! - [`replay`]: editing-trace replay with readers that apply every update,
 //!   and the connect-to-synced measurement of cold and warm loads.
 //! - [`relay`]: the null relay, the physical limit to compare against.
+//! - [`hostile`]: honest clients on a ~5 MB document ([`bigdoc`]) with and
+//!   without [`attack`], one hostile peer doing three of issue 11's attacks
+//!   at once.
 //! - [`compare`]: the three servers, every scenario, one run, one JSON file.
 
+pub mod attack;
+pub mod bigdoc;
 pub mod client;
 pub mod compare;
 pub mod conn;
+pub mod hostile;
 pub mod load;
 pub mod relay;
 pub mod replay;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+use weft_bench::attack::{self, Attack};
 use weft_bench::compare::{self, Plan, Servers};
 use weft_bench::conn::{Error, Target};
 use weft_bench::load::{self, Durable, FanoutTrial, Idle, ManyDocs};
@@ -114,6 +115,42 @@ enum Cmd {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// One hostile peer (issue 11, items 1, 3 and 4 at once) against a
+    /// document: prints what it sent and how the server closed it.
+    Attack {
+        #[arg(long)]
+        url: String,
+        /// The document, with `?token=...` in token mode.
+        #[arg(long)]
+        doc: String,
+        /// Loopback address to connect from (another client IP).
+        #[arg(long)]
+        source_ip: Option<std::net::Ipv4Addr>,
+        #[arg(long, default_value_t = 20.0)]
+        secs: f64,
+        #[arg(long, default_value_t = 2)]
+        answer_conns: usize,
+        #[arg(long, default_value_t = 1)]
+        answer_stalled: usize,
+        #[arg(long, default_value_t = 256)]
+        step1s_per_frame: usize,
+        #[arg(long, default_value_t = 1)]
+        flood_conns: usize,
+        #[arg(long, default_value_t = 1100)]
+        flood_msgs: usize,
+        #[arg(long, default_value_t = 20)]
+        fragment_conns: usize,
+        #[arg(long, default_value_t = 15 << 20)]
+        fragment_bytes: usize,
+        #[arg(long, default_value_t = 20)]
+        pause_ms: u64,
+        #[arg(long, default_value_t = 100)]
+        backoff_ms: u64,
+        #[arg(long, default_value_t = 2000)]
+        max_connects: u64,
+        #[arg(long, default_value_t = 100_000)]
+        max_frames: u64,
+    },
     /// Every scenario against weft, the reference server and the null relay.
     Compare {
         /// weft's release binary.
@@ -133,9 +170,13 @@ enum Cmd {
         /// Small sizes and short durations, for CI.
         #[arg(long)]
         quick: bool,
-        /// Only these scenarios: fanout, manydocs, idle, replay, coldload, durable.
+        /// Only these scenarios: fanout, manydocs, idle, replay, coldload, durable, hostile.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// The hostile scenario's attacker does only these: answers,
+        /// stalled, flood, fragments (default: all).
+        #[arg(long, value_delimiter = ',')]
+        attack_parts: Vec<String>,
     },
 }
 
@@ -271,6 +312,38 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
             };
             load::durable(&target, pid, &p, &std::process::id().to_string()).await?
         }
+        Cmd::Attack {
+            url,
+            doc,
+            source_ip,
+            secs,
+            answer_conns,
+            answer_stalled,
+            step1s_per_frame,
+            flood_conns,
+            flood_msgs,
+            fragment_conns,
+            fragment_bytes,
+            pause_ms,
+            backoff_ms,
+            max_connects,
+            max_frames,
+        } => {
+            let plan = Attack {
+                answer_conns,
+                answer_stalled,
+                step1s_per_frame,
+                flood_conns,
+                flood_msgs,
+                fragment_conns,
+                fragment_bytes,
+                pause: Duration::from_millis(pause_ms),
+                backoff: Duration::from_millis(backoff_ms),
+                max_connects,
+                max_frames,
+            };
+            attack::main(&url, &doc, source_ip, secs, &plan).await?
+        }
         Cmd::Compare {
             weft,
             reference,
@@ -279,6 +352,7 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
             server_cores,
             quick,
             only,
+            attack_parts,
         } => {
             std::fs::create_dir_all(&out)?;
             let servers = Servers {
@@ -288,7 +362,10 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
                 cores: server_cores,
                 work: std::fs::canonicalize(&out)?,
             };
-            let plan = Plan::new(quick);
+            let mut plan = Plan::new(quick);
+            if !attack_parts.is_empty() {
+                plan.hostile.attack.only(&attack_parts)?;
+            }
             let results_path = out.join("results.json");
             compare::run(&servers, &plan, &trace, &only, &results_path).await?;
             eprintln!("results in {}", results_path.display());

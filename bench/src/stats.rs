@@ -162,6 +162,27 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     })
 }
 
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`...).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The process's peak resident memory so far (`VmHWM`), in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// Starts the process's `VmHWM` over from its current RSS (Linux:
+/// `clear_refs` 5); needs the right to trace it (our own child is fine).
+pub fn reset_peak_rss(pid: u32) -> std::io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+}
+
 pub fn self_sample() -> Option<ProcSample> {
     sample(std::process::id())
 }
@@ -301,5 +322,8 @@ mod tests {
     fn reads_its_own_process() {
         let s = self_sample().unwrap();
         assert!(s.rss_kib > 0);
+        let me = std::process::id();
+        assert!(peak_rss_kib(me).unwrap() >= status_kib(me, "VmRSS").unwrap() / 2);
+        assert_eq!(status_kib(me, "VmNoSuchField"), None);
     }
 }

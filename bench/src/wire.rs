@@ -12,6 +12,7 @@
 /// Top-level message types and sync sub-types of y-protocols.
 pub const MSG_SYNC: u8 = 0;
 pub const MSG_AWARENESS: u8 = 1;
+pub const MSG_QUERY_AWARENESS: u8 = 3;
 pub const SYNC_STEP1: u8 = 0;
 pub const SYNC_STEP2: u8 = 1;
 pub const SYNC_UPDATE: u8 = 2;
@@ -105,6 +106,22 @@ pub fn empty_step1() -> Vec<u8> {
 /// step2 with an empty update: "I have nothing you lack".
 pub fn empty_step2() -> Vec<u8> {
     sync_frame(SYNC_STEP2, &[0, 0])
+}
+
+/// An awareness message with one client's state (`json`, or `null` to
+/// remove it), as y-protocols' `encodeAwarenessUpdate` writes it.
+pub fn awareness(client: u64, clock: u32, json: &str) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(json.len() + 16);
+    write_var(&mut payload, 1);
+    write_var(&mut payload, client);
+    write_var(&mut payload, u64::from(clock));
+    write_var(&mut payload, json.len() as u64);
+    payload.extend_from_slice(json.as_bytes());
+    let mut out = Vec::with_capacity(payload.len() + 6);
+    out.push(MSG_AWARENESS);
+    write_var(&mut out, payload.len() as u64);
+    out.extend_from_slice(&payload);
+    out
 }
 
 /// What kind of message a frame starts with.
@@ -271,6 +288,28 @@ mod tests {
         let frame = a.frame(Mark { seq: 2, micros: 2 });
         let update = sync_payload(&frame).unwrap();
         assert!((28..=40).contains(&update.len()), "{}", update.len());
+    }
+
+    #[test]
+    fn awareness_messages_decode_in_yrs() {
+        use yrs::sync::{Message, MessageReader};
+        use yrs::updates::decoder::DecoderV1;
+        let mut frame = awareness(12345, 7, r#"{"cursor":1}"#);
+        frame.push(MSG_QUERY_AWARENESS);
+        frame.extend(empty_step1());
+        let mut decoder = DecoderV1::new(yrs::encoding::read::Cursor::new(&frame));
+        let messages: Vec<Message> = MessageReader::new(&mut decoder).map(Result::unwrap).collect();
+        assert_eq!(messages.len(), 3);
+        let Message::Awareness(update) = &messages[0] else {
+            panic!("{:?}", messages[0]);
+        };
+        let entry = &update.clients[&yrs::ClientID::new(12345)];
+        assert_eq!((entry.clock, &*entry.json), (7, r#"{"cursor":1}"#));
+        assert!(matches!(messages[1], Message::AwarenessQuery));
+        assert!(matches!(
+            messages[2],
+            Message::Sync(yrs::sync::SyncMessage::SyncStep1(_))
+        ));
     }
 
     #[test]
