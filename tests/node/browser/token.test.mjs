@@ -94,6 +94,10 @@ test('token mode without a token: a message says what is needed, nothing connect
     assert.match(text, /Open the link you were given/)
     assert.match(text, /ask the document’s owner for one/)
     assert.match(text, /weft token --doc plan --perm write/)
+    // Where the key is: the page cannot know which of the two the server
+    // was started with, so it names both (this one runs with WEFT_AUTH_KEY).
+    assert.match(text, /--auth-key-file/)
+    assert.match(text, /WEFT_AUTH_KEY\b/)
     assert.equal(await editor(page).isVisible(), false)
     assert.equal(await page.locator('#toolbar').isVisible(), false)
     assert.equal(await page.locator('#status').isVisible(), false)
@@ -180,6 +184,31 @@ test('a document outside the token: the page shows the server’s reason and the
     // The refusal is the one line the browser itself logs.
     assertNoProblems([page], [refusedRequest(403)])
     assert.equal(page.problems.length, 1, page.problems.join('\n'))
+  } finally {
+    await closeAll([page])
+  }
+})
+
+test('a token for one document, opening another: the reason and the document it opens, nothing stray', async (t) => {
+  const weft = await freshWeft(t)
+  // A token for exactly one document (no pattern), that is not stored yet.
+  const token = await weft.token({ doc: 'team-a/plan', perm: 'write' })
+  const page = await openDemo(browser, pageUrl(weft, 'secret', token), { ...ADA, synced: false })
+  try {
+    await page.locator('#gate').waitFor({ timeout: DEADLINE })
+    assert.equal(await page.textContent('#gate-title'), 'Your link does not open “secret”')
+    await page.locator('#gate .gate-reason', { hasText: "token is for 'team-a/plan', not for 'secret'" }).waitFor({ timeout: DEADLINE })
+    const link = page.locator('#gate .gate-docs a', { hasText: 'team-a/plan' })
+    await link.waitFor({ timeout: DEADLINE })
+    assert.equal(new URL(await link.getAttribute('href'), weft.url).searchParams.get('token'), token)
+    // Every part of the explanation is an element: no stray text (the parts
+    // this case has no use for once showed as a line reading "null").
+    const stray = await page.locator('#gate-body').evaluate((el) =>
+      Array.from(el.childNodes).filter((n) => n.nodeType !== Node.ELEMENT_NODE).map((n) => n.textContent))
+    assert.deepEqual(stray, [])
+    assert.doesNotMatch(await page.locator('#gate').innerText(), /\bnull\b|\bundefined\b/)
+    assert.deepEqual(page.sockets, [])
+    assertNoProblems([page], [refusedRequest(403)])
   } finally {
     await closeAll([page])
   }
