@@ -105,6 +105,7 @@ const becomeReadOnly = (why) => {
   badge.hidden = false
   badge.title = why
   updateEditable()
+  status.render() // its tooltip tells a reader what is true for them
 }
 
 /** The server no longer lets this page in: say why, and stop trying. */
@@ -170,6 +171,7 @@ const endedBecause = ({ code, reason }) => {
 }
 
 const status = mountStatus(provider, ydoc, {
+  canWrite,
   onChange: (state) => {
     versions?.updateSaveButton()
     if (state === 'closed' && lastState !== 'closed') {

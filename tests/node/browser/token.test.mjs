@@ -243,7 +243,7 @@ test('a token the server refuses: the page gives its reason and connects to noth
   }
 })
 
-test('a read-only token: a badge, an editor that cannot change the document, versions to preview only', async (t) => {
+test('a read-only token: a badge, a status that says what a reader gets, an editor that cannot change the document, versions to preview only', async (t) => {
   const weft = await freshWeft(t)
   const writeToken = await weft.token({ doc: 'handbook', perm: 'write' })
   const readToken = await weft.token({ doc: 'handbook', perm: 'read' })
@@ -263,6 +263,13 @@ test('a read-only token: a badge, an editor that cannot change the document, ver
     assert.equal((await badge.textContent()).trim(), 'Read-only')
     assert.equal(await editor(reader).getAttribute('contenteditable'), 'false')
     assert.equal(await reader.locator('#toolbar').isVisible(), false)
+    // The status tooltip tells a reader what is true for them.
+    await waitForState(reader, 'synced')
+    const tooltip = await reader.getAttribute('#status', 'title')
+    assert.doesNotMatch(tooltip, /your changes/i)
+    assert.match(tooltip, /everyone’s changes reach you/)
+    assert.match(tooltip, /lets you read this document, not change it/)
+    assert.match(await writer.getAttribute('#status', 'title'), /your changes reach everyone as you type/)
 
     // Typing changes nothing: not the page, not the server, not the writer.
     const before = JSON.stringify(await content(weft, 'handbook'))
