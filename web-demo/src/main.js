@@ -197,13 +197,33 @@ ydoc.on('update', () => docs?.refreshSoon())
 provider.awareness.on('change', ({ added, removed }) => {
   if (added.length + removed.length > 0) docs?.refreshSoon()
 })
+// Versions saved, restored or deleted here: the other pages on this document
+// learn it through this page's awareness state (a counter), and refresh their
+// lists at once instead of at their next poll.
+let versionChanges = 0
 versions = mountVersions({
   api,
   docName,
   me,
   isSynced,
   canWrite,
-  setPreviewing
+  setPreviewing,
+  onChange: () => provider.awareness.setLocalStateField('versionsChanged', ++versionChanges)
+})
+/** The last counter seen from each other client. */
+const versionMarks = new Map()
+provider.awareness.on('change', ({ added, updated, removed }) => {
+  for (const id of removed) versionMarks.delete(id)
+  let changed = false
+  for (const id of [...added, ...updated]) {
+    if (id === provider.awareness.clientID) continue
+    const mark = provider.awareness.getStates().get(id)?.versionsChanged
+    if (mark === undefined) continue
+    // A client seen for the first time changed nothing since this page's list.
+    if (versionMarks.has(id) && versionMarks.get(id) !== mark) changed = true
+    versionMarks.set(id, mark)
+  }
+  if (changed) versions?.refresh()
 })
 
 // Copy link: the page's own URL names the document.
