@@ -22,6 +22,7 @@ import { mountStatus } from './status.js'
 import { mountDocs, DEFAULT_DOC, docUrl, nameProblem } from './docs.js'
 import { mountVersions } from './versions.js'
 import { seedWelcome } from './welcome.js'
+import { mountShare } from './share.js'
 import { tokenClaims, patternMatches, showNoToken, showRefused, showWrongDocument } from './access.js'
 import { $, toast } from './ui.js'
 
@@ -65,7 +66,11 @@ const provider = new WebsocketProvider(serverUrl, encodeURIComponent(docName), y
   connect: false
 })
 
-const { me } = mountPresence(provider)
+/** The token's claims, when it has readable ones (the admin key has none). */
+const claims = token ? tokenClaims(token) : null
+
+// A token may name its holder (`weft token --name Ada`): others see that name.
+const { me } = mountPresence(provider, { tokenName: typeof claims?.name === 'string' ? claims.name : null })
 
 /** @type {ReturnType<typeof mountVersions> | null} */
 let versions = null
@@ -80,9 +85,12 @@ toolbar = mountToolbar($('toolbar'), view)
 
 // ------------------------------------------------------------ access
 
-/** The token's claims, when it has readable ones (the admin key has none). */
-const claims = token ? tokenClaims(token) : null
 let tokenMode = false
+/**
+ * The page's "token" is the server's key itself (the admin credential): the
+ * server accepted it, and it is no JWT.
+ */
+let admin = false
 /** Set once the page connects: what goes wrong before is boot()'s to explain. */
 let started = false
 let readOnly = false
@@ -226,16 +234,9 @@ provider.awareness.on('change', ({ added, updated, removed }) => {
   if (changed) versions?.refresh()
 })
 
-// Copy link: the page's own URL names the document.
-$('copy-link').addEventListener('click', async () => {
-  const link = new URL(docUrl(docName, token), location.href).href
-  try {
-    await navigator.clipboard.writeText(link)
-    toast('Link copied. Open it in another tab or send it to someone.', { kind: 'success' })
-  } catch {
-    toast(link, { timeout: 8000 })
-  }
-})
+// Copy link: never this page's own token (see share.js).
+const share = mountShare({ api, docName, mode: () => (admin ? 'admin' : tokenMode ? 'token' : 'open') })
+$('copy-link').addEventListener('click', () => share.share())
 
 // The sidebar is a drawer on narrow screens.
 const sidebar = $('sidebar')
@@ -341,6 +342,7 @@ const boot = async () => {
     showRefused(docName, refused.message)
     return
   }
+  admin = claims === null
   if (list) docs.show(list)
   start()
 }

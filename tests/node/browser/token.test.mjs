@@ -55,6 +55,8 @@ const TOO_SLOW = Symbol('too slow')
 
 const ADA = { name: 'Ada', color: '#e5484d' }
 const GRACE = { name: 'Grace', color: '#3e63dd' }
+/** A browser whose user calls themselves something else than their link does. */
+const LINUS_ELSEWHERE = { name: 'Someone', color: '#12a594' }
 
 const pageUrl = (server, doc, token) => {
   const params = new URLSearchParams({ doc })
@@ -78,6 +80,15 @@ const seed = async (weft, doc, text) => {
   } finally {
     await closeAll([page])
   }
+}
+
+/**
+ * Lets `page` write and read the clipboard (granted as a user would, by the
+ * browser), and returns a reader of what it holds.
+ */
+const clipboard = async (page, weft) => {
+  await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: weft.url })
+  return () => page.evaluate(() => navigator.clipboard.readText())
 }
 
 /** What Chromium itself reports for a request the server refused. */
@@ -211,6 +222,91 @@ test('a token for one document, opening another: the reason and the document it 
     assertNoProblems([page], [refusedRequest(403)])
   } finally {
     await closeAll([page])
+  }
+})
+
+test('Copy link with a token copies the link without it; the token’s name is the name others see', async (t) => {
+  const weft = await freshWeft(t)
+  const adaToken = await weft.token({ doc: 'plan', perm: 'write', name: 'Ada Lovelace' })
+  const graceToken = await weft.token({ doc: 'plan', perm: 'write' })
+  // Ada's browser remembers another name ('Ada'): the token's wins.
+  const ada = await openDemo(browser, pageUrl(weft, 'plan', adaToken), ADA)
+  const grace = await openDemo(browser, pageUrl(weft, 'plan', graceToken), GRACE)
+  const pages = [ada, grace]
+  try {
+    assert.equal(await ada.inputValue('#my-name'), 'Ada Lovelace')
+    assert.equal(await ada.locator('#my-name').getAttribute('readonly'), '', 'the token names its holder')
+    await grace.locator('#people .person-name', { hasText: 'Ada Lovelace' }).waitFor({ timeout: DEADLINE })
+    await typeAtEnd(ada, 'Signed, Ada.')
+    await grace.locator('#editor .remote-caret-label', { hasText: 'Ada Lovelace' }).waitFor({ timeout: DEADLINE })
+    // The name is the token's, not remembered for pages without one.
+    assert.equal(await ada.evaluate(() => localStorage.getItem('weft-demo:name')), 'Ada')
+
+    const read = await clipboard(ada, weft)
+    await ada.click('#copy-link')
+    await ada.locator('.toast', { hasText: 'without your access token' }).waitFor({ timeout: DEADLINE })
+    assert.match(await ada.locator('.toast').last().textContent(), /needs a link of their own/)
+    const copied = new URL(await read())
+    assert.equal(copied.origin, weft.url)
+    assert.equal(copied.searchParams.get('doc'), 'plan')
+    assert.equal(copied.searchParams.get('token'), null, `the copied link hands out Ada's token: ${copied}`)
+    assert.ok(!copied.href.includes(adaToken))
+    assertNoProblems(pages)
+  } finally {
+    await closeAll(pages)
+  }
+})
+
+test('Copy link with the admin key mints a share link with the permission, lifetime and name chosen', async (t) => {
+  const weft = await freshWeft(t)
+  await seed(weft, 'plan', 'Shared by the owner.')
+  // The owner opens the page with the server's key in place of a token.
+  const owner = await openDemo(browser, pageUrl(weft, 'plan', KEY), GRACE)
+  const pages = [owner]
+  try {
+    const read = await clipboard(owner, weft)
+    await owner.click('#copy-link')
+    const dialog = owner.locator('#share-dialog[open]')
+    await dialog.waitFor({ timeout: DEADLINE })
+    await owner.check('#share-dialog input[name="share-perm"][value="read"]')
+    await owner.selectOption('#share-ttl', '3600')
+    await owner.fill('#share-name', 'Linus')
+    await owner.click('#share-create')
+    await owner.locator('#share-result').waitFor({ timeout: DEADLINE })
+    const minted = Math.floor(Date.now() / 1000)
+
+    const link = new URL(await owner.inputValue('#share-link'))
+    assert.equal(await read(), link.href, 'the new link is copied')
+    assert.equal(link.searchParams.get('doc'), 'plan')
+    const token = link.searchParams.get('token')
+    assert.ok(token && token !== KEY, `the link must hold a new token, not the key: ${link}`)
+    const claims = tokenClaims(token)
+    assert.equal(claims.doc, 'plan')
+    assert.equal(claims.perm, 'read')
+    assert.equal(claims.name, 'Linus')
+    assert.ok(Math.abs(claims.exp - (minted + 3600)) <= 120, `expires at ${claims.exp}, not an hour after ${minted}`)
+    assert.match(await owner.textContent('#share-note'), /Whoever opens it can read “plan” as Linus until/)
+    assert.match(await owner.textContent('#share-note'), new RegExp(claims.jti))
+
+    // The link works as chosen: read-only, with the name given.
+    const linus = await openDemo(browser, link.href, LINUS_ELSEWHERE)
+    pages.push(linus)
+    await waitForText(linus, 'Shared by the owner.')
+    await linus.locator('#readonly-badge').waitFor({ timeout: DEADLINE })
+    assert.equal(await linus.inputValue('#my-name'), 'Linus')
+    await owner.locator('#people .person-name', { hasText: 'Linus' }).waitFor({ timeout: DEADLINE })
+
+    // Changing a choice asks for a new link; the plain link has no token.
+    await owner.check('#share-dialog input[name="share-perm"][value="write"]')
+    assert.equal(await owner.locator('#share-result').isVisible(), false)
+    await owner.click('#share-plain')
+    await owner.locator('#share-dialog').waitFor({ state: 'hidden', timeout: DEADLINE })
+    const plain = new URL(await read())
+    assert.equal(plain.searchParams.get('doc'), 'plan')
+    assert.equal(plain.searchParams.get('token'), null)
+    assertNoProblems(pages)
+  } finally {
+    await closeAll(pages)
   }
 })
 
