@@ -168,6 +168,7 @@ let lastState = ''
 const endedBecause = ({ code, reason }) => {
   switch (code) {
     case 0:
+      if (!token) return switchedToTokens()
       return `Your access to this document ended: the server refused this link’s token (${reason}). Ask the owner for a new link. The text stays here to read; it no longer updates.`
     case 4401:
       return 'Your access to this document expired. Ask the owner for a new link. The text stays here to read; it no longer updates, and changes can no longer be made.'
@@ -176,6 +177,20 @@ const endedBecause = ({ code, reason }) => {
     default:
       return `The server ended this session${reason ? `: ${reason}` : ''}. Edits made now stay in this tab only; reload the page to connect again.`
   }
+}
+
+/**
+ * The page opened while the server ran in open mode, and the server now wants
+ * tokens (restarted with a key): its sockets are refused with 401, and they
+ * always will be.
+ */
+const switchedToTokens = () => {
+  const n = status.unsent()
+  const lost = n === 0
+    ? 'Everything made here had reached it. '
+    : `${n === 1 ? 'The change' : `The ${n} changes`} made here since the connection dropped did not reach it and cannot: copy what you need from this page before you close or reload it. `
+  return 'This server now asks for an access link, and this page has none: it was switched to token mode after the page was opened. ' +
+    lost + 'To go on, open the document with a link that has a token (the server’s owner makes one with weft token).'
 }
 
 const status = mountStatus(provider, ydoc, {
@@ -310,14 +325,28 @@ const checkAccess = async () => {
 // A socket that fails to open, in token mode, may be a refused token (expired
 // or revoked while this page was away). Browsers hide the status of a refused
 // upgrade: the API tells, and then the page stops trying.
+//
+// A page that started in open mode asks /api/info instead: a server
+// restarted in token mode refuses every socket without a token, and the page
+// says so rather than promising to sync.
 let lastCheck = 0
 provider.on('connection-close', (event) => {
-  if (!tokenMode || accessEnded || event === null || provider.wsconnected) return
+  if (!started || accessEnded || event === null || provider.wsconnected) return
   if (Date.now() - lastCheck < 4000) return
   lastCheck = Date.now()
-  checkAccess().then(({ refused }) => {
+  const check = () => checkAccess().then(({ refused }) => {
     if (refused) endAccess(refused.message)
   })
+  if (tokenMode) {
+    check()
+    return
+  }
+  api.info().then((info) => {
+    if (info?.auth !== 'token' || tokenMode || accessEnded) return
+    tokenMode = true
+    if (token) check()
+    else endAccess('the server now asks for an access link, and this page’s address has none')
+  }, () => {})
 })
 
 const boot = async () => {

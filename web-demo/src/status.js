@@ -62,7 +62,9 @@ export const mountStatus = (provider, ydoc, { onChange = () => {}, canWrite = ()
         break
       case 'closed':
         label = CLOSED_LABELS[closed?.code] ?? 'Disconnected'
-        title = `The server closed this session${closed?.reason ? `: ${closed.reason}` : ''}${closed?.code ? ` (code ${closed.code})` : ''}. Reload to try again.`
+        title = closed?.code === 0
+          ? `This page has no access to the document any more: ${closed.reason}.`
+          : `The server closed this session${closed?.reason ? `: ${closed.reason}` : ''}${closed?.code ? ` (code ${closed.code})` : ''}. Reload to try again.`
         break
       default:
         label = 'Connecting…'

@@ -310,6 +310,54 @@ test('Copy link with the admin key mints a share link with the permission, lifet
   }
 })
 
+test('a page opened before the server switched to token mode says so, instead of promising to sync', async (t) => {
+  // Open mode first; restarted (on a new port, the page keeps its address
+  // through the harness's relay) with a key.
+  const server = await startWeft({ restartable: true })
+  t.after(() => server.cleanup())
+  const page = await openDemo(browser, pageUrl(server, 'switch'), ADA)
+  try {
+    await typeAtEnd(page, 'Before the switch.')
+    await waitFor('the edit stored', async () =>
+      (await server.api('GET', '/api/docs/switch')).text.includes('Before the switch.'), DEADLINE)
+    await server.kill()
+    await waitForState(page, 'offline')
+    await typeAtEnd(page, ' Typed while it was down.')
+    await page.locator('#status-text', { hasText: 'unsent' }).waitFor({ timeout: DEADLINE })
+
+    server.env = { WEFT_AUTH_KEY: KEY }
+    await server.restart()
+    assert.equal((await server.api('GET', '/api/info')).json.auth, 'token')
+
+    await waitForState(page, 'closed', 30_000)
+    assert.equal(await page.textContent('#status-text'), 'No access')
+    const notice = page.locator('#notice')
+    await notice.waitFor({ timeout: DEADLINE })
+    const text = await notice.textContent()
+    assert.match(text, /This server now asks for an access link, and this page has none/)
+    assert.match(text, /did not reach it/)
+    assert.doesNotMatch(text, /will sync/)
+    assert.doesNotMatch(await page.getAttribute('#status', 'title'), /will sync|Reconnecting/)
+    // The text stays to copy; the editor no longer takes edits it cannot send.
+    assert.equal(await editor(page).getAttribute('contenteditable'), 'false')
+    assert.ok((await editorText(page)).includes('Typed while it was down.'))
+
+    // And it stopped trying: a page with a token meanwhile connects and syncs.
+    const attempts = page.sockets.length
+    const fresh = await openDemo(browser, pageUrl(server, 'switch', await server.token({ doc: 'switch', perm: 'read' })), GRACE)
+    await waitForText(fresh, 'Before the switch.')
+    await closeAll([fresh])
+    assert.equal(page.sockets.length, attempts)
+    assertNoProblems([page], [
+      /WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/switch' failed/,
+      /Failed to load resource: net::ERR_(CONNECTION_(REFUSED|RESET|CLOSED)|EMPTY_RESPONSE|SOCKET_NOT_CONNECTED)/,
+      refusedRequest(401)
+    ])
+  } finally {
+    await closeAll([page])
+  }
+})
+
 test('a token the server refuses: the page gives its reason and connects to nothing', async (t) => {
   const weft = await freshWeft(t)
   const expired = await weft.token({ doc: 'team-a/*', perm: 'write', ttl: '1s' })
