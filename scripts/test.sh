@@ -22,10 +22,16 @@ started=$(date +%s)
 
 # Debian packages the tests drive: strace counts weft's fsyncs (--sync full
 # against normal), sqlite3 holds the database's lock from another process
-# (the y-websocket provider after 4500), Chromium runs the browser tests.
+# (the y-websocket provider after 4500), curl and jq run README's API
+# walkthrough as printed (tests/readme_walkthrough.rs), python3 runs its
+# Python token minter (tests/readme_minters.rs), Chromium runs the browser
+# tests.
 missing=()
 command -v strace >/dev/null || missing+=(strace)
 command -v sqlite3 >/dev/null || missing+=(sqlite3)
+command -v curl >/dev/null || missing+=(curl)
+command -v jq >/dev/null || missing+=(jq)
+command -v python3 >/dev/null || missing+=(python3)
 if [ "$browser" = 1 ] && [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
 if [ "${#missing[@]}" -gt 0 ]; then
   step "Installing ${missing[*]} (Debian packages)"

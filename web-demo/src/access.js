@@ -33,11 +33,18 @@ export const patternMatches = (pattern, name) =>
 /** A word for a POSIX shell, quoted only when it needs to be. */
 const shellWord = (s) => (/^[\w./:@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`)
 
-/** How an owner makes a link for this document. */
+/**
+ * How an owner makes a link for this document. The page cannot know whether
+ * weft got its key from a file (`--auth-key-file`) or from `WEFT_AUTH_KEY`:
+ * `weft token` takes it from the same places, so the hint names both.
+ */
 const ownerHint = (docName) => {
   const example = new URL(docUrl(docName, 'TOKEN'), location.href).href
   return h('div', { class: 'gate-hint' },
-    h('p', null, 'If you own this server, make a token with the key weft runs with (in ', h('code', null, 'WEFT_AUTH_KEY'), '):'),
+    h('p', null, 'If you own this server, make a token with the key weft was started with. ',
+      h('code', null, 'weft token'), ' reads it from the same place: its key file (',
+      h('code', null, '--auth-key-file'), ' or ', h('code', null, 'WEFT_AUTH_KEY_FILE'), '), or ',
+      h('code', null, 'WEFT_AUTH_KEY'), ':'),
     h('pre', null, h('code', null, `weft token --doc ${shellWord(docName)} --perm write`)),
     h('p', null, 'and add it to the address: ', h('code', { class: 'gate-url' }, example), '. Use ', h('code', null, '--perm read'), ' for a link that can only read.'))
 }
@@ -45,7 +52,8 @@ const ownerHint = (docName) => {
 const show = (kind, title, ...body) => {
   document.body.dataset.gate = kind
   $('gate-title').textContent = title
-  $('gate-body').replaceChildren(...body)
+  // replaceChildren() would write a missing part (null) as the text "null".
+  $('gate-body').replaceChildren(...body.filter((part) => part != null && part !== false))
   $('gate').hidden = false
 }
 

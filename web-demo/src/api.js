@@ -90,6 +90,14 @@ export class Api {
     return this.request('POST', `${this.docPath(name)}/versions/${encodeURIComponent(id)}/restore`)
   }
 
+  /**
+   * A new signed token (admin key only): `{ token, token_id, expires }`.
+   * @param {{ doc: string, perm: 'read' | 'write', ttl_secs: number, name?: string }} request
+   */
+  mintToken (request) {
+    return this.request('POST', '/api/tokens', { body: request })
+  }
+
   deleteVersion (name, id) {
     return this.request('DELETE', `${this.docPath(name)}/versions/${encodeURIComponent(id)}`)
   }

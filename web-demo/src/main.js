@@ -22,6 +22,7 @@ import { mountStatus } from './status.js'
 import { mountDocs, DEFAULT_DOC, docUrl, nameProblem } from './docs.js'
 import { mountVersions } from './versions.js'
 import { seedWelcome } from './welcome.js'
+import { mountShare } from './share.js'
 import { tokenClaims, patternMatches, showNoToken, showRefused, showWrongDocument } from './access.js'
 import { $, toast } from './ui.js'
 
@@ -65,7 +66,11 @@ const provider = new WebsocketProvider(serverUrl, encodeURIComponent(docName), y
   connect: false
 })
 
-const { me } = mountPresence(provider)
+/** The token's claims, when it has readable ones (the admin key has none). */
+const claims = token ? tokenClaims(token) : null
+
+// A token may name its holder (`weft token --name Ada`): others see that name.
+const { me } = mountPresence(provider, { tokenName: typeof claims?.name === 'string' ? claims.name : null })
 
 /** @type {ReturnType<typeof mountVersions> | null} */
 let versions = null
@@ -80,9 +85,12 @@ toolbar = mountToolbar($('toolbar'), view)
 
 // ------------------------------------------------------------ access
 
-/** The token's claims, when it has readable ones (the admin key has none). */
-const claims = token ? tokenClaims(token) : null
 let tokenMode = false
+/**
+ * The page's "token" is the server's key itself (the admin credential): the
+ * server accepted it, and it is no JWT.
+ */
+let admin = false
 /** Set once the page connects: what goes wrong before is boot()'s to explain. */
 let started = false
 let readOnly = false
@@ -105,6 +113,7 @@ const becomeReadOnly = (why) => {
   badge.hidden = false
   badge.title = why
   updateEditable()
+  status.render() // its tooltip tells a reader what is true for them
 }
 
 /** The server no longer lets this page in: say why, and stop trying. */
@@ -159,6 +168,7 @@ let lastState = ''
 const endedBecause = ({ code, reason }) => {
   switch (code) {
     case 0:
+      if (!token) return switchedToTokens()
       return `Your access to this document ended: the server refused this link’s token (${reason}). Ask the owner for a new link. The text stays here to read; it no longer updates.`
     case 4401:
       return 'Your access to this document expired. Ask the owner for a new link. The text stays here to read; it no longer updates, and changes can no longer be made.'
@@ -169,7 +179,22 @@ const endedBecause = ({ code, reason }) => {
   }
 }
 
+/**
+ * The page opened while the server ran in open mode, and the server now wants
+ * tokens (restarted with a key): its sockets are refused with 401, and they
+ * always will be.
+ */
+const switchedToTokens = () => {
+  const n = status.unsent()
+  const lost = n === 0
+    ? 'Everything made here had reached it. '
+    : `${n === 1 ? 'The change' : `The ${n} changes`} made here since the connection dropped did not reach it and cannot: copy what you need from this page before you close or reload it. `
+  return 'This server now asks for an access link, and this page has none: it was switched to token mode after the page was opened. ' +
+    lost + 'To go on, open the document with a link that has a token (the server’s owner makes one with weft token).'
+}
+
 const status = mountStatus(provider, ydoc, {
+  canWrite,
   onChange: (state) => {
     versions?.updateSaveButton()
     if (state === 'closed' && lastState !== 'closed') {
@@ -195,25 +220,38 @@ ydoc.on('update', () => docs?.refreshSoon())
 provider.awareness.on('change', ({ added, removed }) => {
   if (added.length + removed.length > 0) docs?.refreshSoon()
 })
+// Versions saved, restored or deleted here: the other pages on this document
+// learn it through this page's awareness state (a counter), and refresh their
+// lists at once instead of at their next poll.
+let versionChanges = 0
 versions = mountVersions({
   api,
   docName,
   me,
   isSynced,
   canWrite,
-  setPreviewing
+  setPreviewing,
+  onChange: () => provider.awareness.setLocalStateField('versionsChanged', ++versionChanges)
+})
+/** The last counter seen from each other client. */
+const versionMarks = new Map()
+provider.awareness.on('change', ({ added, updated, removed }) => {
+  for (const id of removed) versionMarks.delete(id)
+  let changed = false
+  for (const id of [...added, ...updated]) {
+    if (id === provider.awareness.clientID) continue
+    const mark = provider.awareness.getStates().get(id)?.versionsChanged
+    if (mark === undefined) continue
+    // A client seen for the first time changed nothing since this page's list.
+    if (versionMarks.has(id) && versionMarks.get(id) !== mark) changed = true
+    versionMarks.set(id, mark)
+  }
+  if (changed) versions?.refresh()
 })
 
-// Copy link: the page's own URL names the document.
-$('copy-link').addEventListener('click', async () => {
-  const link = new URL(docUrl(docName, token), location.href).href
-  try {
-    await navigator.clipboard.writeText(link)
-    toast('Link copied. Open it in another tab or send it to someone.', { kind: 'success' })
-  } catch {
-    toast(link, { timeout: 8000 })
-  }
-})
+// Copy link: never this page's own token (see share.js).
+const share = mountShare({ api, docName, mode: () => (admin ? 'admin' : tokenMode ? 'token' : 'open') })
+$('copy-link').addEventListener('click', () => share.share())
 
 // The sidebar is a drawer on narrow screens.
 const sidebar = $('sidebar')
@@ -287,14 +325,28 @@ const checkAccess = async () => {
 // A socket that fails to open, in token mode, may be a refused token (expired
 // or revoked while this page was away). Browsers hide the status of a refused
 // upgrade: the API tells, and then the page stops trying.
+//
+// A page that started in open mode asks /api/info instead: a server
+// restarted in token mode refuses every socket without a token, and the page
+// says so rather than promising to sync.
 let lastCheck = 0
 provider.on('connection-close', (event) => {
-  if (!tokenMode || accessEnded || event === null || provider.wsconnected) return
+  if (!started || accessEnded || event === null || provider.wsconnected) return
   if (Date.now() - lastCheck < 4000) return
   lastCheck = Date.now()
-  checkAccess().then(({ refused }) => {
+  const check = () => checkAccess().then(({ refused }) => {
     if (refused) endAccess(refused.message)
   })
+  if (tokenMode) {
+    check()
+    return
+  }
+  api.info().then((info) => {
+    if (info?.auth !== 'token' || tokenMode || accessEnded) return
+    tokenMode = true
+    if (token) check()
+    else endAccess('the server now asks for an access link, and this page’s address has none')
+  }, () => {})
 })
 
 const boot = async () => {
@@ -319,6 +371,7 @@ const boot = async () => {
     showRefused(docName, refused.message)
     return
   }
+  admin = claims === null
   if (list) docs.show(list)
   start()
 }

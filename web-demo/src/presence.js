@@ -44,11 +44,19 @@ export const loadIdentity = () => {
 /**
  * Publishes the local user in awareness, lets them rename themselves, and
  * renders everyone present (sidebar list and header avatars).
+ *
+ * `tokenName`: the name the page's access token gives its holder (its `name`
+ * claim). The server's owner chose it, so it is the name others see, and the
+ * field shows it without letting it be changed; it is not remembered as the
+ * name for pages opened without it.
  * @param {import('y-websocket').WebsocketProvider} provider
+ * @param {{ tokenName?: string | null }} [opts]
  */
-export const mountPresence = (provider) => {
+export const mountPresence = (provider, { tokenName = null } = {}) => {
   const awareness = provider.awareness
   const me = loadIdentity()
+  const fixedName = typeof tokenName === 'string' ? cleanName(tokenName) : ''
+  if (fixedName !== '') me.name = fixedName
   awareness.setLocalStateField('user', me)
 
   // When the connection drops, y-websocket forgets the other people's states
@@ -66,8 +74,13 @@ export const mountPresence = (provider) => {
   const swatch = $('my-swatch')
   input.value = me.name
   swatch.style.background = me.color
+  if (fixedName !== '') {
+    input.readOnly = true
+    input.title = 'Your name comes from your access link.'
+  }
 
   const rename = (raw, { persist }) => {
+    if (fixedName !== '') return
     const name = cleanName(raw)
     if (name === '') return
     me.name = name

@@ -13,9 +13,11 @@ import { $ } from './ui.js'
 /**
  * @param {import('y-websocket').WebsocketProvider} provider
  * @param {import('yjs').Doc} ydoc
- * @param {{ onChange?: (state: string) => void }} [hooks]
+ * @param {{ onChange?: (state: string) => void, canWrite?: () => boolean }} [hooks]
+ *   `canWrite`: whether this page may change the document (a read-only link
+ *   may not): the indicator then says what is true for a reader.
  */
-export const mountStatus = (provider, ydoc, { onChange = () => {} } = {}) => {
+export const mountStatus = (provider, ydoc, { onChange = () => {}, canWrite = () => true } = {}) => {
   const root = $('status')
   const text = $('status-text')
   let everConnected = false
@@ -41,20 +43,28 @@ export const mountStatus = (provider, ydoc, { onChange = () => {} } = {}) => {
     switch (s) {
       case 'synced':
         label = 'Synced'
-        title = 'Connected to weft: your changes reach everyone as you type.'
+        title = canWrite()
+          ? 'Connected to weft: your changes reach everyone as you type.'
+          : 'Connected to weft: everyone’s changes reach you as they are made. Your link lets you read this document, not change it.'
         break
       case 'syncing':
         label = 'Syncing…'
-        title = 'Connected; exchanging changes with the server.'
+        title = canWrite()
+          ? 'Connected; exchanging changes with the server.'
+          : 'Connected; receiving the document from the server.'
         break
       case 'offline':
         label = unsent > 0 ? `Offline · ${unsent} unsent` : 'Offline'
         title = `No connection to the server${navigator.onLine ? '' : ' (this browser is offline)'}. ` +
-          `Keep editing: ${unsent > 0 ? pending + '; they' : 'changes'} will sync when the connection is back. Reconnecting…`
+          (canWrite()
+            ? `Keep editing: ${unsent > 0 ? pending + '; they' : 'changes'} will sync when the connection is back. Reconnecting…`
+            : 'Other people’s changes will show again when the connection is back. Reconnecting…')
         break
       case 'closed':
         label = CLOSED_LABELS[closed?.code] ?? 'Disconnected'
-        title = `The server closed this session${closed?.reason ? `: ${closed.reason}` : ''}${closed?.code ? ` (code ${closed.code})` : ''}. Reload to try again.`
+        title = closed?.code === 0
+          ? `This page has no access to the document any more: ${closed.reason}.`
+          : `The server closed this session${closed?.reason ? `: ${closed.reason}` : ''}${closed?.code ? ` (code ${closed.code})` : ''}. Reload to try again.`
         break
       default:
         label = 'Connecting…'

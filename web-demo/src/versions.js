@@ -21,11 +21,14 @@ const versionTitle = (v) => {
 }
 
 /**
+ * `onChange` is called after this page saved, restored or deleted a version,
+ * so that the page can tell its peers (their lists are otherwise refreshed
+ * every 15 s).
  * @param {{ api: import('./api.js').Api, docName: string, me: { name: string },
  *           isSynced: () => boolean, canWrite: () => boolean,
- *           setPreviewing: (on: boolean) => void }} opts
+ *           setPreviewing: (on: boolean) => void, onChange?: () => void }} opts
  */
-export const mountVersions = ({ api, docName, me, isSynced, canWrite, setPreviewing }) => {
+export const mountVersions = ({ api, docName, me, isSynced, canWrite, setPreviewing, onChange = () => {} }) => {
   const panel = $('versions')
   const toggle = $('toggle-versions')
   const list = $('version-list')
@@ -64,23 +67,28 @@ export const mountVersions = ({ api, docName, me, isSynced, canWrite, setPreview
     if (versions === null) return
     list.replaceChildren(...versions.map((v) => {
       const selected = preview?.version.id === v.id
-      const meta = [relativeTime(v.created), formatSize(v.size)].filter(Boolean).join(' · ')
+      // The id: a restore's backup is labelled "Before restoring version N
+      // (…)", and N is this number.
+      const meta = [`#${v.id}`, relativeTime(v.created), formatSize(v.size)].filter(Boolean).join(' · ')
+      const title = versionTitle(v)
       return h('li', { class: `version${selected ? ' selected' : ''}`, dataset: { id: String(v.id), kind: v.kind ?? '' } },
         h('button', {
           type: 'button',
           class: 'version-open',
-          title: `Preview this version (${absoluteTime(v.created)})`,
+          // The whole label, which the list may cut short with an ellipsis.
+          title: `${title}\nVersion ${v.id}, ${absoluteTime(v.created)}. Click to preview it.`,
           'aria-pressed': String(selected),
           onclick: () => (selected ? closePreview() : openPreview(v))
         },
-        h('span', { class: 'version-label' }, versionTitle(v),
+        h('span', { class: 'version-label' },
+          h('span', { class: 'version-text' }, title),
           v.kind === 'auto' ? h('span', { class: 'kind-badge' }, 'auto') : null),
         h('span', { class: 'version-meta' }, meta)),
         h('button', {
           type: 'button',
           class: 'icon-button version-delete',
           title: 'Delete this version',
-          'aria-label': `Delete version ${versionTitle(v)}`,
+          'aria-label': `Delete version ${v.id}, ${title}`,
           onclick: () => remove(v)
         }, icon('M4.5 6h11M8 6V4.5h4V6M6 6l.7 9.5h6.6L14 6')))
     }))
@@ -145,6 +153,7 @@ export const mountVersions = ({ api, docName, me, isSynced, canWrite, setPreview
       const version = await api.createVersion(docName, label)
       labelInput.value = ''
       toast(`Saved “${versionTitle(version ?? { label })}”.`, { kind: 'success' })
+      onChange()
       await load()
     } catch (err) {
       toast(`Could not save the version: ${err.message}.`, { kind: 'error' })
@@ -177,7 +186,8 @@ export const mountVersions = ({ api, docName, me, isSynced, canWrite, setPreview
     ydoc.destroy()
     preview = { version, view }
     $('preview-title').textContent = versionTitle(version)
-    $('preview-meta').textContent = `${version.kind === 'auto' ? 'Automatic snapshot' : 'Version'} from ${absoluteTime(version.created)} · read-only`
+    $('preview-title').title = versionTitle(version)
+    $('preview-meta').textContent = `${version.kind === 'auto' ? 'Automatic snapshot' : 'Version'} #${version.id} from ${absoluteTime(version.created)} · read-only`
     banner.hidden = false
     previewMount.hidden = false
     setPreviewing(true)
@@ -219,8 +229,9 @@ export const mountVersions = ({ api, docName, me, isSynced, canWrite, setPreview
       closePreview()
       const backup = result?.backup
       toast(backup
-        ? `Restored “${versionTitle(version)}”. The state before it is kept as “${versionTitle(backup)}”.`
+        ? `Restored “${versionTitle(version)}”. The state before it is kept as #${backup.id}, “${versionTitle(backup)}”.`
         : `Restored “${versionTitle(version)}”.`, { kind: 'success', timeout: 6000 })
+      onChange()
       if (open) await load()
     } catch (e) {
       toast(`Could not restore: ${e.message}.`, { kind: 'error' })
@@ -242,6 +253,7 @@ export const mountVersions = ({ api, docName, me, isSynced, canWrite, setPreview
       await api.deleteVersion(docName, version.id)
       if (preview?.version.id === version.id) closePreview()
       toast(`Deleted “${versionTitle(version)}”.`)
+      onChange()
       await load()
     } catch (e) {
       toast(`Could not delete the version: ${e.message}.`, { kind: 'error' })

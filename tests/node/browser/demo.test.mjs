@@ -181,7 +181,7 @@ test('the document picker lists stored documents, opens or creates one by name, 
   }
 })
 
-test('versions: name the current state, preview it read-only, and restore it on every page', async (t) => {
+test('versions: name the current state, preview it read-only, restore it on every page; ids, whole labels on hover', async (t) => {
   const weft = await freshWeft(t)
   const ada = await openDemo(browser, docUrl(weft, 'versions'), ADA)
   const grace = await openDemo(browser, docUrl(weft, 'versions'), GRACE)
@@ -222,17 +222,40 @@ test('versions: name the current state, preview it read-only, and restore it on 
     await ada.locator('#confirm-dialog').waitFor({ state: 'hidden', timeout: DEADLINE })
     assert.ok((await editorText(grace)).includes('Second thoughts'))
 
+    // Grace's list was just loaded (closing and opening the panel loads
+    // it), so her next poll is 15 s away: the restore must reach her list
+    // sooner, through Ada's awareness state.
+    const requests = grace.requests.length
+    await grace.click('#toggle-versions')
+    await grace.click('#toggle-versions')
+    await waitFor("Grace's list to load", () => grace.requests.slice(requests).includes('GET /api/docs/versions/versions'), DEADLINE)
+    const graceLoaded = Date.now()
+
     await ada.click('#preview-restore')
     await ada.click('#confirm-ok')
     const toast = ada.locator('.toast', { hasText: /Restored|Could not restore/ })
     await toast.waitFor({ timeout: DEADLINE })
-    assert.match(await toast.textContent() ?? '', /Restored “First draft”\. The state before it is kept as/)
+    const toastText = await toast.textContent() ?? ''
+    assert.match(toastText, /Restored “First draft”\. The state before it is kept as #\d+, “Before restoring version \d+ \(First draft\)”/)
+    const backupId = /kept as #(\d+)/.exec(toastText)[1]
 
     // Both pages converge on the version, without reloading.
     for (const page of pages) await waitForExactText(page, 'The first draft.')
     await editor(ada).waitFor({ state: 'visible', timeout: DEADLINE })
-    // The state before the restore is kept as a version.
+    // The state before the restore is kept as a version, on both pages.
     await ada.waitForFunction(() => document.querySelectorAll('#version-list .version').length >= 2, null, { timeout: DEADLINE })
+    await grace.locator(`#version-list .version[data-id="${backupId}"]`)
+      .waitFor({ timeout: Math.max(graceLoaded + 12_000 - Date.now(), 1) })
+
+    // The versions show their ids, which the backup's label refers to, and
+    // the whole label on hover.
+    const draftId = await ada.locator('#version-list .version', { has: ada.getByText('First draft', { exact: true }) }).getAttribute('data-id')
+    assert.match(toastText, new RegExp(`Before restoring version ${draftId} \\(First draft\\)`))
+    for (const id of [draftId, backupId]) {
+      assert.match(await ada.locator(`#version-list .version[data-id="${id}"] .version-meta`).textContent(), new RegExp(`^#${id} · `))
+    }
+    assert.match(await ada.locator(`#version-list .version[data-id="${backupId}"] .version-open`).getAttribute('title'),
+      new RegExp(`^Before restoring version ${draftId} \\(First draft\\)\\n`))
     // The editor still works after a restore.
     await typeAtEnd(grace, ' And after.')
     await waitForText(ada, 'The first draft. And after.')
@@ -247,6 +270,21 @@ test('versions: name the current state, preview it read-only, and restore it on 
     await ada.waitForFunction((n) => document.querySelectorAll('#version-list .version').length === n - 1, count, { timeout: DEADLINE })
     assert.equal(await first.count(), 0)
     await waitForText(ada, 'The first draft. And after.')
+
+    // A label longer than the panel is cut with an ellipsis; hovering shows it whole.
+    const long = 'Before restoring the draft that everyone reviewed on Tuesday, with the comments from legal and the new title'
+    await ada.fill('#version-label', long)
+    await ada.click('#save-version')
+    const text = ada.locator('#version-list .version-text', { hasText: long })
+    await text.waitFor({ timeout: DEADLINE })
+    const cut = await text.evaluate((el) => ({
+      overflowing: el.scrollWidth > el.clientWidth,
+      textOverflow: getComputedStyle(el).textOverflow,
+      overflow: getComputedStyle(el).overflowX,
+      display: getComputedStyle(el).display
+    }))
+    assert.deepEqual(cut, { overflowing: true, textOverflow: 'ellipsis', overflow: 'hidden', display: 'block' })
+    assert.ok((await text.locator('xpath=ancestor::button[1]').getAttribute('title')).startsWith(`${long}\n`))
     assertNoProblems(pages)
   } finally {
     await closeAll(pages)

@@ -55,6 +55,8 @@ const TOO_SLOW = Symbol('too slow')
 
 const ADA = { name: 'Ada', color: '#e5484d' }
 const GRACE = { name: 'Grace', color: '#3e63dd' }
+/** A browser whose user calls themselves something else than their link does. */
+const LINUS_ELSEWHERE = { name: 'Someone', color: '#12a594' }
 
 const pageUrl = (server, doc, token) => {
   const params = new URLSearchParams({ doc })
@@ -80,6 +82,15 @@ const seed = async (weft, doc, text) => {
   }
 }
 
+/**
+ * Lets `page` write and read the clipboard (granted as a user would, by the
+ * browser), and returns a reader of what it holds.
+ */
+const clipboard = async (page, weft) => {
+  await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: weft.url })
+  return () => page.evaluate(() => navigator.clipboard.readText())
+}
+
 /** What Chromium itself reports for a request the server refused. */
 const refusedRequest = (status) => new RegExp(`^console\\.error: Failed to load resource: the server responded with a status of ${status}`)
 
@@ -94,6 +105,10 @@ test('token mode without a token: a message says what is needed, nothing connect
     assert.match(text, /Open the link you were given/)
     assert.match(text, /ask the document’s owner for one/)
     assert.match(text, /weft token --doc plan --perm write/)
+    // Where the key is: the page cannot know which of the two the server
+    // was started with, so it names both (this one runs with WEFT_AUTH_KEY).
+    assert.match(text, /--auth-key-file/)
+    assert.match(text, /WEFT_AUTH_KEY\b/)
     assert.equal(await editor(page).isVisible(), false)
     assert.equal(await page.locator('#toolbar').isVisible(), false)
     assert.equal(await page.locator('#status').isVisible(), false)
@@ -185,6 +200,164 @@ test('a document outside the token: the page shows the server’s reason and the
   }
 })
 
+test('a token for one document, opening another: the reason and the document it opens, nothing stray', async (t) => {
+  const weft = await freshWeft(t)
+  // A token for exactly one document (no pattern), that is not stored yet.
+  const token = await weft.token({ doc: 'team-a/plan', perm: 'write' })
+  const page = await openDemo(browser, pageUrl(weft, 'secret', token), { ...ADA, synced: false })
+  try {
+    await page.locator('#gate').waitFor({ timeout: DEADLINE })
+    assert.equal(await page.textContent('#gate-title'), 'Your link does not open “secret”')
+    await page.locator('#gate .gate-reason', { hasText: "token is for 'team-a/plan', not for 'secret'" }).waitFor({ timeout: DEADLINE })
+    const link = page.locator('#gate .gate-docs a', { hasText: 'team-a/plan' })
+    await link.waitFor({ timeout: DEADLINE })
+    assert.equal(new URL(await link.getAttribute('href'), weft.url).searchParams.get('token'), token)
+    // Every part of the explanation is an element: no stray text (the parts
+    // this case has no use for once showed as a line reading "null").
+    const stray = await page.locator('#gate-body').evaluate((el) =>
+      Array.from(el.childNodes).filter((n) => n.nodeType !== Node.ELEMENT_NODE).map((n) => n.textContent))
+    assert.deepEqual(stray, [])
+    assert.doesNotMatch(await page.locator('#gate').innerText(), /\bnull\b|\bundefined\b/)
+    assert.deepEqual(page.sockets, [])
+    assertNoProblems([page], [refusedRequest(403)])
+  } finally {
+    await closeAll([page])
+  }
+})
+
+test('Copy link with a token copies the link without it; the token’s name is the name others see', async (t) => {
+  const weft = await freshWeft(t)
+  const adaToken = await weft.token({ doc: 'plan', perm: 'write', name: 'Ada Lovelace' })
+  const graceToken = await weft.token({ doc: 'plan', perm: 'write' })
+  // Ada's browser remembers another name ('Ada'): the token's wins.
+  const ada = await openDemo(browser, pageUrl(weft, 'plan', adaToken), ADA)
+  const grace = await openDemo(browser, pageUrl(weft, 'plan', graceToken), GRACE)
+  const pages = [ada, grace]
+  try {
+    assert.equal(await ada.inputValue('#my-name'), 'Ada Lovelace')
+    assert.equal(await ada.locator('#my-name').getAttribute('readonly'), '', 'the token names its holder')
+    await grace.locator('#people .person-name', { hasText: 'Ada Lovelace' }).waitFor({ timeout: DEADLINE })
+    await typeAtEnd(ada, 'Signed, Ada.')
+    await grace.locator('#editor .remote-caret-label', { hasText: 'Ada Lovelace' }).waitFor({ timeout: DEADLINE })
+    // The name is the token's, not remembered for pages without one.
+    assert.equal(await ada.evaluate(() => localStorage.getItem('weft-demo:name')), 'Ada')
+
+    const read = await clipboard(ada, weft)
+    await ada.click('#copy-link')
+    await ada.locator('.toast', { hasText: 'without your access token' }).waitFor({ timeout: DEADLINE })
+    assert.match(await ada.locator('.toast').last().textContent(), /needs a link of their own/)
+    const copied = new URL(await read())
+    assert.equal(copied.origin, weft.url)
+    assert.equal(copied.searchParams.get('doc'), 'plan')
+    assert.equal(copied.searchParams.get('token'), null, `the copied link hands out Ada's token: ${copied}`)
+    assert.ok(!copied.href.includes(adaToken))
+    assertNoProblems(pages)
+  } finally {
+    await closeAll(pages)
+  }
+})
+
+test('Copy link with the admin key mints a share link with the permission, lifetime and name chosen', async (t) => {
+  const weft = await freshWeft(t)
+  await seed(weft, 'plan', 'Shared by the owner.')
+  // The owner opens the page with the server's key in place of a token.
+  const owner = await openDemo(browser, pageUrl(weft, 'plan', KEY), GRACE)
+  const pages = [owner]
+  try {
+    const read = await clipboard(owner, weft)
+    await owner.click('#copy-link')
+    const dialog = owner.locator('#share-dialog[open]')
+    await dialog.waitFor({ timeout: DEADLINE })
+    await owner.check('#share-dialog input[name="share-perm"][value="read"]')
+    await owner.selectOption('#share-ttl', '3600')
+    await owner.fill('#share-name', 'Linus')
+    await owner.click('#share-create')
+    await owner.locator('#share-result').waitFor({ timeout: DEADLINE })
+    const minted = Math.floor(Date.now() / 1000)
+
+    const link = new URL(await owner.inputValue('#share-link'))
+    assert.equal(await read(), link.href, 'the new link is copied')
+    assert.equal(link.searchParams.get('doc'), 'plan')
+    const token = link.searchParams.get('token')
+    assert.ok(token && token !== KEY, `the link must hold a new token, not the key: ${link}`)
+    const claims = tokenClaims(token)
+    assert.equal(claims.doc, 'plan')
+    assert.equal(claims.perm, 'read')
+    assert.equal(claims.name, 'Linus')
+    assert.ok(Math.abs(claims.exp - (minted + 3600)) <= 120, `expires at ${claims.exp}, not an hour after ${minted}`)
+    assert.match(await owner.textContent('#share-note'), /Whoever opens it can read “plan” as Linus until/)
+    assert.match(await owner.textContent('#share-note'), new RegExp(claims.jti))
+
+    // The link works as chosen: read-only, with the name given.
+    const linus = await openDemo(browser, link.href, LINUS_ELSEWHERE)
+    pages.push(linus)
+    await waitForText(linus, 'Shared by the owner.')
+    await linus.locator('#readonly-badge').waitFor({ timeout: DEADLINE })
+    assert.equal(await linus.inputValue('#my-name'), 'Linus')
+    await owner.locator('#people .person-name', { hasText: 'Linus' }).waitFor({ timeout: DEADLINE })
+
+    // Changing a choice asks for a new link; the plain link has no token.
+    await owner.check('#share-dialog input[name="share-perm"][value="write"]')
+    assert.equal(await owner.locator('#share-result').isVisible(), false)
+    await owner.click('#share-plain')
+    await owner.locator('#share-dialog').waitFor({ state: 'hidden', timeout: DEADLINE })
+    const plain = new URL(await read())
+    assert.equal(plain.searchParams.get('doc'), 'plan')
+    assert.equal(plain.searchParams.get('token'), null)
+    assertNoProblems(pages)
+  } finally {
+    await closeAll(pages)
+  }
+})
+
+test('a page opened before the server switched to token mode says so, instead of promising to sync', async (t) => {
+  // Open mode first; restarted (on a new port, the page keeps its address
+  // through the harness's relay) with a key.
+  const server = await startWeft({ restartable: true })
+  t.after(() => server.cleanup())
+  const page = await openDemo(browser, pageUrl(server, 'switch'), ADA)
+  try {
+    await typeAtEnd(page, 'Before the switch.')
+    await waitFor('the edit stored', async () =>
+      (await server.api('GET', '/api/docs/switch')).text.includes('Before the switch.'), DEADLINE)
+    await server.kill()
+    await waitForState(page, 'offline')
+    await typeAtEnd(page, ' Typed while it was down.')
+    await page.locator('#status-text', { hasText: 'unsent' }).waitFor({ timeout: DEADLINE })
+
+    server.env = { WEFT_AUTH_KEY: KEY }
+    await server.restart()
+    assert.equal((await server.api('GET', '/api/info')).json.auth, 'token')
+
+    await waitForState(page, 'closed', 30_000)
+    assert.equal(await page.textContent('#status-text'), 'No access')
+    const notice = page.locator('#notice')
+    await notice.waitFor({ timeout: DEADLINE })
+    const text = await notice.textContent()
+    assert.match(text, /This server now asks for an access link, and this page has none/)
+    assert.match(text, /did not reach it/)
+    assert.doesNotMatch(text, /will sync/)
+    assert.doesNotMatch(await page.getAttribute('#status', 'title'), /will sync|Reconnecting/)
+    // The text stays to copy; the editor no longer takes edits it cannot send.
+    assert.equal(await editor(page).getAttribute('contenteditable'), 'false')
+    assert.ok((await editorText(page)).includes('Typed while it was down.'))
+
+    // And it stopped trying: a page with a token meanwhile connects and syncs.
+    const attempts = page.sockets.length
+    const fresh = await openDemo(browser, pageUrl(server, 'switch', await server.token({ doc: 'switch', perm: 'read' })), GRACE)
+    await waitForText(fresh, 'Before the switch.')
+    await closeAll([fresh])
+    assert.equal(page.sockets.length, attempts)
+    assertNoProblems([page], [
+      /WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/switch' failed/,
+      /Failed to load resource: net::ERR_(CONNECTION_(REFUSED|RESET|CLOSED)|EMPTY_RESPONSE|SOCKET_NOT_CONNECTED)/,
+      refusedRequest(401)
+    ])
+  } finally {
+    await closeAll([page])
+  }
+})
+
 test('a token the server refuses: the page gives its reason and connects to nothing', async (t) => {
   const weft = await freshWeft(t)
   const expired = await weft.token({ doc: 'team-a/*', perm: 'write', ttl: '1s' })
@@ -214,7 +387,7 @@ test('a token the server refuses: the page gives its reason and connects to noth
   }
 })
 
-test('a read-only token: a badge, an editor that cannot change the document, versions to preview only', async (t) => {
+test('a read-only token: a badge, a status that says what a reader gets, an editor that cannot change the document, versions to preview only', async (t) => {
   const weft = await freshWeft(t)
   const writeToken = await weft.token({ doc: 'handbook', perm: 'write' })
   const readToken = await weft.token({ doc: 'handbook', perm: 'read' })
@@ -234,6 +407,13 @@ test('a read-only token: a badge, an editor that cannot change the document, ver
     assert.equal((await badge.textContent()).trim(), 'Read-only')
     assert.equal(await editor(reader).getAttribute('contenteditable'), 'false')
     assert.equal(await reader.locator('#toolbar').isVisible(), false)
+    // The status tooltip tells a reader what is true for them.
+    await waitForState(reader, 'synced')
+    const tooltip = await reader.getAttribute('#status', 'title')
+    assert.doesNotMatch(tooltip, /your changes/i)
+    assert.match(tooltip, /everyone’s changes reach you/)
+    assert.match(tooltip, /lets you read this document, not change it/)
+    assert.match(await writer.getAttribute('#status', 'title'), /your changes reach everyone as you type/)
 
     // Typing changes nothing: not the page, not the server, not the writer.
     const before = JSON.stringify(await content(weft, 'handbook'))
