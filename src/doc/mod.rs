@@ -10,7 +10,6 @@
 mod actor;
 mod answers;
 pub mod content;
-mod name;
 mod outbox;
 mod presence;
 mod registry;
@@ -25,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::close::CloseReason;
 
 pub use actor::{DocHandle, Restored, Taken};
-pub use name::{DocName, NameError, MAX_NAME_BYTES};
+pub use crate::name::{DocName, NameError};
 pub use outbox::{outbox, Outbox, OutboxReceiver, Refused};
 pub use presence::{check_state, BadState};
 pub use registry::Registry;
