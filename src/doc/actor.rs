@@ -20,6 +20,8 @@
 
 mod history;
 mod sync;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
