@@ -62,8 +62,8 @@ impl DocName {
         Self::from_percent_encoded(raw)
     }
 
-    /// A name given percent-encoded, as in `/api/docs/{name}`.
-    pub fn from_percent_encoded(raw: &str) -> Result<Self, NameError> {
+    /// A name given percent-encoded.
+    fn from_percent_encoded(raw: &str) -> Result<Self, NameError> {
         let decoded = percent_encoding::percent_decode_str(raw)
             .decode_utf8()
             .map_err(|_| NameError::NotUtf8)?;

@@ -41,7 +41,7 @@ pub enum ServerError {
 }
 
 /// Opens the configured store.
-pub fn open_store(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn DocStore>, ServerError> {
+fn open_store(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn DocStore>, ServerError> {
     Ok(match config.storage {
         StorageKind::Sqlite => Arc::new(
             SqliteStore::open(
@@ -76,7 +76,7 @@ pub fn check_exposure(config: &Config, addr: SocketAddr, token_mode: bool) -> Re
 /// weft must never fail to accept because it ran out of descriptors (it
 /// could not even answer `/healthz` then).
 /// `wanted` 0: as many as fit.
-pub fn connection_cap(wanted: usize, open_file_limit: Option<u64>) -> usize {
+fn connection_cap(wanted: usize, open_file_limit: Option<u64>) -> usize {
     let fits = open_file_limit
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         .map(|n| n.saturating_sub(SPARE_FDS + REFUSAL_RESERVE).max(1));

@@ -32,9 +32,9 @@ use crate::rate::RateLimiter;
 
 /// Send a ping after this long without writing, so that proxies keep the
 /// connection open and a vanished client is noticed.
-pub const KEEPALIVE: Duration = Duration::from_secs(30);
+const KEEPALIVE: Duration = Duration::from_secs(30);
 /// Drop a connection that sent nothing (not even a pong) for this long.
-pub const IDLE_LIMIT: Duration = Duration::from_secs(90);
+const IDLE_LIMIT: Duration = Duration::from_secs(90);
 /// How long a close frame may take to leave before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Most frames written between two flushes.

@@ -55,7 +55,7 @@ impl Answers {
 
 /// The answer to a step1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step2 {
+pub(super) enum Step2 {
     /// The answer still waiting in the peer's queue covers this one.
     Nothing,
     /// The whole document (the shared encoding).
@@ -66,7 +66,7 @@ pub(crate) enum Step2 {
 
 /// `doc`: the document's state vector; `sv`: the step1's; `waiting`: the
 /// state vector the peer's waiting answer was computed for, if one waits.
-pub(crate) fn step2_for(doc: &StateVector, sv: &StateVector, waiting: Option<&StateVector>) -> Step2 {
+pub(super) fn step2_for(doc: &StateVector, sv: &StateVector, waiting: Option<&StateVector>) -> Step2 {
     match waiting {
         Some(answered) if holds(sv, answered) => Step2::Nothing,
         Some(_) => Step2::Full,

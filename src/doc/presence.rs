@@ -29,7 +29,7 @@ use super::PeerId;
 
 /// What to do with one awareness entry from a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+enum Verdict {
     /// One of the connection's own clients: yrs's clock rules decide.
     Own,
     /// A client seen for the first time; the connection now owns it.
@@ -55,7 +55,7 @@ struct Gone {
 
 /// Ownership of a document's awareness clients.
 #[derive(Debug)]
-pub(crate) struct Presence {
+pub(super) struct Presence {
     max_clients: usize,
     /// Which connection speaks for each client that has a state.
     owners: HashMap<ClientID, PeerId>,
@@ -194,7 +194,7 @@ impl Presence {
 /// the reference server expires them (yrs leaves this to its user).
 /// `states`: each client, whether it has a state (not removed), and when it
 /// was last updated; times in milliseconds of one clock.
-pub(crate) fn stale(states: impl IntoIterator<Item = (ClientID, bool, u64)>, now: u64, timeout: u64) -> Vec<ClientID> {
+pub(super) fn stale(states: impl IntoIterator<Item = (ClientID, bool, u64)>, now: u64, timeout: u64) -> Vec<ClientID> {
     states
         .into_iter()
         .filter(|(_, present, updated)| *present && now.saturating_sub(*updated) >= timeout)
@@ -215,7 +215,7 @@ pub enum BadState {
 
 /// Highest awareness clock accepted: clients count one per change, and yrs
 /// adds one when it removes a state (it would overflow at `u32::MAX`).
-pub const MAX_AWARENESS_CLOCK: u32 = u32::MAX / 2;
+const MAX_AWARENESS_CLOCK: u32 = u32::MAX / 2;
 
 /// Checks one awareness entry before anyone sees it. `max_bytes`: 0 = no
 /// size limit.

@@ -19,7 +19,7 @@ use crate::storage::{VersionKind, VersionMeta};
 /// by client) and its delete set. Two states with the same digest hold the
 /// same content. The state vector alone does not tell: a deletion leaves it
 /// unchanged.
-pub fn digest<T: ReadTxn>(txn: &T) -> [u8; 32] {
+pub(super) fn digest<T: ReadTxn>(txn: &T) -> [u8; 32] {
     let snapshot = txn.snapshot();
     let mut clients: Vec<(u64, u32)> = snapshot.state_map.iter().map(|(c, clock)| (c.get(), *clock)).collect();
     clients.sort_unstable();
@@ -118,7 +118,12 @@ pub struct VersionQuota {
 /// Named versions are never deleted to make room: when deleting every
 /// automatic version would not be enough, the reason says which named
 /// versions to delete, and nothing is.
-pub fn make_room(versions: &[VersionMeta], stored: u64, size: u64, quota: &VersionQuota) -> Result<Vec<i64>, DocError> {
+pub(super) fn make_room(
+    versions: &[VersionMeta],
+    stored: u64,
+    size: u64,
+    quota: &VersionQuota,
+) -> Result<Vec<i64>, DocError> {
     let mut count = versions.len() + 1;
     let mut bytes = stored + size + versions.iter().map(|v| v.size).sum::<u64>();
     let fits = |count: usize, bytes: u64| {
@@ -181,7 +186,7 @@ pub fn make_room(versions: &[VersionMeta], stored: u64, size: u64, quota: &Versi
 /// `policy.hourly_after`, one per hour remains, and older than
 /// `policy.daily_after`, one per day (the newest of each hour or day).
 /// Named versions are never thinned. `now` is in Unix milliseconds.
-pub fn thin(versions: &[VersionMeta], now: i64, policy: &VersionPolicy) -> Vec<i64> {
+pub(super) fn thin(versions: &[VersionMeta], now: i64, policy: &VersionPolicy) -> Vec<i64> {
     let ms = |d: Duration| d.as_millis() as i64;
     let mut autos: Vec<&VersionMeta> = versions.iter().filter(|v| v.kind == VersionKind::Auto).collect();
     // newest first, so the first one seen in a bucket is the one kept

@@ -52,7 +52,7 @@ fn version_id(raw: &str) -> ApiResult<i64> {
 }
 
 /// RFC 3339 (UTC, milliseconds) from Unix milliseconds.
-pub fn rfc3339(ms: i64) -> String {
+fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
