@@ -31,7 +31,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::doc::DocName;
+use crate::name::DocName;
 
 /// Shortest accepted secret key, in bytes.
 pub const MIN_KEY_BYTES: usize = 16;

@@ -46,6 +46,7 @@ pub mod doc;
 pub use weft_core::fuzz;
 pub mod http;
 pub mod metrics;
+pub mod name;
 pub use weft_core::protocol;
 pub mod rate;
 pub mod server;

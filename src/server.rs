@@ -3,12 +3,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{Config, StorageKind};
@@ -20,7 +21,8 @@ use crate::http::{self, AppState, Timeouts};
 use crate::metrics::Metrics;
 use crate::storage::{DocStore, MemoryStore, SqliteStore, StoreError};
 
-/// How long shutdown waits for connections to deliver their close frames.
+/// How long shutdown waits for sessions to deliver their close frames and
+/// apply what their clients sent before the close.
 const DRAIN: Duration = Duration::from_secs(3);
 /// Descriptors kept free of connections: the database and its WAL, the
 /// reader pool, the listener, the runtime's own.
@@ -39,7 +41,7 @@ pub enum ServerError {
 }
 
 /// Opens the configured store.
-pub fn open_store(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn DocStore>, ServerError> {
+fn open_store(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn DocStore>, ServerError> {
     Ok(match config.storage {
         StorageKind::Sqlite => Arc::new(
             SqliteStore::open(
@@ -74,7 +76,7 @@ pub fn check_exposure(config: &Config, addr: SocketAddr, token_mode: bool) -> Re
 /// weft must never fail to accept because it ran out of descriptors (it
 /// could not even answer `/healthz` then).
 /// `wanted` 0: as many as fit.
-pub fn connection_cap(wanted: usize, open_file_limit: Option<u64>) -> usize {
+fn connection_cap(wanted: usize, open_file_limit: Option<u64>) -> usize {
     let fits = open_file_limit
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         .map(|n| n.saturating_sub(SPARE_FDS + REFUSAL_RESERVE).max(1));
@@ -155,10 +157,12 @@ pub async fn run(
         })?;
     let registry = Registry::new(store.clone(), config.doc_config(), metrics.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let sessions = TaskTracker::new();
     let state = AppState {
         registry: registry.clone(),
         metrics: metrics.clone(),
         shutdown: stop_rx,
+        sessions: sessions.clone(),
         max_message_size: config.max_message_size,
         next_peer: Arc::new(AtomicU64::new(1)),
         access: Arc::new(access),
@@ -188,11 +192,16 @@ pub async fn run(
     };
     listener::serve(listener, app, limits, conn_limits, metrics.clone(), signal).await;
 
-    // Sessions are closing with 1001; what their clients sent before the
-    // close reached them is still applied. Then every document saves.
-    let deadline = Instant::now() + DRAIN;
-    while metrics.connections_open.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // Every upgrade has been answered, so no session starts from now on.
+    // Those open are closing with 1001; what their clients sent before the
+    // close reached them is still applied. Wait for them all to end (for at
+    // most DRAIN), then every document saves.
+    sessions.close();
+    if tokio::time::timeout(DRAIN, sessions.wait()).await.is_err() {
+        warn!(
+            sessions = sessions.len(),
+            "sessions still open after the drain period; saving anyway"
+        );
     }
     let docs = registry.loaded_count();
     registry.shutdown().await;

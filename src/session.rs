@@ -12,6 +12,8 @@
 //! [`Outgoing`], not over axum's socket type: `http/` adapts the WebSocket,
 //! and this module stays free of transport details.
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,19 +21,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::close::{self, CloseReason};
-use crate::doc::{self, DocError, DocName, OutboxReceiver, PeerId, PeerLink, Registry};
+use crate::doc::{self, DocError, DocHandle, DocName, OutboxReceiver, PeerId, PeerLink, Registry};
 use crate::metrics::{Kick, Metrics};
 use crate::protocol::{self, Inbound};
 use crate::rate::RateLimiter;
 
 /// Send a ping after this long without writing, so that proxies keep the
 /// connection open and a vanished client is noticed.
-pub const KEEPALIVE: Duration = Duration::from_secs(30);
+const KEEPALIVE: Duration = Duration::from_secs(30);
 /// Drop a connection that sent nothing (not even a pong) for this long.
-pub const IDLE_LIMIT: Duration = Duration::from_secs(90);
+const IDLE_LIMIT: Duration = Duration::from_secs(90);
 /// How long a close frame may take to leave before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Most frames written between two flushes.
@@ -136,43 +139,29 @@ where
     .await
 }
 
-async fn session<S, K>(stream: S, mut sink: K, name: DocName, peer: PeerId, grant: Grant, ctx: &SessionContext)
+async fn session<S, K>(mut stream: S, mut sink: K, name: DocName, peer: PeerId, grant: Grant, ctx: &SessionContext)
 where
     S: Stream<Item = Result<Incoming, TransportError>> + Unpin + Send,
     K: Sink<Outgoing> + Unpin + Send + 'static,
     K::Error: std::fmt::Display,
 {
     let config = ctx.registry.config();
-    let (outbox, outbox_rx) = doc::outbox(config.peer_queue, config.peer_queue_bytes);
-    let max_awareness_state = config.max_awareness_state;
-    let (closer, close_rx) = mpsc::channel(1);
     let Grant {
         writable,
         mut lease,
         rate,
     } = grant;
+    let (outbox, outbox_rx) = doc::outbox(config.peer_queue, config.peer_queue_bytes);
+    let (closer, close_rx) = mpsc::channel(1);
     let link = PeerLink {
         id: peer,
         outbox,
         closer: closer.clone(),
         writable,
     };
-    let joined = ctx
-        .registry
-        .with_doc(&name, |handle| {
-            let link = link.clone();
-            async move { handle.join(link).await.map(|()| handle) }
-        })
-        .await;
-    drop(link);
-    let handle = match joined {
+    let handle = match join(&ctx.registry, &name, link).await {
         Ok(handle) => handle,
-        Err(e) => {
-            warn!(error = %e, "could not join the document");
-            let reason = match e {
-                DocError::ShuttingDown => CloseReason::going_away(),
-                other => CloseReason::new(close::STORAGE_FAILED, other.to_string(), None),
-            };
+        Err(reason) => {
             let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Outgoing::Close(reason))).await;
             return;
         }
@@ -180,28 +169,15 @@ where
     info!(writable, "joined");
 
     let mut writer = tokio::spawn(write_loop(sink, outbox_rx, close_rx, ctx.shutdown.clone()).in_current_span());
-    let mut stream = stream;
-    let mut read = Box::pin(read_loop(
+    let read = read_loop(
         &mut stream,
         &handle,
         peer,
         &ctx.metrics,
         rate,
-        max_awareness_state,
-    ));
-    let ended = tokio::select! {
-        end = &mut read => Some(end),
-        _ = &mut writer => None,
-        reason = Lease::end(lease.as_mut()) => Some(ReadEnd::Refused(reason)),
-    };
-    if ended.is_none() {
-        // The server closed the connection (shutdown, or the actor let go of
-        // the peer). Frames the client sent before it saw our close frame
-        // are still in flight: keep applying them until its close comes
-        // back, as the WebSocket closing handshake intends.
-        let _ = tokio::time::timeout(CLOSE_GRACE, &mut read).await;
-    }
-    drop(read);
+        config.max_awareness_state,
+    );
+    let ended = read_until_end(read, &mut writer, lease.as_mut()).await;
     if let Some(ReadEnd::Refused(reason)) = &ended {
         warn!(code = reason.code, reason = %reason.reason, "closing the connection");
         if let Some(kick) = reason.kick {
@@ -220,15 +196,8 @@ where
             // read (and dropped) until its close comes back: a socket closed
             // with unread data ends with a reset, which can destroy our
             // close frame before the client reads it.
-            let drain = async {
-                while let Some(Ok(item)) = stream.next().await {
-                    if matches!(item, Incoming::Close) {
-                        break;
-                    }
-                }
-            };
             let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                let _ = tokio::join!(&mut writer, drain);
+                let _ = tokio::join!(&mut writer, skip_until_close(&mut stream));
             })
             .await;
             writer.abort();
@@ -242,9 +211,60 @@ where
     }
 }
 
+/// Joins the document as `link`; on failure, the reason to close with.
+async fn join(registry: &Registry, name: &DocName, link: PeerLink) -> Result<DocHandle, CloseReason> {
+    let joined = registry
+        .with_doc(name, |handle| {
+            let link = link.clone();
+            async move { handle.join(link).await.map(|()| handle) }
+        })
+        .await;
+    joined.map_err(|e| {
+        warn!(error = %e, "could not join the document");
+        match e {
+            DocError::ShuttingDown => CloseReason::going_away(),
+            other => CloseReason::new(close::STORAGE_FAILED, other.to_string(), None),
+        }
+    })
+}
+
+/// Reads until the client goes or is refused, or its token ends; `None`
+/// when the server closed the connection (the writer ended: shutdown, or
+/// the actor let go of the peer). Then frames the client sent before it saw
+/// our close frame are still in flight, and they are still applied until
+/// its close comes back, as the WebSocket closing handshake intends.
+async fn read_until_end(
+    read: impl Future<Output = ReadEnd>,
+    writer: &mut JoinHandle<()>,
+    lease: Option<&mut Lease>,
+) -> Option<ReadEnd> {
+    let mut read = pin!(read);
+    let ended = tokio::select! {
+        end = &mut read => Some(end),
+        _ = writer => None,
+        reason = Lease::end(lease) => Some(ReadEnd::Refused(reason)),
+    };
+    if ended.is_none() {
+        let _ = tokio::time::timeout(CLOSE_GRACE, &mut read).await;
+    }
+    ended
+}
+
+/// Reads and drops what the client sends until its close frame.
+async fn skip_until_close<S>(stream: &mut S)
+where
+    S: Stream<Item = Result<Incoming, TransportError>> + Unpin,
+{
+    while let Some(Ok(item)) = stream.next().await {
+        if matches!(item, Incoming::Close) {
+            break;
+        }
+    }
+}
+
 async fn read_loop<S>(
     stream: &mut S,
-    handle: &crate::doc::DocHandle,
+    handle: &DocHandle,
     peer: PeerId,
     metrics: &Metrics,
     mut rate: Option<RateLimiter>,
@@ -403,3 +423,6 @@ where
         batch.clear();
     }
 }
+
+#[cfg(test)]
+mod tests;

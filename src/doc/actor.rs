@@ -10,233 +10,53 @@
 //! evaluated after the commit too, so no peer is ever shown state that is not
 //! yet stored.
 //!
-//! Answers cost the actor one encoding per document version, not one per
-//! request: the full state and the awareness states are encoded once, shared
-//! by every peer that asks (a `Bytes` dropped when the document changes), and
-//! a peer that asks again while its answer still waits in its queue is not
-//! answered twice. Awareness changes are gathered over a batch and sent as
-//! one frame per peer, holding the latest state of each client changed.
+//! This file is the loop: load, run, process a batch, flush, unload. Each
+//! concern the actor serves is a type of its own with its rules as pure
+//! methods: fan-out to peers ([`Peers`]), awareness ownership
+//! ([`Presence`]), the log's bookkeeping ([`Log`]), when versions are due
+//! ([`Versions`]), when to leave ([`Lifecycle`]) and the shared answers
+//! ([`Answers`]). What the actor does with a peer's messages is in `sync`;
+//! compaction, versions and restore in `history`.
 
-use std::collections::{HashMap, HashSet};
-use std::mem;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::AtomicUsize;
+mod history;
+mod sync;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
-use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, info, warn, Instrument};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
 use weft_core::{Clocks, Rebuilt};
-use yrs::sync::awareness::AwarenessUpdate;
 use yrs::sync::Awareness;
-use yrs::updates::decoder::Decode;
-use yrs::updates::encoder::Encode;
-use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{ClientID, Doc, StateVector};
 
-use super::answers::{self, Step2};
-use super::presence::{Presence, Verdict};
-use super::registry::RegistryInner;
-use super::{DocConfig, DocError, DocName, PeerId, PeerLink, Refused};
+use super::answers::Answers;
+use super::handle::{Command, Mailbox, Reply};
+use super::lifecycle::{self, Deregister, Lifecycle};
+use super::log::Log;
+use super::peers::Peers;
+use super::presence::Presence;
+use super::versions::Versions;
+use super::{DocConfig, DocError, DocName, PeerId};
 use crate::close::CloseReason;
 use crate::metrics::Metrics;
-use crate::protocol::{self, Inbound, InboundUpdate};
-use crate::storage::{DocStore, LogEntry, Snapshot, StoredDoc, VersionKind, VersionMeta};
+use crate::storage::{DocStore, StoredDoc};
 
-/// Commands waiting for an actor before senders wait.
-const MAILBOX: usize = 256;
 /// Most commands handled between two commits.
 const MAX_BATCH: usize = 512;
 
-type Reply<T> = oneshot::Sender<Result<T, DocError>>;
-
-pub(crate) enum Command {
-    /// Answers once the document is loaded (or failed to load).
-    Ready {
-        reply: Reply<()>,
-    },
-    Join {
-        peer: PeerLink,
-        reply: Reply<()>,
-    },
-    Leave {
-        peer: PeerId,
-    },
-    Messages {
-        peer: PeerId,
-        messages: Vec<Inbound>,
-    },
-    /// An update from the HTTP API: applied, stored and relayed like a peer's.
-    Update {
-        update: InboundUpdate,
-        reply: Reply<()>,
-    },
-    /// The state as a v1 update; only what `sv` lacks when given.
-    EncodeState {
-        sv: Option<StateVector>,
-        reply: Reply<Vec<u8>>,
-    },
-    /// The content as JSON, one entry per root type.
-    Content {
-        reply: Reply<serde_json::Value>,
-    },
-    TakeVersion {
-        kind: VersionKind,
-        label: Option<String>,
-        reply: Reply<Taken>,
-    },
-    /// Makes the live content equal a version's, through a new update.
-    Restore {
-        id: i64,
-        reply: Reply<Restored>,
-    },
-    /// Disconnects every peer, deletes the stored document, unloads.
-    Delete {
-        reply: Reply<bool>,
-    },
-    Shutdown {
-        reply: Reply<()>,
-    },
-}
-
-impl Command {
-    /// Answers the command with an error instead of running it.
-    fn refuse(self, err: DocError) {
-        match self {
-            Command::Ready { reply }
-            | Command::Join { reply, .. }
-            | Command::Update { reply, .. }
-            | Command::Shutdown { reply } => {
-                let _ = reply.send(Err(err));
-            }
-            Command::EncodeState { reply, .. } => {
-                let _ = reply.send(Err(err));
-            }
-            Command::Content { reply } => {
-                let _ = reply.send(Err(err));
-            }
-            Command::TakeVersion { reply, .. } => {
-                let _ = reply.send(Err(err));
-            }
-            Command::Restore { reply, .. } => {
-                let _ = reply.send(Err(err));
-            }
-            Command::Delete { reply } => {
-                let _ = reply.send(Err(err));
-            }
-            Command::Leave { .. } | Command::Messages { .. } => {}
-        }
-    }
-}
-
-/// A cloneable address of a document actor.
-#[derive(Clone, Debug)]
-pub struct DocHandle {
-    name: DocName,
-    tx: mpsc::Sender<Command>,
-    pub(crate) generation: u64,
-    /// Kept up to date by the actor, so counting needs no round trip.
-    peers: Arc<AtomicUsize>,
-}
-
-/// A version asked for: a new one, or the latest when nothing changed since.
-#[derive(Debug, Clone)]
-pub struct Taken {
-    pub version: VersionMeta,
-    /// It was the latest version already; nothing new was stored.
-    pub existing: bool,
-}
-
-/// What a restore did.
-#[derive(Debug, Clone)]
-pub struct Restored {
-    /// The version taken of the state just before, to undo the restore.
-    pub backup: VersionMeta,
-    /// Bytes of the update that turned the live content into the version's.
-    pub update_size: usize,
-}
-
-impl DocHandle {
-    pub fn name(&self) -> &DocName {
-        &self.name
-    }
-
-    async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, DocError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| DocError::Unloaded)?;
-        rx.await.map_err(|_| DocError::Unloaded)?
-    }
-
-    /// Waits until the document is loaded.
-    pub async fn ready(&self) -> Result<(), DocError> {
-        self.request(|reply| Command::Ready { reply }).await
-    }
-
-    /// Adds a peer; the actor queues step1 and the awareness states to it.
-    pub async fn join(&self, peer: PeerLink) -> Result<(), DocError> {
-        self.request(|reply| Command::Join { peer, reply }).await
-    }
-
-    /// Removes a peer (and its awareness states). Best effort: a gone actor
-    /// has nothing to remove.
-    pub async fn leave(&self, peer: PeerId) {
-        let _ = self.tx.send(Command::Leave { peer }).await;
-    }
-
-    /// Hands the messages of one frame to the actor. Waits while the mailbox
-    /// is full, which slows down the reading of this peer's socket: a fast
-    /// writer is held back by TCP, not by dropping what it sent.
-    pub async fn messages(&self, peer: PeerId, messages: Vec<Inbound>) -> Result<(), DocError> {
-        self.tx
-            .send(Command::Messages { peer, messages })
-            .await
-            .map_err(|_| DocError::Unloaded)
-    }
-
-    pub async fn apply_update(&self, update: InboundUpdate) -> Result<(), DocError> {
-        self.request(|reply| Command::Update { update, reply }).await
-    }
-
-    pub async fn encode_state(&self, sv: Option<StateVector>) -> Result<Vec<u8>, DocError> {
-        self.request(|reply| Command::EncodeState { sv, reply }).await
-    }
-
-    /// Connected peers right now.
-    pub fn peers(&self) -> usize {
-        self.peers.load(Relaxed)
-    }
-
-    pub async fn content(&self) -> Result<serde_json::Value, DocError> {
-        self.request(|reply| Command::Content { reply }).await
-    }
-
-    pub async fn take_version(&self, kind: VersionKind, label: Option<String>) -> Result<Taken, DocError> {
-        self.request(|reply| Command::TakeVersion { kind, label, reply }).await
-    }
-
-    pub async fn restore(&self, id: i64) -> Result<Restored, DocError> {
-        self.request(|reply| Command::Restore { id, reply }).await
-    }
-
-    pub async fn delete(&self) -> Result<bool, DocError> {
-        self.request(|reply| Command::Delete { reply }).await
-    }
-
-    pub(crate) async fn shutdown(&self) -> Result<(), DocError> {
-        self.request(|reply| Command::Shutdown { reply }).await
-    }
-}
-
-/// Why `apply` refused an update.
-enum Refusal {
-    /// It would grow the document past the size limit; nothing was applied.
-    TooLarge(u64),
-    /// It would give the document too many shared types; nothing was applied.
-    TooManyTypes(u64),
-    /// yrs refused it; the document may be half changed and must be rebuilt.
-    Invalid(String),
+/// What every actor is given: where documents are stored, how actors
+/// behave, what they count.
+#[derive(Clone)]
+pub(super) struct Shared {
+    pub store: Arc<dyn DocStore>,
+    pub config: Arc<DocConfig>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Where an update came from; decides who is told when it is stored.
@@ -272,199 +92,87 @@ enum Effect {
     },
 }
 
-struct Peer {
-    link: PeerLink,
-    /// A read-only peer was told once that its updates are refused.
-    told_read_only: bool,
-    /// Its join number, for awareness ownership (`Presence`).
-    joined: u64,
-    /// The step2 last queued to it: its ticket in the peer's queue, and the
-    /// state vector it answered (all of the document after it).
-    step2: Option<(u64, StateVector)>,
-    /// The ticket of the awareness states last queued to it.
-    awareness_states: Option<u64>,
-    /// It was told (in the log) that it sent more awareness clients than a
-    /// connection may have.
-    warned_clients: bool,
-}
-
 #[derive(PartialEq, Eq)]
 enum Flow {
     Continue,
     Stop,
 }
 
-pub(crate) struct DocActor {
+/// The clock awareness states are stamped with and expire by: milliseconds
+/// since the actor started, on tokio's clock, which tests can pause. The
+/// stamps never leave the actor.
+#[derive(Debug, Clone, Copy)]
+struct Millis(Instant);
+
+impl yrs::sync::time::Clock for Millis {
+    fn now(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
+pub(super) struct DocActor {
     name: DocName,
-    generation: u64,
     /// Holds the yrs `Doc` too (`awareness.doc()`).
     awareness: Awareness,
+    clock: Millis,
     /// What the document holds of each client's changes (a lower bound):
     /// updates that skip some are refused.
     clocks: Clocks,
-    peers: HashMap<PeerId, Peer>,
-    store: Arc<dyn DocStore>,
-    registry: Arc<RegistryInner>,
-    config: Arc<DocConfig>,
-    metrics: Arc<Metrics>,
-    /// Sequence number of the next accepted update.
-    next_seq: u64,
-    /// Updates in the log since the last snapshot.
-    log_updates: u64,
-    log_bytes: u64,
-    /// Size of the last snapshot written or loaded.
-    snapshot_bytes: u64,
     /// Shared types the document holds (counted when loaded, then per
     /// accepted update); bounded by `max_doc_types`.
     type_items: u64,
-    /// Accepted in this batch, not yet committed.
-    pending: Vec<LogEntry>,
-    effects: Vec<Effect>,
-    /// Peers whose outbound queue was full during this batch.
-    slow: Vec<PeerId>,
-    idle_since: Option<Instant>,
-    /// The in-memory document may differ from the store and could not be
-    /// rebuilt: the actor unloads without saving anything.
-    poisoned: bool,
-    peer_count: Arc<AtomicUsize>,
-    /// First and latest edit since the last version, for automatic versions.
-    edited: Option<(Instant, Instant)>,
+    peers: Peers,
     /// Which connection speaks for which awareness client.
     presence: Presence,
     /// Awareness clients changed in this batch, sent to every peer as one
     /// frame at its end.
     awareness_changed: HashSet<ClientID>,
-    /// The step2 frame holding the full state, while the document stays
-    /// as it was when it was encoded.
-    full_state: Option<Bytes>,
-    /// The awareness frame holding every state, while no state changes.
-    awareness_states: Option<Bytes>,
-    /// Counts this document in `weft_documents_loaded` while it lives,
-    /// however the actor ends.
-    _loaded: LoadedGauge,
-}
-
-struct LoadedGauge(Arc<Metrics>);
-
-impl LoadedGauge {
-    fn new(metrics: &Arc<Metrics>) -> Self {
-        metrics.docs_loaded.fetch_add(1, Relaxed);
-        Self(metrics.clone())
-    }
-}
-
-impl Drop for LoadedGauge {
-    fn drop(&mut self) {
-        self.0.docs_loaded.fetch_sub(1, Relaxed);
-    }
-}
-
-/// Spawns the actor for `name` and returns its handle. The actor loads the
-/// document first; commands wait in the mailbox meanwhile.
-pub(crate) fn spawn(
-    name: DocName,
-    generation: u64,
+    answers: Answers,
+    log: Log,
+    versions: Versions,
+    life: Lifecycle,
+    effects: Vec<Effect>,
     store: Arc<dyn DocStore>,
-    registry: Arc<RegistryInner>,
     config: Arc<DocConfig>,
     metrics: Arc<Metrics>,
-) -> DocHandle {
-    let (tx, rx) = mpsc::channel(MAILBOX);
-    let span = tracing::info_span!("doc", doc = %name);
-    let peer_count = Arc::new(AtomicUsize::new(0));
-    let handle = DocHandle {
-        name: name.clone(),
-        tx,
-        generation,
-        peers: peer_count.clone(),
-    };
-    let supervisor = (name.clone(), registry.clone(), metrics.clone());
-    let actor = async move {
-        let started = Instant::now();
-        let stored = match store.load(&name).await {
-            Ok(stored) => stored,
-            Err(e) => return fail_load(&name, generation, &registry, rx, e.to_string()).await,
-        };
-        let Rebuilt { doc, clocks, types, .. } = match build_doc(&stored) {
-            Ok(rebuilt) => rebuilt,
-            Err(e) => return fail_load(&name, generation, &registry, rx, e).await,
-        };
-        let presence = Presence::new(config.max_awareness_clients);
-        let actor = DocActor {
-            log_updates: stored.log.len() as u64,
-            log_bytes: stored.log_bytes(),
-            snapshot_bytes: stored.snapshot.as_ref().map_or(0, |s| s.len() as u64),
-            type_items: types,
-            next_seq: stored.next_seq,
-            name,
-            generation,
-            awareness: Awareness::new(doc),
-            clocks,
-            peers: HashMap::new(),
-            store,
-            registry,
-            config,
-            metrics: metrics.clone(),
-            pending: Vec::new(),
-            effects: Vec::new(),
-            slow: Vec::new(),
-            idle_since: Some(Instant::now()),
-            poisoned: false,
-            peer_count,
-            // A log after the newest snapshot may hold edits no version
-            // has; the version taken for them is skipped if it is not new.
-            edited: (!stored.log.is_empty()).then(|| (Instant::now(), Instant::now())),
-            presence,
-            awareness_changed: HashSet::new(),
-            full_state: None,
-            awareness_states: None,
-            _loaded: LoadedGauge::new(&metrics),
-        };
-        actor.metrics.docs_loaded_total.fetch_add(1, Relaxed);
-        debug!(
-            updates = stored.log.len(),
-            snapshot = stored.snapshot.as_ref().map_or(0, Vec::len),
-            took_ms = started.elapsed().as_secs_f64() * 1e3,
-            "document loaded"
-        );
-        actor.run(rx).await;
-    };
-    tokio::spawn(
-        async move {
-            // A panic in the actor (yrs on input nothing caught, or a bug of
-            // ours) must not leave a dead actor in the registry: every later
-            // request would reach it and fail. Its peers lose their queues
-            // and reconnect; the document loads afresh from what was stored.
-            if std::panic::AssertUnwindSafe(actor).catch_unwind().await.is_err() {
-                let (name, registry, metrics) = supervisor;
-                error!("document actor panicked; its peers reconnect and it loads again from storage");
-                metrics.actor_panics.fetch_add(1, Relaxed);
-                registry.remove(&name, generation);
-            }
-        }
-        .instrument(span),
-    );
-    handle
 }
 
-/// A document that cannot be loaded answers every waiting command with the
-/// reason and leaves the registry, so the next request tries again.
-async fn fail_load(
-    name: &DocName,
-    generation: u64,
-    registry: &RegistryInner,
-    mut rx: mpsc::Receiver<Command>,
-    reason: String,
-) {
-    error!(error = %reason, "document could not be loaded");
-    registry.remove(name, generation);
-    rx.close();
-    while let Some(cmd) = rx.recv().await {
-        cmd.refuse(DocError::LoadFailed {
-            doc: name.to_string(),
-            reason: reason.clone(),
-        });
-    }
+/// Loads the document, then serves its mailbox until it unloads. Commands
+/// wait in the mailbox while it loads; when it cannot be loaded, each is
+/// answered with the reason and the actor leaves the registry, so the next
+/// request tries again.
+pub(super) async fn run(name: DocName, mailbox: Mailbox, shared: Shared, deregister: Deregister) {
+    let Mailbox { mut rx, peers } = mailbox;
+    let started = std::time::Instant::now();
+    let loaded = match shared.store.load(&name).await {
+        Ok(stored) => build_doc(&stored).map(|rebuilt| (stored, rebuilt)),
+        Err(e) => Err(e.to_string()),
+    };
+    let (stored, rebuilt) = match loaded {
+        Ok(loaded) => loaded,
+        Err(reason) => {
+            error!(error = %reason, "document could not be loaded");
+            deregister();
+            rx.close();
+            while let Some(cmd) = rx.recv().await {
+                cmd.refuse(DocError::LoadFailed {
+                    doc: name.to_string(),
+                    reason: reason.clone(),
+                });
+            }
+            return;
+        }
+    };
+    shared.metrics.docs_loaded_total.fetch_add(1, Relaxed);
+    debug!(
+        updates = stored.log.len(),
+        snapshot = stored.snapshot.as_ref().map_or(0, Vec::len),
+        took_ms = started.elapsed().as_secs_f64() * 1e3,
+        "document loaded"
+    );
+    DocActor::new(name, &stored, rebuilt, Peers::new(peers), shared, deregister)
+        .serve(rx)
+        .await;
 }
 
 /// Rebuilds a document from its snapshot and log.
@@ -478,26 +186,44 @@ fn build_doc(stored: &StoredDoc) -> Result<Rebuilt, String> {
     Ok(rebuilt)
 }
 
-fn now_ms() -> u64 {
-    crate::storage::now_ms() as u64
-}
-
 impl DocActor {
+    fn new(
+        name: DocName,
+        stored: &StoredDoc,
+        rebuilt: Rebuilt,
+        peers: Peers,
+        shared: Shared,
+        deregister: Deregister,
+    ) -> Self {
+        let Shared { store, config, metrics } = shared;
+        let now = Instant::now();
+        let clock = Millis(now);
+        Self {
+            name,
+            awareness: Awareness::with_clock(rebuilt.doc, clock),
+            clock,
+            clocks: rebuilt.clocks,
+            type_items: rebuilt.types,
+            peers,
+            presence: Presence::new(config.max_awareness_clients),
+            awareness_changed: HashSet::new(),
+            answers: Answers::default(),
+            log: Log::loaded(stored),
+            versions: Versions::loaded(stored.log.is_empty(), now),
+            life: Lifecycle::new(deregister, &metrics, now),
+            effects: Vec::new(),
+            store,
+            config,
+            metrics,
+        }
+    }
+
     fn doc(&self) -> &Doc {
         self.awareness.doc()
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let period = [
-            Duration::from_secs(1),
-            self.config.awareness_timeout / 4,
-            self.config.unload_after / 4,
-        ]
-        .into_iter()
-        .min()
-        .unwrap_or(Duration::from_secs(1))
-        .max(Duration::from_millis(10));
-        let mut tick = tokio::time::interval(period);
+    async fn serve(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut tick = tokio::time::interval(lifecycle::tick_period(&self.config));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -509,23 +235,35 @@ impl DocActor {
                     if self.process(&mut batch, &mut rx).await == Flow::Stop {
                         return;
                     }
-                    if self.poisoned {
+                    if self.life.is_poisoned() {
                         self.unload(&mut rx).await;
                         return;
                     }
                 }
                 _ = tick.tick() => {
-                    self.expire_awareness();
-                    self.drop_slow_peers();
-                    self.publish_awareness();
-                    self.auto_version_if_due().await;
-                    let idle = self.idle_since.is_some_and(|t| t.elapsed() >= self.config.unload_after);
-                    if idle && self.peers.is_empty() {
+                    if self.tick().await == Flow::Stop {
                         self.unload(&mut rx).await;
                         return;
                     }
                 }
             }
+        }
+    }
+
+    /// What time alone brings: awareness expiry, automatic versions, and
+    /// `Stop` when the document has been without peers long enough.
+    async fn tick(&mut self) -> Flow {
+        self.expire_awareness();
+        self.drop_slow_peers();
+        self.publish_awareness();
+        self.auto_version_if_due().await;
+        if self
+            .life
+            .unload_due(Instant::now(), !self.peers.is_empty(), self.config.unload_after)
+        {
+            Flow::Stop
+        } else {
+            Flow::Continue
         }
     }
 
@@ -541,16 +279,7 @@ impl DocActor {
                 }
                 Command::Leave { peer } => self.leave(peer),
                 Command::Messages { peer, messages } => self.messages(peer, messages).await,
-                Command::Update { update, reply } => match self.apply(update, Origin::Api(reply)) {
-                    // `apply` answered the caller.
-                    Ok(()) | Err(Refusal::TooLarge(_) | Refusal::TooManyTypes(_)) => {}
-                    Err(Refusal::Invalid(reason)) => {
-                        // Undo any half-applied state.
-                        warn!(%reason, "update from the HTTP API refused");
-                        self.flush().await;
-                        self.reload().await;
-                    }
-                },
+                Command::Update { update, reply } => self.api_update(update, reply).await,
                 Command::EncodeState { sv, reply } => self.effects.push(Effect::EncodeState { sv, reply }),
                 Command::Content { reply } => self.effects.push(Effect::Content { reply }),
                 Command::TakeVersion { kind, label, reply } => {
@@ -562,31 +291,11 @@ impl DocActor {
                     let _ = reply.send(self.restore(id).await);
                 }
                 Command::Delete { reply } => {
-                    self.flush().await;
-                    for id in self.peers.keys().copied().collect::<Vec<_>>() {
-                        self.kick(id, CloseReason::deleted());
-                    }
-                    let result = self.store.delete(&self.name).await;
-                    info!(stored = ?result.as_ref().ok(), "document deleted");
-                    let _ = reply.send(result.map_err(|e| DocError::Storage(e.to_string())));
-                    // Nothing is left to save: leave without a version or
-                    // a compaction, which would bring the document back.
-                    self.log_updates = 0;
-                    self.edited = None;
-                    self.unload(rx).await;
+                    self.delete(reply, rx).await;
                     return Flow::Stop;
                 }
                 Command::Shutdown { reply } => {
-                    self.flush().await;
-                    for id in self.peers.keys().copied().collect::<Vec<_>>() {
-                        self.kick(id, CloseReason::going_away());
-                    }
-                    self.compact_if_needed(true).await;
-                    let _ = reply.send(Ok(()));
-                    rx.close();
-                    while let Some(cmd) = rx.recv().await {
-                        cmd.refuse(DocError::ShuttingDown);
-                    }
+                    self.shut_down(reply, rx).await;
                     return Flow::Stop;
                 }
             }
@@ -596,292 +305,31 @@ impl DocActor {
         Flow::Continue
     }
 
-    fn join(&mut self, link: PeerLink) {
-        let id = link.id;
-        let joined = self.presence.join();
-        self.peers.insert(
-            id,
-            Peer {
-                link,
-                told_read_only: false,
-                joined,
-                step2: None,
-                awareness_states: None,
-                warned_clients: false,
-            },
-        );
-        self.idle_since = None;
-        self.peer_count.store(self.peers.len(), Relaxed);
-        // step1 first, then the awareness states, each in its own frame.
-        let sv = self.doc().transact().state_vector();
-        self.send(id, protocol::encode_step1(&sv));
-        self.send_awareness_states(id);
-        debug!(peer = %id, peers = self.peers.len(), "peer joined");
+    /// Disconnects every peer, deletes the stored document and unloads.
+    async fn delete(&mut self, reply: Reply<bool>, rx: &mut mpsc::Receiver<Command>) {
+        self.flush().await;
+        self.kick_all(CloseReason::deleted());
+        let result = self.store.delete(&self.name).await;
+        info!(stored = ?result.as_ref().ok(), "document deleted");
+        let _ = reply.send(result.map_err(|e| DocError::Storage(e.to_string())));
+        // Nothing is left to save: leave without a version or a compaction,
+        // which would bring the document back.
+        self.log.forget();
+        self.versions.taken();
+        self.unload(rx).await;
     }
 
-    fn leave(&mut self, id: PeerId) {
-        if self.peers.remove(&id).is_some() {
-            self.peer_count.store(self.peers.len(), Relaxed);
-            debug!(peer = %id, peers = self.peers.len(), "peer left");
-            self.release_clients(id);
-        }
-        if self.peers.is_empty() {
-            self.idle_since = Some(Instant::now());
-        }
-    }
-
-    async fn messages(&mut self, id: PeerId, messages: Vec<Inbound>) {
-        for message in messages {
-            let Some(peer) = self.peers.get(&id) else {
-                return; // kicked earlier in this batch
-            };
-            match message {
-                Inbound::SyncStep1(sv) => self.effects.push(Effect::Step2 { peer: id, sv }),
-                Inbound::Update(update) => {
-                    if !peer.link.writable {
-                        // Never applied, stored or relayed. An empty update
-                        // is what every client sends as its first step2.
-                        if !update.update.is_empty() {
-                            self.refuse_read_only(id);
-                        }
-                        continue;
-                    }
-                    match self.apply(update, Origin::Peer(id)) {
-                        Ok(()) => {}
-                        Err(Refusal::TooLarge(limit)) => {
-                            self.metrics.updates_refused.fetch_add(1, Relaxed);
-                            self.kick(id, CloseReason::doc_too_large(limit));
-                            return;
-                        }
-                        Err(Refusal::TooManyTypes(limit)) => {
-                            self.metrics.updates_refused.fetch_add(1, Relaxed);
-                            self.kick(id, CloseReason::too_many_types(limit));
-                            return;
-                        }
-                        Err(Refusal::Invalid(reason)) => {
-                            warn!(peer = %id, %reason, "update refused; closing the connection");
-                            self.metrics.updates_refused.fetch_add(1, Relaxed);
-                            self.kick(id, CloseReason::bad_update(&reason));
-                            // Store what was accepted before it, then rebuild
-                            // the document from the store: the refused update
-                            // may have been half applied.
-                            self.flush().await;
-                            self.reload().await;
-                            return;
-                        }
-                    }
-                }
-                Inbound::Awareness(update) => self.apply_awareness(id, update),
-                Inbound::QueryAwareness => self.effects.push(Effect::AwarenessStates { peer: id }),
-                Inbound::Ignored(tag) => debug!(peer = %id, tag, "ignored message type"),
-            }
-        }
-    }
-
-    /// A read-only peer sent an update: it is dropped; the peer is told once
-    /// (y-websocket logs "Permission denied to access <url>") and the
-    /// attempt is logged.
-    fn refuse_read_only(&mut self, id: PeerId) {
-        self.metrics.updates_refused.fetch_add(1, Relaxed);
-        let Some(peer) = self.peers.get_mut(&id) else { return };
-        if !peer.told_read_only {
-            peer.told_read_only = true;
-            warn!(peer = %id, "read-only peer sent an update; refused (logged once per connection)");
-            let frame = protocol::encode_auth_denied("read-only access: your changes are not saved");
-            self.send(id, frame);
-        }
-    }
-
-    /// Applies an update to the document and queues it for storage and relay.
-    /// On refusal, an API caller is answered here; a peer is the caller's job.
-    fn apply(&mut self, update: InboundUpdate, origin: Origin) -> Result<(), Refusal> {
-        let frame = update.relay_frame();
-        let InboundUpdate { raw, update, shape, .. } = update;
-        if update.is_empty() {
-            // What a fresh client sends as its step2: nothing to store or relay.
-            if let Origin::Api(reply) = origin {
-                let _ = reply.send(Ok(()));
-            }
-            return Ok(());
-        }
-        let limit = self.config.max_doc_size;
-        let stored =
-            self.snapshot_bytes + self.log_bytes + self.pending.iter().map(|e| e.data.len() as u64).sum::<u64>();
-        if limit > 0 && stored + raw.len() as u64 > limit {
-            if let Origin::Api(reply) = origin {
-                let _ = reply.send(Err(DocError::TooLarge { limit }));
-            }
-            return Err(Refusal::TooLarge(limit));
-        }
-        let type_limit = self.config.max_doc_types;
-        if self.type_items + shape.types > type_limit {
-            if let Origin::Api(reply) = origin {
-                let _ = reply.send(Err(DocError::TooManyTypes { limit: type_limit }));
-            }
-            return Err(Refusal::TooManyTypes(type_limit));
-        }
-        let changed = match super::apply_update(self.awareness.doc(), update, &shape.spans, &mut self.clocks) {
-            Ok(changed) => changed,
-            Err(reason) => {
-                if let Origin::Api(reply) = origin {
-                    let _ = reply.send(Err(DocError::BadUpdate(reason.clone())));
-                }
-                return Err(Refusal::Invalid(reason));
-            }
-        };
-        if !changed {
-            // Everything in it was already known (several peers resending
-            // the same edits after a reconnect): storing it again would only
-            // grow the log.
-            if let Origin::Api(reply) = origin {
-                let _ = reply.send(Ok(()));
-            }
-            return Ok(());
-        }
-        // Counted only when it changed something: a resent update would
-        // otherwise count twice. (A partly known one still counts whole; the
-        // count is exact again when the document is next loaded.)
-        self.type_items += shape.types;
-        self.accept(raw, frame, origin);
-        Ok(())
-    }
-
-    /// Queues an applied update for storage, then relay.
-    fn accept(&mut self, raw: Bytes, frame: Bytes, origin: Origin) {
-        self.metrics.updates_applied.fetch_add(1, Relaxed);
-        self.metrics.update_bytes.fetch_add(raw.len() as u64, Relaxed);
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.pending.push(LogEntry { seq, data: raw });
-        self.effects.push(Effect::Relay { origin, frame });
-        self.full_state = None;
-        let now = Instant::now();
-        self.edited = Some(self.edited.map_or((now, now), |(first, _)| (first, now)));
-    }
-
-    /// Applies what a connection may say of awareness (see `presence`) and
-    /// notes the clients that changed; they are sent at the end of the batch.
-    fn apply_awareness(&mut self, id: PeerId, mut update: AwarenessUpdate) {
-        let Some(peer) = self.peers.get(&id) else { return };
-        let joined = peer.joined;
-        self.metrics.awareness_updates.fetch_add(1, Relaxed);
-        let mut too_many = 0usize;
-        update.clients.retain(|client, entry| {
-            let fresh = match self.awareness.meta(*client) {
-                Some((known, _)) => entry.clock >= known,
-                None => true,
-            };
-            match self.presence.judge(id, joined, *client, &*entry.json == "null", fresh) {
-                Verdict::Own | Verdict::New => true,
-                Verdict::Revive => {
-                    // A client whose connection dropped was marked gone at
-                    // clock + 1. When it reconnects, y-websocket resends its
-                    // state with the clock it had, which every peer would
-                    // ignore as old until its second renewal (up to 30 s of
-                    // invisibility). Its clock is lifted above the removal;
-                    // the echo carries the new clock to the client too,
-                    // which adopts it.
-                    if let Some((clock, _)) = self.awareness.meta(*client) {
-                        entry.clock = entry.clock.max(clock.saturating_add(1));
-                    }
-                    true
-                }
-                Verdict::Echo => false,
-                Verdict::TooMany => {
-                    too_many += 1;
-                    false
-                }
-            }
-        });
-        if too_many > 0 {
-            self.warn_too_many_clients(id, too_many);
-        }
-        if update.clients.is_empty() {
-            return;
-        }
-        match self.awareness.apply_update_summary(update) {
-            Ok(Some(summary)) => {
-                for client in &summary.removed {
-                    // It said goodbye itself; if it comes back with its old
-                    // clock, it is revived like a dropped one.
-                    self.presence.gone(*client);
-                }
-                // Renewals (same state, higher clock) count as changes and are
-                // relayed too: they keep idle clients' 30 s timers fed.
-                self.awareness_changed.extend(summary.all_changes());
-                self.awareness_states = None;
-            }
-            Ok(None) => {}
-            Err(e) => debug!(peer = %id, error = %e, "awareness update not applied"),
-        }
-    }
-
-    /// A connection sent states for more clients than it may introduce: they
-    /// are dropped, and the first time it is logged.
-    fn warn_too_many_clients(&mut self, id: PeerId, dropped: usize) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
-        if !peer.warned_clients {
-            peer.warned_clients = true;
-            warn!(
-                peer = %id,
-                dropped,
-                limit = self.config.max_awareness_clients,
-                "more awareness clients than one connection may have; dropped (logged once per connection)"
-            );
-        }
-    }
-
-    /// The awareness clients a connection owns, removed as it goes.
-    fn release_clients(&mut self, id: PeerId) {
-        let mine = self.presence.leave(id);
-        self.remove_states(mine);
-    }
-
-    /// Removes the states of the given clients (null, clock + 1); the peers
-    /// hear of it at the end of the batch.
-    fn remove_states(&mut self, clients: Vec<ClientID>) {
-        if clients.is_empty() {
-            return;
-        }
-        for client in &clients {
-            self.awareness.remove_state(*client);
-        }
-        self.awareness_changed.extend(clients);
-        self.awareness_states = None;
-    }
-
-    /// Removes awareness states not renewed within the timeout, as the
-    /// reference server does (yrs leaves this to its user).
-    fn expire_awareness(&mut self) {
-        let now = now_ms();
-        let timeout = self.config.awareness_timeout.as_millis() as u64;
-        let stale: Vec<ClientID> = self
-            .awareness
-            .iter()
-            .filter(|(_, state)| state.data.is_some() && now.saturating_sub(state.last_updated) >= timeout)
-            .map(|(client, _)| client)
-            .collect();
-        if !stale.is_empty() {
-            debug!(clients = stale.len(), "awareness states expired");
-            for client in &stale {
-                self.presence.gone(*client);
-            }
-            self.remove_states(stale);
-        }
-    }
-
-    /// Sends the awareness changes gathered since the last call to every
-    /// peer, the senders included, as one frame: however many messages
-    /// caused them, each peer gets one frame with the latest state of each
-    /// client that changed.
-    fn publish_awareness(&mut self) {
-        while !self.awareness_changed.is_empty() {
-            let changed = mem::take(&mut self.awareness_changed);
-            if let Ok(update) = self.awareness.update_with_clients(changed) {
-                self.broadcast(protocol::encode_awareness(&update), None);
-            }
-            // Peers too slow for it leave, and their clients with them.
-            self.drop_slow_peers();
+    /// The server stops: every peer is told 1001, the log is compacted, and
+    /// what is still in the mailbox is refused. The registry has already
+    /// forgotten this actor.
+    async fn shut_down(&mut self, reply: Reply<()>, rx: &mut mpsc::Receiver<Command>) {
+        self.flush().await;
+        self.kick_all(CloseReason::going_away());
+        self.compact_if_needed(true).await;
+        let _ = reply.send(Ok(()));
+        rx.close();
+        while let Some(cmd) = rx.recv().await {
+            cmd.refuse(DocError::ShuttingDown);
         }
     }
 
@@ -889,15 +337,12 @@ impl DocActor {
     /// the updates could not be stored (and were therefore not relayed).
     async fn flush(&mut self) -> bool {
         let mut stored = true;
-        if !self.pending.is_empty() {
-            let entries = std::mem::take(&mut self.pending);
+        let entries = self.log.take_pending();
+        if !entries.is_empty() {
             let count = entries.len() as u64;
             let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
             match self.store.append(&self.name, entries).await {
-                Ok(()) => {
-                    self.log_updates += count;
-                    self.log_bytes += bytes;
-                }
+                Ok(()) => self.log.appended(count, bytes),
                 Err(e) => {
                     error!(error = %e, updates = count, "could not store updates; they are not relayed and their senders are disconnected");
                     self.drop_unstored_updates(&e.to_string());
@@ -921,19 +366,13 @@ impl DocActor {
         let mut senders = Vec::new();
         for effect in std::mem::take(&mut self.effects) {
             match effect {
-                Effect::Relay {
-                    origin: Origin::Peer(id),
-                    ..
-                } => senders.push(id),
-                Effect::Relay {
-                    origin: Origin::Api(reply),
-                    ..
-                } => {
-                    let _ = reply.send(Err(DocError::Storage(error.to_string())));
-                }
-                Effect::Relay {
-                    origin: Origin::Actor, ..
-                } => {}
+                Effect::Relay { origin, .. } => match origin {
+                    Origin::Peer(id) => senders.push(id),
+                    Origin::Api(reply) => {
+                        let _ = reply.send(Err(DocError::Storage(error.to_string())));
+                    }
+                    Origin::Actor => {}
+                },
                 other => self.effects.push(other),
             }
         }
@@ -942,154 +381,38 @@ impl DocActor {
         }
     }
 
-    fn perform(&mut self, effect: Effect) {
-        match effect {
-            Effect::Relay { origin, frame } => match origin {
-                Origin::Peer(id) => self.broadcast(frame, Some(id)),
-                Origin::Api(reply) => {
-                    self.broadcast(frame, None);
-                    let _ = reply.send(Ok(()));
-                }
-                Origin::Actor => self.broadcast(frame, None),
-            },
-            Effect::Step2 { peer, sv } => self.answer_step1(peer, sv),
-            Effect::AwarenessStates { peer } => self.send_awareness_states(peer),
-            Effect::EncodeState { sv, reply } => {
-                let sv = sv.unwrap_or_default();
-                let _ = reply.send(Ok(self.doc().transact().encode_state_as_update_v1(&sv)));
-            }
-            Effect::Content { reply } => {
-                let _ = reply.send(Ok(super::content::doc_to_json(self.doc())));
-            }
-        }
-    }
-
-    /// Answers a step1: nothing while a waiting answer covers it, the
-    /// shared full state, or a diff of its own (see `answers`).
-    fn answer_step1(&mut self, id: PeerId, sv: StateVector) {
-        let Some(peer) = self.peers.get(&id) else { return };
-        let waiting = peer
-            .step2
-            .as_ref()
-            .filter(|(ticket, _)| peer.link.outbox.waiting(*ticket));
-        let doc_sv = self.doc().transact().state_vector();
-        let (frame, answered) = match answers::step2_for(&doc_sv, &sv, waiting.map(|(_, answered)| answered)) {
-            Step2::Nothing => return,
-            Step2::Full => (self.full_state(), StateVector::default()),
-            Step2::Diff => {
-                let update = self.doc().transact().encode_state_as_update_v1(&sv);
-                (protocol::encode_step2(&update), sv)
-            }
-        };
-        if let Some(ticket) = self.send(id, frame) {
-            if let Some(peer) = self.peers.get_mut(&id) {
-                peer.step2 = Some((ticket, answered));
-            }
-        }
-    }
-
-    /// The step2 frame holding the whole document, encoded at most once per
-    /// version.
-    fn full_state(&mut self) -> Bytes {
-        if let Some(frame) = &self.full_state {
-            return frame.clone();
-        }
-        let update = self.doc().transact().encode_state_as_update_v1(&StateVector::default());
-        let frame = protocol::encode_step2(&update);
-        self.full_state = Some(frame.clone());
-        frame
-    }
-
-    /// Sends every awareness state to a peer (on join, or asked), unless the
-    /// last such frame still waits in its queue: the changes since then were
-    /// queued behind it.
-    fn send_awareness_states(&mut self, id: PeerId) {
-        let Some(peer) = self.peers.get(&id) else { return };
-        if peer
-            .awareness_states
-            .is_some_and(|ticket| peer.link.outbox.waiting(ticket))
-        {
-            return;
-        }
-        let frame = match &self.awareness_states {
-            Some(frame) => frame.clone(),
-            None => {
-                let Ok(update) = self.awareness.update() else { return };
-                if update.clients.is_empty() {
-                    return;
-                }
-                let frame = protocol::encode_awareness(&update);
-                self.awareness_states = Some(frame.clone());
-                frame
-            }
-        };
-        if let Some(ticket) = self.send(id, frame) {
-            if let Some(peer) = self.peers.get_mut(&id) {
-                peer.awareness_states = Some(ticket);
-            }
-        }
-    }
-
-    /// Queues a frame for one peer; its ticket when queued.
-    fn send(&mut self, id: PeerId, frame: Bytes) -> Option<u64> {
-        let peer = self.peers.get(&id)?;
-        match peer.link.outbox.try_send(frame) {
-            Ok(ticket) => {
-                self.metrics.frames_sent.fetch_add(1, Relaxed);
-                Some(ticket)
-            }
-            Err(Refused::Full) => {
-                self.slow.push(id);
-                None
-            }
-            // The connection ended; its Leave command is on the way.
-            Err(Refused::Closed) => None,
-        }
-    }
-
-    fn broadcast(&mut self, frame: Bytes, except: Option<PeerId>) {
-        let mut sent = 0;
-        for (id, peer) in &self.peers {
-            if Some(*id) == except {
-                continue;
-            }
-            match peer.link.outbox.try_send(frame.clone()) {
-                Ok(_) => sent += 1,
-                Err(Refused::Full) => self.slow.push(*id),
-                Err(Refused::Closed) => {}
-            }
-        }
-        self.metrics.frames_sent.fetch_add(sent, Relaxed);
-    }
-
     /// Disconnects every peer whose queue overflowed. Never skips a frame for
     /// a peer and keeps it: a peer either gets every update or is told to
     /// reconnect and resync.
     fn drop_slow_peers(&mut self) {
-        while let Some(id) = self.slow.pop() {
-            if self.peers.contains_key(&id) {
-                let reason = CloseReason::slow_consumer(self.config.peer_queue, self.config.peer_queue_bytes);
-                self.kick(id, reason);
-            }
+        for id in self.peers.take_slow() {
+            let reason = CloseReason::slow_consumer(self.config.peer_queue, self.config.peer_queue_bytes);
+            self.kick(id, reason);
         }
     }
 
     /// Closes a peer's connection with a reason and forgets the peer.
     fn kick(&mut self, id: PeerId, reason: CloseReason) {
-        let Some(peer) = self.peers.remove(&id) else { return };
-        self.peer_count.store(self.peers.len(), Relaxed);
+        let Some(link) = self.peers.remove(id) else { return };
         if let Some(kick) = reason.kick {
             self.metrics.kick(kick);
             warn!(peer = %id, code = reason.code, reason = %reason.reason, "disconnecting peer");
         }
-        let _ = peer.link.closer.try_send(reason);
+        let _ = link.closer.try_send(reason);
         self.release_clients(id);
         if self.peers.is_empty() {
-            self.idle_since = Some(Instant::now());
+            self.life.idle(Instant::now());
         }
     }
 
-    /// Replaces the in-memory document with the stored one.
+    fn kick_all(&mut self, reason: CloseReason) {
+        for id in self.peers.ids() {
+            self.kick(id, reason.clone());
+        }
+    }
+
+    /// Replaces the in-memory document with the stored one. Called with no
+    /// update pending: the store holds all the log there is.
     async fn reload(&mut self) {
         let rebuilt = match self.store.load(&self.name).await {
             Ok(stored) => build_doc(&stored).map(|rebuilt| (rebuilt, stored)),
@@ -1098,13 +421,10 @@ impl DocActor {
         match rebuilt {
             Ok((Rebuilt { doc, clocks, types, .. }, stored)) => {
                 self.clocks = clocks;
-                self.next_seq = stored.next_seq;
-                self.log_updates = stored.log.len() as u64;
-                self.log_bytes = stored.log_bytes();
-                self.snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
+                self.log = Log::loaded(&stored);
                 self.type_items = types;
                 *self.awareness.doc_mut() = doc;
-                self.full_state = None;
+                self.answers.doc_changed();
                 info!("document rebuilt from storage");
             }
             Err(e) => {
@@ -1112,204 +432,10 @@ impl DocActor {
                 // peer may build on it. Everyone reconnects and the document
                 // loads afresh.
                 error!(error = %e, "document could not be rebuilt from storage; disconnecting every peer");
-                for id in self.peers.keys().copied().collect::<Vec<_>>() {
-                    self.kick(id, CloseReason::storage_failed());
-                }
-                self.poisoned = true;
+                self.kick_all(CloseReason::storage_failed());
+                self.life.poison();
             }
         }
-    }
-
-    /// Writes a compaction snapshot when the log has grown past the limits
-    /// (or, with `force`, whenever it is not empty).
-    async fn compact_if_needed(&mut self, force: bool) {
-        if self.poisoned {
-            return;
-        }
-        // A snapshot re-encodes the whole document, so taking one every N
-        // updates would make the work quadratic in the document's life.
-        // Waiting until the log also holds a quarter of the last snapshot's
-        // bytes bounds it to a few bytes encoded per byte logged, and a load
-        // to the snapshot plus a log of at most about a quarter of it.
-        let grown = self.log_bytes >= self.snapshot_bytes / 4;
-        let due = (self.log_updates >= self.config.compact_after_updates && grown)
-            || self.log_bytes >= self.config.compact_after_bytes.max(self.snapshot_bytes)
-            || (force && self.log_updates > 0);
-        if !due {
-            return;
-        }
-        let snapshot = self.snapshot();
-        let size = snapshot.state.len();
-        match self.store.compact(&self.name, snapshot).await {
-            Ok(()) => {
-                debug!(
-                    updates = self.log_updates,
-                    bytes = self.log_bytes,
-                    snapshot = size,
-                    "log compacted"
-                );
-                self.metrics.compactions.fetch_add(1, Relaxed);
-                self.log_updates = 0;
-                self.log_bytes = 0;
-                self.snapshot_bytes = size as u64;
-            }
-            // The log is intact; compaction is retried after the next batch.
-            Err(e) => warn!(error = %e, "compaction failed"),
-        }
-    }
-
-    /// The full state as of the last accepted update. Only called with an
-    /// empty `pending`, so the state is exactly what the log holds.
-    fn snapshot(&self) -> Snapshot {
-        let txn = self.doc().transact();
-        Snapshot {
-            upto_seq: self.next_seq - 1,
-            state: txn.encode_state_as_update_v1(&StateVector::default()),
-            state_vector: txn.state_vector().encode_v1(),
-        }
-    }
-
-    /// Takes a version, unless the latest one holds the same content: then
-    /// that one is the answer, and nothing is stored. Asked for a named
-    /// version, an identical automatic one becomes named (and takes the
-    /// label); a named one keeps the label it has, or takes this one if it
-    /// had none. A new version must fit the quota: the oldest automatic
-    /// versions are deleted to make room, named ones never.
-    async fn take_version(&mut self, kind: VersionKind, label: Option<String>) -> Result<Taken, DocError> {
-        let storage = |e: crate::storage::StoreError| DocError::Storage(e.to_string());
-        let digest = super::digest(&self.doc().transact());
-        let versions = self.store.list_versions(&self.name).await.map_err(storage)?;
-        if let Some(latest) = versions.first().filter(|v| v.digest.as_deref() == Some(&digest[..])) {
-            let promote = kind == VersionKind::Named
-                && (latest.kind == VersionKind::Auto || (latest.label.is_none() && label.is_some()));
-            let version = if promote {
-                self.store
-                    .name_version(&self.name, latest.id, label)
-                    .await
-                    .map_err(storage)?
-                    .ok_or(DocError::NoVersion(latest.id))?
-            } else {
-                latest.clone()
-            };
-            debug!(version = version.id, "nothing changed since the latest version");
-            self.edited = None;
-            return Ok(Taken {
-                version,
-                existing: true,
-            });
-        }
-        let snapshot = self.snapshot();
-        let stored = self.snapshot_bytes + self.log_bytes;
-        let size = snapshot.state.len() as u64;
-        let doomed = super::make_room(&versions, stored, size, &self.config.versions.quota)?;
-        if !doomed.is_empty() {
-            let n = self.store.delete_versions(&self.name, doomed).await.map_err(storage)?;
-            info!(deleted = n, "oldest automatic versions deleted to make room");
-        }
-        let meta = self
-            .store
-            .save_version(&self.name, snapshot, kind, label, digest.to_vec())
-            .await
-            .map_err(storage)?;
-        info!(version = meta.id, kind = kind.as_str(), label = ?meta.label, size, "version taken");
-        self.edited = None;
-        if kind == VersionKind::Auto {
-            self.thin_versions().await;
-        }
-        Ok(Taken {
-            version: meta,
-            existing: false,
-        })
-    }
-
-    /// Takes an automatic version when the document was edited and then
-    /// left alone, or has been edited for a long time without one.
-    async fn auto_version_if_due(&mut self) {
-        let Some((first, last)) = self.edited else { return };
-        let policy = &self.config.versions;
-        if last.elapsed() >= policy.after_idle || first.elapsed() >= policy.every {
-            self.auto_version().await;
-        }
-    }
-
-    /// An automatic version of the edits since the last one. One that does
-    /// not fit the quota is skipped until the next edit: only named versions
-    /// are left to delete, and that is a person's call.
-    async fn auto_version(&mut self) {
-        if self.poisoned || self.edited.is_none() {
-            return;
-        }
-        match self.take_version(VersionKind::Auto, None).await {
-            Ok(_) => {}
-            Err(DocError::VersionQuota(reason)) => {
-                warn!(%reason, "automatic version skipped");
-                self.edited = None;
-            }
-            Err(e) => warn!(error = %e, "automatic version failed"),
-        }
-    }
-
-    async fn thin_versions(&mut self) {
-        let Ok(versions) = self.store.list_versions(&self.name).await else {
-            return;
-        };
-        let doomed = super::thin(&versions, crate::storage::now_ms(), &self.config.versions);
-        if !doomed.is_empty() {
-            match self.store.delete_versions(&self.name, doomed).await {
-                Ok(n) => debug!(deleted = n, "automatic versions thinned"),
-                Err(e) => warn!(error = %e, "thinning versions failed"),
-            }
-        }
-    }
-
-    /// Restore = backup version + one update computed by diffing the live
-    /// content against the version's. Connected peers receive that update
-    /// like any other and converge without reloading.
-    async fn restore(&mut self, id: i64) -> Result<Restored, DocError> {
-        let (version, state) = self
-            .store
-            .load_version(&self.name, id)
-            .await
-            .map_err(|e| DocError::Storage(e.to_string()))?
-            .ok_or(DocError::NoVersion(id))?;
-        let label = match &version.label {
-            Some(label) => format!("Before restoring version {id} ({label})"),
-            None => format!("Before restoring version {id}"),
-        };
-        let backup = match self.take_version(VersionKind::Named, Some(label)).await {
-            Ok(taken) => taken.version,
-            Err(DocError::VersionQuota(reason)) => {
-                return Err(DocError::VersionQuota(format!(
-                    "no room for the version a restore takes first: {reason}"
-                )))
-            }
-            Err(e) => return Err(e),
-        };
-        let doc = self.awareness.doc();
-        let update = match std::panic::catch_unwind(AssertUnwindSafe(|| super::restore::restore(doc, &state))) {
-            Ok(Ok(update)) => update,
-            Ok(Err(e)) => {
-                self.reload().await;
-                return Err(DocError::Restore(e.to_string()));
-            }
-            Err(_) => {
-                self.reload().await;
-                return Err(DocError::Restore("restore panicked".into()));
-            }
-        };
-        let update_size = update.len();
-        self.type_items += weft_core::validate::update_v1(&update).map_or(0, |shape| shape.types);
-        if !Update::decode_v1(&update).map(|u| u.is_empty()).unwrap_or(false) {
-            let raw = Bytes::from(update);
-            let frame = protocol::encode_update(&raw);
-            self.accept(raw, frame, Origin::Actor);
-            if !self.flush().await {
-                return Err(DocError::Storage("the restore could not be stored".into()));
-            }
-        }
-        info!(version = id, backup = backup.id, update_size, "version restored");
-        // The restore itself is an edit: the next automatic version records it.
-        Ok(Restored { backup, update_size })
     }
 
     /// Leaves the registry and answers what is still in the mailbox, so that
@@ -1317,7 +443,7 @@ impl DocActor {
     async fn unload(&mut self, rx: &mut mpsc::Receiver<Command>) {
         self.auto_version().await;
         self.compact_if_needed(true).await;
-        self.registry.remove(&self.name, self.generation);
+        self.life.deregister();
         rx.close();
         while let Some(cmd) = rx.recv().await {
             cmd.refuse(DocError::Unloaded);

@@ -1,4 +1,6 @@
-//! What to answer a step1 with, as a pure rule (the actor encodes it).
+//! Answers to what one peer can ask for in bulk: the rule for what a step1
+//! gets ([`step2_for`], pure), and the encodings shared by every peer that
+//! asks ([`Answers`]).
 //!
 //! A peer may send step1 after step1; each answer can be the whole document.
 //! The actor remembers, for each peer, the state vector its last step2
@@ -11,11 +13,49 @@
 //! version and shared, where a diff would be encoded for this peer alone,
 //! and Yjs clients skip what they already hold.
 
+use bytes::Bytes;
 use yrs::StateVector;
+
+/// The answers any peer may ask for, encoded at most once while what they
+/// hold stays the same, and shared (`Bytes`) by every peer that gets them.
+#[derive(Debug, Default)]
+pub(super) struct Answers {
+    /// The step2 frame holding the full state, while the document stays as
+    /// it was when it was encoded.
+    full_state: Option<Bytes>,
+    /// The awareness frame holding every state, while no state changes.
+    awareness_states: Option<Bytes>,
+}
+
+impl Answers {
+    /// The full state's step2 frame, encoded by `encode` if it is not kept.
+    pub fn full_state(&mut self, encode: impl FnOnce() -> Bytes) -> Bytes {
+        self.full_state.get_or_insert_with(encode).clone()
+    }
+
+    /// The frame of every awareness state, encoded by `encode` if it is not
+    /// kept; `None` (and nothing kept) when there are none.
+    pub fn awareness_states(&mut self, encode: impl FnOnce() -> Option<Bytes>) -> Option<Bytes> {
+        if self.awareness_states.is_none() {
+            self.awareness_states = Some(encode()?);
+        }
+        self.awareness_states.clone()
+    }
+
+    /// The document changed: its full state is encoded anew when asked.
+    pub fn doc_changed(&mut self) {
+        self.full_state = None;
+    }
+
+    /// An awareness state changed.
+    pub fn awareness_changed(&mut self) {
+        self.awareness_states = None;
+    }
+}
 
 /// The answer to a step1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step2 {
+pub(super) enum Step2 {
     /// The answer still waiting in the peer's queue covers this one.
     Nothing,
     /// The whole document (the shared encoding).
@@ -26,7 +66,7 @@ pub(crate) enum Step2 {
 
 /// `doc`: the document's state vector; `sv`: the step1's; `waiting`: the
 /// state vector the peer's waiting answer was computed for, if one waits.
-pub(crate) fn step2_for(doc: &StateVector, sv: &StateVector, waiting: Option<&StateVector>) -> Step2 {
+pub(super) fn step2_for(doc: &StateVector, sv: &StateVector, waiting: Option<&StateVector>) -> Step2 {
     match waiting {
         Some(answered) if holds(sv, answered) => Step2::Nothing,
         Some(_) => Step2::Full,
@@ -63,6 +103,41 @@ mod tests {
             sv.set_max(ClientID::new(*client), *clock);
         }
         sv
+    }
+
+    #[test]
+    fn answers_are_encoded_once_until_what_they_hold_changes() {
+        let mut answers = Answers::default();
+        let encoded = std::cell::Cell::new(0);
+        let encode = || {
+            encoded.set(encoded.get() + 1);
+            Bytes::from_static(b"state")
+        };
+        answers.full_state(encode);
+        answers.full_state(encode);
+        answers.awareness_changed();
+        answers.full_state(encode);
+        assert_eq!(encoded.get(), 1);
+        answers.doc_changed();
+        answers.full_state(encode);
+        assert_eq!(encoded.get(), 2);
+
+        assert_eq!(answers.awareness_states(|| None), None, "no states: nothing kept");
+        assert!(answers.awareness_states(|| Some(Bytes::from_static(b"a"))).is_some());
+        assert_eq!(
+            answers.awareness_states(|| panic!("kept")),
+            Some(Bytes::from_static(b"a"))
+        );
+        answers.doc_changed();
+        assert_eq!(
+            answers.awareness_states(|| panic!("kept")),
+            Some(Bytes::from_static(b"a"))
+        );
+        answers.awareness_changed();
+        assert_eq!(
+            answers.awareness_states(|| Some(Bytes::from_static(b"b"))),
+            Some(Bytes::from_static(b"b"))
+        );
     }
 
     #[test]

@@ -6,12 +6,31 @@
 //! over a bounded channel. The actor never sees a socket: it talks to peers
 //! through their bounded outbound queues ([`PeerLink`]) and never waits on
 //! one.
+//!
+//! - `registry`: name → actor; spawns and supervises actors.
+//! - `handle`: the actor's API, [`DocHandle`] and its commands.
+//! - `actor`: the actor's loop (load, run, process, flush, unload), with
+//!   what it does for peers (`actor/sync.rs`) and for history
+//!   (`actor/history.rs`).
+//! - The actor's concerns, each a type with its rules as pure methods:
+//!   `peers` (fan-out, slow peers), `presence` (awareness ownership and
+//!   expiry), `log` (sequence numbers, pending entries, sizes, when to
+//!   compact), `versions` (when a version is due, reuse, quota, thinning),
+//!   `lifecycle` (idle time, poisoning, leaving the registry), `answers`
+//!   (what a step1 gets; shared encodings), `outbox` (a peer's bounded
+//!   queue).
+//! - [`restore`] and [`content`]: restore by CRDT diff; documents as JSON.
+//! - `params`: values from the HTTP API parsed for it ([`StateVectorParam`]).
 
 mod actor;
 mod answers;
 pub mod content;
-mod name;
+mod handle;
+mod lifecycle;
+mod log;
 mod outbox;
+mod params;
+mod peers;
 mod presence;
 mod registry;
 pub mod restore;
@@ -24,13 +43,14 @@ use tokio::sync::mpsc;
 
 use crate::close::CloseReason;
 
-pub use actor::{DocHandle, Restored, Taken};
-pub use name::{DocName, NameError, MAX_NAME_BYTES};
+pub use crate::name::{DocName, NameError};
+pub use crate::storage::{DocMeta, VersionKind, VersionMeta};
+pub use handle::{DocHandle, Restored, Taken};
 pub use outbox::{outbox, Outbox, OutboxReceiver, Refused};
+pub use params::{BadStateVector, StateVectorParam};
 pub use presence::{check_state, BadState};
 pub use registry::Registry;
-pub use versions::{digest, make_room, thin, VersionQuota};
-pub use weft_core::apply_update;
+pub use versions::VersionQuota;
 
 /// Errors of the document layer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -151,6 +171,19 @@ impl Default for VersionPolicy {
             quota: VersionQuota::default(),
         }
     }
+}
+
+/// A version's content as JSON (see [`content`]), from its full state (a
+/// Yjs v1 update), built with the defences of a stored document's load.
+/// Off the runtime's workers: a version may be large. `Err`: why the state
+/// does not load.
+pub async fn render_state(state: Vec<u8>) -> Result<serde_json::Value, String> {
+    tokio::task::spawn_blocking(move || {
+        let rebuilt = weft_core::rebuild([("its state".to_string(), &state[..])])?;
+        Ok(content::doc_to_json(&rebuilt.doc))
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// Identifies one connection for the lifetime of the process.

@@ -76,11 +76,6 @@ impl Outbox {
     pub fn waiting(&self, ticket: u64) -> bool {
         self.budget.written.load(Relaxed) < ticket
     }
-
-    /// The byte budget (0: none), for messages.
-    pub fn byte_limit(&self) -> usize {
-        self.budget.limit
-    }
 }
 
 /// The writer's end of a peer's queue.

@@ -22,14 +22,14 @@
 
 use std::collections::HashMap;
 
-use yrs::sync::awareness::AwarenessUpdateEntry;
+use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::ClientID;
 
 use super::PeerId;
 
 /// What to do with one awareness entry from a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+enum Verdict {
     /// One of the connection's own clients: yrs's clock rules decide.
     Own,
     /// A client seen for the first time; the connection now owns it.
@@ -55,7 +55,7 @@ struct Gone {
 
 /// Ownership of a document's awareness clients.
 #[derive(Debug)]
-pub(crate) struct Presence {
+pub(super) struct Presence {
     max_clients: usize,
     /// Which connection speaks for each client that has a state.
     owners: HashMap<ClientID, PeerId>,
@@ -85,11 +85,54 @@ impl Presence {
         self.joins
     }
 
+    /// Keeps the entries of `update` that `peer` (which joined as `joined`)
+    /// may send, and lifts the clock of each client it brings back above
+    /// the removal's. `known`: the clock the document holds for a client
+    /// (for a gone one, its removal's). Returns how many entries were
+    /// dropped for being past the connection's limit of clients.
+    ///
+    /// A client whose connection dropped was marked gone at clock + 1. When
+    /// it reconnects, y-websocket resends its state with the clock it had,
+    /// which every peer would ignore as old until its second renewal (up to
+    /// 30 s of invisibility). Its clock is lifted above the removal; the
+    /// echo carries the new clock to the client too, which adopts it.
+    pub fn admit(
+        &mut self,
+        peer: PeerId,
+        joined: u64,
+        update: &mut AwarenessUpdate,
+        known: impl Fn(ClientID) -> Option<u32>,
+    ) -> usize {
+        let mut too_many = 0;
+        update.clients.retain(|client, entry| {
+            let known = known(*client);
+            let fresh = match known {
+                Some(clock) => entry.clock >= clock,
+                None => true,
+            };
+            match self.judge(peer, joined, *client, &*entry.json == "null", fresh) {
+                Verdict::Own | Verdict::New => true,
+                Verdict::Revive => {
+                    if let Some(clock) = known {
+                        entry.clock = entry.clock.max(clock.saturating_add(1));
+                    }
+                    true
+                }
+                Verdict::Echo => false,
+                Verdict::TooMany => {
+                    too_many += 1;
+                    false
+                }
+            }
+        });
+        too_many
+    }
+
     /// Decides about one entry from `peer` (which joined as `joined`) for
     /// `client`; `removal`: its state is null; `fresh`: its clock is at
     /// least the one known for the client (for a gone client, its
     /// removal's). New and revived clients are owned by `peer` from now on.
-    pub fn judge(&mut self, peer: PeerId, joined: u64, client: ClientID, removal: bool, fresh: bool) -> Verdict {
+    fn judge(&mut self, peer: PeerId, joined: u64, client: ClientID, removal: bool, fresh: bool) -> Verdict {
         match self.owners.get(&client) {
             Some(owner) if *owner == peer => return Verdict::Own,
             Some(_) => return Verdict::Echo,
@@ -147,6 +190,18 @@ impl Presence {
     }
 }
 
+/// The clients whose state was not renewed within `timeout` at `now`, as
+/// the reference server expires them (yrs leaves this to its user).
+/// `states`: each client, whether it has a state (not removed), and when it
+/// was last updated; times in milliseconds of one clock.
+pub(super) fn stale(states: impl IntoIterator<Item = (ClientID, bool, u64)>, now: u64, timeout: u64) -> Vec<ClientID> {
+    states
+        .into_iter()
+        .filter(|(_, present, updated)| *present && now.saturating_sub(*updated) >= timeout)
+        .map(|(client, _, _)| client)
+        .collect()
+}
+
 /// What is wrong with an awareness state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadState {
@@ -160,7 +215,7 @@ pub enum BadState {
 
 /// Highest awareness clock accepted: clients count one per change, and yrs
 /// adds one when it removes a state (it would overflow at `u32::MAX`).
-pub const MAX_AWARENESS_CLOCK: u32 = u32::MAX / 2;
+const MAX_AWARENESS_CLOCK: u32 = u32::MAX / 2;
 
 /// Checks one awareness entry before anyone sees it. `max_bytes`: 0 = no
 /// size limit.
@@ -258,6 +313,60 @@ mod tests {
         p.gone(id(9));
         assert_eq!(p.judge(B, jb, id(9), false, false), Verdict::Echo);
         assert_eq!(p.judge(B, jb, id(9), false, true), Verdict::Revive);
+    }
+
+    fn update(entries: &[(u64, u32, &str)]) -> AwarenessUpdate {
+        AwarenessUpdate {
+            clients: entries
+                .iter()
+                .map(|(c, clock, json)| (id(*c), entry(*clock, json)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn admitting_keeps_what_a_connection_may_say_and_lifts_revived_clocks() {
+        let mut p = Presence::new(2);
+        let (ja, jb) = (p.join(), p.join());
+        let mut first = update(&[(1, 5, "{}"), (2, 1, "{}"), (3, 1, "{}")]);
+        assert_eq!(
+            p.admit(A, ja, &mut first, |_| None),
+            1,
+            "a third client is one too many"
+        );
+        assert_eq!(first.clients.len(), 2);
+        // B echoes A's client 1; its own new client 4 is kept
+        let mut echo = update(&[(1, 6, "{}"), (4, 1, "{}")]);
+        assert_eq!(p.admit(B, jb, &mut echo, |_| None), 0);
+        assert_eq!(echo.clients.keys().copied().collect::<Vec<_>>(), vec![id(4)]);
+        // A leaves; client 1 was removed at clock 6 and comes back through C
+        // with the clock it had: lifted above the removal
+        p.leave(A);
+        let jc = p.join();
+        let mut back = update(&[(1, 5, r#"{"name":"Ada"}"#)]);
+        assert_eq!(p.admit(C, jc, &mut back, |c| (c == id(1)).then_some(6)), 0);
+        assert_eq!(back.clients[&id(1)].clock, 7);
+        // a state with a clock above the removal keeps its clock
+        let mut b_own = update(&[(4, 9, "{}")]);
+        p.admit(B, jb, &mut b_own, |_| Some(2));
+        assert_eq!(b_own.clients[&id(4)].clock, 9);
+    }
+
+    #[test]
+    fn states_not_renewed_expire() {
+        let states = [(id(1), true, 1_000), (id(2), true, 20_000), (id(3), false, 0)];
+        assert_eq!(stale(states, 30_999, 30_000), Vec::<ClientID>::new());
+        assert_eq!(stale(states, 31_000, 30_000), vec![id(1)]);
+        assert_eq!(
+            stale(states, 50_000, 30_000),
+            vec![id(1), id(2)],
+            "a removed state is not expired again"
+        );
+        assert_eq!(
+            stale(states, 0, 30_000),
+            Vec::<ClientID>::new(),
+            "a clock behind a state"
+        );
     }
 
     fn entry(clock: u32, json: &str) -> AwarenessUpdateEntry {

@@ -1,7 +1,9 @@
 //! `Registry`: document name → the actor that holds it.
 //!
 //! Actors are spawned on first use and remove themselves after their last
-//! peer left and the grace period passed. The map sits behind a std `Mutex`:
+//! peer left and the grace period passed, through a callback the registry
+//! hands them (the actor knows nothing of the registry). The registry also
+//! supervises every actor task: one that panics is removed here. The map sits behind a std `Mutex`:
 //! every critical section is a hash lookup or insert, never an `.await`, so a
 //! blocking lock is both correct and cheaper than an async one.
 //!
@@ -12,28 +14,46 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::actor::{self, DocHandle};
-use super::{DocConfig, DocError, DocName};
-use crate::metrics::Metrics;
-use crate::storage::DocStore;
+use futures_util::FutureExt;
+use tracing::{error, Instrument};
 
-pub(crate) struct RegistryInner {
-    docs: Mutex<HashMap<DocName, DocHandle>>,
+use super::actor::{self, Shared};
+use super::handle::{self, DocHandle};
+use super::{DocConfig, DocError, DocMeta, DocName, VersionMeta};
+use crate::metrics::Metrics;
+use crate::storage::{DocStore, StoreError};
+
+/// A loaded document: its actor's handle, and which actor it is. A name
+/// maps to a new actor after the old one left, and an old actor that
+/// leaves late must not remove its successor.
+struct Slot {
+    generation: u64,
+    handle: DocHandle,
+}
+
+struct Inner {
+    docs: Mutex<HashMap<DocName, Slot>>,
     next_generation: AtomicU64,
     shutting_down: AtomicBool,
 }
 
-impl RegistryInner {
+impl Inner {
     /// Removes `name` if it still maps to the actor of that generation.
-    pub(crate) fn remove(&self, name: &DocName, generation: u64) {
+    fn remove(&self, name: &DocName, generation: u64) {
         let mut docs = self.docs.lock().unwrap();
-        if docs.get(name).is_some_and(|h| h.generation == generation) {
+        if docs.get(name).is_some_and(|slot| slot.generation == generation) {
             docs.remove(name);
         }
     }
+}
+
+fn storage(e: StoreError) -> DocError {
+    DocError::Storage(e.to_string())
 }
 
 /// Attempts of [`Registry::with_doc`] before it gives up.
@@ -41,32 +61,28 @@ const RETRIES: u64 = 20;
 
 #[derive(Clone)]
 pub struct Registry {
-    inner: Arc<RegistryInner>,
-    store: Arc<dyn DocStore>,
-    config: Arc<DocConfig>,
-    metrics: Arc<Metrics>,
+    inner: Arc<Inner>,
+    shared: Shared,
 }
 
 impl Registry {
     pub fn new(store: Arc<dyn DocStore>, config: DocConfig, metrics: Arc<Metrics>) -> Self {
         Self {
-            inner: Arc::new(RegistryInner {
+            inner: Arc::new(Inner {
                 docs: Mutex::new(HashMap::new()),
                 next_generation: AtomicU64::new(1),
                 shutting_down: AtomicBool::new(false),
             }),
-            store,
-            config: Arc::new(config),
-            metrics,
+            shared: Shared {
+                store,
+                config: Arc::new(config),
+                metrics,
+            },
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn DocStore> {
-        &self.store
-    }
-
     pub fn config(&self) -> &DocConfig {
-        &self.config
+        &self.shared.config
     }
 
     /// The actor of `name`, spawned (and loading) if there was none.
@@ -75,31 +91,58 @@ impl Registry {
             return Err(DocError::ShuttingDown);
         }
         let mut docs = self.inner.docs.lock().unwrap();
-        if let Some(handle) = docs.get(name) {
-            return Ok(handle.clone());
+        if let Some(slot) = docs.get(name) {
+            return Ok(slot.handle.clone());
         }
         let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
-        let handle = actor::spawn(
+        let handle = self.spawn(name, generation);
+        docs.insert(
             name.clone(),
-            generation,
-            self.store.clone(),
-            self.inner.clone(),
-            self.config.clone(),
-            self.metrics.clone(),
+            Slot {
+                generation,
+                handle: handle.clone(),
+            },
         );
-        docs.insert(name.clone(), handle.clone());
         Ok(handle)
+    }
+
+    /// Starts the actor of `name` in a span of its own, and supervises it.
+    fn spawn(&self, name: &DocName, generation: u64) -> DocHandle {
+        let (handle, mailbox) = handle::mailbox();
+        let inner = self.inner.clone();
+        let leaving = name.clone();
+        let deregister = Box::new(move || inner.remove(&leaving, generation));
+        let actor = actor::run(name.clone(), mailbox, self.shared.clone(), deregister);
+        let (inner, name, metrics) = (self.inner.clone(), name.clone(), self.shared.metrics.clone());
+        let span = tracing::info_span!("doc", doc = %name);
+        tokio::spawn(
+            async move {
+                // A panic in the actor (yrs on input nothing caught, or a bug
+                // of ours) must not leave a dead actor in the registry: every
+                // later request would reach it and fail. Its peers lose their
+                // queues and reconnect; the document loads afresh from what
+                // was stored.
+                if AssertUnwindSafe(actor).catch_unwind().await.is_err() {
+                    error!("document actor panicked; its peers reconnect and it loads again from storage");
+                    metrics.actor_panics.fetch_add(1, Relaxed);
+                    inner.remove(&name, generation);
+                }
+            }
+            .instrument(span),
+        );
+        handle
     }
 
     /// The actor of `name` if it is loaded; never loads.
     pub fn loaded(&self, name: &DocName) -> Option<DocHandle> {
-        self.inner.docs.lock().unwrap().get(name).cloned()
+        let docs = self.inner.docs.lock().unwrap();
+        docs.get(name).map(|slot| slot.handle.clone())
     }
 
     /// Every document in memory.
     pub fn loaded_docs(&self) -> Vec<(DocName, DocHandle)> {
         let docs = self.inner.docs.lock().unwrap();
-        docs.iter().map(|(n, h)| (n.clone(), h.clone())).collect()
+        docs.iter().map(|(n, slot)| (n.clone(), slot.handle.clone())).collect()
     }
 
     /// Number of documents in memory.
@@ -132,8 +175,43 @@ impl Registry {
     /// documents are refused from now on.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
-        let handles: Vec<DocHandle> = self.inner.docs.lock().unwrap().drain().map(|(_, h)| h).collect();
+        let handles: Vec<DocHandle> = self.inner.docs.lock().unwrap().drain().map(|(_, s)| s.handle).collect();
         let stops = handles.iter().map(|h| h.shutdown());
         futures_util::future::join_all(stops).await;
+    }
+
+    // What is stored of documents that need no actor: reading it loads
+    // nothing (a load could take an automatic version).
+
+    /// Every stored document.
+    pub async fn stored_docs(&self) -> Result<Vec<DocMeta>, DocError> {
+        self.shared.store.list().await.map_err(storage)
+    }
+
+    /// A stored document's metadata; `None` if it was never stored.
+    pub async fn stored(&self, name: &DocName) -> Result<Option<DocMeta>, DocError> {
+        self.shared.store.meta(name).await.map_err(storage)
+    }
+
+    /// A document's versions, newest first.
+    pub async fn versions(&self, name: &DocName) -> Result<Vec<VersionMeta>, DocError> {
+        self.shared.store.list_versions(name).await.map_err(storage)
+    }
+
+    /// One version and its full state (a Yjs v1 update); `None` if there is
+    /// no such version.
+    pub async fn version(&self, name: &DocName, id: i64) -> Result<Option<(VersionMeta, Vec<u8>)>, DocError> {
+        self.shared.store.load_version(name, id).await.map_err(storage)
+    }
+
+    /// Deletes one version; `false` if there was none.
+    pub async fn delete_version(&self, name: &DocName, id: i64) -> Result<bool, DocError> {
+        let deleted = self
+            .shared
+            .store
+            .delete_versions(name, vec![id])
+            .await
+            .map_err(storage)?;
+        Ok(deleted > 0)
     }
 }

@@ -1,11 +1,14 @@
-//! The rules of version history, pure: which automatic versions to keep as
-//! they age, which to delete to make room for a new one, and when two
-//! states are the same version.
+//! The rules of version history, pure: when an automatic version is due
+//! ([`Versions`]), when the latest version already is the one asked for
+//! ([`reuse`]), which automatic versions to keep as they age ([`thin`]),
+//! which to delete to make room for a new one ([`make_room`]), and when two
+//! states are the same version ([`digest`]).
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use tokio::time::Instant;
 use yrs::updates::encoder::Encode;
 use yrs::ReadTxn;
 
@@ -16,7 +19,7 @@ use crate::storage::{VersionKind, VersionMeta};
 /// by client) and its delete set. Two states with the same digest hold the
 /// same content. The state vector alone does not tell: a deletion leaves it
 /// unchanged.
-pub fn digest<T: ReadTxn>(txn: &T) -> [u8; 32] {
+pub(super) fn digest<T: ReadTxn>(txn: &T) -> [u8; 32] {
     let snapshot = txn.snapshot();
     let mut clients: Vec<(u64, u32)> = snapshot.state_map.iter().map(|(c, clock)| (c.get(), *clock)).collect();
     clients.sort_unstable();
@@ -29,6 +32,77 @@ pub fn digest<T: ReadTxn>(txn: &T) -> [u8; 32] {
     // its encoding is the same for the same deletions.
     hash.update(snapshot.delete_set.encode_v1());
     hash.finalize().into()
+}
+
+/// When a document was edited since its last version: the first and the
+/// latest edit. Times are tokio's, so tests can pause them.
+#[derive(Debug, Default)]
+pub(super) struct Versions {
+    edited: Option<(Instant, Instant)>,
+}
+
+impl Versions {
+    /// A document as loaded: a log after the newest snapshot may hold edits
+    /// no version has (the version taken for them is skipped if it is not
+    /// new).
+    pub fn loaded(log_is_empty: bool, now: Instant) -> Self {
+        Self {
+            edited: (!log_is_empty).then_some((now, now)),
+        }
+    }
+
+    pub fn edited(&mut self, now: Instant) {
+        self.edited = Some(self.edited.map_or((now, now), |(first, _)| (first, now)));
+    }
+
+    /// A version holds every edit so far (or none is wanted for them).
+    pub fn taken(&mut self) {
+        self.edited = None;
+    }
+
+    pub fn is_edited(&self) -> bool {
+        self.edited.is_some()
+    }
+
+    /// Whether to take an automatic version: the document was edited and
+    /// then left alone for `after_idle`, or has been edited for `every`
+    /// without one.
+    pub fn auto_version_due(&self, now: Instant, policy: &VersionPolicy) -> bool {
+        let Some((first, last)) = self.edited else { return false };
+        now.saturating_duration_since(last) >= policy.after_idle || now.saturating_duration_since(first) >= policy.every
+    }
+}
+
+/// What a request for a version gets when the latest version may already
+/// hold the document's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reuse {
+    /// The content changed since the latest version (or there is none, or
+    /// it has no digest): a new version.
+    New,
+    /// The latest version, as it is.
+    Latest,
+    /// The latest version, made named (an automatic one asked for by name,
+    /// or an unlabelled one given a label).
+    NameLatest,
+}
+
+/// A version of `kind` with `label` is asked for, the document's content
+/// has `digest`, and `latest` is its newest version. A version is stored
+/// once: asking again with nothing changed answers the latest one.
+pub(super) fn reuse(latest: Option<&VersionMeta>, digest: &[u8], kind: VersionKind, label: Option<&str>) -> Reuse {
+    match latest {
+        Some(latest) if latest.digest.as_deref() == Some(digest) => {
+            let promote = kind == VersionKind::Named
+                && (latest.kind == VersionKind::Auto || (latest.label.is_none() && label.is_some()));
+            if promote {
+                Reuse::NameLatest
+            } else {
+                Reuse::Latest
+            }
+        }
+        _ => Reuse::New,
+    }
 }
 
 /// How many versions a document may keep, and how many bytes with them
@@ -44,7 +118,12 @@ pub struct VersionQuota {
 /// Named versions are never deleted to make room: when deleting every
 /// automatic version would not be enough, the reason says which named
 /// versions to delete, and nothing is.
-pub fn make_room(versions: &[VersionMeta], stored: u64, size: u64, quota: &VersionQuota) -> Result<Vec<i64>, DocError> {
+pub(super) fn make_room(
+    versions: &[VersionMeta],
+    stored: u64,
+    size: u64,
+    quota: &VersionQuota,
+) -> Result<Vec<i64>, DocError> {
     let mut count = versions.len() + 1;
     let mut bytes = stored + size + versions.iter().map(|v| v.size).sum::<u64>();
     let fits = |count: usize, bytes: u64| {
@@ -107,7 +186,7 @@ pub fn make_room(versions: &[VersionMeta], stored: u64, size: u64, quota: &Versi
 /// `policy.hourly_after`, one per hour remains, and older than
 /// `policy.daily_after`, one per day (the newest of each hour or day).
 /// Named versions are never thinned. `now` is in Unix milliseconds.
-pub fn thin(versions: &[VersionMeta], now: i64, policy: &VersionPolicy) -> Vec<i64> {
+pub(super) fn thin(versions: &[VersionMeta], now: i64, policy: &VersionPolicy) -> Vec<i64> {
     let ms = |d: Duration| d.as_millis() as i64;
     let mut autos: Vec<&VersionMeta> = versions.iter().filter(|v| v.kind == VersionKind::Auto).collect();
     // newest first, so the first one seen in a bucket is the one kept
@@ -230,6 +309,77 @@ mod tests {
         text.remove_range(&mut a.transact_mut(), 0, 1);
         assert_eq!(a.transact().state_vector(), sv, "a deletion keeps the state vector");
         assert_ne!(digest(&a.transact()), before, "but not the digest");
+    }
+
+    #[test]
+    fn automatic_versions_are_due_after_idle_or_at_intervals() {
+        let policy = VersionPolicy {
+            after_idle: Duration::from_secs(60),
+            every: Duration::from_secs(600),
+            ..VersionPolicy::default()
+        };
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut v = Versions::loaded(true, t0);
+        assert!(
+            !v.is_edited() && !v.auto_version_due(at(10_000), &policy),
+            "nothing to version"
+        );
+        v.edited(at(0));
+        assert!(!v.auto_version_due(at(59), &policy));
+        assert!(v.auto_version_due(at(60), &policy), "left alone for a minute");
+        // edits every 30 s: never idle, but one version each 10 minutes
+        for s in (30..600).step_by(30) {
+            v.edited(at(s));
+            assert!(!v.auto_version_due(at(s + 29), &policy), "at {s} s");
+        }
+        v.edited(at(599));
+        assert!(v.auto_version_due(at(600), &policy));
+        v.taken();
+        assert!(!v.auto_version_due(at(10_000), &policy));
+        let loaded = Versions::loaded(false, t0);
+        assert!(
+            loaded.is_edited(),
+            "a log after the snapshot may hold unversioned edits"
+        );
+        assert!(loaded.auto_version_due(at(60), &policy));
+    }
+
+    #[test]
+    fn the_latest_version_is_reused_when_nothing_changed() {
+        use VersionKind::{Auto, Named};
+        let with = |kind, label: Option<&str>, digest: Option<&[u8]>| VersionMeta {
+            label: label.map(str::to_string),
+            digest: digest.map(<[u8]>::to_vec),
+            ..version(1, 0, kind)
+        };
+        let same = Some(&b"d1"[..]);
+        assert_eq!(reuse(None, b"d1", Auto, None), Reuse::New);
+        assert_eq!(
+            reuse(Some(&with(Auto, None, Some(b"d0"))), b"d1", Auto, None),
+            Reuse::New
+        );
+        assert_eq!(
+            reuse(Some(&with(Named, None, None)), b"d1", Named, None),
+            Reuse::New,
+            "no digest: never the same"
+        );
+        assert_eq!(reuse(Some(&with(Auto, None, same)), b"d1", Auto, None), Reuse::Latest);
+        assert_eq!(reuse(Some(&with(Named, None, same)), b"d1", Auto, None), Reuse::Latest);
+        assert_eq!(
+            reuse(Some(&with(Auto, None, same)), b"d1", Named, None),
+            Reuse::NameLatest
+        );
+        assert_eq!(
+            reuse(Some(&with(Named, None, same)), b"d1", Named, Some("x")),
+            Reuse::NameLatest
+        );
+        assert_eq!(
+            reuse(Some(&with(Named, Some("a"), same)), b"d1", Named, Some("b")),
+            Reuse::Latest,
+            "a label is kept"
+        );
+        assert_eq!(reuse(Some(&with(Named, None, same)), b"d1", Named, None), Reuse::Latest);
     }
 
     #[test]

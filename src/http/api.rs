@@ -12,18 +12,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use yrs::updates::decoder::Decode;
-use yrs::StateVector;
 
 use super::access::{Caller, MAX_TOKEN_TTL_SECS};
 use super::{ApiError, AppState};
 use crate::auth::{self, Claims, Perm};
-use crate::doc::{DocError, DocName};
+use crate::doc::{self, DocError, DocMeta, DocName, StateVectorParam, VersionKind, VersionMeta};
 use crate::protocol::InboundUpdate;
-use crate::storage::{DocMeta, VersionKind, VersionMeta};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -56,7 +52,7 @@ fn version_id(raw: &str) -> ApiResult<i64> {
 }
 
 /// RFC 3339 (UTC, milliseconds) from Unix milliseconds.
-pub fn rfc3339(ms: i64) -> String {
+fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
@@ -147,8 +143,7 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
 async fn list_docs(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let stored: Vec<DocMeta> = state
         .registry
-        .store()
-        .list()
+        .stored_docs()
         .await?
         .into_iter()
         .filter(|m| caller.sees(&m.name))
@@ -174,7 +169,7 @@ async fn list_docs(State(state): State<AppState>, caller: Caller) -> ApiResult<J
 
 /// A document exists once it is stored or someone is connected to it.
 async fn existing(state: &AppState, name: &DocName) -> ApiResult<Option<DocMeta>> {
-    let meta = state.registry.store().meta(name).await?;
+    let meta = state.registry.stored(name).await?;
     let live = state.registry.loaded(name).is_some_and(|h| h.peers() > 0);
     if meta.is_none() && !live {
         return Err(ApiError::not_found(format!("no document '{name}'")));
@@ -229,21 +224,11 @@ async fn get_update(
     let name = doc_name(&name)?;
     caller.read(&name)?;
     existing(&state, &name).await?;
-    let sv = match query.sv {
-        None => None,
-        Some(b64) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64.trim()))
-                .map_err(|e| ApiError::bad_request(format!("sv is not base64: {e}")))?;
-            weft_core::validate::state_vector(&bytes)
-                .map_err(|e| ApiError::bad_request(format!("sv is not a Yjs state vector: {e}")))?;
-            Some(
-                StateVector::decode_v1(&bytes)
-                    .map_err(|e| ApiError::bad_request(format!("sv is not a Yjs state vector: {e}")))?,
-            )
-        }
-    };
+    let sv = query
+        .sv
+        .map(|b64| StateVectorParam::parse(&b64))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let update = state
         .registry
         .with_doc(&name, |h| {
@@ -297,7 +282,7 @@ async fn list_versions(
     let name = doc_name(&name)?;
     caller.read(&name)?;
     existing(&state, &name).await?;
-    let versions = state.registry.store().list_versions(&name).await?;
+    let versions = state.registry.versions(&name).await?;
     let versions: Vec<VersionJson> = versions.iter().map(VersionJson::from).collect();
     Ok(Json(json!({ "versions": versions })))
 }
@@ -370,8 +355,7 @@ async fn load_version(
     existing(state, &name).await?;
     let (meta, bytes) = state
         .registry
-        .store()
-        .load_version(&name, id)
+        .version(&name, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no version {id} of document '{name}'")))?;
     Ok((name, meta, bytes))
@@ -384,17 +368,7 @@ async fn get_version(
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<Json<VersionJson>> {
     let (_, meta, bytes) = load_version(&state, &caller, false, &name, &id).await?;
-    let content = tokio::task::spawn_blocking(move || {
-        let doc = yrs::Doc::new();
-        let update = yrs::Update::decode_v1(&bytes).map_err(|e| e.to_string())?;
-        yrs::Transact::transact_mut(&doc)
-            .apply_update(update)
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(crate::doc::content::doc_to_json(&doc))
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| {
+    let content = doc::render_state(bytes).await.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("version {id} is corrupt: {e}"),
@@ -422,7 +396,7 @@ async fn delete_version(
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let (name, meta, _) = load_version(&state, &caller, true, &name, &id).await?;
-    state.registry.store().delete_versions(&name, vec![meta.id]).await?;
+    state.registry.delete_version(&name, meta.id).await?;
     Ok(Json(json!({ "deleted": meta.id })))
 }
 

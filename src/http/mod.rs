@@ -30,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Router};
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::ApiError;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
+    /// Every WebSocket session's task, so that shutdown can wait for them.
+    pub sessions: TaskTracker,
     pub max_message_size: usize,
     pub next_peer: Arc<AtomicU64>,
     pub access: Arc<Access>,

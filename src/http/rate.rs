@@ -126,7 +126,7 @@ pub async fn admit_new_doc(state: &AppState, name: &DocName, ip: IpAddr, caller:
     let Some(key) = client(state, ip, Some(caller)) else {
         return Ok(());
     };
-    if state.registry.loaded(name).is_some() || state.registry.store().meta(name).await?.is_some() {
+    if state.registry.loaded(name).is_some() || state.registry.stored(name).await?.is_some() {
         return Ok(());
     }
     let mut creators = vec![Creator::Ip(key.ip)];

@@ -163,7 +163,7 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
     let budget = state.budget.clone();
     let deadline = state.timeouts.message_deadline;
     let response = handshake.accept();
-    tokio::spawn(async move {
+    state.sessions.spawn(async move {
         // Behind a proxy, the connection holds its place until it ends.
         let _admission = admission;
         let upgraded = match handshake.on_upgrade.await {

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::doc::DocName;
+use crate::name::DocName;
 
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteStore, SyncMode};

@@ -1,10 +1,15 @@
 //! `DocName`: a validated document name.
+//!
+//! A leaf module: every layer names documents (storage keys its rows by
+//! them, tokens grant them, the HTTP edge parses them from paths), so the
+//! name depends on nothing of weft's and `doc` re-exports it. Were it in
+//! `doc`, `storage` and `doc` would import each other.
 
 use std::fmt;
 use std::sync::Arc;
 
 /// Longest accepted name, in bytes of UTF-8.
-pub const MAX_NAME_BYTES: usize = 512;
+const MAX_NAME_BYTES: usize = 512;
 
 /// Top-level paths the HTTP layer keeps for itself. A document may not be
 /// named after them, or no WebSocket client could ever reach it.
@@ -57,8 +62,8 @@ impl DocName {
         Self::from_percent_encoded(raw)
     }
 
-    /// A name given percent-encoded, as in `/api/docs/{name}`.
-    pub fn from_percent_encoded(raw: &str) -> Result<Self, NameError> {
+    /// A name given percent-encoded.
+    fn from_percent_encoded(raw: &str) -> Result<Self, NameError> {
         let decoded = percent_encoding::percent_decode_str(raw)
             .decode_utf8()
             .map_err(|_| NameError::NotUtf8)?;

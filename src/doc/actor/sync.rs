@@ -1,0 +1,344 @@
+//! What the actor does with peers: joins and leaves, the messages they send
+//! (updates, step1, awareness), and what they are sent. Answers cost one
+//! encoding per document version, not one per request (see `answers`);
+//! awareness changes are gathered over a batch and sent as one frame per
+//! peer, holding the latest state of each client changed.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+use yrs::sync::awareness::AwarenessUpdate;
+use yrs::{ClientID, ReadTxn, StateVector, Transact};
+
+use super::{DocActor, Effect, Origin};
+use crate::close::CloseReason;
+use crate::doc::answers::{self, Step2};
+use crate::doc::handle::Reply;
+use crate::doc::presence;
+use crate::doc::{DocError, PeerId, PeerLink};
+use crate::protocol::{self, Inbound, InboundUpdate};
+
+/// Why `apply` refused an update.
+pub(super) enum Refusal {
+    /// It would grow the document past the size limit; nothing was applied.
+    TooLarge(u64),
+    /// It would give the document too many shared types; nothing was applied.
+    TooManyTypes(u64),
+    /// yrs refused it; the document may be half changed and must be rebuilt.
+    Invalid(String),
+}
+
+impl DocActor {
+    pub(super) fn join(&mut self, link: PeerLink) {
+        let id = link.id;
+        let joined = self.presence.join();
+        self.peers.insert(link, joined);
+        self.life.busy();
+        // step1 first, then the awareness states, each in its own frame.
+        let sv = self.doc().transact().state_vector();
+        self.send(id, protocol::encode_step1(&sv));
+        self.send_awareness_states(id);
+        debug!(peer = %id, peers = self.peers.len(), "peer joined");
+    }
+
+    pub(super) fn leave(&mut self, id: PeerId) {
+        if self.peers.remove(id).is_some() {
+            debug!(peer = %id, peers = self.peers.len(), "peer left");
+            self.release_clients(id);
+        }
+        if self.peers.is_empty() {
+            self.life.idle(Instant::now());
+        }
+    }
+
+    pub(super) async fn messages(&mut self, id: PeerId, messages: Vec<Inbound>) {
+        for message in messages {
+            let Some(writable) = self.peers.writable(id) else {
+                return; // kicked earlier in this batch
+            };
+            match message {
+                Inbound::SyncStep1(sv) => self.effects.push(Effect::Step2 { peer: id, sv }),
+                Inbound::Update(update) => {
+                    if !writable {
+                        // Never applied, stored or relayed. An empty update
+                        // is what every client sends as its first step2.
+                        if !update.update.is_empty() {
+                            self.refuse_read_only(id);
+                        }
+                        continue;
+                    }
+                    let reason = match self.apply(update, Origin::Peer(id)) {
+                        Ok(()) => continue,
+                        Err(Refusal::TooLarge(limit)) => CloseReason::doc_too_large(limit),
+                        Err(Refusal::TooManyTypes(limit)) => CloseReason::too_many_types(limit),
+                        Err(Refusal::Invalid(reason)) => {
+                            warn!(peer = %id, %reason, "update refused; closing the connection");
+                            self.metrics.updates_refused.fetch_add(1, Relaxed);
+                            self.kick(id, CloseReason::bad_update(&reason));
+                            // Store what was accepted before it, then rebuild
+                            // the document from the store: the refused update
+                            // may have been half applied.
+                            self.flush().await;
+                            self.reload().await;
+                            return;
+                        }
+                    };
+                    self.metrics.updates_refused.fetch_add(1, Relaxed);
+                    self.kick(id, reason);
+                    return;
+                }
+                Inbound::Awareness(update) => self.apply_awareness(id, update),
+                Inbound::QueryAwareness => self.effects.push(Effect::AwarenessStates { peer: id }),
+                Inbound::Ignored(tag) => debug!(peer = %id, tag, "ignored message type"),
+            }
+        }
+    }
+
+    /// An update from the HTTP API; `apply` answers the caller.
+    pub(super) async fn api_update(&mut self, update: InboundUpdate, reply: Reply<()>) {
+        if let Err(Refusal::Invalid(reason)) = self.apply(update, Origin::Api(reply)) {
+            // Undo any half-applied state.
+            warn!(%reason, "update from the HTTP API refused");
+            self.flush().await;
+            self.reload().await;
+        }
+    }
+
+    /// A read-only peer sent an update: it is dropped; the peer is told once
+    /// (y-websocket logs "Permission denied to access <url>") and the
+    /// attempt is logged.
+    fn refuse_read_only(&mut self, id: PeerId) {
+        self.metrics.updates_refused.fetch_add(1, Relaxed);
+        if self.peers.first_read_only_refusal(id) {
+            warn!(peer = %id, "read-only peer sent an update; refused (logged once per connection)");
+            let frame = protocol::encode_auth_denied("read-only access: your changes are not saved");
+            self.send(id, frame);
+        }
+    }
+
+    /// Applies an update to the document and queues it for storage and relay.
+    /// On refusal, an API caller is answered here; a peer is the caller's job.
+    fn apply(&mut self, update: InboundUpdate, origin: Origin) -> Result<(), Refusal> {
+        let answer = |origin: Origin, result: Result<(), DocError>| {
+            if let Origin::Api(reply) = origin {
+                let _ = reply.send(result);
+            }
+        };
+        let frame = update.relay_frame();
+        let InboundUpdate { raw, update, shape, .. } = update;
+        if update.is_empty() {
+            // What a fresh client sends as its step2: nothing to store or relay.
+            answer(origin, Ok(()));
+            return Ok(());
+        }
+        let limit = self.config.max_doc_size;
+        if self.log.would_exceed(raw.len() as u64, limit) {
+            answer(origin, Err(DocError::TooLarge { limit }));
+            return Err(Refusal::TooLarge(limit));
+        }
+        let type_limit = self.config.max_doc_types;
+        if self.type_items + shape.types > type_limit {
+            answer(origin, Err(DocError::TooManyTypes { limit: type_limit }));
+            return Err(Refusal::TooManyTypes(type_limit));
+        }
+        let changed = match weft_core::apply_update(self.awareness.doc(), update, &shape.spans, &mut self.clocks) {
+            Ok(changed) => changed,
+            Err(reason) => {
+                answer(origin, Err(DocError::BadUpdate(reason.clone())));
+                return Err(Refusal::Invalid(reason));
+            }
+        };
+        if !changed {
+            // Everything in it was already known (several peers resending
+            // the same edits after a reconnect): storing it again would only
+            // grow the log.
+            answer(origin, Ok(()));
+            return Ok(());
+        }
+        // Counted only when it changed something: a resent update would
+        // otherwise count twice. (A partly known one still counts whole; the
+        // count is exact again when the document is next loaded.)
+        self.type_items += shape.types;
+        self.accept(raw, frame, origin);
+        Ok(())
+    }
+
+    /// Queues an applied update for storage, then relay.
+    pub(super) fn accept(&mut self, raw: Bytes, frame: Bytes, origin: Origin) {
+        self.metrics.updates_applied.fetch_add(1, Relaxed);
+        self.metrics.update_bytes.fetch_add(raw.len() as u64, Relaxed);
+        self.log.push(raw);
+        self.effects.push(Effect::Relay { origin, frame });
+        self.answers.doc_changed();
+        self.versions.edited(Instant::now());
+    }
+
+    /// Applies what a connection may say of awareness (see `presence`) and
+    /// notes the clients that changed; they are sent at the end of the batch.
+    fn apply_awareness(&mut self, id: PeerId, mut update: AwarenessUpdate) {
+        let Some(joined) = self.peers.joined(id) else { return };
+        self.metrics.awareness_updates.fetch_add(1, Relaxed);
+        let awareness = &self.awareness;
+        let too_many = self.presence.admit(id, joined, &mut update, |client| {
+            awareness.meta(client).map(|(clock, _)| clock)
+        });
+        if too_many > 0 && self.peers.first_clients_warning(id) {
+            warn!(
+                peer = %id,
+                dropped = too_many,
+                limit = self.config.max_awareness_clients,
+                "more awareness clients than one connection may have; dropped (logged once per connection)"
+            );
+        }
+        if update.clients.is_empty() {
+            return;
+        }
+        match self.awareness.apply_update_summary(update) {
+            Ok(Some(summary)) => {
+                for client in &summary.removed {
+                    // It said goodbye itself; if it comes back with its old
+                    // clock, it is revived like a dropped one.
+                    self.presence.gone(*client);
+                }
+                // Renewals (same state, higher clock) count as changes and are
+                // relayed too: they keep idle clients' 30 s timers fed.
+                self.awareness_changed.extend(summary.all_changes());
+                self.answers.awareness_changed();
+            }
+            Ok(None) => {}
+            Err(e) => debug!(peer = %id, error = %e, "awareness update not applied"),
+        }
+    }
+
+    /// The awareness clients a connection owns, removed as it goes.
+    pub(super) fn release_clients(&mut self, id: PeerId) {
+        let mine = self.presence.leave(id);
+        self.remove_states(mine);
+    }
+
+    /// Removes the states of the given clients (null, clock + 1); the peers
+    /// hear of it at the end of the batch.
+    fn remove_states(&mut self, clients: Vec<ClientID>) {
+        if clients.is_empty() {
+            return;
+        }
+        for client in &clients {
+            self.awareness.remove_state(*client);
+        }
+        self.awareness_changed.extend(clients);
+        self.answers.awareness_changed();
+    }
+
+    /// Removes awareness states not renewed within the timeout.
+    pub(super) fn expire_awareness(&mut self) {
+        use yrs::sync::time::Clock;
+        let states = self
+            .awareness
+            .iter()
+            .map(|(client, state)| (client, state.data.is_some(), state.last_updated));
+        let timeout = self.config.awareness_timeout.as_millis() as u64;
+        let stale = presence::stale(states, self.clock.now(), timeout);
+        if !stale.is_empty() {
+            debug!(clients = stale.len(), "awareness states expired");
+            for client in &stale {
+                self.presence.gone(*client);
+            }
+            self.remove_states(stale);
+        }
+    }
+
+    /// Sends the awareness changes gathered since the last call to every
+    /// peer, the senders included, as one frame: however many messages
+    /// caused them, each peer gets one frame with the latest state of each
+    /// client that changed.
+    pub(super) fn publish_awareness(&mut self) {
+        while !self.awareness_changed.is_empty() {
+            let changed = std::mem::take(&mut self.awareness_changed);
+            if let Ok(update) = self.awareness.update_with_clients(changed) {
+                self.broadcast(protocol::encode_awareness(&update), None);
+            }
+            // Peers too slow for it leave, and their clients with them.
+            self.drop_slow_peers();
+        }
+    }
+
+    pub(super) fn perform(&mut self, effect: Effect) {
+        match effect {
+            Effect::Relay { origin, frame } => match origin {
+                Origin::Peer(id) => self.broadcast(frame, Some(id)),
+                Origin::Api(reply) => {
+                    self.broadcast(frame, None);
+                    let _ = reply.send(Ok(()));
+                }
+                Origin::Actor => self.broadcast(frame, None),
+            },
+            Effect::Step2 { peer, sv } => self.answer_step1(peer, sv),
+            Effect::AwarenessStates { peer } => self.send_awareness_states(peer),
+            Effect::EncodeState { sv, reply } => {
+                let sv = sv.unwrap_or_default();
+                let _ = reply.send(Ok(self.doc().transact().encode_state_as_update_v1(&sv)));
+            }
+            Effect::Content { reply } => {
+                let _ = reply.send(Ok(crate::doc::content::doc_to_json(self.doc())));
+            }
+        }
+    }
+
+    /// Answers a step1: nothing while a waiting answer covers it, the
+    /// shared full state, or a diff of its own (see `answers`).
+    fn answer_step1(&mut self, id: PeerId, sv: StateVector) {
+        if !self.peers.contains(id) {
+            return;
+        }
+        let doc_sv = self.doc().transact().state_vector();
+        let (frame, answered) = match answers::step2_for(&doc_sv, &sv, self.peers.waiting_step2(id)) {
+            Step2::Nothing => return,
+            Step2::Full => {
+                let doc = self.awareness.doc();
+                let frame = self.answers.full_state(|| {
+                    let update = doc.transact().encode_state_as_update_v1(&StateVector::default());
+                    protocol::encode_step2(&update)
+                });
+                (frame, StateVector::default())
+            }
+            Step2::Diff => {
+                let update = self.doc().transact().encode_state_as_update_v1(&sv);
+                (protocol::encode_step2(&update), sv)
+            }
+        };
+        if let Some(ticket) = self.send(id, frame) {
+            self.peers.step2_sent(id, ticket, answered);
+        }
+    }
+
+    /// Sends every awareness state to a peer (on join, or asked), unless the
+    /// last such frame still waits in its queue: the changes since then were
+    /// queued behind it.
+    fn send_awareness_states(&mut self, id: PeerId) {
+        if !self.peers.contains(id) || self.peers.awareness_states_waiting(id) {
+            return;
+        }
+        let awareness = &self.awareness;
+        let frame = self.answers.awareness_states(|| {
+            let update = awareness.update().ok()?;
+            (!update.clients.is_empty()).then(|| protocol::encode_awareness(&update))
+        });
+        if let Some(ticket) = frame.and_then(|frame| self.send(id, frame)) {
+            self.peers.awareness_states_sent(id, ticket);
+        }
+    }
+
+    /// Queues a frame for one peer; its ticket when queued.
+    fn send(&mut self, id: PeerId, frame: Bytes) -> Option<u64> {
+        let ticket = self.peers.send(id, frame)?;
+        self.metrics.frames_sent.fetch_add(1, Relaxed);
+        Some(ticket)
+    }
+
+    fn broadcast(&mut self, frame: Bytes, except: Option<PeerId>) {
+        let sent = self.peers.fan_out(&frame, except);
+        self.metrics.frames_sent.fetch_add(sent, Relaxed);
+    }
+}
