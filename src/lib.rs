@@ -30,6 +30,7 @@
 //! - [`storage`]: the [`storage::DocStore`] trait, SQLite (group-committed
 //!   update log plus snapshots) and an in-memory store.
 //! - [`auth`]: the access-token format (JWT HS256): mint, verify, patterns.
+//! - [`clock`]: the wall clock, in Unix milliseconds and seconds.
 //! - [`close`]: the close codes weft sends, and why.
 //! - [`rate`]: the token bucket behind every rate limit, and the book that
 //!   keeps clients' buckets between connections and requests.
@@ -39,6 +40,7 @@
 //! and why they are built this way.
 
 pub mod auth;
+pub mod clock;
 pub mod close;
 pub mod config;
 pub mod doc;

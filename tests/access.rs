@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::{enc, http, Client, Server, SECOND};
 use serde_json::json;
 use weft::auth::{self, AuthKey, Claims, Perm};
+use weft::clock::now_secs;
 use yrs::{Text, Transact};
 
 const KEY: &str = "test-key-0123456789abcdef0123456789";
@@ -29,18 +30,11 @@ fn token_server(extra: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
     (builder.start(), dir)
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token(doc: &str, perm: Perm, ttl: u64) -> (String, String) {
     let claims = Claims {
         doc: doc.into(),
         perm,
-        exp: now() + ttl,
+        exp: now_secs() + ttl,
         jti: auth::new_token_id(),
         sub: Some("u1".into()),
         name: Some("Ada".into()),
@@ -68,7 +62,7 @@ async fn refusals_happen_at_the_upgrade_with_a_reason() {
         &Claims {
             doc: "*".into(),
             perm: Perm::Write,
-            exp: now() + 60,
+            exp: now_secs() + 60,
             jti: "x".into(),
             sub: None,
             name: None,
@@ -79,7 +73,7 @@ async fn refusals_happen_at_the_upgrade_with_a_reason() {
         let claims = Claims {
             doc: "*".into(),
             perm: Perm::Write,
-            exp: now() - 1,
+            exp: now_secs() - 1,
             jti: "old".into(),
             sub: None,
             name: None,

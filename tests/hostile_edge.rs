@@ -19,6 +19,7 @@ use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::Role;
 use tungstenite::Message;
 use weft::auth::{self, AuthKey, Claims, Perm};
+use weft::clock::now_secs;
 use yrs::{Text, Transact};
 
 const KEY: &str = "test-key-0123456789abcdef0123456789";
@@ -163,13 +164,6 @@ fn big_update(bytes: usize) -> Vec<u8> {
     let mut txn = doc.transact_mut();
     text.push(&mut txn, &"x".repeat(bytes));
     txn.encode_update_v1()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 // ---- item 2: connections that never finish their request ----
@@ -758,7 +752,7 @@ fn sign(claims: Value) -> String {
 async fn tokens_weft_cannot_revoke_or_bound_are_refused() {
     let (_dir, path) = key_file();
     let server = Server::builder().arg("--auth-key-file", path.display()).start();
-    let base = serde_json::json!({"doc": "*", "perm": "write", "exp": now() + 600, "jti": "t1"});
+    let base = serde_json::json!({"doc": "*", "perm": "write", "exp": now_secs() + 600, "jti": "t1"});
     let with = |k: &str, v: Value| {
         let mut c = base.clone();
         c[k] = v;
@@ -767,10 +761,10 @@ async fn tokens_weft_cannot_revoke_or_bound_are_refused() {
     let year = weft::auth::MAX_TOKEN_TTL_SECS;
     for (token, reason) in [
         (with("exp", u64::MAX.into()), "lives longer"),
-        (with("exp", (now() + 10 * year).into()), "lives longer"),
+        (with("exp", (now_secs() + 10 * year).into()), "lives longer"),
         (with("jti", "".into()), "jti must be 1 to 128 bytes"),
         (with("jti", "j".repeat(129).into()), "jti must be 1 to 128 bytes"),
-        (with("nbf", (now() + 3600).into()), "not valid yet"),
+        (with("nbf", (now_secs() + 3600).into()), "not valid yet"),
     ] {
         let refused = Client::refused(&server.ws, &format!("/doc?token={token}"))
             .await
@@ -781,7 +775,7 @@ async fn tokens_weft_cannot_revoke_or_bound_are_refused() {
         assert_eq!(api.status, 401, "{}", api.text());
     }
     // what weft mints, and nbf/iat in the past, are fine
-    let fine = with("nbf", (now() - 60).into());
+    let fine = with("nbf", (now_secs() - 60).into());
     let client = Client::connect(&server.ws, &format!("doc?token={fine}")).await.unwrap();
     client.wait_synced().await.unwrap();
     let key = AuthKey::new(KEY.as_bytes().to_vec()).unwrap();
@@ -790,7 +784,7 @@ async fn tokens_weft_cannot_revoke_or_bound_are_refused() {
         &Claims {
             doc: "*".into(),
             perm: Perm::Read,
-            exp: now() + year,
+            exp: now_secs() + year,
             jti: auth::new_token_id(),
             sub: None,
             name: None,

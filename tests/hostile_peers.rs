@@ -30,11 +30,7 @@ fn token_server(extra: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
 }
 
 fn token(doc: &str, perm: Perm) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
+    let exp = weft::clock::now_secs() + 600;
     let claims = Claims {
         doc: doc.into(),
         perm,

@@ -33,7 +33,7 @@ fn token(doc: &str, perm: Perm) -> String {
     let claims = Claims {
         doc: doc.into(),
         perm,
-        exp: (weft::http::access::now_secs()) + 3600,
+        exp: weft::clock::now_secs() + 3600,
         jti: auth::new_token_id(),
         sub: None,
         name: None,

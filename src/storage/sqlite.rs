@@ -21,9 +21,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    now_ms, BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta,
-    VersionState,
+    BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState,
 };
+use crate::clock::{now_ms, now_secs};
 use crate::doc::DocName;
 use crate::metrics::Metrics;
 
@@ -825,7 +825,7 @@ impl DocStore for SqliteStore {
         Box::pin(self.read(|conn| {
             let mut stmt = conn.prepare_cached("SELECT token_id FROM revoked_tokens WHERE expires_at >= ?1")?;
             let rows = stmt
-                .query_map([now_ms() / 1000], |r| r.get(0))?
+                .query_map([now_secs() as i64], |r| r.get(0))?
                 .collect::<Result<Vec<String>, _>>()?;
             Ok(rows)
         }))
