@@ -71,6 +71,13 @@ pub enum AuthError {
     ReadOnly,
     #[error("this needs the admin key")]
     AdminOnly,
+    /// A token asked for a `doc` that is neither a document name nor a
+    /// pattern; the message is the name's.
+    #[error("{0}")]
+    BadPattern(String),
+    /// A token asked to live 0 s or longer than [`MAX_TOKEN_TTL_SECS`].
+    #[error("a token lives 1 s to 365 days")]
+    BadLifetime,
 }
 
 /// The secret the tokens are signed with. Never printed.
@@ -92,9 +99,21 @@ impl AuthKey {
         Ok(Self(bytes))
     }
 
+    /// The key weft is configured with: the file's when a file is named,
+    /// else `key` (from `WEFT_AUTH_KEY`, surrounding white space dropped),
+    /// else none, which is open mode. The server and `weft token` both load
+    /// it here, so that a token the CLI signs is one the server accepts.
+    pub fn load(file: Option<&Path>, key: Option<&str>) -> Result<Option<Self>, AuthError> {
+        match (file, key) {
+            (Some(path), _) => Self::from_file(path).map(Some),
+            (None, Some(key)) => Self::new(key.trim().as_bytes().to_vec()).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The file's content without its trailing newline, so that
     /// `openssl rand -hex 32 > key` works as is.
-    pub fn from_file(path: &Path) -> Result<Self, AuthError> {
+    fn from_file(path: &Path) -> Result<Self, AuthError> {
         let bytes = std::fs::read(path).map_err(|e| AuthError::KeyFile {
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -251,6 +270,38 @@ fn check_period(exp: u64, validity: &Validity, now: u64) -> Result<(), AuthError
         return Err(AuthError::LivesTooLong);
     }
     Ok(())
+}
+
+/// What a new token is for and how long it lives; [`issue`] adds the rest.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    /// A document name, a prefix pattern (`team-a/*`) or `*`.
+    pub doc: String,
+    pub perm: Perm,
+    pub ttl_secs: u64,
+    pub sub: Option<String>,
+    pub name: Option<String>,
+}
+
+/// Checks what a token is for and how long it lives, gives it a fresh id and
+/// signs it (`now` in Unix seconds): what `weft token` and `POST /api/tokens`
+/// both do. Returns the token and its claims.
+pub fn issue(key: &AuthKey, spec: TokenSpec, now: u64) -> Result<(String, Claims), AuthError> {
+    if spec.doc != "*" && !spec.doc.ends_with('*') {
+        DocName::parse(&spec.doc).map_err(|e| AuthError::BadPattern(e.to_string()))?;
+    }
+    if spec.ttl_secs == 0 || spec.ttl_secs > MAX_TOKEN_TTL_SECS {
+        return Err(AuthError::BadLifetime);
+    }
+    let claims = Claims {
+        doc: spec.doc,
+        perm: spec.perm,
+        exp: now + spec.ttl_secs,
+        jti: new_token_id(),
+        sub: spec.sub,
+        name: spec.name,
+    };
+    Ok((mint(key, &claims), claims))
 }
 
 /// A new random token id.

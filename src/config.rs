@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
+use crate::auth::{AuthError, AuthKey};
 use crate::doc::{DocConfig, VersionPolicy, VersionQuota};
 use crate::storage::SyncMode;
 
@@ -55,6 +56,11 @@ pub const DEFAULT_MAX_AWARENESS_CLIENTS: usize = 4;
 /// A cursor and a user's name and color weigh a few hundred bytes; this
 /// leaves room for selections of many items.
 pub const DEFAULT_MAX_AWARENESS_STATE: usize = 64 << 10;
+
+/// `WEFT_AUTH_KEY`, unless unset or empty. Never a flag: it would show in `ps`.
+fn auth_key_from_env() -> Option<String> {
+    std::env::var("WEFT_AUTH_KEY").ok().filter(|k| !k.is_empty())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,6 +116,9 @@ pub struct TokenArgs {
     /// File holding the signing key.
     #[arg(long, env = "WEFT_AUTH_KEY_FILE")]
     pub auth_key_file: Option<PathBuf>,
+    /// The signing key itself, from the environment only, as for serving.
+    #[arg(skip = auth_key_from_env())]
+    pub auth_key: Option<String>,
     /// Print the token's claims as JSON too.
     #[arg(long)]
     pub json: bool,
@@ -194,7 +203,7 @@ pub struct Config {
 
     /// The secret key itself, from the environment only (a flag would show
     /// in `ps`).
-    #[arg(skip = std::env::var("WEFT_AUTH_KEY").ok().filter(|k| !k.is_empty()))]
+    #[arg(skip = auth_key_from_env())]
     #[serde(skip)]
     pub auth_key: Option<String>,
 
@@ -379,13 +388,9 @@ impl Config {
         self.rate_burst.min(queue)
     }
 
-    /// Where the signing key comes from, if anywhere: token mode.
-    pub fn auth_key(&self) -> Result<Option<crate::auth::AuthKey>, crate::auth::AuthError> {
-        match (&self.auth_key_file, &self.auth_key) {
-            (Some(path), _) => crate::auth::AuthKey::from_file(path).map(Some),
-            (None, Some(key)) => crate::auth::AuthKey::new(key.trim().as_bytes().to_vec()).map(Some),
-            (None, None) => Ok(None),
-        }
+    /// The signing key, if there is one: token mode.
+    pub fn auth_key(&self) -> Result<Option<AuthKey>, AuthError> {
+        AuthKey::load(self.auth_key_file.as_deref(), self.auth_key.as_deref())
     }
 }
 
