@@ -42,16 +42,9 @@ const WRITE_QUEUE: usize = 4096;
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 2048;
 
-/// SQLite's `synchronous` setting in WAL mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncMode {
-    /// A commit is in the WAL file when it returns: safe against a crash of
-    /// the process, not against power loss (the OS may not have written it).
-    Normal,
-    /// Every commit is fsynced: also safe against power loss, slower.
-    Full,
-}
+/// A flag of the configuration, so defined there; SQLite's names for it are
+/// set in [`SqliteStore::open`].
+pub use crate::config::SyncMode;
 
 enum Job {
     Append {
