@@ -3,6 +3,7 @@
 mod common;
 
 use common::{Client, Server, SECOND};
+use yrs::encoding::write::Write;
 use yrs::{Map, Text, Transact};
 
 fn map_get(client: &Client, key: &str) -> Option<String> {
@@ -640,44 +641,23 @@ fn invalid_parent_update() -> Vec<u8> {
     //   item 2: a string whose parent is item 1's ID (an item, not a type)
     let client: u64 = 4242;
     let mut u = Vec::new();
-    let var = |u: &mut Vec<u8>, mut n: u64| loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            u.push(b);
-            break;
-        }
-        u.push(b | 0x80);
-    };
-    let string = |u: &mut Vec<u8>, s: &str| {
-        let mut n = s.len() as u64;
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                u.push(b);
-                break;
-            }
-            u.push(b | 0x80);
-        }
-        u.extend_from_slice(s.as_bytes());
-    };
-    var(&mut u, 1); // one client
-    var(&mut u, 2); // two structs
-    var(&mut u, client);
-    var(&mut u, 0); // starting clock
-                    // item 1: info = content ref 4 (string), no origins, parent info flag set
+    u.write_var(1u32); // one client
+    u.write_var(2u32); // two structs
+    u.write_var(client);
+    u.write_var(0u32); // starting clock
+
+    // item 1: info = content ref 4 (string), no origins, parent info flag set
     u.push(4);
-    var(&mut u, 1); // parent is a root name
-    string(&mut u, "t");
-    string(&mut u, "EVIL");
+    u.write_var(1u32); // parent is a root name
+    u.write_string("t");
+    u.write_string("EVIL");
     // item 2: string content, parent given as an ID
     u.push(4);
-    var(&mut u, 0); // parent is an ID
-    var(&mut u, client);
-    var(&mut u, 0);
-    string(&mut u, "EVIL2");
-    var(&mut u, 0); // empty delete set
+    u.write_var(0u32); // parent is an ID
+    u.write_var(client);
+    u.write_var(0u32);
+    u.write_string("EVIL2");
+    u.write_var(0u32); // empty delete set
     u
 }
 

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
+use yrs::encoding::read::{Cursor, Read};
+use yrs::encoding::write::Write;
 
 use super::{
     BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState,
@@ -627,12 +629,7 @@ fn pack(entries: &[LogEntry]) -> Vec<u8> {
     }
     let mut out = Vec::with_capacity(entries.iter().map(|e| e.data.len() + 4).sum());
     for entry in entries {
-        let mut n = entry.data.len();
-        while n >= 0x80 {
-            out.push((n as u8 & 0x7f) | 0x80);
-            n >>= 7;
-        }
-        out.push(n as u8);
+        out.write_var(entry.data.len());
         out.extend_from_slice(&entry.data);
     }
     out
@@ -645,21 +642,13 @@ fn unpack(data: Vec<u8>, count: u64) -> Option<Vec<Bytes>> {
     }
     let data = Bytes::from(data);
     let mut updates = Vec::with_capacity(count as usize);
-    let mut pos = 0;
-    while pos < data.len() {
-        let (mut len, mut shift) = (0usize, 0);
-        loop {
-            let byte = *data.get(pos)?;
-            pos += 1;
-            len |= ((byte & 0x7f) as usize).checked_shl(shift)?;
-            if byte < 0x80 {
-                break;
-            }
-            shift += 7;
-        }
-        let end = pos.checked_add(len).filter(|&end| end <= data.len())?;
-        updates.push(data.slice(pos..end));
-        pos = end;
+    let mut cursor = Cursor::new(&data);
+    while cursor.has_content() {
+        let len: usize = cursor.read_var().ok()?;
+        let start = cursor.next;
+        let end = start.checked_add(len).filter(|&end| end <= data.len())?;
+        updates.push(data.slice(start..end));
+        cursor.next = end;
     }
     (updates.len() as u64 == count).then_some(updates)
 }
