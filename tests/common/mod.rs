@@ -15,6 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use weft_bench::client::Client;
 
+pub mod ydoc;
+
 pub const SECOND: Duration = Duration::from_secs(1);
 
 /// The longest any single HTTP request of a test may take.
