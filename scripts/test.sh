@@ -22,10 +22,12 @@ started=$(date +%s)
 
 # Debian packages the tests drive: strace counts weft's fsyncs (--sync full
 # against normal), sqlite3 holds the database's lock from another process
-# (the y-websocket provider after 4500), Chromium runs the browser tests.
+# (the y-websocket provider after 4500), Chromium runs the browser tests,
+# python3 runs the layer check.
 missing=()
 command -v strace >/dev/null || missing+=(strace)
 command -v sqlite3 >/dev/null || missing+=(sqlite3)
+command -v python3 >/dev/null || missing+=(python3)
 if [ "$browser" = 1 ] && [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
 if [ "${#missing[@]}" -gt 0 ]; then
   step "Installing ${missing[*]} (Debian packages)"
@@ -34,6 +36,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+step "Layers: http → session → doc → {weft-core, storage}, leaves below (docs/ARCHITECTURE.md)"
+scripts/check-layers.py
 
 step "Web demo: the committed bundle is what web-demo/src builds to"
 web-demo/check.sh
