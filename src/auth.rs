@@ -34,13 +34,13 @@ use sha2::Sha256;
 use crate::doc::DocName;
 
 /// Shortest accepted secret key, in bytes.
-pub const MIN_KEY_BYTES: usize = 16;
+const MIN_KEY_BYTES: usize = 16;
 /// How long a revocation is remembered, and so the longest a token may live.
 pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 86_400;
 /// Clock difference tolerated between weft and the backend minting tokens.
 pub const CLOCK_LEEWAY_SECS: u64 = 60;
 /// Longest token id (`jti`) that can be revoked, in bytes.
-pub const MAX_TOKEN_ID_BYTES: usize = 128;
+const MAX_TOKEN_ID_BYTES: usize = 128;
 
 /// Why a key or a token was refused. Token messages are shown to clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

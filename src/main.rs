@@ -106,6 +106,8 @@ fn token(args: TokenArgs) -> ExitCode {
 /// hard limit, which only root can change.
 fn raise_fd_limit() {
     #[cfg(unix)]
+    // SAFETY: getrlimit and setrlimit only read and write the struct they are
+    // given, which lives on this stack frame for the whole block.
     unsafe {
         let mut limit = libc::rlimit {
             rlim_cur: 0,

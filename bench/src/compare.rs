@@ -207,7 +207,7 @@ impl Server {
     }
 
     /// Starts the same command again (same port, same database).
-    pub fn restart_after(self, how: &str) -> Result<Server, Error> {
+    fn restart_after(self, how: &str) -> Result<Server, Error> {
         let (argv, env, log, kind, base, db) = (
             self.argv.clone(),
             self.env.clone(),

@@ -23,7 +23,7 @@ use crate::stats::{self, micros_since, round3, CpuMeter, Histogram};
 use crate::wire::{self, Appender, Mark};
 
 /// The latency an update that never arrived is counted with.
-pub const LOST_MS: u64 = 10_000;
+const LOST_MS: u64 = 10_000;
 /// How long readers wait for the last updates after the writers stopped.
 const DRAIN: Duration = Duration::from_millis(1500);
 

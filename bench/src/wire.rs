@@ -20,13 +20,13 @@ pub const SYNC_STEP2: u8 = 1;
 pub const SYNC_UPDATE: u8 = 2;
 
 /// The root text every generated update appends to.
-pub const ROOT: &str = "t";
+const ROOT: &str = "t";
 
 const MARK_BYTE: u8 = b'~';
 const SEQ_DIGITS: usize = 8;
 const TIME_DIGITS: usize = 12;
 /// Length of the inserted text: `~` + 8 digits of sequence + 12 of micros.
-pub const MARK_LEN: usize = 1 + SEQ_DIGITS + TIME_DIGITS;
+const MARK_LEN: usize = 1 + SEQ_DIGITS + TIME_DIGITS;
 
 /// What an update carries: who can tell how late it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -233,11 +233,6 @@ pub fn encode_awareness(update: &AwarenessUpdate) -> Bytes {
     frame_with(&[MSG_AWARENESS], &update.encode_v1())
 }
 
-/// `queryAwareness`
-pub fn encode_query_awareness() -> Bytes {
-    Bytes::from_static(&[MSG_QUERY_AWARENESS])
-}
-
 /// `auth • permissionDenied • reason`: what y-websocket's client logs as
 /// "Permission denied to access <url>".
 pub fn encode_auth_denied(reason: &str) -> Bytes {
@@ -249,6 +244,11 @@ mod tests {
     use super::*;
     use bytes::BytesMut;
     use yrs::{Doc, GetString, ReadTxn, Text, Transact};
+
+    /// `queryAwareness`: clients send it, weft never does.
+    fn encode_query_awareness() -> Bytes {
+        Bytes::from_static(&[MSG_QUERY_AWARENESS])
+    }
 
     fn text_update(s: &str) -> Vec<u8> {
         let doc = Doc::new();

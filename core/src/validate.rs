@@ -17,12 +17,12 @@ use std::fmt;
 /// Deepest nesting of Any values (arrays and maps inside arrays and maps).
 /// Yjs documents nest JSON values a handful of levels; yrs recurses once per
 /// level on a thread stack of 2 MiB.
-pub const MAX_DEPTH: usize = 64;
+const MAX_DEPTH: usize = 64;
 
 /// Highest clock an update may reach. A client's clock counts its own
 /// operations, so real documents stay many orders of magnitude below; yrs's
 /// clock arithmetic is `u32` and wraps near `u32::MAX` (found by fuzzing).
-pub const MAX_CLOCK: u64 = (u32::MAX / 2) as u64;
+const MAX_CLOCK: u64 = (u32::MAX / 2) as u64;
 
 /// Why input was refused, shown to the client in the close reason.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -425,10 +425,6 @@ impl Limits {
         }
     }
 
-    pub fn max_total(&self) -> usize {
-        self.max_total
-    }
-
     /// The client's IP: the peer address, or behind a trusted proxy the last
     /// `X-Forwarded-For` entry (the one the proxy itself appended).
     pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
