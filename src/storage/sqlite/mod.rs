@@ -90,72 +90,76 @@ impl SqliteStore {
         })
     }
 
-    /// Queues a job for the writer and waits for its answer.
-    async fn submit<T>(&self, job: Job, reply: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
-        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
-        reply.await.map_err(|_| StoreError::Closed)?
+    /// Queues the job `job` makes with its reply channel for the writer, and
+    /// waits for the answer.
+    fn write<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> BoxFuture<'_, Result<T, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let job = job(reply);
+        Box::pin(async move {
+            self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
     }
 
     /// Runs a read query on a pooled connection, off the async workers.
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    fn read<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.take()?;
-            let result = f(&conn);
-            pool.give_back(conn);
-            result
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = pool.take()?;
+                let result = f(&conn);
+                pool.give_back(conn);
+                result
+            })
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
         })
-        .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
     }
 }
 
 impl DocStore for SqliteStore {
     fn load<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<StoredDoc, StoreError>> {
         let name = name.clone();
-        Box::pin(self.read(move |conn| read::load(conn, &name)))
+        self.read(move |conn| read::load(conn, &name))
     }
 
     fn append<'a>(&'a self, name: &'a DocName, entries: Vec<LogEntry>) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job::Append {
+        self.write(|reply| Job::Append {
             doc: name.clone(),
             entries,
             reply,
-        };
-        Box::pin(self.submit(job, rx))
+        })
     }
 
     fn compact<'a>(&'a self, name: &'a DocName, snapshot: Snapshot) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job::Compact {
+        self.write(|reply| Job::Compact {
             doc: name.clone(),
             snapshot,
             reply,
-        };
-        Box::pin(self.submit(job, rx))
+        })
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<DocMeta>, StoreError>> {
-        Box::pin(self.read(read::list))
+        self.read(read::list)
     }
 
     fn meta<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<Option<DocMeta>, StoreError>> {
         let name = name.clone();
-        Box::pin(self.read(move |conn| read::meta(conn, &name)))
+        self.read(move |conn| read::meta(conn, &name))
     }
 
     fn delete<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<bool, StoreError>> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job::Delete {
+        self.write(|reply| Job::Delete {
             doc: name.clone(),
             reply,
-        };
-        Box::pin(self.submit(job, rx))
+        })
     }
 
     fn save_version<'a>(
@@ -166,16 +170,14 @@ impl DocStore for SqliteStore {
         label: Option<String>,
         digest: Vec<u8>,
     ) -> BoxFuture<'a, Result<VersionMeta, StoreError>> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job::SaveVersion {
+        self.write(|reply| Job::SaveVersion {
             doc: name.clone(),
             snapshot,
             kind,
             label,
             digest,
             reply,
-        };
-        Box::pin(self.submit(job, rx))
+        })
     }
 
     fn name_version<'a>(
@@ -184,19 +186,17 @@ impl DocStore for SqliteStore {
         id: i64,
         label: Option<String>,
     ) -> BoxFuture<'a, Result<Option<VersionMeta>, StoreError>> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job::NameVersion {
+        self.write(|reply| Job::NameVersion {
             doc: name.clone(),
             id,
             label,
             reply,
-        };
-        Box::pin(self.submit(job, rx))
+        })
     }
 
     fn list_versions<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>> {
         let name = name.clone();
-        Box::pin(self.read(move |conn| read::list_versions(conn, &name)))
+        self.read(move |conn| read::list_versions(conn, &name))
     }
 
     fn load_version<'a>(
@@ -205,31 +205,27 @@ impl DocStore for SqliteStore {
         id: i64,
     ) -> BoxFuture<'a, Result<Option<VersionState>, StoreError>> {
         let name = name.clone();
-        Box::pin(self.read(move |conn| read::load_version(conn, &name, id)))
+        self.read(move |conn| read::load_version(conn, &name, id))
     }
 
     fn delete_versions<'a>(&'a self, name: &'a DocName, ids: Vec<i64>) -> BoxFuture<'a, Result<usize, StoreError>> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job::DeleteVersions {
+        self.write(|reply| Job::DeleteVersions {
             doc: name.clone(),
             ids,
             reply,
-        };
-        Box::pin(self.submit(job, rx))
+        })
     }
 
     fn revoke_token(&self, token_id: String, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job::Revoke {
+        self.write(|reply| Job::Revoke {
             token_id,
             expires_at,
             reply,
-        };
-        Box::pin(self.submit(job, rx))
+        })
     }
 
     fn revoked_tokens(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        Box::pin(self.read(|conn| read::revoked_tokens(conn, now_secs())))
+        self.read(|conn| read::revoked_tokens(conn, now_secs()))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
