@@ -3,44 +3,21 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use common::tokens::{self, key_file, token_server, KEY};
 use common::{enc, http, Client, Server, SECOND};
 use serde_json::json;
 use weft::auth::{self, AuthKey, Claims, Perm};
 use weft::clock::now_secs;
 use yrs::{Text, Transact};
 
-const KEY: &str = "test-key-0123456789abcdef0123456789";
-
-fn key_file() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("key");
-    std::fs::write(&path, format!("{KEY}\n")).unwrap();
-    (dir, path)
-}
-
-fn token_server(extra: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
-    let (dir, path) = key_file();
-    let mut builder = Server::builder().arg("--auth-key-file", path.display());
-    for (flag, value) in extra {
-        builder = builder.arg(flag, value);
-    }
-    (builder.start(), dir)
-}
-
+/// A token and its id; sub and name as a backend would set them.
 fn token(doc: &str, perm: Perm, ttl: u64) -> (String, String) {
-    let claims = Claims {
-        doc: doc.into(),
-        perm,
-        exp: now_secs() + ttl,
-        jti: auth::new_token_id(),
-        sub: Some("u1".into()),
-        name: Some("Ada".into()),
-    };
-    let key = AuthKey::new(KEY.as_bytes().to_vec()).unwrap();
-    (auth::mint(&key, &claims), claims.jti)
+    let mut claims = tokens::claims(doc, perm, ttl);
+    claims.sub = Some("u1".into());
+    claims.name = Some("Ada".into());
+    (tokens::mint(&claims), claims.jti)
 }
 
 async fn connect(server: &Server, room: &str, token: &str) -> Client {

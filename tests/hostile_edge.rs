@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::tokens::{key_file, KEY};
 use common::{enc, Client, Server, SECOND};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -22,7 +23,6 @@ use weft::auth::{self, AuthKey, Claims, Perm};
 use weft::clock::now_secs;
 use yrs::{Text, Transact};
 
-const KEY: &str = "test-key-0123456789abcdef0123456789";
 const MIB: usize = 1 << 20;
 
 /// A TCP connection to the server from `local`, any address on 127/8
@@ -720,13 +720,6 @@ async fn errors_are_json_and_bodies_are_bounded_by_the_message_size() {
 }
 
 // ---- item 7: token edge cases ----
-
-fn key_file() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("key");
-    std::fs::write(&path, KEY).unwrap();
-    (dir, path)
-}
 
 /// Signs any claims, as a backend holding the key could.
 fn sign(claims: Value) -> String {

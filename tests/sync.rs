@@ -2,15 +2,9 @@
 
 mod common;
 
-use common::{Client, Server, SECOND};
+use common::{flood_until_a_slow_peer_goes, map_get, Client, Server, SECOND};
 use yrs::encoding::write::Write;
 use yrs::{Map, Text, Transact};
-
-fn map_get(client: &Client, key: &str) -> Option<String> {
-    let map = client.doc.get_or_insert_map("m");
-    let txn = client.doc.transact();
-    map.get(&txn, key).map(|v| v.to_string(&txn))
-}
 
 /// Two peers editing the same Text and Map at once end with identical content.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,30 +525,9 @@ async fn slow_peer_is_disconnected_and_others_keep_receiving() {
     let fast = server.connect("slow").await;
     let slow = server.connect("slow").await;
     slow.pause_reading(true);
+    // 64 KiB values fill the socket buffers, then the 8-frame queue.
+    flood_until_a_slow_peer_goes(&server, &writer, &fast, 64 * 1024).await;
     let map = writer.doc.get_or_insert_map("m");
-    // 64 KiB values fill the socket buffers, then the 8-frame queue. Each
-    // overwrites the last, so the document itself stays small.
-    let blob = "x".repeat(64 * 1024);
-    let mut sent = 0i64;
-    let deadline = std::time::Instant::now() + 60 * SECOND;
-    while server.metric("weft_disconnects_total{reason=\"slow_consumer\"}").await == 0.0 {
-        assert!(std::time::Instant::now() < deadline, "slow peer never disconnected");
-        // Bursts smaller than the queue: a peer that reads is never behind
-        // by more than a burst.
-        for _ in 0..4 {
-            sent += 1;
-            writer.edit(|txn| {
-                map.insert(txn, "blob", blob.clone());
-                map.insert(txn, "n", sent);
-            });
-        }
-        let want = sent.to_string();
-        fast.wait_for("fast peer to keep up", 20 * SECOND, |f| {
-            map_get(f, "n").as_deref() == Some(&want)
-        })
-        .await
-        .unwrap();
-    }
     slow.pause_reading(false);
     let closed = slow.wait_closed(10 * SECOND).await.unwrap();
     assert_eq!(closed.map(|c| c.0), Some(4503));

@@ -8,7 +8,7 @@
 
 use yrs::types::Attrs;
 use yrs::updates::decoder::Decode;
-use yrs::{Any, Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{Any, Doc, ReadTxn, StateVector, Text, Transact, Update};
 
 /// The full state of `doc`, as an update (Yjs v1).
 pub fn state(doc: &Doc) -> Vec<u8> {
@@ -28,6 +28,13 @@ pub fn loaded(update: &[u8]) -> Doc {
     let doc = Doc::new();
     apply_update(&doc, update);
     doc
+}
+
+/// An update that creates a document whose text `t` holds `s`.
+pub fn text_update(s: &str) -> Vec<u8> {
+    let doc = Doc::new();
+    doc.get_or_insert_text("t").push(&mut doc.transact_mut(), s);
+    state(&doc)
 }
 
 /// Formatting attributes from pairs.
