@@ -9,7 +9,8 @@
 //!
 //! Layers depend downwards only: `http → session → doc → {protocol, storage}`.
 //!
-//! - [`config`]: the command line and `WEFT_*` variables, one struct.
+//! - [`config`]: the command line and `WEFT_*` variables, one struct, and
+//!   the `DEFAULT_*` values the other layers' defaults read.
 //! - [`server`]: wiring and orderly shutdown; `run(config, listener, shutdown)`.
 //! - [`http`]: the only module that knows axum: WebSocket upgrades (refusals
 //!   happen here, with a status), access control ([`http::access`]: tokens,

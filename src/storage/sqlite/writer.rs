@@ -2,10 +2,11 @@
 //! commits every job waiting in its queue in one transaction (group commit).
 //!
 //! Jobs run without savepoints: a savepoint per job costs two statements,
-//! which at one update per batch (many quiet documents) was a fifth of the
-//! writer's work. A job that fails (rare) rolls its whole batch back; the
-//! batch then runs again with a savepoint per job, so that the failing job
-//! fails alone and its neighbours commit.
+//! a large share of the writer's work when each batch holds one update
+//! (many quiet documents; measured in bench/FINDINGS.md). A job that fails
+//! (rare) rolls its whole batch back; the batch then runs again with a
+//! savepoint per job, so that the failing job fails alone and its
+//! neighbours commit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
