@@ -24,8 +24,8 @@ started=$(date +%s)
 # against normal), sqlite3 holds the database's lock from another process
 # (the y-websocket provider after 4500), curl and jq run README's API
 # walkthrough as printed (tests/readme_walkthrough.rs), python3 runs its
-# Python token minter (tests/readme_minters.rs), Chromium runs the browser
-# tests.
+# Python token minter (tests/readme_minters.rs) and the layer check,
+# Chromium runs the browser tests.
 missing=()
 command -v strace >/dev/null || missing+=(strace)
 command -v sqlite3 >/dev/null || missing+=(sqlite3)
@@ -40,6 +40,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+step "Layers: http → session → doc → {weft-core, storage}, leaves below (docs/ARCHITECTURE.md)"
+scripts/check-layers.py
 
 step "Web demo: the committed bundle is what web-demo/src builds to"
 web-demo/check.sh

@@ -34,13 +34,13 @@ use sha2::Sha256;
 use crate::name::DocName;
 
 /// Shortest accepted secret key, in bytes.
-pub const MIN_KEY_BYTES: usize = 16;
+const MIN_KEY_BYTES: usize = 16;
 /// How long a revocation is remembered, and so the longest a token may live.
 pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 86_400;
 /// Clock difference tolerated between weft and the backend minting tokens.
 pub const CLOCK_LEEWAY_SECS: u64 = 60;
 /// Longest token id (`jti`) that can be revoked, in bytes.
-pub const MAX_TOKEN_ID_BYTES: usize = 128;
+const MAX_TOKEN_ID_BYTES: usize = 128;
 
 /// Why a key or a token was refused. Token messages are shown to clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +71,13 @@ pub enum AuthError {
     ReadOnly,
     #[error("this needs the admin key")]
     AdminOnly,
+    /// A token asked for a `doc` that is neither a document name nor a
+    /// pattern; the message is the name's.
+    #[error("{0}")]
+    BadPattern(String),
+    /// A token asked to live 0 s or longer than [`MAX_TOKEN_TTL_SECS`].
+    #[error("a token lives 1 s to 365 days")]
+    BadLifetime,
 }
 
 /// The secret the tokens are signed with. Never printed.
@@ -92,9 +99,21 @@ impl AuthKey {
         Ok(Self(bytes))
     }
 
+    /// The key weft is configured with: the file's when a file is named,
+    /// else `key` (from `WEFT_AUTH_KEY`, surrounding white space dropped),
+    /// else none, which is open mode. The server and `weft token` both load
+    /// it here, so that a token the CLI signs is one the server accepts.
+    pub fn load(file: Option<&Path>, key: Option<&str>) -> Result<Option<Self>, AuthError> {
+        match (file, key) {
+            (Some(path), _) => Self::from_file(path).map(Some),
+            (None, Some(key)) => Self::new(key.trim().as_bytes().to_vec()).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The file's content without its trailing newline, so that
     /// `openssl rand -hex 32 > key` works as is.
-    pub fn from_file(path: &Path) -> Result<Self, AuthError> {
+    fn from_file(path: &Path) -> Result<Self, AuthError> {
         let bytes = std::fs::read(path).map_err(|e| AuthError::KeyFile {
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -251,6 +270,38 @@ fn check_period(exp: u64, validity: &Validity, now: u64) -> Result<(), AuthError
         return Err(AuthError::LivesTooLong);
     }
     Ok(())
+}
+
+/// What a new token is for and how long it lives; [`issue`] adds the rest.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    /// A document name, a prefix pattern (`team-a/*`) or `*`.
+    pub doc: String,
+    pub perm: Perm,
+    pub ttl_secs: u64,
+    pub sub: Option<String>,
+    pub name: Option<String>,
+}
+
+/// Checks what a token is for and how long it lives, gives it a fresh id and
+/// signs it (`now` in Unix seconds): what `weft token` and `POST /api/tokens`
+/// both do. Returns the token and its claims.
+pub fn issue(key: &AuthKey, spec: TokenSpec, now: u64) -> Result<(String, Claims), AuthError> {
+    if spec.doc != "*" && !spec.doc.ends_with('*') {
+        DocName::parse(&spec.doc).map_err(|e| AuthError::BadPattern(e.to_string()))?;
+    }
+    if spec.ttl_secs == 0 || spec.ttl_secs > MAX_TOKEN_TTL_SECS {
+        return Err(AuthError::BadLifetime);
+    }
+    let claims = Claims {
+        doc: spec.doc,
+        perm: spec.perm,
+        exp: now + spec.ttl_secs,
+        jti: new_token_id(),
+        sub: spec.sub,
+        name: spec.name,
+    };
+    Ok((mint(key, &claims), claims))
 }
 
 /// A new random token id.

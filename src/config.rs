@@ -2,13 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
-use crate::doc::{DocConfig, VersionPolicy, VersionQuota};
-use crate::storage::SyncMode;
+use crate::auth::{AuthError, AuthKey};
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:1234";
 pub const DEFAULT_DB: &str = "weft.db";
@@ -27,6 +25,13 @@ pub const DEFAULT_RATE_LIMIT: u32 = 200;
 /// At most what a peer queue holds (`DEFAULT_PEER_QUEUE`): see `Config::rate_limit`.
 pub const DEFAULT_RATE_BURST: u32 = 2000;
 pub const DEFAULT_MAX_DOC_SIZE: u64 = 64 << 20;
+/// Far more shared types than real documents hold (a book in ProseMirror
+/// has a few tens of thousands of nodes).
+pub const DEFAULT_MAX_DOC_TYPES: u64 = 100_000;
+pub const DEFAULT_VERSION_IDLE_SECS: u64 = 60;
+pub const DEFAULT_VERSION_EVERY_SECS: u64 = 600;
+pub const DEFAULT_VERSION_HOURLY_AFTER_HOURS: u64 = 24;
+pub const DEFAULT_VERSION_DAILY_AFTER_DAYS: u64 = 7;
 /// Versions one document keeps: one a minute for a day of idle-and-edit
 /// bursts still fits, and the automatic ones thin out with age anyway.
 pub const DEFAULT_MAX_VERSIONS: usize = 1000;
@@ -56,6 +61,11 @@ pub const DEFAULT_MAX_AWARENESS_CLIENTS: usize = 4;
 /// leaves room for selections of many items.
 pub const DEFAULT_MAX_AWARENESS_STATE: usize = 64 << 10;
 
+/// `WEFT_AUTH_KEY`, unless unset or empty. Never a flag: it would show in `ps`.
+fn auth_key_from_env() -> Option<String> {
+    std::env::var("WEFT_AUTH_KEY").ok().filter(|k| !k.is_empty())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageKind {
@@ -64,6 +74,17 @@ pub enum StorageKind {
     /// Memory only: everything is lost when the process exits. For
     /// benchmarks and throwaway servers.
     None,
+}
+
+/// SQLite's `synchronous` setting in WAL mode (`storage::SyncMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// A commit is in the WAL file when it returns: safe against a crash of
+    /// the process, not against power loss (the OS may not have written it).
+    Normal,
+    /// Every commit is fsynced: also safe against power loss, slower.
+    Full,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -110,6 +131,9 @@ pub struct TokenArgs {
     /// File holding the signing key.
     #[arg(long, env = "WEFT_AUTH_KEY_FILE")]
     pub auth_key_file: Option<PathBuf>,
+    /// The signing key itself, from the environment only, as for serving.
+    #[arg(skip = auth_key_from_env())]
+    pub auth_key: Option<String>,
     /// Print the token's claims as JSON too.
     #[arg(long)]
     pub json: bool,
@@ -170,20 +194,20 @@ pub struct Config {
 
     /// Take an automatic version when a document was edited and then left
     /// alone this long, in seconds.
-    #[arg(long, env = "WEFT_VERSION_IDLE_SECS", default_value_t = 60)]
+    #[arg(long, env = "WEFT_VERSION_IDLE_SECS", default_value_t = DEFAULT_VERSION_IDLE_SECS)]
     pub version_idle_secs: u64,
 
     /// While a document keeps being edited, take an automatic version at
     /// least this often, in seconds.
-    #[arg(long, env = "WEFT_VERSION_EVERY_SECS", default_value_t = 600)]
+    #[arg(long, env = "WEFT_VERSION_EVERY_SECS", default_value_t = DEFAULT_VERSION_EVERY_SECS)]
     pub version_every_secs: u64,
 
     /// Automatic versions older than this many hours are thinned to one per hour.
-    #[arg(long, env = "WEFT_VERSION_HOURLY_AFTER_HOURS", default_value_t = 24)]
+    #[arg(long, env = "WEFT_VERSION_HOURLY_AFTER_HOURS", default_value_t = DEFAULT_VERSION_HOURLY_AFTER_HOURS)]
     pub version_hourly_after_hours: u64,
 
     /// Automatic versions older than this many days are thinned to one per day.
-    #[arg(long, env = "WEFT_VERSION_DAILY_AFTER_DAYS", default_value_t = 7)]
+    #[arg(long, env = "WEFT_VERSION_DAILY_AFTER_DAYS", default_value_t = DEFAULT_VERSION_DAILY_AFTER_DAYS)]
     pub version_daily_after_days: u64,
 
     /// File holding the secret key that access tokens are signed with
@@ -194,7 +218,7 @@ pub struct Config {
 
     /// The secret key itself, from the environment only (a flag would show
     /// in `ps`).
-    #[arg(skip = std::env::var("WEFT_AUTH_KEY").ok().filter(|k| !k.is_empty()))]
+    #[arg(skip = auth_key_from_env())]
     #[serde(skip)]
     pub auth_key: Option<String>,
 
@@ -245,7 +269,7 @@ pub struct Config {
     /// Most shared types (nested maps, arrays, texts, XML nodes) one document
     /// may hold (close 4413, or HTTP 413, beyond). Bounds how deep a
     /// document can nest; weft sizes its thread stacks to match.
-    #[arg(long, env = "WEFT_MAX_DOC_TYPES", default_value_t = crate::doc::DEFAULT_MAX_DOC_TYPES)]
+    #[arg(long, env = "WEFT_MAX_DOC_TYPES", default_value_t = DEFAULT_MAX_DOC_TYPES)]
     pub max_doc_types: u64,
 
     /// Log format.
@@ -339,31 +363,6 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn doc_config(&self) -> DocConfig {
-        DocConfig {
-            peer_queue: self.peer_queue.max(1),
-            peer_queue_bytes: self.peer_queue_bytes,
-            max_awareness_clients: self.max_awareness_clients,
-            max_awareness_state: self.max_awareness_state,
-            unload_after: Duration::from_millis(self.unload_after_ms),
-            awareness_timeout: Duration::from_millis(self.awareness_timeout_ms),
-            compact_after_updates: self.compact_updates.max(1),
-            compact_after_bytes: self.compact_bytes.max(1),
-            max_doc_size: self.max_doc_size,
-            max_doc_types: self.max_doc_types.max(1),
-            versions: VersionPolicy {
-                after_idle: Duration::from_secs(self.version_idle_secs),
-                every: Duration::from_secs(self.version_every_secs),
-                hourly_after: Duration::from_secs(self.version_hourly_after_hours * 3600),
-                daily_after: Duration::from_secs(self.version_daily_after_days * 86_400),
-                quota: VersionQuota {
-                    max_versions: self.max_versions,
-                    max_storage: self.max_doc_storage,
-                },
-            },
-        }
-    }
-
     /// Messages per second and burst per connection; `None`: no limit.
     ///
     /// The burst is at most what a peer queue holds: a message makes at
@@ -379,13 +378,9 @@ impl Config {
         self.rate_burst.min(queue)
     }
 
-    /// Where the signing key comes from, if anywhere: token mode.
-    pub fn auth_key(&self) -> Result<Option<crate::auth::AuthKey>, crate::auth::AuthError> {
-        match (&self.auth_key_file, &self.auth_key) {
-            (Some(path), _) => crate::auth::AuthKey::from_file(path).map(Some),
-            (None, Some(key)) => crate::auth::AuthKey::new(key.trim().as_bytes().to_vec()).map(Some),
-            (None, None) => Ok(None),
-        }
+    /// The signing key, if there is one: token mode.
+    pub fn auth_key(&self) -> Result<Option<AuthKey>, AuthError> {
+        AuthKey::load(self.auth_key_file.as_deref(), self.auth_key.as_deref())
     }
 }
 

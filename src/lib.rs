@@ -9,7 +9,8 @@
 //!
 //! Layers depend downwards only: `http → session → doc → {protocol, storage}`.
 //!
-//! - [`config`]: the command line and `WEFT_*` variables, one struct.
+//! - [`config`]: the command line and `WEFT_*` variables, one struct, and
+//!   the `DEFAULT_*` values the other layers' defaults read.
 //! - [`server`]: wiring and orderly shutdown; `run(config, listener, shutdown)`.
 //! - [`http`]: the only module that knows axum: WebSocket upgrades (refusals
 //!   happen here, with a status), access control ([`http::access`]: tokens,
@@ -30,6 +31,7 @@
 //! - [`storage`]: the [`storage::DocStore`] trait, SQLite (group-committed
 //!   update log plus snapshots) and an in-memory store.
 //! - [`auth`]: the access-token format (JWT HS256): mint, verify, patterns.
+//! - [`clock`]: the wall clock, in Unix milliseconds and seconds.
 //! - [`close`]: the close codes weft sends, and why.
 //! - [`rate`]: the token bucket behind every rate limit, and the book that
 //!   keeps clients' buckets between connections and requests.
@@ -39,6 +41,7 @@
 //! and why they are built this way.
 
 pub mod auth;
+pub mod clock;
 pub mod close;
 pub mod config;
 pub mod doc;

@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
-use weft::auth::{self, AuthKey, Claims};
+use weft::auth::{self, AuthError, AuthKey, TokenSpec};
 use weft::config::{Cli, Command, Config, LogFormat, TokenArgs};
 
 fn main() -> ExitCode {
@@ -63,44 +63,38 @@ fn main() -> ExitCode {
 
 /// `weft token`: prints a token signed with the configured key.
 fn token(args: TokenArgs) -> ExitCode {
-    let key = match (
-        &args.auth_key_file,
-        std::env::var("WEFT_AUTH_KEY").ok().filter(|k| !k.is_empty()),
-    ) {
-        (Some(path), _) => AuthKey::from_file(path),
-        (None, Some(key)) => AuthKey::new(key.trim().as_bytes().to_vec()),
-        (None, None) => {
+    let key = match AuthKey::load(args.auth_key_file.as_deref(), args.auth_key.as_deref()) {
+        Ok(Some(key)) => key,
+        Ok(None) => {
             eprintln!("weft token: no key: pass --auth-key-file or set WEFT_AUTH_KEY (the key weft serves with)");
             return ExitCode::FAILURE;
         }
-    };
-    let key = match key {
-        Ok(key) => key,
         Err(e) => {
             eprintln!("weft token: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if args.doc != "*" && !args.doc.ends_with('*') {
-        if let Err(e) = weft::doc::DocName::parse(&args.doc) {
-            eprintln!("weft token: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    if args.ttl > weft::http::access::MAX_TOKEN_TTL_SECS {
-        eprintln!("weft token: --ttl is at most 365d");
-        return ExitCode::FAILURE;
-    }
-    let now = weft::http::access::now_secs();
-    let claims = Claims {
+    let spec = TokenSpec {
         doc: args.doc,
         perm: args.perm,
-        exp: now + args.ttl,
-        jti: auth::new_token_id(),
+        ttl_secs: args.ttl,
         sub: args.user,
         name: args.name,
     };
-    println!("{}", auth::mint(&key, &claims));
+    let claims = match auth::issue(&key, spec, weft::clock::now_secs()) {
+        Ok((token, claims)) => {
+            println!("{token}");
+            claims
+        }
+        Err(AuthError::BadLifetime) => {
+            eprintln!("weft token: --ttl is at most 365d");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("weft token: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if args.json {
         eprintln!("{}", serde_json::to_string_pretty(&claims).unwrap_or_default());
     }
@@ -112,6 +106,8 @@ fn token(args: TokenArgs) -> ExitCode {
 /// hard limit, which only root can change.
 fn raise_fd_limit() {
     #[cfg(unix)]
+    // SAFETY: getrlimit and setrlimit only read and write the struct they are
+    // given, which lives on this stack frame for the whole block.
     unsafe {
         let mut limit = libc::rlimit {
             rlim_cur: 0,

@@ -32,7 +32,7 @@ pub const HANDSHAKE: f64 = 8.0;
 
 /// `burst` tokens, refilled at `rate` per second.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -57,7 +57,7 @@ impl TokenBucket {
     }
 
     /// Tokens in the bucket at `now`.
-    pub fn available(&mut self, now: Instant) -> f64 {
+    fn available(&mut self, now: Instant) -> f64 {
         self.refill(now);
         self.tokens
     }
@@ -194,7 +194,7 @@ impl<K: Hash + Eq + Clone> RateBook<K> {
     /// The bucket for a new connection of `key`: the emptiest one its earlier
     /// connections left (topped up to a handshake from its allowance), or a
     /// full one.
-    pub fn check_out(&self, key: &K, now: Instant) -> TokenBucket {
+    fn check_out(&self, key: &K, now: Instant) -> TokenBucket {
         let mut inner = self.inner.lock().unwrap();
         let Some(entry) = inner.clients.get_mut(key) else {
             return self.fresh(now);
@@ -221,7 +221,7 @@ impl<K: Hash + Eq + Clone> RateBook<K> {
     }
 
     /// Takes back a bucket a connection of `key` held.
-    pub fn check_in(&self, key: K, mut bucket: TokenBucket, now: Instant) {
+    fn check_in(&self, key: K, mut bucket: TokenBucket, now: Instant) {
         let full = bucket.is_full(now);
         let mut inner = self.inner.lock().unwrap();
         if full && !inner.clients.contains_key(&key) {

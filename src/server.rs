@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{Config, StorageKind};
-use crate::doc::Registry;
+use crate::doc::{DocConfig, Registry, VersionPolicy, VersionQuota};
 use crate::http::access::{Access, Limits, OriginPolicy, REFUSAL_RESERVE};
 use crate::http::budget::Budget;
 use crate::http::listener::{self, ConnLimits};
@@ -126,6 +126,32 @@ fn check_limits(config: &Config) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// The document layer's tunables, from the configuration.
+fn doc_config(config: &Config) -> DocConfig {
+    DocConfig {
+        peer_queue: config.peer_queue.max(1),
+        peer_queue_bytes: config.peer_queue_bytes,
+        max_awareness_clients: config.max_awareness_clients,
+        max_awareness_state: config.max_awareness_state,
+        unload_after: Duration::from_millis(config.unload_after_ms),
+        awareness_timeout: Duration::from_millis(config.awareness_timeout_ms),
+        compact_after_updates: config.compact_updates.max(1),
+        compact_after_bytes: config.compact_bytes.max(1),
+        max_doc_size: config.max_doc_size,
+        max_doc_types: config.max_doc_types.max(1),
+        versions: VersionPolicy {
+            after_idle: Duration::from_secs(config.version_idle_secs),
+            every: Duration::from_secs(config.version_every_secs),
+            hourly_after: Duration::from_secs(config.version_hourly_after_hours * 3600),
+            daily_after: Duration::from_secs(config.version_daily_after_days * 86_400),
+            quota: VersionQuota {
+                max_versions: config.max_versions,
+                max_storage: config.max_doc_storage,
+            },
+        },
+    }
+}
+
 fn millis(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
 }
@@ -155,7 +181,7 @@ pub async fn run(
             path: config.db.display().to_string(),
             source,
         })?;
-    let registry = Registry::new(store.clone(), config.doc_config(), metrics.clone());
+    let registry = Registry::new(store.clone(), doc_config(&config), metrics.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let sessions = TaskTracker::new();
     let state = AppState {

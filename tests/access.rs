@@ -3,50 +3,21 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use common::tokens::{self, key_file, token_server, KEY};
 use common::{enc, http, Client, Server, SECOND};
 use serde_json::json;
 use weft::auth::{self, AuthKey, Claims, Perm};
+use weft::clock::now_secs;
 use yrs::{Text, Transact};
 
-const KEY: &str = "test-key-0123456789abcdef0123456789";
-
-fn key_file() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("key");
-    std::fs::write(&path, format!("{KEY}\n")).unwrap();
-    (dir, path)
-}
-
-fn token_server(extra: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
-    let (dir, path) = key_file();
-    let mut builder = Server::builder().arg("--auth-key-file", path.display());
-    for (flag, value) in extra {
-        builder = builder.arg(flag, value);
-    }
-    (builder.start(), dir)
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
+/// A token and its id; sub and name as a backend would set them.
 fn token(doc: &str, perm: Perm, ttl: u64) -> (String, String) {
-    let claims = Claims {
-        doc: doc.into(),
-        perm,
-        exp: now() + ttl,
-        jti: auth::new_token_id(),
-        sub: Some("u1".into()),
-        name: Some("Ada".into()),
-    };
-    let key = AuthKey::new(KEY.as_bytes().to_vec()).unwrap();
-    (auth::mint(&key, &claims), claims.jti)
+    let mut claims = tokens::claims(doc, perm, ttl);
+    claims.sub = Some("u1".into());
+    claims.name = Some("Ada".into());
+    (tokens::mint(&claims), claims.jti)
 }
 
 async fn connect(server: &Server, room: &str, token: &str) -> Client {
@@ -68,7 +39,7 @@ async fn refusals_happen_at_the_upgrade_with_a_reason() {
         &Claims {
             doc: "*".into(),
             perm: Perm::Write,
-            exp: now() + 60,
+            exp: now_secs() + 60,
             jti: "x".into(),
             sub: None,
             name: None,
@@ -79,7 +50,7 @@ async fn refusals_happen_at_the_upgrade_with_a_reason() {
         let claims = Claims {
             doc: "*".into(),
             perm: Perm::Write,
-            exp: now() - 1,
+            exp: now_secs() - 1,
             jti: "old".into(),
             sub: None,
             name: None,

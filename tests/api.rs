@@ -4,27 +4,11 @@
 mod common;
 
 use base64::Engine;
+use common::ydoc::{loaded, text_update};
 use common::{enc, Server, SECOND};
 use serde_json::{json, Value};
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, GetString, Map, ReadTxn, StateVector, Text, Transact, Update};
-
-fn text_update(s: &str) -> Vec<u8> {
-    let doc = Doc::new();
-    let text = doc.get_or_insert_text("t");
-    text.push(&mut doc.transact_mut(), s);
-    let update = doc.transact().encode_state_as_update_v1(&StateVector::default());
-    update
-}
-
-fn apply(bytes: &[u8]) -> Doc {
-    use yrs::updates::decoder::Decode;
-    let doc = Doc::new();
-    doc.transact_mut()
-        .apply_update(Update::decode_v1(bytes).unwrap())
-        .unwrap();
-    doc
-}
+use yrs::{GetString, Map, ReadTxn, Text, Transact};
 
 async fn post_json(server: &Server, path: &str, body: Value) -> common::Response {
     server.post(path, "application/json", body.to_string().as_bytes()).await
@@ -66,7 +50,7 @@ async fn documents_are_listed_and_read() {
 
     let full = server.get(&format!("{path}/update")).await;
     assert_eq!(full.header("content-type"), Some("application/octet-stream"));
-    let copy = apply(&full.body);
+    let copy = loaded(&full.body);
     assert_eq!(copy.get_or_insert_text("t").get_string(&copy.transact()), "hello");
 
     // ?sv= gives only what that state vector lacks
@@ -167,7 +151,7 @@ async fn versions_are_taken_listed_read_and_deleted() {
     let v = server.get(&format!("/api/docs/versioned/versions/{id}")).await.json();
     assert_eq!(v["content"], json!({ "t": "first" }));
     let bin = server.get(&format!("/api/docs/versioned/versions/{id}/update")).await;
-    let doc = apply(&bin.body);
+    let doc = loaded(&bin.body);
     assert_eq!(doc.get_or_insert_text("t").get_string(&doc.transact()), "first");
 
     assert_eq!(

@@ -673,10 +673,7 @@ async fn thinning_follows_its_settings() {
 
     // Copies of the automatic version, at chosen times: clock-aligned
     // hours and days so each falls in a known bucket.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = weft::clock::now_ms();
     let hour = now.div_euclid(HOUR) * HOUR;
     let day = now.div_euclid(DAY) * DAY;
     let recent = [now - 10 * 60_000, now - 20 * 60_000];

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::tokens::{key_file, KEY};
 use common::{enc, Client, Server, SECOND};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -19,9 +20,9 @@ use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::Role;
 use tungstenite::Message;
 use weft::auth::{self, AuthKey, Claims, Perm};
+use weft::clock::now_secs;
 use yrs::{Text, Transact};
 
-const KEY: &str = "test-key-0123456789abcdef0123456789";
 const MIB: usize = 1 << 20;
 
 /// A TCP connection to the server from `local`, any address on 127/8
@@ -163,13 +164,6 @@ fn big_update(bytes: usize) -> Vec<u8> {
     let mut txn = doc.transact_mut();
     text.push(&mut txn, &"x".repeat(bytes));
     txn.encode_update_v1()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 // ---- item 2: connections that never finish their request ----
@@ -727,13 +721,6 @@ async fn errors_are_json_and_bodies_are_bounded_by_the_message_size() {
 
 // ---- item 7: token edge cases ----
 
-fn key_file() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("key");
-    std::fs::write(&path, KEY).unwrap();
-    (dir, path)
-}
-
 /// Signs any claims, as a backend holding the key could.
 fn sign(claims: Value) -> String {
     use base64::Engine;
@@ -758,7 +745,7 @@ fn sign(claims: Value) -> String {
 async fn tokens_weft_cannot_revoke_or_bound_are_refused() {
     let (_dir, path) = key_file();
     let server = Server::builder().arg("--auth-key-file", path.display()).start();
-    let base = serde_json::json!({"doc": "*", "perm": "write", "exp": now() + 600, "jti": "t1"});
+    let base = serde_json::json!({"doc": "*", "perm": "write", "exp": now_secs() + 600, "jti": "t1"});
     let with = |k: &str, v: Value| {
         let mut c = base.clone();
         c[k] = v;
@@ -767,10 +754,10 @@ async fn tokens_weft_cannot_revoke_or_bound_are_refused() {
     let year = weft::auth::MAX_TOKEN_TTL_SECS;
     for (token, reason) in [
         (with("exp", u64::MAX.into()), "lives longer"),
-        (with("exp", (now() + 10 * year).into()), "lives longer"),
+        (with("exp", (now_secs() + 10 * year).into()), "lives longer"),
         (with("jti", "".into()), "jti must be 1 to 128 bytes"),
         (with("jti", "j".repeat(129).into()), "jti must be 1 to 128 bytes"),
-        (with("nbf", (now() + 3600).into()), "not valid yet"),
+        (with("nbf", (now_secs() + 3600).into()), "not valid yet"),
     ] {
         let refused = Client::refused(&server.ws, &format!("/doc?token={token}"))
             .await
@@ -781,7 +768,7 @@ async fn tokens_weft_cannot_revoke_or_bound_are_refused() {
         assert_eq!(api.status, 401, "{}", api.text());
     }
     // what weft mints, and nbf/iat in the past, are fine
-    let fine = with("nbf", (now() - 60).into());
+    let fine = with("nbf", (now_secs() - 60).into());
     let client = Client::connect(&server.ws, &format!("doc?token={fine}")).await.unwrap();
     client.wait_synced().await.unwrap();
     let key = AuthKey::new(KEY.as_bytes().to_vec()).unwrap();
@@ -790,7 +777,7 @@ async fn tokens_weft_cannot_revoke_or_bound_are_refused() {
         &Claims {
             doc: "*".into(),
             perm: Perm::Read,
-            exp: now() + year,
+            exp: now_secs() + year,
             jti: auth::new_token_id(),
             sub: None,
             name: None,

@@ -5,49 +5,19 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
-use common::{peak_rss, reset_peak_rss, Client, Server, SECOND};
-use weft::auth::{self, AuthKey, Claims, Perm};
+use common::tokens::{token, token_server};
+use common::{flood_until_a_slow_peer_goes, peak_rss, reset_peak_rss, Client, Server, SECOND};
+use weft::auth::Perm;
 use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::sync::{Message, SyncMessage};
 use yrs::updates::encoder::Encode;
-use yrs::{Map, StateVector, Text, Transact};
+use yrs::{StateVector, Text, Transact};
 
-const KEY: &str = "test-key-0123456789abcdef0123456789";
 const MIB: u64 = 1 << 20;
 
-/// A server in token mode, and the directory holding its key file.
-fn token_server(extra: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path: PathBuf = dir.path().join("key");
-    std::fs::write(&path, KEY).unwrap();
-    let mut builder = Server::builder().arg("--auth-key-file", path.display());
-    for (flag, value) in extra {
-        builder = builder.arg(flag, value);
-    }
-    (builder.start(), dir)
-}
-
-fn token(doc: &str, perm: Perm) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let claims = Claims {
-        doc: doc.into(),
-        perm,
-        exp,
-        jti: auth::new_token_id(),
-        sub: None,
-        name: None,
-    };
-    auth::mint(&AuthKey::new(KEY.as_bytes().to_vec()).unwrap(), &claims)
-}
-
 async fn connect(server: &Server, room: &str, perm: Perm) -> Client {
-    let client = Client::connect(&server.ws, &format!("{room}?token={}", token(room, perm)))
+    let client = Client::connect(&server.ws, &format!("{room}?token={}", token(room, perm, 600)))
         .await
         .expect("connect");
     client.wait_synced().await.expect("synced");
@@ -384,28 +354,7 @@ async fn a_peer_queue_is_bounded_in_bytes() {
     let fast = server.connect("bytes").await;
     let slow = server.connect("bytes").await;
     slow.pause_reading(true);
-    let map = writer.doc.get_or_insert_map("m");
-    let blob = "x".repeat(128 * 1024);
-    let mut sent = 0i64;
-    let deadline = std::time::Instant::now() + 60 * SECOND;
-    while server.metric("weft_disconnects_total{reason=\"slow_consumer\"}").await == 0.0 {
-        assert!(std::time::Instant::now() < deadline, "slow peer never disconnected");
-        for _ in 0..4 {
-            sent += 1;
-            writer.edit(|txn| {
-                map.insert(txn, "blob", blob.clone());
-                map.insert(txn, "n", sent);
-            });
-        }
-        let want = sent.to_string();
-        fast.wait_for("fast peer to keep up", 20 * SECOND, |f| {
-            let map = f.doc.get_or_insert_map("m");
-            let txn = f.doc.transact();
-            map.get(&txn, "n").map(|v| v.to_string(&txn)).as_deref() == Some(want.as_str())
-        })
-        .await
-        .unwrap();
-    }
+    let sent = flood_until_a_slow_peer_goes(&server, &writer, &fast, 128 * 1024).await;
     // Far fewer frames than --peer-queue (2048).
     assert!(sent < 512, "{sent} frames before the byte limit");
     slow.pause_reading(false);

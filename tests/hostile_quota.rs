@@ -10,36 +10,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::tokens::{token, token_server};
 use common::{http, Client, Response, Server, SECOND};
 use serde_json::{json, Value};
-use weft::auth::{self, AuthKey, Claims, Perm};
+use weft::auth::Perm;
 use yrs::{Doc, Text, Transact};
-
-const KEY: &str = "test-key-0123456789abcdef0123456789";
-
-/// A server in token mode; the directory holds its key file.
-fn token_server(flags: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("key");
-    std::fs::write(&path, format!("{KEY}\n")).unwrap();
-    let mut builder = Server::builder().arg("--auth-key-file", path.display());
-    for (flag, value) in flags {
-        builder = builder.arg(flag, value);
-    }
-    (builder.start(), dir)
-}
-
-fn token(doc: &str, perm: Perm) -> String {
-    let claims = Claims {
-        doc: doc.into(),
-        perm,
-        exp: (weft::http::access::now_secs()) + 3600,
-        jti: auth::new_token_id(),
-        sub: None,
-        name: None,
-    };
-    auth::mint(&AuthKey::new(KEY.as_bytes().to_vec()).unwrap(), &claims)
-}
 
 async fn call(server: &Server, method: &str, path: &str, token: Option<&str>, body: Option<(&str, &[u8])>) -> Response {
     let bearer = token.map(|t| format!("Bearer {t}"));
@@ -114,7 +89,7 @@ fn retry_after(res: &Response) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_versions_are_stored_once() {
     let (server, _key) = token_server(&[]);
-    let writer = token("big/*", Perm::Write);
+    let writer = token("big/*", Perm::Write, 3600);
     let doc = Doc::new();
     let res = post_update(&server, "big/doc", Some(&writer), &append(&doc, &"x".repeat(1_900_000))).await;
     assert_eq!(res.status, 200, "{}", res.text());
@@ -306,8 +281,8 @@ async fn versions_count_toward_the_storage_quota() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_is_rate_limited_per_client() {
     let (server, _key) = token_server(&[("--http-rate-limit", "1"), ("--http-rate-burst", "5")]);
-    let a = token("*", Perm::Read);
-    let b = token("*", Perm::Read);
+    let a = token("*", Perm::Read, 3600);
+    let b = token("*", Perm::Read, 3600);
     let started = Instant::now();
     let mut served = 0;
     let limited = loop {
@@ -335,7 +310,7 @@ async fn the_api_is_rate_limited_per_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_documents_per_minute_are_capped_on_every_route() {
     let (server, _key) = token_server(&[("--max-new-docs-per-minute", "5")]);
-    let spam = token("spam/*", Perm::Write);
+    let spam = token("spam/*", Perm::Write, 3600);
     let doc = Doc::new();
     let update = append(&doc, "spam");
     for i in 0..5 {
@@ -355,7 +330,7 @@ async fn new_documents_per_minute_are_capped_on_every_route() {
     assert!(body["error"].as_str().unwrap().contains("new documents"));
 
     // The same IP with another token: the IP's allowance is spent too.
-    let other = token("other/*", Perm::Write);
+    let other = token("other/*", Perm::Write, 3600);
     assert_eq!(post_update(&server, "other/1", Some(&other), &update).await.status, 429);
 
     // What exists stays usable.

@@ -5,19 +5,28 @@
 
 mod common;
 
+use common::ydoc::text_update;
 use common::{enc, http, Client, Response, Server};
-use yrs::{ReadTxn, StateVector, Text, Transact};
 
 const APP: &str = "https://app.example";
 const OTHER_APP: &str = "https://other-app.example";
 const EVIL: &str = "https://evil.example";
 
-fn text_update(s: &str) -> Vec<u8> {
-    let doc = yrs::Doc::new();
-    let text = doc.get_or_insert_text("t");
-    text.push(&mut doc.transact_mut(), s);
-    let update = doc.transact().encode_state_as_update_v1(&StateVector::default());
-    update
+/// The CORS preflight a browser sends before POSTing JSON to the API from
+/// a page of `origin`.
+async fn preflight(server: &Server, origin: &str) -> Response {
+    http(
+        &server.addr,
+        "OPTIONS",
+        "/api/docs/doc/update",
+        &[
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "content-type"),
+        ],
+        None,
+    )
+    .await
 }
 
 fn cors_headers(res: &Response) -> Vec<(String, String)> {
@@ -169,18 +178,7 @@ async fn allowed_origins_get_exactly_their_own_cors_headers() {
 
     // A foreign origin's preflight names no origin at all (whatever its
     // status), so the browser refuses to send the request.
-    let preflight = http(
-        &server.addr,
-        "OPTIONS",
-        "/api/docs/doc/update",
-        &[
-            ("Origin", EVIL),
-            ("Access-Control-Request-Method", "POST"),
-            ("Access-Control-Request-Headers", "content-type"),
-        ],
-        None,
-    )
-    .await;
+    let preflight = preflight(&server, EVIL).await;
     assert_eq!(preflight.header("access-control-allow-origin"), None, "{preflight:?}");
 
     // A page of an allowed origin connects to the WebSocket.
@@ -202,18 +200,7 @@ async fn without_the_flag_no_cors_headers_are_sent() {
     assert_eq!(cors_headers(&res), vec![], "{res:?}");
     let res = http(&server.addr, "GET", "/api/docs/doc", &[("Origin", EVIL)], None).await;
     assert_eq!(cors_headers(&res), vec![], "{res:?}");
-    let preflight = http(
-        &server.addr,
-        "OPTIONS",
-        "/api/docs/doc/update",
-        &[
-            ("Origin", EVIL),
-            ("Access-Control-Request-Method", "POST"),
-            ("Access-Control-Request-Headers", "content-type"),
-        ],
-        None,
-    )
-    .await;
+    let preflight = preflight(&server, EVIL).await;
     assert_eq!(cors_headers(&preflight), vec![], "{preflight:?}");
     let res = http(
         &server.addr,

@@ -3,18 +3,20 @@
 //! content, and a client that held the live document converges on it by
 //! applying the one update the restore returns.
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::ydoc::{apply_update, loaded, state};
 use proptest::prelude::*;
 use serde_json::Value;
 use weft::doc::content::doc_to_json;
 use weft::doc::restore::restore;
 use yrs::types::text::YChange;
 use yrs::types::Attrs;
-use yrs::updates::decoder::Decode;
 use yrs::{
-    Any, Array, Doc, GetString, In, Map, MapPrelim, Out, ReadTxn, StateVector, Text, TextPrelim, TextRef, Transact,
-    TransactionMut, Update, WriteTxn, Xml, XmlElementPrelim, XmlFragment, XmlTextPrelim, XmlTextRef,
+    Any, Array, Doc, GetString, In, Map, MapPrelim, Out, ReadTxn, Text, TextPrelim, TextRef, Transact, TransactionMut,
+    WriteTxn, Xml, XmlElementPrelim, XmlFragment, XmlTextPrelim, XmlTextRef,
 };
 
 const KEYS: [&str; 4] = ["a", "b", "c", "nested"];
@@ -278,23 +280,6 @@ fn apply(doc: &Doc, op: &Op) {
             }
         }
     }
-}
-
-fn state(doc: &Doc) -> Vec<u8> {
-    doc.transact().encode_state_as_update_v1(&StateVector::default())
-}
-
-fn apply_update(doc: &Doc, update: &[u8]) {
-    doc.transact_mut()
-        .apply_update(Update::decode_v1(update).unwrap())
-        .unwrap();
-}
-
-/// A document as the server holds it, built from updates only.
-fn loaded(update: &[u8]) -> Doc {
-    let doc = Doc::new();
-    apply_update(&doc, update);
-    doc
 }
 
 fn sync(a: &Doc, b: &Doc) {

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Client, Server, SECOND};
+use yrs::encoding::read::{Cursor, Read};
 use yrs::{ReadTxn, Text, Transact};
 
 fn sqlite(server: &Server) -> rusqlite::Connection {
@@ -157,20 +158,13 @@ impl LogSize {
 
 /// The bytes of the updates in a row holding several: each is its length
 /// (a varint) followed by that many bytes.
-fn unpacked_len(mut data: &[u8]) -> u64 {
+fn unpacked_len(data: &[u8]) -> u64 {
+    let mut cursor = Cursor::new(data);
     let mut total = 0;
-    while !data.is_empty() {
-        let (mut len, mut shift, mut used) = (0usize, 0, 0);
-        for &byte in data {
-            used += 1;
-            len |= ((byte & 0x7f) as usize) << shift;
-            shift += 7;
-            if byte < 0x80 {
-                break;
-            }
-        }
+    while cursor.has_content() {
+        let len: usize = cursor.read_var().unwrap();
+        cursor.read_exact(len).unwrap();
         total += len as u64;
-        data = &data[used + len..];
     }
     total
 }

@@ -2,14 +2,9 @@
 
 mod common;
 
-use common::{Client, Server, SECOND};
+use common::{flood_until_a_slow_peer_goes, map_get, Client, Server, SECOND};
+use yrs::encoding::write::Write;
 use yrs::{Map, Text, Transact};
-
-fn map_get(client: &Client, key: &str) -> Option<String> {
-    let map = client.doc.get_or_insert_map("m");
-    let txn = client.doc.transact();
-    map.get(&txn, key).map(|v| v.to_string(&txn))
-}
 
 /// Two peers editing the same Text and Map at once end with identical content.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -530,30 +525,9 @@ async fn slow_peer_is_disconnected_and_others_keep_receiving() {
     let fast = server.connect("slow").await;
     let slow = server.connect("slow").await;
     slow.pause_reading(true);
+    // 64 KiB values fill the socket buffers, then the 8-frame queue.
+    flood_until_a_slow_peer_goes(&server, &writer, &fast, 64 * 1024).await;
     let map = writer.doc.get_or_insert_map("m");
-    // 64 KiB values fill the socket buffers, then the 8-frame queue. Each
-    // overwrites the last, so the document itself stays small.
-    let blob = "x".repeat(64 * 1024);
-    let mut sent = 0i64;
-    let deadline = std::time::Instant::now() + 60 * SECOND;
-    while server.metric("weft_disconnects_total{reason=\"slow_consumer\"}").await == 0.0 {
-        assert!(std::time::Instant::now() < deadline, "slow peer never disconnected");
-        // Bursts smaller than the queue: a peer that reads is never behind
-        // by more than a burst.
-        for _ in 0..4 {
-            sent += 1;
-            writer.edit(|txn| {
-                map.insert(txn, "blob", blob.clone());
-                map.insert(txn, "n", sent);
-            });
-        }
-        let want = sent.to_string();
-        fast.wait_for("fast peer to keep up", 20 * SECOND, |f| {
-            map_get(f, "n").as_deref() == Some(&want)
-        })
-        .await
-        .unwrap();
-    }
     slow.pause_reading(false);
     let closed = slow.wait_closed(10 * SECOND).await.unwrap();
     assert_eq!(closed.map(|c| c.0), Some(4503));
@@ -640,44 +614,23 @@ fn invalid_parent_update() -> Vec<u8> {
     //   item 2: a string whose parent is item 1's ID (an item, not a type)
     let client: u64 = 4242;
     let mut u = Vec::new();
-    let var = |u: &mut Vec<u8>, mut n: u64| loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            u.push(b);
-            break;
-        }
-        u.push(b | 0x80);
-    };
-    let string = |u: &mut Vec<u8>, s: &str| {
-        let mut n = s.len() as u64;
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                u.push(b);
-                break;
-            }
-            u.push(b | 0x80);
-        }
-        u.extend_from_slice(s.as_bytes());
-    };
-    var(&mut u, 1); // one client
-    var(&mut u, 2); // two structs
-    var(&mut u, client);
-    var(&mut u, 0); // starting clock
-                    // item 1: info = content ref 4 (string), no origins, parent info flag set
+    u.write_var(1u32); // one client
+    u.write_var(2u32); // two structs
+    u.write_var(client);
+    u.write_var(0u32); // starting clock
+
+    // item 1: info = content ref 4 (string), no origins, parent info flag set
     u.push(4);
-    var(&mut u, 1); // parent is a root name
-    string(&mut u, "t");
-    string(&mut u, "EVIL");
+    u.write_var(1u32); // parent is a root name
+    u.write_string("t");
+    u.write_string("EVIL");
     // item 2: string content, parent given as an ID
     u.push(4);
-    var(&mut u, 0); // parent is an ID
-    var(&mut u, client);
-    var(&mut u, 0);
-    string(&mut u, "EVIL2");
-    var(&mut u, 0); // empty delete set
+    u.write_var(0u32); // parent is an ID
+    u.write_var(client);
+    u.write_var(0u32);
+    u.write_string("EVIL2");
+    u.write_var(0u32); // empty delete set
     u
 }
 

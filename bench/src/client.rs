@@ -78,7 +78,7 @@ const FIRST_FRAMES: usize = 32;
 
 /// How long an upgrade may take before `connect` gives up: a server that
 /// accepts the TCP connection and never answers must fail a test, not hang it.
-pub const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Client {
     pub doc: Doc,

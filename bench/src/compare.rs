@@ -7,6 +7,7 @@
 //! of one scenario run one after the other, never at the same time. Results
 //! go to one JSON file that `bench/report.py` turns into docs/BENCHMARKS.md.
 
+use std::future::Future;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -148,19 +149,7 @@ impl Servers {
             argv.splice(0..0, ["taskset".to_string(), "-c".to_string(), self.cores.clone()]);
         }
         let log = self.work.join(format!("{label}.log"));
-        let mut server = Server {
-            kind,
-            child: spawn(&argv, &env, &log)?,
-            pid: 0,
-            base: format!("ws://{addr}"),
-            db: db_path,
-            argv,
-            env,
-            log,
-        };
-        server.pid = server.child.id();
-        server.wait_ready(&addr)?;
-        Ok(server)
+        Server::launch(kind, argv, env, log, format!("ws://{addr}"), db_path)
     }
 }
 
@@ -229,7 +218,7 @@ impl Server {
     }
 
     /// Starts the same command again (same port, same database).
-    pub fn restart_after(self, how: &str) -> Result<Server, Error> {
+    fn restart_after(self, how: &str) -> Result<Server, Error> {
         let (argv, env, log, kind, base, db) = (
             self.argv.clone(),
             self.env.clone(),
@@ -242,6 +231,18 @@ impl Server {
             "kill" => self.kill(),
             _ => self.stop()?,
         }
+        Server::launch(kind, argv, env, log, base, db)
+    }
+
+    /// Spawns the process and waits until it accepts connections at `base`.
+    fn launch(
+        kind: Kind,
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        log: PathBuf,
+        base: String,
+        db: Option<PathBuf>,
+    ) -> Result<Server, Error> {
         let addr = base.trim_start_matches("ws://").to_string();
         let mut server = Server {
             kind,
@@ -420,6 +421,39 @@ fn machine() -> Value {
     })
 }
 
+/// Stops a scenario's server, then gives its result tagged with the server.
+fn stopped(server: Server, kind: Kind, result: Result<Value, Error>) -> Result<Value, Error> {
+    server.stop()?;
+    let mut result = result?;
+    result["server"] = json!(kind.name());
+    Ok(result)
+}
+
+/// Runs a scenario on each server in turn, each started fresh (its log
+/// named `label-server`) and stopped after; the rows come tagged with the
+/// server.
+async fn on_each_server<F, Fut>(
+    servers: &Servers,
+    kinds: &[Kind],
+    title: &str,
+    label: &str,
+    mut scenario: F,
+) -> Result<Vec<Value>, Error>
+where
+    F: FnMut(Target, u32) -> Fut,
+    Fut: Future<Output = Result<Value, Error>>,
+{
+    let mut rows = Vec::new();
+    for &kind in kinds {
+        eprintln!("{title}: {}", kind.name());
+        let server = servers.start(kind, &format!("{label}-{}", kind.name()), &[], None)?;
+        let target = server.target().await?;
+        let result = scenario(target, server.pid).await;
+        rows.push(stopped(server, kind, result)?);
+    }
+    Ok(rows)
+}
+
 /// Runs the chosen scenarios; writes `results.json` in `out` after each
 /// scenario, so a failure late in the run keeps what was measured.
 pub async fn run(
@@ -461,10 +495,7 @@ pub async fn run(
                     ..plan.fanout.clone()
                 };
                 let result = load::fanout_search(&target, Some(server.pid), &search, kind.name()).await;
-                server.stop()?;
-                let mut result = result?;
-                result["server"] = json!(kind.name());
-                rows.push(result);
+                rows.push(stopped(server, kind, result)?);
             }
         }
         results["scenarios"]["fanout"] = json!(rows);
@@ -472,14 +503,8 @@ pub async fn run(
     }
 
     if wanted("manydocs") {
-        let mut rows = Vec::new();
-        for &kind in &kinds {
-            eprintln!("many documents: {}", kind.name());
-            let server = servers.start(kind, &format!("many-{}", kind.name()), &[], None)?;
-            let target = server.target().await?.with_sources(2);
-            let result = load::many_docs(&target, Some(server.pid), &plan.many).await;
-            server.stop()?;
-            let mut result = result?;
+        let rows = on_each_server(servers, &kinds, "many documents", "many", |target, pid| async move {
+            let result = load::many_docs(&target.with_sources(2), Some(pid), &plan.many).await?;
             eprintln!(
                 "  p50 {} ms p99 {} ms max {} ms, server CPU {}",
                 result["latency"]["p50_ms"],
@@ -487,33 +512,24 @@ pub async fn run(
                 result["latency"]["max_ms"],
                 result["server_cpu"]
             );
-            result["server"] = json!(kind.name());
-            rows.push(result);
-        }
+            Ok(result)
+        })
+        .await?;
         results["scenarios"]["manydocs"] = json!(rows);
         save(&mut results)?;
     }
 
     if wanted("idle") {
-        let mut rows = Vec::new();
-        for &kind in &kinds {
-            eprintln!("idle connections: {}", kind.name());
-            let server = servers.start(kind, &format!("idle-{}", kind.name()), &[], None)?;
-            let target = server
-                .target()
-                .await?
-                .with_sources(plan.idle_sources)
-                .with_read_buffer(4 << 10);
-            let result = load::idle(&target, server.pid, &plan.idle).await;
-            server.stop()?;
-            let mut result = result?;
+        let rows = on_each_server(servers, &kinds, "idle connections", "idle", |target, pid| async move {
+            let target = target.with_sources(plan.idle_sources).with_read_buffer(4 << 10);
+            let result = load::idle(&target, pid, &plan.idle).await?;
             eprintln!(
                 "  {} KiB per connection, {} KiB per document",
                 result["kib_per_connection"], result["kib_per_document"]
             );
-            result["server"] = json!(kind.name());
-            rows.push(result);
-        }
+            Ok(result)
+        })
+        .await?;
         results["scenarios"]["idle"] = json!(rows);
         save(&mut results)?;
     }

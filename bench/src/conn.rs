@@ -120,7 +120,7 @@ pub fn refused_status(error: &Error) -> Option<u16> {
 /// Syncs a client that holds nothing and keeps nothing: sends step1 with an
 /// empty state vector, answers the server's step1 with an empty step2, and
 /// returns once the server's step2 arrived (y-websocket's `synced`).
-pub async fn sync_empty(ws: &mut Ws) -> Result<(), Error> {
+async fn sync_empty(ws: &mut Ws) -> Result<(), Error> {
     ws.send(Message::Binary(wire::empty_step1().into())).await?;
     loop {
         match ws.next().await {

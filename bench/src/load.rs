@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::conn::{open_many, Error, Target, Ws};
 use crate::stats::{self, micros_since, round3, CpuMeter, Histogram};
@@ -35,6 +36,68 @@ struct Tally {
     disconnected: bool,
 }
 
+/// Every reader's tally together.
+#[derive(Default)]
+struct Totals {
+    hist: Histogram,
+    counted: u64,
+    disconnects: u64,
+}
+
+impl Totals {
+    /// Waits for the readers and adds up what they found.
+    async fn gather(readers: Vec<JoinHandle<Tally>>) -> Result<Self, Error> {
+        let mut totals = Self::default();
+        for reader in readers {
+            let tally = reader.await?;
+            totals.hist.merge(&tally.hist);
+            totals.counted += tally.counted;
+            totals.disconnects += u64::from(tally.disconnected);
+        }
+        Ok(totals)
+    }
+
+    /// How many of `expected` deliveries were never counted; each is
+    /// recorded as [`LOST_MS`] late.
+    fn missing(&mut self, expected: u64) -> u64 {
+        let missing = expected.saturating_sub(self.counted);
+        self.hist.record_n(LOST_MS * 1000, missing);
+        missing
+    }
+}
+
+impl Tally {
+    /// Takes one read off a socket: records the latency of a marked update
+    /// that `counts` accepts (given the mark and the time it arrived, in µs
+    /// since `epoch`). `false` once the connection is gone.
+    fn read(
+        &mut self,
+        msg: Option<Result<Message, WsError>>,
+        epoch: Instant,
+        counter: &AtomicU64,
+        counts: &mut impl FnMut(&Mark, u64) -> bool,
+    ) -> bool {
+        match msg {
+            Some(Ok(Message::Binary(frame))) => {
+                if let Some(mark) = wire::find_mark(&frame) {
+                    let now = micros_since(epoch);
+                    if counts(&mark, now) {
+                        self.hist.record(now.saturating_sub(mark.micros));
+                        self.counted += 1;
+                        counter.fetch_add(1, Relaxed);
+                    }
+                }
+                true
+            }
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                self.disconnected = true;
+                false
+            }
+            Some(Ok(_)) => true,
+        }
+    }
+}
+
 /// Reads frames until `stop`, recording the latency of every marked update
 /// that `counts` accepts (given the mark and the time it arrived, in µs
 /// since `epoch`): the measurement window, own echoes left out.
@@ -50,22 +113,8 @@ async fn read_marks(
         tokio::select! {
             biased;
             _ = stopped(&mut stop) => break,
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(frame))) => {
-                    if let Some(mark) = wire::find_mark(&frame) {
-                        let now = micros_since(epoch);
-                        if counts(&mark, now) {
-                            tally.hist.record(now.saturating_sub(mark.micros));
-                            tally.counted += 1;
-                            counter.fetch_add(1, Relaxed);
-                        }
-                    }
-                }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                    tally.disconnected = true;
-                    break;
-                }
-                Some(Ok(_)) => {}
+            msg = ws.next() => if !tally.read(msg, epoch, &counter, &mut counts) {
+                break;
             }
         }
     }
@@ -169,29 +218,20 @@ pub async fn fanout_trial(target: &Target, pid: Option<u32>, doc: &str, p: &Fano
     drain(&counter, expected).await;
     let usage = meter.finish();
     let _ = stop_tx.send(true);
-    let mut hist = Histogram::default();
-    let mut counted = 0;
-    let mut disconnects = 0;
-    for task in tasks {
-        let tally = task.await?;
-        hist.merge(&tally.hist);
-        counted += tally.counted;
-        disconnects += u64::from(tally.disconnected);
-    }
+    let mut totals = Totals::gather(tasks).await?;
     let _ = writer.close(None).await;
-    let missing = expected.saturating_sub(counted);
-    hist.record_n(LOST_MS * 1000, missing);
+    let missing = totals.missing(expected);
     let measure = p.measure.as_secs_f64();
     let mut out = json!({
         "readers": p.readers,
         "offered_updates_s": round3(p.rate),
         "offered_deliveries_s": round3(p.rate * p.readers as f64),
-        "delivered_s": round3(counted as f64 / measure),
+        "delivered_s": round3(totals.counted as f64 / measure),
         "sent_in_window": in_window,
         "missing": missing,
-        "disconnects": disconnects,
+        "disconnects": totals.disconnects,
         "writer_error": writer_error,
-        "latency": hist.summary_ms(),
+        "latency": totals.hist.summary_ms(),
     });
     merge(&mut out, usage);
     Ok(out)
@@ -213,6 +253,15 @@ pub fn run_tag() -> String {
         )
     })
     .clone()
+}
+
+/// A latency scenario's figures, followed by what each of them reports: the
+/// readers' disconnects, the latency summary and the CPU usage.
+fn with_readers(mut out: Value, totals: &Totals, usage: Value) -> Value {
+    out["disconnects"] = json!(totals.disconnects);
+    out["latency"] = totals.hist.summary_ms();
+    merge(&mut out, usage);
+    out
 }
 
 fn merge(into: &mut Value, from: Value) {
@@ -373,28 +422,17 @@ pub async fn many_docs(target: &Target, pid: Option<u32>, p: &ManyDocs) -> Resul
             let mut next_us = (i as u64 * 7919) % period_us;
             let mut k = 0u64;
             let me = i as u64;
+            // seq = writer index × 10,000 + its count: skip own echoes.
+            let mut counts =
+                |mark: &Mark, _: u64| mark.seq / 10_000 != me && mark.micros >= from_us && mark.micros < to_us;
             loop {
                 let sending = next_us < to_us && k < 10_000;
                 let wake = epoch + Duration::from_micros(next_us);
                 tokio::select! {
                     biased;
                     _ = stopped(&mut stop) => break,
-                    msg = ws.next() => match msg {
-                        Some(Ok(Message::Binary(frame))) => {
-                            if let Some(mark) = wire::find_mark(&frame) {
-                                // seq = writer index × 10,000 + its count: skip own echoes.
-                                if mark.seq / 10_000 != me && mark.micros >= from_us && mark.micros < to_us {
-                                    tally.hist.record(micros_since(epoch).saturating_sub(mark.micros));
-                                    tally.counted += 1;
-                                    counter.fetch_add(1, Relaxed);
-                                }
-                            }
-                        }
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                            tally.disconnected = true;
-                            break;
-                        }
-                        Some(Ok(_)) => {}
+                    msg = ws.next() => if !tally.read(msg, epoch, &counter, &mut counts) {
+                        break;
                     },
                     _ = sleep_until(wake.into()), if sending => {
                         // Stamped when sent, not when scheduled: the timer
@@ -424,30 +462,18 @@ pub async fn many_docs(target: &Target, pid: Option<u32>, p: &ManyDocs) -> Resul
     let expected = sent_in_window.load(Relaxed) * (p.clients as u64 - 1);
     drain(&counter, expected).await;
     let _ = stop_tx.send(true);
-    let mut hist = Histogram::default();
-    let mut counted = 0;
-    let mut disconnects = 0;
-    for task in tasks {
-        let tally = task.await?;
-        hist.merge(&tally.hist);
-        counted += tally.counted;
-        disconnects += u64::from(tally.disconnected);
-    }
-    let missing = expected.saturating_sub(counted);
-    hist.record_n(LOST_MS * 1000, missing);
-    let mut out = json!({
+    let mut totals = Totals::gather(tasks).await?;
+    let missing = totals.missing(expected);
+    let out = json!({
         "docs": p.docs,
         "clients_per_doc": p.clients,
         "connections": n,
         "connect_s": round3(connect_s),
         "edits_s": round3(n as f64 * p.rate),
-        "deliveries_s": round3(counted as f64 / p.measure.as_secs_f64()),
+        "deliveries_s": round3(totals.counted as f64 / p.measure.as_secs_f64()),
         "missing": missing,
-        "disconnects": disconnects,
-        "latency": hist.summary_ms(),
     });
-    merge(&mut out, usage);
-    Ok(out)
+    Ok(with_readers(out, &totals, usage))
 }
 
 /// Parameters of the idle-connections scenario.
@@ -618,22 +644,13 @@ pub async fn durable(target: &Target, pid: Option<u32>, p: &Durable, label: &str
     }
     sleep(Duration::from_millis(200)).await;
     let _ = stop_tx.send(true);
-    let mut hist = Histogram::default();
-    let mut disconnects = 0;
-    for r in readers {
-        let tally = r.await?;
-        hist.merge(&tally.hist);
-        disconnects += u64::from(tally.disconnected);
-    }
+    let totals = Totals::gather(readers).await?;
     let counted = counter.load(Relaxed);
-    let mut out = json!({
+    let out = json!({
         "docs": p.docs,
         "window": p.window,
         "updates_s": round3(counted as f64 / p.measure.as_secs_f64()),
         "sent": sent,
-        "disconnects": disconnects,
-        "latency": hist.summary_ms(),
     });
-    merge(&mut out, usage);
-    Ok(out)
+    Ok(with_readers(out, &totals, usage))
 }

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::wire::{self, Kind};
 
 /// Frames queued per peer before its senders wait (weft's default queue).
-pub const PEER_QUEUE: usize = 1024;
+const PEER_QUEUE: usize = 1024;
 /// Most frames written between two flushes (as weft).
 const WRITE_BATCH: usize = 256;
 

@@ -24,7 +24,7 @@ use crate::stats::{round3, secs, CpuMeter};
 use crate::wire::{self, Kind};
 
 /// The root text the trace is typed into.
-pub const TRACE_TEXT: &str = "text";
+const TRACE_TEXT: &str = "text";
 /// The writer's client ID (any fixed value: every run sends the same bytes).
 const TRACE_CLIENT: u64 = 4242;
 

@@ -87,7 +87,7 @@ impl Histogram {
     }
 
     /// The value at quantile `q` (0..=1), in microseconds.
-    pub fn quantile(&self, q: f64) -> u64 {
+    fn quantile(&self, q: f64) -> u64 {
         if self.n == 0 {
             return 0;
         }
@@ -130,7 +130,7 @@ extern "C" {
 }
 const SC_CLK_TCK: i32 = 2;
 
-pub fn clock_ticks() -> f64 {
+fn clock_ticks() -> f64 {
     // SAFETY: sysconf only reads a constant of the C library.
     let t = unsafe { sysconf(SC_CLK_TCK) };
     if t > 0 {
@@ -198,7 +198,7 @@ pub fn cpu_share(a: &ProcSample, b: &ProcSample) -> f64 {
 
 /// Microseconds some task of this machine waited for a CPU since boot
 /// (`/proc/pressure/cpu`, "some"): other work competing with the benchmark.
-pub fn cpu_pressure_us() -> Option<u64> {
+fn cpu_pressure_us() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
     let some = text.lines().find(|l| l.starts_with("some"))?;
     some.split_whitespace()
@@ -209,7 +209,7 @@ pub fn cpu_pressure_us() -> Option<u64> {
 /// CPU seconds of all cores since boot that processes used or the
 /// hypervisor took (`/proc/stat`: user, nice, system, steal). Interrupt time
 /// is left out: on loopback it is mostly the benchmark's own packets.
-pub fn machine_busy_s() -> Option<f64> {
+fn machine_busy_s() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     let line = text.lines().find(|l| l.starts_with("cpu "))?;
     let f: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();

@@ -10,8 +10,9 @@
 //! carries exactly one message, because y-websocket up to 3.x reads only the
 //! first message of a frame and silently ignores the rest.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use yrs::encoding::read::{Cursor, Read};
+use yrs::encoding::write::Write;
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -204,20 +205,12 @@ fn decode_update(raw: &[u8]) -> Result<(Update, Shape), ProtocolError> {
     }
 }
 
-fn var_uint(buf: &mut BytesMut, mut n: u64) {
-    while n >= 0x80 {
-        buf.put_u8((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    buf.put_u8(n as u8);
-}
-
 fn frame_with(header: &[u8], payload: &[u8]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(header.len() + 10 + payload.len());
-    buf.put_slice(header);
-    var_uint(&mut buf, payload.len() as u64);
-    buf.put_slice(payload);
-    buf.freeze()
+    let mut buf = Vec::with_capacity(header.len() + 10 + payload.len());
+    buf.extend_from_slice(header);
+    buf.write_var(payload.len());
+    buf.extend_from_slice(payload);
+    Bytes::from(buf)
 }
 
 /// `sync • step1 • stateVector`
@@ -240,11 +233,6 @@ pub fn encode_awareness(update: &AwarenessUpdate) -> Bytes {
     frame_with(&[MSG_AWARENESS], &update.encode_v1())
 }
 
-/// `queryAwareness`
-pub fn encode_query_awareness() -> Bytes {
-    Bytes::from_static(&[MSG_QUERY_AWARENESS])
-}
-
 /// `auth • permissionDenied • reason`: what y-websocket's client logs as
 /// "Permission denied to access <url>".
 pub fn encode_auth_denied(reason: &str) -> Bytes {
@@ -254,7 +242,13 @@ pub fn encode_auth_denied(reason: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use yrs::{Doc, GetString, ReadTxn, Text, Transact};
+
+    /// `queryAwareness`: clients send it, weft never does.
+    fn encode_query_awareness() -> Bytes {
+        Bytes::from_static(&[MSG_QUERY_AWARENESS])
+    }
 
     fn text_update(s: &str) -> Vec<u8> {
         let doc = Doc::new();

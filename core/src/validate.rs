@@ -17,12 +17,12 @@ use std::fmt;
 /// Deepest nesting of Any values (arrays and maps inside arrays and maps).
 /// Yjs documents nest JSON values a handful of levels; yrs recurses once per
 /// level on a thread stack of 2 MiB.
-pub const MAX_DEPTH: usize = 64;
+const MAX_DEPTH: usize = 64;
 
 /// Highest clock an update may reach. A client's clock counts its own
 /// operations, so real documents stay many orders of magnitude below; yrs's
 /// clock arithmetic is `u32` and wraps near `u32::MAX` (found by fuzzing).
-pub const MAX_CLOCK: u64 = (u32::MAX / 2) as u64;
+const MAX_CLOCK: u64 = (u32::MAX / 2) as u64;
 
 /// Why input was refused, shown to the client in the close reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,10 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned lib0 varint (values past 64 bits are refused).
+    ///
+    /// Not yrs's `read_var`: that one shifts with wrap-around, so eleven
+    /// bytes or bits past the 64th read as a smaller number, and a
+    /// validator must refuse what yrs would silently misread.
     fn var(&mut self) -> Result<u64> {
         let mut value = 0u64;
         let mut shift = 0u32;
@@ -109,7 +113,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A signed lib0 varint: skipped, its value does not matter here.
+    /// A signed lib0 varint: skipped, its value does not matter here (so
+    /// not read with yrs's `read_var_signed`, which would compute it).
     fn signed_var(&mut self) -> Result<()> {
         for _ in 0..11 {
             if self.u8()? < 0x80 {

@@ -81,10 +81,6 @@ pub enum DocError {
     VersionQuota(String),
 }
 
-/// Default for [`DocConfig::max_doc_types`]: far more than real documents
-/// hold (a book in ProseMirror has a few tens of thousands of nodes).
-pub const DEFAULT_MAX_DOC_TYPES: u64 = 100_000;
-
 /// Stack every runtime thread needs so that yrs can recurse through a
 /// document nested as deep as `max_types` allows (it does when it deletes
 /// nested types, or copies them): measured under 800 bytes a level, so 1 KiB.
@@ -128,17 +124,23 @@ pub struct DocConfig {
 }
 
 impl Default for DocConfig {
+    /// What `weft` runs with when no flag says otherwise (`config::DEFAULT_*`).
     fn default() -> Self {
+        use crate::config::{
+            DEFAULT_AWARENESS_TIMEOUT_MS, DEFAULT_COMPACT_BYTES, DEFAULT_COMPACT_UPDATES,
+            DEFAULT_MAX_AWARENESS_CLIENTS, DEFAULT_MAX_AWARENESS_STATE, DEFAULT_MAX_DOC_SIZE, DEFAULT_MAX_DOC_TYPES,
+            DEFAULT_PEER_QUEUE, DEFAULT_PEER_QUEUE_BYTES, DEFAULT_UNLOAD_AFTER_MS,
+        };
         Self {
-            peer_queue: 2048,
-            peer_queue_bytes: 32 << 20,
-            max_awareness_clients: 4,
-            max_awareness_state: 64 << 10,
-            unload_after: Duration::from_secs(10),
-            awareness_timeout: Duration::from_secs(30),
-            compact_after_updates: 1000,
-            compact_after_bytes: 4 << 20,
-            max_doc_size: 0,
+            peer_queue: DEFAULT_PEER_QUEUE,
+            peer_queue_bytes: DEFAULT_PEER_QUEUE_BYTES,
+            max_awareness_clients: DEFAULT_MAX_AWARENESS_CLIENTS,
+            max_awareness_state: DEFAULT_MAX_AWARENESS_STATE,
+            unload_after: Duration::from_millis(DEFAULT_UNLOAD_AFTER_MS),
+            awareness_timeout: Duration::from_millis(DEFAULT_AWARENESS_TIMEOUT_MS),
+            compact_after_updates: DEFAULT_COMPACT_UPDATES,
+            compact_after_bytes: DEFAULT_COMPACT_BYTES,
+            max_doc_size: DEFAULT_MAX_DOC_SIZE,
             max_doc_types: DEFAULT_MAX_DOC_TYPES,
             versions: VersionPolicy::default(),
         }
@@ -162,13 +164,21 @@ pub struct VersionPolicy {
 }
 
 impl Default for VersionPolicy {
+    /// What `weft` runs with when no flag says otherwise (`config::DEFAULT_*`).
     fn default() -> Self {
+        use crate::config::{
+            DEFAULT_MAX_DOC_STORAGE, DEFAULT_MAX_VERSIONS, DEFAULT_VERSION_DAILY_AFTER_DAYS,
+            DEFAULT_VERSION_EVERY_SECS, DEFAULT_VERSION_HOURLY_AFTER_HOURS, DEFAULT_VERSION_IDLE_SECS,
+        };
         Self {
-            after_idle: Duration::from_secs(60),
-            every: Duration::from_secs(600),
-            hourly_after: Duration::from_secs(24 * 3600),
-            daily_after: Duration::from_secs(7 * 24 * 3600),
-            quota: VersionQuota::default(),
+            after_idle: Duration::from_secs(DEFAULT_VERSION_IDLE_SECS),
+            every: Duration::from_secs(DEFAULT_VERSION_EVERY_SECS),
+            hourly_after: Duration::from_secs(DEFAULT_VERSION_HOURLY_AFTER_HOURS * 3600),
+            daily_after: Duration::from_secs(DEFAULT_VERSION_DAILY_AFTER_DAYS * 86_400),
+            quota: VersionQuota {
+                max_versions: DEFAULT_MAX_VERSIONS,
+                max_storage: DEFAULT_MAX_DOC_STORAGE,
+            },
         }
     }
 }

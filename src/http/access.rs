@@ -19,6 +19,7 @@ use super::origin::{HostName, Origin, OriginError, Provenance};
 use super::{ApiError, AppState};
 pub use crate::auth::MAX_TOKEN_TTL_SECS;
 use crate::auth::{self, AuthError, AuthKey, Claims, Perm, CLOCK_LEEWAY_SECS};
+use crate::clock;
 use crate::doc::DocName;
 use crate::storage::{DocStore, StoreError};
 
@@ -44,15 +45,15 @@ impl From<AuthError> for ApiError {
         let status = match e {
             AuthError::WrongDocument { .. } | AuthError::ReadOnly | AuthError::AdminOnly => StatusCode::FORBIDDEN,
             AuthError::KeyTooShort(_) | AuthError::KeyFile { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            AuthError::BadPattern(_) | AuthError::BadLifetime => StatusCode::BAD_REQUEST,
             _ => StatusCode::UNAUTHORIZED,
         };
         ApiError::new(status, e.to_string())
     }
 }
 
-pub fn now_secs() -> u64 {
-    (crate::storage::now_ms() / 1000) as u64
-}
+// Kept for `http/ws.rs` until it reads `crate::clock` itself; remove then.
+pub use crate::clock::now_secs;
 
 impl Access {
     pub async fn new(key: Option<AuthKey>, store: Arc<dyn DocStore>) -> Result<Self, StoreError> {
@@ -89,7 +90,7 @@ impl Access {
         if key.is_admin(credential) {
             return Ok(Caller::Admin);
         }
-        let claims = auth::verify(key, credential, now_secs())?;
+        let claims = auth::verify(key, credential, clock::now_secs())?;
         if self.revoked.read().unwrap().contains(&claims.jti) {
             return Err(AuthError::Revoked);
         }
@@ -103,7 +104,7 @@ impl Access {
             // As long as a token it names can still be accepted (auth::verify).
             .revoke_token(
                 token_id.to_string(),
-                now_secs() + MAX_TOKEN_TTL_SECS + CLOCK_LEEWAY_SECS,
+                clock::now_secs() + MAX_TOKEN_TTL_SECS + CLOCK_LEEWAY_SECS,
             )
             .await?;
         self.revoked.write().unwrap().insert(token_id.to_string());
@@ -422,10 +423,6 @@ impl Limits {
             trust_forwarded_for,
             pools: Default::default(),
         }
-    }
-
-    pub fn max_total(&self) -> usize {
-        self.max_total
     }
 
     /// The client's IP: the peer address, or behind a trusted proxy the last

@@ -458,23 +458,17 @@ async fn mint_token(
     let key = token_mode(&state)?;
     caller.admin()?;
     let req = json_body(body, r#"{"doc": "...", "perm": "read"|"write", "ttl_secs": N}"#)?;
-    if req.doc != "*" && !req.doc.ends_with('*') {
-        DocName::parse(&req.doc)?;
-    }
-    if req.ttl_secs == 0 || req.ttl_secs > MAX_TOKEN_TTL_SECS {
-        return Err(ApiError::bad_request(format!(
-            "ttl_secs must be 1 to {MAX_TOKEN_TTL_SECS}"
-        )));
-    }
-    let claims = Claims {
+    let spec = auth::TokenSpec {
         doc: req.doc,
         perm: req.perm,
-        exp: super::access::now_secs() + req.ttl_secs,
-        jti: auth::new_token_id(),
+        ttl_secs: req.ttl_secs,
         sub: req.user,
         name: req.name,
     };
-    let token = auth::mint(key, &claims);
+    let (token, claims): (String, Claims) = auth::issue(key, spec, crate::clock::now_secs()).map_err(|e| match e {
+        auth::AuthError::BadLifetime => ApiError::bad_request(format!("ttl_secs must be 1 to {MAX_TOKEN_TTL_SECS}")),
+        other => ApiError::from(other),
+    })?;
     Ok((
         StatusCode::CREATED,
         Json(json!({

@@ -73,7 +73,7 @@ impl Budget {
 
 /// Bytes one message holds of a [`Budget`]; given back when dropped.
 #[derive(Debug)]
-pub struct Charge {
+struct Charge {
     budget: Arc<Budget>,
     bytes: u64,
 }
@@ -120,7 +120,7 @@ pub enum Unfinished {
 /// every protocol check stay tungstenite's, which closes the connection on
 /// anything malformed (this scanner then merely stops making sense).
 #[derive(Debug, Default)]
-pub struct FrameScanner {
+struct FrameScanner {
     header: [u8; 14],
     header_len: usize,
     /// Payload bytes of the current frame not read yet; `None` while a
@@ -141,7 +141,7 @@ impl FrameScanner {
     }
 
     /// Whether a data message has begun and not ended.
-    pub fn in_message(&self) -> bool {
+    fn in_message(&self) -> bool {
         self.message.is_some()
     }
 

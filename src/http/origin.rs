@@ -78,7 +78,7 @@ impl Origin {
     /// Whether a page of this origin is one weft itself served, reached under
     /// `host` (a `Host` header): `http` or `https` (behind a TLS proxy), the
     /// same host, the same port.
-    pub fn is_same_origin(&self, host: &HostName) -> bool {
+    fn is_same_origin(&self, host: &HostName) -> bool {
         matches!(self.scheme.as_str(), "http" | "https")
             && self.host == host.host
             && self.port == host.port.filter(|&p| Some(p) != default_port(&self.scheme))
@@ -141,7 +141,7 @@ impl fmt::Display for HostName {
 /// `localhost` (and names under it, which browsers resolve to loopback
 /// themselves, RFC 6761), `127.x.y.z`, `[::1]`. A DNS name that merely
 /// resolves to 127.0.0.1 is not one: that is what DNS rebinding uses.
-pub fn is_loopback_host(host: &str) -> bool {
+fn is_loopback_host(host: &str) -> bool {
     let host = normalise_host(host);
     if host == "localhost" || host.ends_with(".localhost") {
         return true;

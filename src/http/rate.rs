@@ -26,7 +26,7 @@ use crate::rate::{ClientKey, RateBook, RateLimiter, HANDSHAKE};
 /// that neither many tokens from one address nor one token from many
 /// addresses escapes the limit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Creator {
+enum Creator {
     Ip(IpAddr),
     Token(String),
 }
@@ -34,11 +34,11 @@ pub enum Creator {
 /// The rate books, `None` where a limit is off.
 pub struct Rates {
     /// WebSocket messages: each connection checks out its bucket.
-    pub messages: Option<Arc<RateBook<ClientKey>>>,
+    messages: Option<Arc<RateBook<ClientKey>>>,
     /// API requests.
-    pub requests: Option<RateBook<ClientKey>>,
+    requests: Option<RateBook<ClientKey>>,
     /// New documents, by any route.
-    pub creations: Option<RateBook<Creator>>,
+    creations: Option<RateBook<Creator>>,
 }
 
 impl Rates {

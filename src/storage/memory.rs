@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{
-    now_ms, BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta,
-    VersionState,
+    BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState,
 };
+use crate::clock::{now_ms, now_secs};
 use crate::doc::DocName;
 
 #[derive(Default)]
@@ -195,7 +195,7 @@ impl DocStore for MemoryStore {
     }
 
     fn revoked_tokens(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        let now = (now_ms() / 1000) as u64;
+        let now = now_secs();
         let ids = self
             .revoked
             .lock()

@@ -195,10 +195,5 @@ pub trait DocStore: Send + Sync + 'static {
     fn close(&self) -> BoxFuture<'_, ()>;
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+// Kept for `doc/actor.rs` until it reads `crate::clock` itself; remove then.
+pub(crate) use crate::clock::now_ms;

@@ -15,6 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use weft_bench::client::Client;
 
+pub mod tokens;
+pub mod ydoc;
+
 pub const SECOND: Duration = Duration::from_secs(1);
 
 /// The longest any single HTTP request of a test may take.
@@ -430,6 +433,44 @@ impl Drop for Server {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// The value under `key` in the map "m" of a client's document, as a string.
+pub fn map_get(client: &Client, key: &str) -> Option<String> {
+    use yrs::{Map, Transact};
+    let map = client.doc.get_or_insert_map("m");
+    let txn = client.doc.transact();
+    map.get(&txn, key).map(|v| v.to_string(&txn))
+}
+
+/// Floods a document with `blob_bytes`-sized values (each overwriting the
+/// last, so the document stays small) until the server disconnects a slow
+/// consumer, checking after each burst of 4 that `fast` keeps up: a peer
+/// that reads is never behind by more than a burst. Returns how many
+/// values were sent.
+pub async fn flood_until_a_slow_peer_goes(server: &Server, writer: &Client, fast: &Client, blob_bytes: usize) -> i64 {
+    use yrs::Map;
+    let map = writer.doc.get_or_insert_map("m");
+    let blob = "x".repeat(blob_bytes);
+    let mut sent = 0i64;
+    let deadline = Instant::now() + 60 * SECOND;
+    while server.metric("weft_disconnects_total{reason=\"slow_consumer\"}").await == 0.0 {
+        assert!(Instant::now() < deadline, "slow peer never disconnected");
+        for _ in 0..4 {
+            sent += 1;
+            writer.edit(|txn| {
+                map.insert(txn, "blob", blob.clone());
+                map.insert(txn, "n", sent);
+            });
+        }
+        let want = sent.to_string();
+        fast.wait_for("fast peer to keep up", 20 * SECOND, |f| {
+            map_get(f, "n").as_deref() == Some(&want)
+        })
+        .await
+        .unwrap();
+    }
+    sent
 }
 
 #[derive(Debug)]

@@ -1,0 +1,239 @@
+//! SQLite store: the embedded default.
+//!
+//! All writes go through one dedicated OS thread that owns the only writing
+//! connection. Jobs reach it over a bounded queue; it takes every job waiting
+//! in the queue and commits them in one transaction (group commit), so a
+//! thousand documents each waiting for one update cost one commit, not a
+//! thousand. A job that fails does not fail its neighbours: its batch runs
+//! again with a savepoint per job (see [`writer`]).
+//!
+//! Reads (loading a document, listing) run on `spawn_blocking` with their own
+//! connections; WAL mode lets them proceed while the writer commits. No SQLite
+//! call ever runs on an async worker thread.
+//!
+//! # Layout
+//!
+//! - this module: [`SqliteStore`], the [`DocStore`] over the two sides;
+//! - [`schema`]: opening connections, the schema and its migrations;
+//! - [`read`]: the reader pool and every read query (`load` included);
+//! - [`writer`]: the writer thread, group commit, one function per job kind;
+//! - [`pack`]: how one log row holds the updates of one actor batch.
+
+mod pack;
+mod read;
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use self::read::ReadPool;
+use self::schema::{migrate, open_connection};
+use self::writer::{Job, Writer, WRITE_QUEUE};
+use super::{
+    BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState,
+};
+use crate::clock::now_secs;
+use crate::doc::DocName;
+use crate::metrics::Metrics;
+
+/// A flag of the configuration, so defined there; SQLite's names for it are
+/// set in [`SqliteStore::open`].
+pub use crate::config::SyncMode;
+
+/// WAL pages (4 KiB each) after which a commit also checkpoints.
+const CHECKPOINT_PAGES: u32 = 250;
+
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<ReadPool>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies the schema
+    /// and starts the writer thread.
+    pub fn open(
+        path: &Path,
+        sync: SyncMode,
+        busy_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let conn = open_connection(path, busy_timeout, OpenFlags::default())?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match sync {
+                SyncMode::Normal => "NORMAL",
+                SyncMode::Full => "FULL",
+            },
+        )?;
+        migrate(&conn)?;
+        // SQLite checkpoints on the committing connection, and commits wait
+        // meanwhile: the checkpoint's length is the commit latency's tail.
+        // Checkpointing more often than SQLite's default (1,000 pages) makes
+        // each stall shorter at the same throughput; the measurements are in
+        // docs/BENCHMARKS.md (the checkpoint row of the profiling table).
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
+
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("weft-sqlite-writer".into())
+            .spawn(move || Writer::new(conn, metrics).run(rx))?;
+        Ok(Self {
+            jobs: tx,
+            readers: Arc::new(ReadPool::new(path.to_owned(), busy_timeout)),
+        })
+    }
+
+    /// Queues the job `job` makes with its reply channel for the writer, and
+    /// waits for the answer.
+    fn write<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> BoxFuture<'_, Result<T, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let job = job(reply);
+        Box::pin(async move {
+            self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    /// Runs a read query on a pooled connection, off the async workers.
+    fn read<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = pool.take()?;
+                let result = f(&conn);
+                pool.give_back(conn);
+                result
+            })
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+        })
+    }
+}
+
+impl DocStore for SqliteStore {
+    fn load<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<StoredDoc, StoreError>> {
+        let name = name.clone();
+        self.read(move |conn| read::load(conn, &name))
+    }
+
+    fn append<'a>(&'a self, name: &'a DocName, entries: Vec<LogEntry>) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.write(|reply| Job::Append {
+            doc: name.clone(),
+            entries,
+            reply,
+        })
+    }
+
+    fn compact<'a>(&'a self, name: &'a DocName, snapshot: Snapshot) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.write(|reply| Job::Compact {
+            doc: name.clone(),
+            snapshot,
+            reply,
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<DocMeta>, StoreError>> {
+        self.read(read::list)
+    }
+
+    fn meta<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<Option<DocMeta>, StoreError>> {
+        let name = name.clone();
+        self.read(move |conn| read::meta(conn, &name))
+    }
+
+    fn delete<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.write(|reply| Job::Delete {
+            doc: name.clone(),
+            reply,
+        })
+    }
+
+    fn save_version<'a>(
+        &'a self,
+        name: &'a DocName,
+        snapshot: Snapshot,
+        kind: VersionKind,
+        label: Option<String>,
+        digest: Vec<u8>,
+    ) -> BoxFuture<'a, Result<VersionMeta, StoreError>> {
+        self.write(|reply| Job::SaveVersion {
+            doc: name.clone(),
+            snapshot,
+            kind,
+            label,
+            digest,
+            reply,
+        })
+    }
+
+    fn name_version<'a>(
+        &'a self,
+        name: &'a DocName,
+        id: i64,
+        label: Option<String>,
+    ) -> BoxFuture<'a, Result<Option<VersionMeta>, StoreError>> {
+        self.write(|reply| Job::NameVersion {
+            doc: name.clone(),
+            id,
+            label,
+            reply,
+        })
+    }
+
+    fn list_versions<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>> {
+        let name = name.clone();
+        self.read(move |conn| read::list_versions(conn, &name))
+    }
+
+    fn load_version<'a>(
+        &'a self,
+        name: &'a DocName,
+        id: i64,
+    ) -> BoxFuture<'a, Result<Option<VersionState>, StoreError>> {
+        let name = name.clone();
+        self.read(move |conn| read::load_version(conn, &name, id))
+    }
+
+    fn delete_versions<'a>(&'a self, name: &'a DocName, ids: Vec<i64>) -> BoxFuture<'a, Result<usize, StoreError>> {
+        self.write(|reply| Job::DeleteVersions {
+            doc: name.clone(),
+            ids,
+            reply,
+        })
+    }
+
+    fn revoke_token(&self, token_id: String, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.write(|reply| Job::Revoke {
+            token_id,
+            expires_at,
+            reply,
+        })
+    }
+
+    fn revoked_tokens(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.read(|conn| read::revoked_tokens(conn, now_secs()))
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            if self.jobs.send(Job::Close { reply }).await.is_ok() {
+                let _ = rx.await;
+            }
+        })
+    }
+}
