@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
   startWeft, waitFor, launchBrowser, openDemo, waitForState, waitForText, waitForExactText, typeAtEnd, editor, editorText,
-  assertNoProblems, closeAll, DEADLINE,
+  assertNoProblems, closeAll, DEADLINE, TEST,
   within
 } from './support.mjs'
 
@@ -57,7 +57,7 @@ const PROMPTLY = 3000
 const seesPromptly = (page, name) =>
   page.locator('#people .person-name', { hasText: name }).waitFor({ timeout: PROMPTLY })
 
-test('two pages edit one document: text, formatting, carets with names, people lists; a later page sees it all', async (t) => {
+test('two pages edit one document: text, formatting, carets with names, people lists; a later page sees it all', TEST, async (t) => {
   const weft = await freshWeft(t)
   const shot = { width: 1000, height: 660 }
   const ada = await openDemo(browser, docUrl(weft, 'launch-plan'), { ...ADA, viewport: shot })
@@ -104,7 +104,7 @@ test('two pages edit one document: text, formatting, carets with names, people l
   }
 })
 
-test('a new name reaches the others at once and is remembered across reloads', async (t) => {
+test('a new name reaches the others at once and is remembered across reloads', TEST, async (t) => {
   const weft = await freshWeft(t)
   const ada = await openDemo(browser, docUrl(weft, 'names'), ADA)
   const grace = await openDemo(browser, docUrl(weft, 'names'), GRACE)
@@ -129,7 +129,7 @@ test('a new name reaches the others at once and is remembered across reloads', a
   }
 })
 
-test('the document picker lists stored documents, opens or creates one by name, and the link names the document', async (t) => {
+test('the document picker lists stored documents, opens or creates one by name, and the link names the document', TEST, async (t) => {
   const weft = await freshWeft(t)
   // A stored document to find in the list.
   const writer = await openDemo(browser, docUrl(weft, 'launch-plan'), GRACE)
@@ -181,7 +181,7 @@ test('the document picker lists stored documents, opens or creates one by name, 
   }
 })
 
-test('versions: name the current state, preview it read-only, restore it on every page; ids, whole labels on hover', async (t) => {
+test('versions: name the current state, preview it read-only, restore it on every page; ids, whole labels on hover', TEST, async (t) => {
   const weft = await freshWeft(t)
   const ada = await openDemo(browser, docUrl(weft, 'versions'), ADA)
   const grace = await openDemo(browser, docUrl(weft, 'versions'), GRACE)
@@ -291,7 +291,7 @@ test('versions: name the current state, preview it read-only, restore it on ever
   }
 })
 
-test('offline: a page keeps editing without its connection and merges when it is back', async (t) => {
+test('offline: a page keeps editing without its connection and merges when it is back', TEST, async (t) => {
   const weft = await freshWeft(t)
   const ada = await openDemo(browser, docUrl(weft, 'offline'), ADA)
   const grace = await openDemo(browser, docUrl(weft, 'offline'), GRACE)
@@ -324,7 +324,7 @@ test('offline: a page keeps editing without its connection and merges when it is
   }
 })
 
-test('server killed and restarted: pages say offline, keep their edits, and sync them when it is back', async (t) => {
+test('server killed and restarted: pages say offline, keep their edits, and sync them when it is back', TEST, async (t) => {
   // Restarted on a new port the OS picks; the pages keep their address
   // through the harness's relay.
   const server = await freshWeft(t, { restartable: true })
@@ -370,7 +370,7 @@ test('server killed and restarted: pages say offline, keep their edits, and sync
   }
 })
 
-test('a document deleted through the API: the page says it was disconnected and stops reconnecting', async (t) => {
+test('a document deleted through the API: the page says it was disconnected and stops reconnecting', TEST, async (t) => {
   const weft = await freshWeft(t)
   const page = await openDemo(browser, docUrl(weft, 'doomed'), ADA)
   try {
@@ -387,7 +387,7 @@ test('a document deleted through the API: the page says it was disconnected and 
   }
 })
 
-test('the welcome document explains itself once, even to two pages opened at the same moment', async (t) => {
+test('the welcome document explains itself once, even to two pages opened at the same moment', TEST, async (t) => {
   const server = await freshWeft(t)
   const pages = []
   try {
@@ -418,7 +418,7 @@ test('the welcome document explains itself once, even to two pages opened at the
   }
 })
 
-test('a narrow window: no sideways scrolling, panels as drawers, editing works', async (t) => {
+test('a narrow window: no sideways scrolling, panels as drawers, editing works', TEST, async (t) => {
   const weft = await freshWeft(t)
   const page = await openDemo(browser, docUrl(weft, 'narrow'), { ...LINUS, viewport: { width: 375, height: 740 } })
   try {

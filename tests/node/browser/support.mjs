@@ -53,6 +53,13 @@ export const openDemo = async (browser, url, { name, color, viewport = { width: 
 
 export const DEADLINE = 15_000
 
+/**
+ * Each test's own deadline. package.json's --test-timeout is also the limit
+ * for a whole file (Chromium's start, every test, the close), so it is set
+ * far above the sum, and each test gets this one instead.
+ */
+export const TEST = { timeout: 150_000 }
+
 /** Waits for the status indicator to say `state`. */
 export const waitForState = (page, state, timeout = DEADLINE) =>
   page.waitForSelector(`#status[data-state="${state}"]`, { timeout })

@@ -9,7 +9,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   startWeft, tokenClaims, waitFor, launchBrowser, openDemo, waitForState, waitForText, typeAtEnd, editor, editorText,
-  assertNoProblems, closeAll, DEADLINE,
+  assertNoProblems, closeAll, DEADLINE, TEST,
   within
 } from './support.mjs'
 
@@ -94,7 +94,7 @@ const clipboard = async (page, weft) => {
 /** What Chromium itself reports for a request the server refused. */
 const refusedRequest = (status) => new RegExp(`^console\\.error: Failed to load resource: the server responded with a status of ${status}`)
 
-test('token mode without a token: a message says what is needed, nothing connects, nothing is logged', async (t) => {
+test('token mode without a token: a message says what is needed, nothing connects, nothing is logged', TEST, async (t) => {
   const weft = await freshWeft(t)
   const page = await openDemo(browser, pageUrl(weft, 'plan'), { ...ADA, synced: false })
   try {
@@ -126,7 +126,7 @@ test('token mode without a token: a message says what is needed, nothing connect
   }
 })
 
-test('a write token: editing works and reaches a second page; the picker lists what the token opens and keeps it', async (t) => {
+test('a write token: editing works and reaches a second page; the picker lists what the token opens and keeps it', TEST, async (t) => {
   const weft = await freshWeft(t)
   // Something the token must not see.
   await seed(weft, 'secret', 'Not for team A.')
@@ -168,7 +168,7 @@ test('a write token: editing works and reaches a second page; the picker lists w
   }
 })
 
-test('a document outside the token: the page shows the server’s reason and the documents the token opens', async (t) => {
+test('a document outside the token: the page shows the server’s reason and the documents the token opens', TEST, async (t) => {
   const weft = await freshWeft(t)
   await seed(weft, 'team-a/plan', 'Written with a token.')
   await seed(weft, 'secret', 'Not for team A.')
@@ -200,7 +200,7 @@ test('a document outside the token: the page shows the server’s reason and the
   }
 })
 
-test('a token for one document, opening another: the reason and the document it opens, nothing stray', async (t) => {
+test('a token for one document, opening another: the reason and the document it opens, nothing stray', TEST, async (t) => {
   const weft = await freshWeft(t)
   // A token for exactly one document (no pattern), that is not stored yet.
   const token = await weft.token({ doc: 'team-a/plan', perm: 'write' })
@@ -225,7 +225,7 @@ test('a token for one document, opening another: the reason and the document it 
   }
 })
 
-test('Copy link with a token copies the link without it; the token’s name is the name others see', async (t) => {
+test('Copy link with a token copies the link without it; the token’s name is the name others see', TEST, async (t) => {
   const weft = await freshWeft(t)
   const adaToken = await weft.token({ doc: 'plan', perm: 'write', name: 'Ada Lovelace' })
   const graceToken = await weft.token({ doc: 'plan', perm: 'write' })
@@ -257,7 +257,7 @@ test('Copy link with a token copies the link without it; the token’s name is t
   }
 })
 
-test('Copy link with the admin key mints a share link with the permission, lifetime and name chosen', async (t) => {
+test('Copy link with the admin key mints a share link with the permission, lifetime and name chosen', TEST, async (t) => {
   const weft = await freshWeft(t)
   await seed(weft, 'plan', 'Shared by the owner.')
   // The owner opens the page with the server's key in place of a token.
@@ -310,7 +310,7 @@ test('Copy link with the admin key mints a share link with the permission, lifet
   }
 })
 
-test('a page opened before the server switched to token mode says so, instead of promising to sync', async (t) => {
+test('a page opened before the server switched to token mode says so, instead of promising to sync', TEST, async (t) => {
   // Open mode first; restarted (on a new port, the page keeps its address
   // through the harness's relay) with a key.
   const server = await startWeft({ restartable: true })
@@ -358,7 +358,7 @@ test('a page opened before the server switched to token mode says so, instead of
   }
 })
 
-test('a token the server refuses: the page gives its reason and connects to nothing', async (t) => {
+test('a token the server refuses: the page gives its reason and connects to nothing', TEST, async (t) => {
   const weft = await freshWeft(t)
   const expired = await weft.token({ doc: 'team-a/*', perm: 'write', ttl: '1s' })
   await waitFor('the token to expire', () => Date.now() > (tokenClaims(expired).exp + 1) * 1000, 5000)
@@ -387,7 +387,7 @@ test('a token the server refuses: the page gives its reason and connects to noth
   }
 })
 
-test('a read-only token: a badge, a status that says what a reader gets, an editor that cannot change the document, versions to preview only', async (t) => {
+test('a read-only token: a badge, a status that says what a reader gets, an editor that cannot change the document, versions to preview only', TEST, async (t) => {
   const weft = await freshWeft(t)
   const writeToken = await weft.token({ doc: 'handbook', perm: 'write' })
   const readToken = await weft.token({ doc: 'handbook', perm: 'read' })
@@ -453,7 +453,7 @@ test('a read-only token: a badge, a status that says what a reader gets, an edit
   }
 })
 
-test('a token revoked while its page is open: the page says access was revoked and stops', async (t) => {
+test('a token revoked while its page is open: the page says access was revoked and stops', TEST, async (t) => {
   const weft = await freshWeft(t)
   const token = await weft.token({ doc: 'team-a/plan', perm: 'write' })
   const page = await openDemo(browser, pageUrl(weft, 'team-a/plan', token), ADA)
@@ -479,7 +479,7 @@ test('a token revoked while its page is open: the page says access was revoked a
   }
 })
 
-test('a token that expires on an open page: the page says access expired', async (t) => {
+test('a token that expires on an open page: the page says access expired', TEST, async (t) => {
   const weft = await freshWeft(t)
   await withExpiringToken(async (ttl, ready) => {
     const token = await weft.token({ doc: 'team-a/plan', perm: 'write', ttl })
@@ -502,7 +502,7 @@ test('a token that expires on an open page: the page says access expired', async
   })
 })
 
-test('a token that expired while the server was down: back, the page learns why its socket is refused and stops', async (t) => {
+test('a token that expired while the server was down: back, the page learns why its socket is refused and stops', TEST, async (t) => {
   await withExpiringToken(async (ttl, ready) => {
     // Restarted on a new port the OS picks; the page keeps its address
     // through the harness's relay.
