@@ -51,8 +51,13 @@ pub enum AuthError {
     KeyFile { path: String, reason: String },
     #[error("no token: pass ?token=... in the URL or an Authorization: Bearer header")]
     Missing,
+    #[error("the Authorization header must read 'Bearer <token>'")]
+    NotBearer,
     #[error("malformed token: {0}")]
     Malformed(&'static str),
+    /// A credential without dots: not a token, and not the admin key either.
+    #[error("malformed token: a token has three dot-separated parts, and this is not this server's admin key either")]
+    NotTokenNorKey,
     #[error("token algorithm must be HS256")]
     Algorithm,
     #[error("token signature does not match this server's key")]
@@ -187,6 +192,25 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// What a token's `doc` may be: a document name, `prefix*` or `*`. A `*`
+/// anywhere but at the end (`team-a/**`, `*/notes`) would match nothing
+/// and is refused rather than minted into a useless token.
+fn check_pattern(doc: &str) -> Result<(), AuthError> {
+    let unsupported = || {
+        AuthError::BadPattern(format!(
+            "'{doc}' is not a pattern weft supports: use a document name, a prefix ending in one '*' (team-a/*), or '*'"
+        ))
+    };
+    match doc.strip_suffix('*') {
+        Some(prefix) if prefix.contains('*') => Err(unsupported()),
+        Some(_) => Ok(()),
+        None if doc.contains('*') => Err(unsupported()),
+        None => DocName::parse(doc)
+            .map(|_| ())
+            .map_err(|e| AuthError::BadPattern(e.to_string())),
+    }
+}
+
 const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
 /// Signs claims into a token.
@@ -287,9 +311,7 @@ pub struct TokenSpec {
 /// signs it (`now` in Unix seconds): what `weft token` and `POST /api/tokens`
 /// both do. Returns the token and its claims.
 pub fn issue(key: &AuthKey, spec: TokenSpec, now: u64) -> Result<(String, Claims), AuthError> {
-    if spec.doc != "*" && !spec.doc.ends_with('*') {
-        DocName::parse(&spec.doc).map_err(|e| AuthError::BadPattern(e.to_string()))?;
-    }
+    check_pattern(&spec.doc)?;
     if spec.ttl_secs == 0 || spec.ttl_secs > MAX_TOKEN_TTL_SECS {
         return Err(AuthError::BadLifetime);
     }

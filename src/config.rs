@@ -94,6 +94,35 @@ pub enum LogFormat {
     Json,
 }
 
+/// Who may read `GET /metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    Open,
+    Admin,
+    Off,
+}
+
+/// `--addr`: `IP:port`, or `host:port` resolved now (the first address,
+/// IPv4 first, so `localhost` listens where browsers look first).
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    if !s.contains(':') {
+        return Err(format!("'{s}' has no port: write it as host:port, e.g. 127.0.0.1:1234"));
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("cannot resolve '{s}' ({e}): give an IP address and port, e.g. 127.0.0.1:1234"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("'{s}' resolves to no address: give an IP address and port, e.g. 127.0.0.1:1234"))
+}
+
 /// weft: a Yjs collaboration server. y-websocket clients connect to
 /// `ws://ADDR/<document-name>`. With no subcommand, weft serves.
 #[derive(Debug, Parser)]
@@ -134,7 +163,7 @@ pub struct TokenArgs {
     /// The signing key itself, from the environment only, as for serving.
     #[arg(skip = auth_key_from_env())]
     pub auth_key: Option<String>,
-    /// Print the token's claims as JSON too.
+    /// Print one JSON object (token, token_id, claims) instead of the bare token.
     #[arg(long)]
     pub json: bool,
 }
@@ -142,8 +171,9 @@ pub struct TokenArgs {
 /// How weft serves.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "WEFT_ADDR", default_value = DEFAULT_ADDR)]
+    /// Address to listen on: an IP address and port, or a host name and
+    /// port (`localhost:1234`), resolved once at start-up.
+    #[arg(long, env = "WEFT_ADDR", default_value = DEFAULT_ADDR, value_parser = parse_addr)]
     pub addr: SocketAddr,
 
     /// SQLite database file.
@@ -271,6 +301,12 @@ pub struct Config {
     /// document can nest; weft sizes its thread stacks to match.
     #[arg(long, env = "WEFT_MAX_DOC_TYPES", default_value_t = DEFAULT_MAX_DOC_TYPES)]
     pub max_doc_types: u64,
+
+    /// Who may read `GET /metrics`: `open` (anyone who reaches the port; the
+    /// series carry no document names), `admin` (the admin key, in token
+    /// mode) or `off` (404).
+    #[arg(long, env = "WEFT_METRICS", value_enum, default_value_t = MetricsAccess::Open)]
+    pub metrics: MetricsAccess,
 
     /// Log format.
     #[arg(long, env = "WEFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]

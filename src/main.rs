@@ -81,11 +81,15 @@ fn token(args: TokenArgs) -> ExitCode {
         sub: args.user,
         name: args.name,
     };
-    let claims = match auth::issue(&key, spec, weft::clock::now_secs()) {
-        Ok((token, claims)) => {
-            println!("{token}");
-            claims
-        }
+    let json = args.json;
+    match auth::issue(&key, spec, weft::clock::now_secs()) {
+        // --json: one JSON object on stdout, shaped like POST /api/tokens'
+        // answer plus the claims, so `weft token --json > file` keeps it all.
+        Ok((token, claims)) if json => println!(
+            "{}",
+            serde_json::json!({ "token": token, "token_id": claims.jti, "claims": claims })
+        ),
+        Ok((token, _)) => println!("{token}"),
         Err(AuthError::BadLifetime) => {
             eprintln!("weft token: --ttl is at most 365d");
             return ExitCode::FAILURE;
@@ -94,9 +98,6 @@ fn token(args: TokenArgs) -> ExitCode {
             eprintln!("weft token: {e}");
             return ExitCode::FAILURE;
         }
-    };
-    if args.json {
-        eprintln!("{}", serde_json::to_string_pretty(&claims).unwrap_or_default());
     }
     ExitCode::SUCCESS
 }

@@ -196,6 +196,7 @@ pub async fn run(
         origins: Arc::new(origins),
         rates: Arc::new(http::rate::Rates::new(&config)),
         budget: Budget::new(config.partial_message_budget),
+        metrics_access: config.metrics,
         timeouts: Timeouts {
             idle: millis(config.idle_timeout_ms),
             message_deadline: millis(config.message_deadline_ms),

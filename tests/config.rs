@@ -151,6 +151,7 @@ const SETTINGS: &[Setting] = &[
     row("--rate-burst", "17", "WEFT_RATE_BURST", "rate_burst", "17"),
     row("--max-doc-size", "0", "WEFT_MAX_DOC_SIZE", "max_doc_size", "0"),
     row("--max-doc-types", "1234", "WEFT_MAX_DOC_TYPES", "max_doc_types", "1234"),
+    row("--metrics", "admin", "WEFT_METRICS", "metrics", "admin"),
     row("--log-format", "json", "WEFT_LOG_FORMAT", "log_format", "json"),
     row("--log", "info,weft=trace", "WEFT_LOG", "log", "info,weft=trace"),
     row(

@@ -90,7 +90,14 @@ impl Access {
         if key.is_admin(credential) {
             return Ok(Caller::Admin);
         }
-        let claims = auth::verify(key, credential, clock::now_secs())?;
+        if credential == NOT_BEARER {
+            return Err(AuthError::NotBearer);
+        }
+        let claims = auth::verify(key, credential, clock::now_secs()).map_err(|e| match e {
+            // Most likely a mistyped admin key: say that it is not one.
+            AuthError::Malformed(_) if !credential.contains('.') => AuthError::NotTokenNorKey,
+            e => e,
+        })?;
         if self.revoked.read().unwrap().contains(&claims.jti) {
             return Err(AuthError::Revoked);
         }
@@ -159,18 +166,28 @@ impl Caller {
     }
 }
 
+/// Stands for an `Authorization` header of another scheme (or none), so
+/// that `authenticate` can say what is wrong with it instead of "no token".
+/// Cannot collide with a real credential: those have no spaces.
+const NOT_BEARER: &str = "not a Bearer header";
+
 /// The credential of a request: `Authorization: Bearer ...`, else `?token=`.
 pub fn credential(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
+    let authorization = headers.get(header::AUTHORIZATION);
+    let bearer = authorization
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::to_string);
-    bearer.or_else(|| {
-        let query = query?;
-        let Query(params) = Query::<HashMap<String, String>>::try_from_uri(&format!("/?{query}").parse().ok()?).ok()?;
-        params.get("token").cloned()
-    })
+    bearer
+        .or_else(|| query_param(query, "token"))
+        .or_else(|| authorization.map(|_| NOT_BEARER.to_string()))
+}
+
+/// One parameter of a URL's query string, percent-decoded.
+pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    let query = query?;
+    let Query(params) = Query::<HashMap<String, String>>::try_from_uri(&format!("/?{query}").parse().ok()?).ok()?;
+    params.get(key).cloned()
 }
 
 impl FromRequestParts<AppState> for Caller {

@@ -6,12 +6,12 @@
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, OriginalUri, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -33,13 +33,35 @@ pub fn router() -> Router<AppState> {
         .route("/docs/{name}/versions/{id}/restore", post(restore_version))
         .route("/tokens", post(mint_token))
         .route("/tokens/revoke", post(revoke_token))
-        .fallback(|| async { ApiError::not_found("no such API route; see README.md, section HTTP API") })
+        .fallback(no_route)
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
         })
 }
 
 type ApiResult<T> = Result<T, ApiError>;
+
+/// The 404 for a path under `/api` that is no route. A document name's `/`
+/// must be written `%2F` in API paths, and `/api/docs/notes/today` is the
+/// likeliest way to get here: say so.
+async fn no_route(OriginalUri(uri): OriginalUri) -> ApiError {
+    let path = uri.path();
+    let hint = match path.strip_prefix("/api/docs/") {
+        Some(rest) if rest.contains('/') => {
+            let name = ["/update", "/versions"]
+                .iter()
+                .fold(rest, |r, tail| r.split(tail).next().unwrap_or(r));
+            format!(
+                " (a '/' in a document name is written %2F in API paths: /api/docs/{})",
+                name.replace('/', "%2F")
+            )
+        }
+        _ => String::new(),
+    };
+    ApiError::not_found(format!(
+        "no such API route: {path}{hint}; see README.md, section HTTP API"
+    ))
+}
 
 fn doc_name(raw: &str) -> ApiResult<DocName> {
     // axum has already percent-decoded the path segment.
@@ -288,6 +310,7 @@ async fn list_versions(
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct NewVersion {
     label: Option<String>,
 }
@@ -302,20 +325,12 @@ async fn take_version(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    body: Result<Json<NewVersion>, JsonRejection>,
+    body: Bytes,
 ) -> ApiResult<(StatusCode, Json<VersionJson>)> {
     let name = doc_name(&name)?;
     caller.write(&name)?;
-    let label = match body {
-        Ok(Json(v)) => v.label,
-        // An empty body is fine: an unlabelled named version.
-        Err(JsonRejection::MissingJsonContentType(_)) => None,
-        Err(e) => {
-            return Err(ApiError::bad_request(format!(
-                "body must be JSON {{\"label\": \"...\"}}: {e}"
-            )))
-        }
-    };
+    // An empty body is fine: an unlabelled named version.
+    let label = json_body::<NewVersion>(&body, r#"{"label": "..."}"#)?.and_then(|v| v.label);
     let label = label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
     if label.as_ref().is_some_and(|l| l.len() > MAX_LABEL) {
         return Err(ApiError::bad_request(format!("label is longer than {MAX_LABEL} bytes")));
@@ -424,6 +439,7 @@ async fn restore_version(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TokenRequest {
     doc: String,
     perm: Perm,
@@ -443,9 +459,24 @@ fn token_mode(state: &AppState) -> ApiResult<&crate::auth::AuthKey> {
     })
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>, shape: &str) -> ApiResult<T> {
-    body.map(|Json(v)| v)
+/// A JSON request body, `None` when empty; `shape` shows what is expected.
+///
+/// Parsed whatever its media type (`check_api_request` has let only JSON or
+/// octet-stream through): a client that sends JSON as octet-stream, or a
+/// field weft does not know, gets a 400 that says so, never a success that
+/// silently dropped what it sent.
+fn json_body<T: DeserializeOwned>(body: &Bytes, shape: &str) -> ApiResult<Option<T>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
         .map_err(|e| ApiError::bad_request(format!("body must be JSON {shape}: {e}")))
+}
+
+/// A JSON request body that must be there.
+fn required_json_body<T: DeserializeOwned>(body: &Bytes, shape: &str) -> ApiResult<T> {
+    json_body(body, shape)?.ok_or_else(|| ApiError::bad_request(format!("body must be JSON {shape}; it is empty")))
 }
 
 /// `POST /api/tokens` `{doc, perm, ttl_secs, user?, name?}` (admin key):
@@ -453,11 +484,11 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>, shape: &str) -> ApiResult<
 async fn mint_token(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<TokenRequest>, JsonRejection>,
+    body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let key = token_mode(&state)?;
     caller.admin()?;
-    let req = json_body(body, r#"{"doc": "...", "perm": "read"|"write", "ttl_secs": N}"#)?;
+    let req: TokenRequest = required_json_body(&body, r#"{"doc": "...", "perm": "read"|"write", "ttl_secs": N}"#)?;
     let spec = auth::TokenSpec {
         doc: req.doc,
         perm: req.perm,
@@ -480,20 +511,17 @@ async fn mint_token(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RevokeRequest {
     token_id: String,
 }
 
 /// `POST /api/tokens/revoke` `{token_id}` (admin key): refused from now on,
 /// also after a restart; live connections holding it close at once.
-async fn revoke_token(
-    State(state): State<AppState>,
-    caller: Caller,
-    body: Result<Json<RevokeRequest>, JsonRejection>,
-) -> ApiResult<Json<Value>> {
+async fn revoke_token(State(state): State<AppState>, caller: Caller, body: Bytes) -> ApiResult<Json<Value>> {
     token_mode(&state)?;
     caller.admin()?;
-    let req = json_body(body, r#"{"token_id": "..."}"#)?;
+    let req: RevokeRequest = required_json_body(&body, r#"{"token_id": "..."}"#)?;
     if req.token_id.is_empty() || req.token_id.len() > 128 {
         return Err(ApiError::bad_request("token_id must be 1 to 128 characters"));
     }

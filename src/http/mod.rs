@@ -24,8 +24,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, Method};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Router};
@@ -38,6 +39,7 @@ pub use error::ApiError;
 use access::{Access, Limits, OriginPolicy};
 use budget::Budget;
 
+use crate::config::MetricsAccess;
 use crate::doc::Registry;
 use crate::metrics::Metrics;
 
@@ -60,6 +62,8 @@ pub struct AppState {
     /// Bytes of unfinished WebSocket messages and request bodies.
     pub budget: Arc<Budget>,
     pub timeouts: Timeouts,
+    /// `--metrics`: who may read `/metrics`.
+    pub metrics_access: MetricsAccess,
 }
 
 /// How long weft waits for a client to make progress; `None`: no limit.
@@ -102,10 +106,39 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         // Every other path is a document name for a WebSocket upgrade.
         .fallback(ws::upgrade)
+        .layer(middleware::from_fn(refuse_upgrade_to_reserved))
         .layer(middleware::from_fn_with_state(state.clone(), access::check_host))
         .layer(middleware::map_response(error::json_errors))
         .with_state(state)
 }
+
+/// Paths weft keeps for itself; every other path names a document.
+fn is_reserved(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    path == "/" || matches!(first, "api" | "assets" | "healthz" | "metrics")
+}
+
+/// A WebSocket upgrade to a reserved path is refused with the reason: a
+/// client pointed at `/metrics` or `/api/...` by mistake would otherwise
+/// get the route's answer (or a 404) and no word about documents.
+async fn refuse_upgrade_to_reserved(request: Request, next: Next) -> Response {
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"));
+    let path = request.uri().path();
+    if upgrade && is_reserved(path) {
+        return ApiError::bad_request(format!(
+            "'{path}' is kept for weft itself, not a document: {RESERVED_HINT}"
+        ))
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// What README says about names, for refusals.
+const RESERVED_HINT: &str = "a document name may not be empty nor start with api/, assets/, healthz or metrics";
 
 async fn healthz() -> Response {
     healthz_response()
@@ -116,9 +149,20 @@ fn healthz_response() -> Response {
     "ok\n".into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
+/// `GET /metrics`, as `--metrics` allows. `/healthz` stays open whatever
+/// the mode: load balancers probe it, and it tells nothing.
+async fn metrics(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    match state.metrics_access {
+        MetricsAccess::Off => return Err(ApiError::not_found("metrics are off on this server (--metrics off)")),
+        MetricsAccess::Admin => {
+            let credential = access::credential(request.headers(), request.uri().query());
+            state.access.authenticate(credential.as_deref())?.admin()?;
+        }
+        MetricsAccess::Open => {}
+    }
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),
     )
+        .into_response())
 }

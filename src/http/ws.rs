@@ -59,6 +59,28 @@ pub async fn upgrade(
     }
 }
 
+/// A person who opens a document's address in a browser (a GET that
+/// accepts HTML, not an upgrade) wants to see the document, not a 426.
+fn is_browser_page_load(parts: &Parts) -> bool {
+    parts.method == Method::GET
+        && parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim().starts_with("text/html")))
+}
+
+/// 303 to the web demo with the document open (`/?doc=`), keeping a
+/// `?token=` the link carried.
+fn open_in_demo(name: &DocName, query: Option<&str>) -> Response {
+    let encode = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let mut location = format!("/?doc={}", encode(name.as_str()));
+    if let Some(token) = access::query_param(query, "token") {
+        location.push_str(&format!("&token={}", encode(&token)));
+    }
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+}
+
 /// What a WebSocket handshake request brings (RFC 6455 section 4.2.1).
 struct Handshake {
     key: HeaderValue,
@@ -113,12 +135,15 @@ impl Handshake {
 /// before tungstenite reads it.
 async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Result<Response, ApiError> {
     let name = DocName::from_url_path(parts.uri.path())?;
-    let handshake = Handshake::take(parts).ok_or_else(|| {
-        ApiError::new(
+    let Some(handshake) = Handshake::take(parts) else {
+        if is_browser_page_load(parts) {
+            return Ok(open_in_demo(&name, parts.uri.query()));
+        }
+        return Err(ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             format!("'/{name}' is a document: connect with a WebSocket (y-websocket) client, or use /api/docs"),
-        )
-    })?;
+        ));
+    };
     let headers = &parts.headers;
     state.origins.check_origin(headers, false)?;
     let caller = state
