@@ -38,7 +38,7 @@ use super::{
     BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState,
 };
 use crate::clock::now_secs;
-use crate::doc::DocName;
+use crate::name::DocName;
 use crate::metrics::Metrics;
 
 /// A flag of the configuration, so defined there; SQLite's names for it are

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::pack::pack;
 use super::read::{doc_id, version_row, VERSION_COLUMNS};
 use crate::clock::now_ms;
-use crate::doc::DocName;
+use crate::name::DocName;
 use crate::metrics::Metrics;
 use crate::storage::{LogEntry, Snapshot, StoreError, VersionKind, VersionMeta};
 
