@@ -184,7 +184,7 @@ impl DocActor {
         if !Update::decode_v1(&update).map(|u| u.is_empty()).unwrap_or(false) {
             let raw = Bytes::from(update);
             let frame = protocol::encode_update(&raw);
-            self.accept(raw, frame, Origin::Actor);
+            self.accept(raw, frame, Origin::Actor, None);
             if !self.flush().await {
                 return Err(DocError::Storage("the restore could not be stored".into()));
             }
