@@ -135,7 +135,7 @@ impl DocActor {
         let Ok(versions) = self.store.list_versions(&self.name).await else {
             return;
         };
-        let doomed = versions::thin(&versions, crate::storage::now_ms(), &self.config.versions);
+        let doomed = versions::thin(&versions, crate::clock::now_ms(), &self.config.versions);
         if !doomed.is_empty() {
             match self.store.delete_versions(&self.name, doomed).await {
                 Ok(n) => debug!(deleted = n, "automatic versions thinned"),
