@@ -11,6 +11,9 @@
 //! reset and the measured window starts; the attacker, a process of its own
 //! on the load generator's core from another loopback address, starts with
 //! the window's warm-up and stops at its end.
+//!
+//! Over 500 lines: one scenario, whose honest clients, probes (paste, timer
+//! lag, RSS) and attacker process all report into one measured window.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -27,9 +30,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::attack::Attack;
 use crate::bigdoc::{build_document, seed, Document};
-use crate::compare::{weft_metrics_all, Kind, Limits, Server, Servers};
+use crate::compare::weft_metrics_all;
 use crate::conn::{open_many, Error, Target, Ws};
 use crate::load::{run_tag, stopped, LOST_MS};
+use crate::servers::{Kind, Limits, Server, Servers};
 use crate::stats::{self, micros_since, round3, CpuMeter, Histogram};
 use crate::wire::{self, Appender, Mark};
 
