@@ -48,16 +48,10 @@ LAYER_NAMES = {5: "top", 4: "http", 3: "session", 2: "doc", 1: "weft-core/storag
 # lib.rs re-exports weft-core's modules under these names.
 ALIASES = {"protocol": "weft-core", "fuzz": "weft-core"}
 
-# Edges that break the rule today, each with the change that removes it.
-# (from, to, name imported): only that name is allowed, not the whole edge.
-ALLOWED = {
-    # DocName lives in doc/ but storage and auth need it: the doc <-> storage
-    # circle. Fix (issue 12 item 3, the document-layer branch): DocName moves
-    # to the leaf module `name`, storage and auth import it from there; then
-    # delete these two entries.
-    ("storage", "doc", "DocName"): "DocName moves to the leaf `name` (issue 12, item 3)",
-    ("auth", "doc", "DocName"): "DocName moves to the leaf `name` (issue 12, item 3)",
-}
+# Edges that break the rule today, each with the change that removes it:
+# (from, to, name imported) -> why; only that name is allowed, not the whole
+# edge. None today.
+ALLOWED: dict[tuple[str, str, str], str] = {}
 
 
 def module_path(path: Path) -> list[str]:

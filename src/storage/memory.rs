@@ -11,7 +11,7 @@ use super::{
     BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState,
 };
 use crate::clock::{now_ms, now_secs};
-use crate::doc::DocName;
+use crate::name::DocName;
 
 #[derive(Default)]
 struct Entry {

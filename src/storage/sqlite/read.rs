@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::pack::unpack;
 use super::schema::open_connection;
-use crate::doc::DocName;
+use crate::name::DocName;
 use crate::storage::{DocMeta, LogEntry, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState};
 
 /// Idle reader connections kept for reuse; more are opened when needed and

@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::pack::pack;
 use super::read::{doc_id, version_row, VERSION_COLUMNS};
 use crate::clock::now_ms;
-use crate::doc::DocName;
 use crate::metrics::{Commit, Metrics};
+use crate::name::DocName;
 use crate::storage::{LogEntry, Snapshot, StoreError, VersionKind, VersionMeta};
 
 /// Jobs waiting for the writer; senders wait (asynchronously) when it is full.
