@@ -257,8 +257,11 @@ const PLAIN: [(&str, &str, Value); 17] = [
 
 const DISCONNECTS: (&str, &str) = ("weft_disconnects_total", "Connections closed by the server, by reason.");
 
+/// Where a histogram is.
+type HistogramOf = fn(&Metrics) -> &dyn EncodeMetric;
+
 /// The histograms: name, help, the histogram.
-const HISTOGRAMS: [(&str, &str, fn(&Metrics) -> &dyn EncodeMetric); 5] = [
+const HISTOGRAMS: [(&str, &str, HistogramOf); 5] = [
     (
         "weft_storage_commit_duration_seconds",
         "Time each storage transaction (group commit) took to commit.",
