@@ -7,6 +7,8 @@
 #   bench/compare.sh            full run; writes docs/BENCHMARKS.md and docs/bench/*.svg
 #   bench/compare.sh --quick    small sizes, short durations (< 2 min); report in target/bench-quick/
 #   bench/compare.sh --only fanout,durable    some scenarios only (report in the output folder)
+#   bench/compare.sh --quick --weft-bin /path/to/weft --out target/bench-old    another weft binary
+#       (an older commit's, for a before/after); WEFT_BIN does the same
 #   bench/compare.sh --only hostile --out target/bench-hostile-1    the hostile peer (weft only); the
 #       median of three such runs goes into docs/BENCHMARKS.md with
 #       python3 bench/report.py --hostile target/bench-hostile-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench
@@ -20,13 +22,16 @@ ROOT=$(pwd)
 QUICK=""
 ONLY=""
 OUT=""
+WEFT_BIN=${WEFT_BIN:-}
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK="--quick" ;;
         --only) ONLY="$2"; shift ;;
         --only=*) ONLY="${1#--only=}" ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --weft-bin) WEFT_BIN="$2"; shift ;;
+        --weft-bin=*) WEFT_BIN="${1#--weft-bin=}" ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -34,6 +39,8 @@ done
 if [ -z "$OUT" ]; then
     if [ -n "$QUICK" ]; then OUT=target/bench-quick; else OUT=target/bench; fi
 fi
+WEFT_BIN=${WEFT_BIN:-target/release/weft}
+[ -x "$WEFT_BIN" ] || [ "$WEFT_BIN" = target/release/weft ] || { echo "--weft-bin: $WEFT_BIN is not an executable" >&2; exit 2; }
 SERVER_CORES=${SERVER_CORES:-0}
 GEN_CORES=${GEN_CORES:-1}
 REF_VERSION=0.1.1
@@ -82,6 +89,7 @@ cat > "$OUT/versions.json" <<EOF
 {
   "weft_commit": "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)",
   "weft_dirty": $(if git diff --quiet HEAD -- . 2>/dev/null; then echo false; else echo true; fi),
+  "weft_bin": "$WEFT_BIN",
   "rustc": "$(rustc --version)",
   "node": "$(node --version)",
   "y_websocket_server": "$(pkg_version @y/websocket-server)",
@@ -98,7 +106,7 @@ echo "== running the scenarios (servers on core ${SERVER_CORES:-any}, load gener
 ONLY_ARGS=()
 if [ -n "$ONLY" ]; then ONLY_ARGS=(--only "$ONLY"); fi
 "${PIN_GEN[@]}" target/release/weft-bench compare \
-    --weft target/release/weft \
+    --weft "$WEFT_BIN" \
     --reference "$REF_SERVER" \
     --trace "$TRACE" \
     --out "$OUT" \

@@ -7,38 +7,46 @@
 //!
 //! # Layout
 //!
-//! Layers depend downwards only: `http → session → doc → {protocol, storage}`.
+//! Layers depend downwards only: `http → session → doc → {protocol, storage}`,
+//! and the leaves (`auth`, `clock`, `close`, `config`, `metrics`, `name`,
+//! `rate`) import only each other. `scripts/check-layers.py` checks it (run
+//! by `scripts/test.sh`).
 //!
 //! - [`config`]: the command line and `WEFT_*` variables, one struct, and
 //!   the `DEFAULT_*` values the other layers' defaults read.
 //! - [`server`]: wiring and orderly shutdown; `run(config, listener, shutdown)`.
 //! - [`http`]: the only module that knows axum: WebSocket upgrades (refusals
 //!   happen here, with a status), access control ([`http::access`]: tokens,
-//!   origins, connection limits), the JSON API, the web demo (`/` and
-//!   `/assets/`, embedded from `web-demo/dist` by `build.rs`), `/healthz`,
-//!   `/metrics`.
+//!   origins; [`http::limits`]: connection caps), the JSON API, the web demo
+//!   (`/` and `/assets/`, embedded from `web-demo/dist` by `build.rs`),
+//!   `/healthz`, `/metrics`.
 //! - [`session`]: one connection: a reader loop that decodes frames and a
 //!   writer task that drains the peer's bounded queue. Generic over any
 //!   `Stream`/`Sink`, so it does not know the WebSocket library either.
-//! - [`doc`]: [`doc::DocName`], the per-document actor ([`doc::DocHandle`])
-//!   that owns the yrs `Doc` and `Awareness`, the [`doc::Registry`] that
-//!   spawns actors on first use and lets idle ones unload, and the pure parts
-//!   of version history: [`doc::restore`] (restore by CRDT diff),
-//!   [`doc::content`] (documents as JSON), [`doc::thin`].
+//! - [`doc`]: the per-document actor ([`doc::DocHandle`]) that owns the yrs
+//!   `Doc` and `Awareness`, the [`doc::Registry`] that spawns actors on first
+//!   use and lets idle ones unload, each concern of the actor as a type with
+//!   pure rules (peers, presence, log, versions, lifecycle, answers), and
+//!   [`doc::restore`] (restore by CRDT diff) and [`doc::content`] (documents
+//!   as JSON).
 //! - [`protocol`]: the y-sync and awareness wire format; pure, no I/O. It
 //!   lives in the `weft-core` crate (`core/`) with `apply_update`, so the
 //!   fuzz target builds without the server.
 //! - [`storage`]: the [`storage::DocStore`] trait, SQLite (group-committed
 //!   update log plus snapshots) and an in-memory store.
+//! - [`name`]: [`name::DocName`], a validated document name, which every
+//!   layer uses (and [`doc`] re-exports).
 //! - [`auth`]: the access-token format (JWT HS256): mint, verify, patterns.
 //! - [`clock`]: the wall clock, in Unix milliseconds and seconds.
 //! - [`close`]: the close codes weft sends, and why.
 //! - [`rate`]: the token bucket behind every rate limit, and the book that
 //!   keeps clients' buckets between connections and requests.
-//! - [`metrics`]: counters rendered for Prometheus.
+//! - [`metrics`]: counters, gauges and histograms on atomics, written in the
+//!   Prometheus text format by the `prometheus-client` crate.
 //!
 //! `docs/ARCHITECTURE.md` tells how an update travels through these layers
-//! and why they are built this way.
+//! and why they are built this way, and names every file (*Where each thing
+//! is*).
 
 pub mod auth;
 pub mod clock;

@@ -1,11 +1,27 @@
-//! Counters and gauges, rendered at `/metrics` in the Prometheus text format.
+//! weft's series at `/metrics`, in the Prometheus text format (0.0.4)
+//! written by the `prometheus-client` crate.
 //!
-//! Plain atomics: every hot path only does a relaxed `fetch_add`, and the
-//! handful of series does not justify a metrics framework.
+//! Every hot path only touches atomics: a relaxed `fetch_add` on a field
+//! below for counters and gauges, two for a histogram observation. A scrape
+//! hands the values to the crate's encoder through a `Collector` that reads
+//! the tables at the end of this file; the series names are the ones weft
+//! has always exposed (users scrape them), and a unit test holds them.
 
-use std::fmt::Write;
+mod histogram;
+
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+pub use histogram::{Buckets, Histogram};
+use histogram::{Bytes, Count, Seconds};
 
 /// Why the server closed a connection; one counter each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,11 +87,27 @@ pub struct Metrics {
     pub frames_sent: AtomicU64,
     pub compactions: AtomicU64,
     pub actor_panics: AtomicU64,
-    storage_commits: AtomicU64,
     storage_jobs: AtomicU64,
-    storage_commit_micros: AtomicU64,
     storage_errors: AtomicU64,
     kicks: [AtomicU64; Kick::ALL.len()],
+    /// Also the count and total time of commits (`weft_storage_commits_total`,
+    /// `weft_storage_commit_seconds_total`).
+    commit_seconds: Histogram<Seconds>,
+    commit_updates: Histogram<Count>,
+    commit_bytes: Histogram<Bytes>,
+    apply_seconds: Histogram<Seconds>,
+    relay_seconds: Histogram<Seconds>,
+}
+
+/// One storage transaction committed (a group commit), as a store reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit {
+    pub took: Duration,
+    /// Jobs in the transaction: appends, compactions, versions, ...
+    pub jobs: usize,
+    /// Updates appended to document logs, and their bytes.
+    pub updates: usize,
+    pub bytes: u64,
 }
 
 impl Metrics {
@@ -87,137 +119,289 @@ impl Metrics {
         self.kicks[why as usize].load(Relaxed)
     }
 
-    pub fn storage_commit(&self, jobs: usize, took: Duration) {
-        self.storage_commits.fetch_add(1, Relaxed);
-        self.storage_jobs.fetch_add(jobs as u64, Relaxed);
-        self.storage_commit_micros.fetch_add(took.as_micros() as u64, Relaxed);
+    /// Called by a store once per transaction that committed.
+    pub fn record_commit(&self, commit: Commit) {
+        self.storage_jobs.fetch_add(commit.jobs as u64, Relaxed);
+        self.commit_seconds.observe_duration(commit.took);
+        self.commit_updates.observe(commit.updates as u64);
+        self.commit_bytes.observe(commit.bytes);
     }
 
+    /// Called by a store once per transaction that failed.
     pub fn storage_error(&self) {
         self.storage_errors.fetch_add(1, Relaxed);
     }
 
+    /// yrs's work on one update in the actor, whether it applied or not.
+    pub fn record_apply(&self, took: Duration) {
+        self.apply_seconds.observe_duration(took);
+    }
+
+    /// An update was relayed: queued to its document's peers once stored.
+    /// `received` is when the session handed its frame to the actor.
+    pub fn record_relay(&self, received: Instant) {
+        self.relay_seconds.observe_duration(received.elapsed());
+    }
+
     /// The Prometheus text exposition of every series.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut series = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        };
-        let get = |a: &AtomicU64| a.load(Relaxed).to_string();
-        series(
-            "weft_connections_open",
-            "gauge",
-            "WebSocket connections now open.",
-            get(&self.connections_open),
-        );
-        series(
-            "weft_connections_total",
-            "counter",
-            "WebSocket connections accepted.",
-            get(&self.connections_total),
-        );
-        series(
-            "weft_documents_loaded",
-            "gauge",
-            "Documents now held in memory.",
-            get(&self.docs_loaded),
-        );
-        series(
-            "weft_documents_loaded_total",
-            "counter",
-            "Document loads from storage.",
-            get(&self.docs_loaded_total),
-        );
-        series(
-            "weft_documents_unloaded_total",
-            "counter",
-            "Documents dropped from memory after their last peer left.",
-            get(&self.docs_unloaded_total),
-        );
-        series(
-            "weft_updates_applied_total",
-            "counter",
-            "Document updates applied and stored.",
-            get(&self.updates_applied),
-        );
-        series(
-            "weft_update_bytes_total",
-            "counter",
-            "Bytes of document updates applied.",
-            get(&self.update_bytes),
-        );
-        series(
-            "weft_updates_refused_total",
-            "counter",
-            "Document updates refused (bad input, read-only, limits).",
-            get(&self.updates_refused),
-        );
-        series(
-            "weft_requests_refused_total",
-            "counter",
-            "Upgrades and API calls refused (auth, origin, limits).",
-            get(&self.requests_refused),
-        );
-        series(
-            "weft_awareness_updates_total",
-            "counter",
-            "Awareness messages applied.",
-            get(&self.awareness_updates),
-        );
-        series(
-            "weft_frames_sent_total",
-            "counter",
-            "Frames queued to peers.",
-            get(&self.frames_sent),
-        );
-        series(
-            "weft_compactions_total",
-            "counter",
-            "Update logs compacted into a snapshot.",
-            get(&self.compactions),
-        );
-        series(
-            "weft_actor_panics_total",
-            "counter",
-            "Document actors that panicked and were restarted (a bug: please report it).",
-            get(&self.actor_panics),
-        );
-        series(
-            "weft_storage_commits_total",
-            "counter",
-            "Storage transactions committed (group commits).",
-            get(&self.storage_commits),
-        );
-        series(
-            "weft_storage_jobs_total",
-            "counter",
-            "Storage jobs committed; jobs/commits is the mean group size.",
-            get(&self.storage_jobs),
-        );
-        series(
-            "weft_storage_commit_seconds_total",
-            "counter",
-            "Time spent in storage commits.",
-            format!("{:.6}", self.storage_commit_micros.load(Relaxed) as f64 / 1e6),
-        );
-        series(
-            "weft_storage_errors_total",
-            "counter",
-            "Storage transactions that failed.",
-            get(&self.storage_errors),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP weft_disconnects_total Connections closed by the server, by reason.\n# TYPE weft_disconnects_total counter"
-        );
-        for why in Kick::ALL {
-            let _ = writeln!(
-                out,
-                "weft_disconnects_total{{reason=\"{}\"}} {}",
-                why.label(),
-                self.kicked(why)
-            );
-        }
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Scrape(self.clone())));
+        let mut out = String::with_capacity(8 << 10);
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+            .expect("writing to a String does not fail");
         out
+    }
+}
+
+/// Where a plain series' value comes from.
+enum Value {
+    Gauge(fn(&Metrics) -> u64),
+    Counter(fn(&Metrics) -> u64),
+    /// A counter with a fractional value.
+    CounterF64(fn(&Metrics) -> f64),
+}
+
+fn load(value: &AtomicU64) -> u64 {
+    value.load(Relaxed)
+}
+
+/// The plain series: name as exposed, help, value.
+const PLAIN: [(&str, &str, Value); 17] = [
+    (
+        "weft_connections_open",
+        "WebSocket connections now open.",
+        Value::Gauge(|m| load(&m.connections_open)),
+    ),
+    (
+        "weft_connections_total",
+        "WebSocket connections accepted.",
+        Value::Counter(|m| load(&m.connections_total)),
+    ),
+    (
+        "weft_documents_loaded",
+        "Documents now held in memory.",
+        Value::Gauge(|m| load(&m.docs_loaded)),
+    ),
+    (
+        "weft_documents_loaded_total",
+        "Document loads from storage.",
+        Value::Counter(|m| load(&m.docs_loaded_total)),
+    ),
+    (
+        "weft_documents_unloaded_total",
+        "Documents dropped from memory after their last peer left.",
+        Value::Counter(|m| load(&m.docs_unloaded_total)),
+    ),
+    (
+        "weft_updates_applied_total",
+        "Document updates applied and stored.",
+        Value::Counter(|m| load(&m.updates_applied)),
+    ),
+    (
+        "weft_update_bytes_total",
+        "Bytes of document updates applied.",
+        Value::Counter(|m| load(&m.update_bytes)),
+    ),
+    (
+        "weft_updates_refused_total",
+        "Document updates refused (bad input, read-only, limits).",
+        Value::Counter(|m| load(&m.updates_refused)),
+    ),
+    (
+        "weft_requests_refused_total",
+        "Upgrades and API calls refused (auth, origin, limits).",
+        Value::Counter(|m| load(&m.requests_refused)),
+    ),
+    (
+        "weft_awareness_updates_total",
+        "Awareness messages applied.",
+        Value::Counter(|m| load(&m.awareness_updates)),
+    ),
+    (
+        "weft_frames_sent_total",
+        "Frames queued to peers.",
+        Value::Counter(|m| load(&m.frames_sent)),
+    ),
+    (
+        "weft_compactions_total",
+        "Update logs compacted into a snapshot.",
+        Value::Counter(|m| load(&m.compactions)),
+    ),
+    (
+        "weft_actor_panics_total",
+        "Document actors that panicked and were restarted (a bug: please report it).",
+        Value::Counter(|m| load(&m.actor_panics)),
+    ),
+    (
+        "weft_storage_commits_total",
+        "Storage transactions committed (group commits).",
+        Value::Counter(|m| m.commit_seconds.count()),
+    ),
+    (
+        "weft_storage_jobs_total",
+        "Storage jobs committed; jobs/commits is the mean group size.",
+        Value::Counter(|m| load(&m.storage_jobs)),
+    ),
+    (
+        "weft_storage_commit_seconds_total",
+        "Time spent in storage commits.",
+        Value::CounterF64(|m| m.commit_seconds.sum()),
+    ),
+    (
+        "weft_storage_errors_total",
+        "Storage transactions that failed.",
+        Value::Counter(|m| load(&m.storage_errors)),
+    ),
+];
+
+const DISCONNECTS: (&str, &str) = ("weft_disconnects_total", "Connections closed by the server, by reason.");
+
+/// Where a histogram is.
+type HistogramOf = fn(&Metrics) -> &dyn EncodeMetric;
+
+/// The histograms: name, help, the histogram.
+const HISTOGRAMS: [(&str, &str, HistogramOf); 5] = [
+    (
+        "weft_storage_commit_duration_seconds",
+        "Time each storage transaction (group commit) took to commit.",
+        |m| &m.commit_seconds,
+    ),
+    (
+        "weft_storage_commit_updates",
+        "Document updates appended per storage transaction (group size).",
+        |m| &m.commit_updates,
+    ),
+    (
+        "weft_storage_commit_bytes",
+        "Bytes of document updates appended per storage transaction.",
+        |m| &m.commit_bytes,
+    ),
+    (
+        "weft_update_apply_duration_seconds",
+        "Time the document actor took to apply one update to the document.",
+        |m| &m.apply_seconds,
+    ),
+    (
+        "weft_update_relay_delay_seconds",
+        "Time from the receipt of an update to its relay to the other peers, its commit included.",
+        |m| &m.relay_seconds,
+    ),
+];
+
+/// The encoder appends `_total` to counters itself.
+fn family(counter: &str) -> &str {
+    counter.strip_suffix("_total").unwrap_or(counter)
+}
+
+/// What a scrape encodes: the metrics' values as they are at that moment.
+struct Scrape(Arc<Metrics>);
+
+impl std::fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scrape")
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = &*self.0;
+        for (name, help, value) in &PLAIN {
+            match value {
+                Value::Gauge(get) => encode(&mut encoder, name, help, &ConstGauge::new(get(m)))?,
+                Value::Counter(get) => encode(&mut encoder, family(name), help, &ConstCounter::new(get(m)))?,
+                Value::CounterF64(get) => encode(&mut encoder, family(name), help, &ConstCounter::new(get(m)))?,
+            }
+        }
+        let (name, help) = DISCONNECTS;
+        let mut disconnects = encoder.encode_descriptor(family(name), help, None, MetricType::Counter)?;
+        for why in Kick::ALL {
+            let labels = [("reason", why.label())];
+            ConstCounter::new(m.kicked(why)).encode(disconnects.encode_family(&labels)?)?;
+        }
+        for (name, help, histogram) in &HISTOGRAMS {
+            encode(&mut encoder, name, help, histogram(m))?;
+        }
+        Ok(())
+    }
+}
+
+fn encode(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &(impl EncodeMetric + ?Sized),
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names and types users scrape: renaming one breaks their
+    /// dashboards, so it must be a decision, not an accident.
+    #[test]
+    fn series_names_and_types_stay_as_users_scrape_them() {
+        let metrics = Arc::new(Metrics::default());
+        let out = metrics.render();
+        let types: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
+        assert_eq!(
+            types,
+            [
+                "weft_connections_open gauge",
+                "weft_connections_total counter",
+                "weft_documents_loaded gauge",
+                "weft_documents_loaded_total counter",
+                "weft_documents_unloaded_total counter",
+                "weft_updates_applied_total counter",
+                "weft_update_bytes_total counter",
+                "weft_updates_refused_total counter",
+                "weft_requests_refused_total counter",
+                "weft_awareness_updates_total counter",
+                "weft_frames_sent_total counter",
+                "weft_compactions_total counter",
+                "weft_actor_panics_total counter",
+                "weft_storage_commits_total counter",
+                "weft_storage_jobs_total counter",
+                "weft_storage_commit_seconds_total counter",
+                "weft_storage_errors_total counter",
+                "weft_disconnects_total counter",
+                "weft_storage_commit_duration_seconds histogram",
+                "weft_storage_commit_updates histogram",
+                "weft_storage_commit_bytes histogram",
+                "weft_update_apply_duration_seconds histogram",
+                "weft_update_relay_delay_seconds histogram",
+            ]
+        );
+        assert!(out.contains("weft_disconnects_total{reason=\"slow_consumer\"} 0\n"));
+        assert!(out.contains("# HELP weft_updates_applied_total Document updates applied and stored.\n"));
+    }
+
+    #[test]
+    fn a_commit_counts_in_the_counters_and_the_histograms() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.record_commit(Commit {
+            took: Duration::from_micros(1500),
+            jobs: 3,
+            updates: 5,
+            bytes: 700,
+        });
+        let out = metrics.render();
+        for line in [
+            "weft_storage_commits_total 1",
+            "weft_storage_jobs_total 3",
+            "weft_storage_commit_seconds_total 0.0015",
+            "weft_storage_commit_duration_seconds_bucket{le=\"0.001\"} 0",
+            "weft_storage_commit_duration_seconds_bucket{le=\"0.0025\"} 1",
+            "weft_storage_commit_duration_seconds_count 1",
+            "weft_storage_commit_updates_bucket{le=\"4\"} 0",
+            "weft_storage_commit_updates_bucket{le=\"8\"} 1",
+            "weft_storage_commit_updates_sum 5.0",
+            "weft_storage_commit_bytes_bucket{le=\"1024\"} 1",
+            "weft_update_apply_duration_seconds_count 0",
+        ] {
+            assert!(out.lines().any(|l| l == line), "no line {line:?} in:\n{out}");
+        }
     }
 }

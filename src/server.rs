@@ -14,8 +14,9 @@ use tracing::{info, warn};
 
 use crate::config::{Config, StorageKind};
 use crate::doc::{DocConfig, Registry, VersionPolicy, VersionQuota};
-use crate::http::access::{Access, Limits, OriginPolicy, REFUSAL_RESERVE};
+use crate::http::access::{Access, OriginPolicy};
 use crate::http::budget::Budget;
+use crate::http::limits::{Limits, REFUSAL_RESERVE};
 use crate::http::listener::{self, ConnLimits};
 use crate::http::{self, AppState, Timeouts};
 use crate::metrics::Metrics;

@@ -257,7 +257,7 @@ async fn connection_caps_are_counted_at_accept_and_healthz_still_answers() {
     }
     let fds = open_fds(&server);
     assert!(
-        fds <= fds_before + 40 + weft::http::access::REFUSAL_RESERVE,
+        fds <= fds_before + 40 + weft::http::limits::REFUSAL_RESERVE,
         "{fds} descriptors open (before: {fds_before})"
     );
     assert_eq!(healthz_from(&server, "127.0.0.5").await.status, 200);

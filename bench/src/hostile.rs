@@ -11,6 +11,9 @@
 //! reset and the measured window starts; the attacker, a process of its own
 //! on the load generator's core from another loopback address, starts with
 //! the window's warm-up and stops at its end.
+//!
+//! Over 500 lines: one scenario, whose honest clients, probes (paste, timer
+//! lag, RSS) and attacker process all report into one measured window.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -27,9 +30,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::attack::Attack;
 use crate::bigdoc::{build_document, seed, Document};
-use crate::compare::{weft_metrics_all, Kind, Limits, Server, Servers};
+use crate::compare::weft_metrics_all;
 use crate::conn::{open_many, Error, Target, Ws};
-use crate::load::{run_tag, stopped, LOST_MS};
+use crate::load::{run_tag, stopped, Window, LOST_MS};
+use crate::servers::{Kind, Limits, Server, Servers};
 use crate::stats::{self, micros_since, round3, CpuMeter, Histogram};
 use crate::wire::{self, Appender, Mark};
 
@@ -99,8 +103,7 @@ async fn join_honest(target: &Target, write_path: &str, read_path: &str, p: &Hos
 /// The measured window: writers send on a schedule, everyone records the
 /// delivery latency of the others' updates; a connection that ends is lost.
 async fn honest_window(clients: Vec<Honest>, p: &Hostile, epoch: Instant, pid: u32) -> Value {
-    let from_us = p.warmup.as_micros() as u64;
-    let to_us = from_us + p.measure.as_micros() as u64;
+    let window = Window::new(p.warmup, p.measure);
     let period_us = (1e6 / p.rate) as u64;
     let (stop_tx, stop_rx) = watch::channel(false);
     let counter = Arc::new(AtomicU64::new(0));
@@ -125,14 +128,14 @@ async fn honest_window(clients: Vec<Honest>, p: &Hostile, epoch: Instant, pid: u
             let mut k = 0u64;
             let me = i as u64;
             loop {
-                let sending = writer && next_us < to_us && k < 10_000;
+                let sending = writer && next_us < window.to_us && k < 10_000;
                 tokio::select! {
                     biased;
                     _ = stopped(&mut stop) => break,
                     msg = ws.next() => match msg {
                         Some(Ok(Message::Binary(frame))) => {
                             if let Some(mark) = wire::find_mark(&frame) {
-                                if mark.seq / 10_000 != me && (from_us..to_us).contains(&mark.micros) {
+                                if mark.seq / 10_000 != me && window.contains(mark.micros) {
                                     seen.hist.record(micros_since(epoch).saturating_sub(mark.micros));
                                     seen.counted += 1;
                                     counter.fetch_add(1, Relaxed);
@@ -151,7 +154,7 @@ async fn honest_window(clients: Vec<Honest>, p: &Hostile, epoch: Instant, pid: u
                     },
                     _ = sleep_until((epoch + Duration::from_micros(next_us)).into()), if sending => {
                         let mark = Mark { seq: me * 10_000 + k, micros: micros_since(epoch) };
-                        if (from_us..to_us).contains(&mark.micros) {
+                        if window.contains(mark.micros) {
                             sent_in_window.fetch_add(1, Relaxed);
                         }
                         if ws.send(Message::Binary(appender.frame(mark).into())).await.is_err() {

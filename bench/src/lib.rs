@@ -16,7 +16,8 @@
 //! - [`hostile`]: honest clients on a ~5 MB document ([`bigdoc`]) with and
 //!   without [`attack`], one hostile peer doing three of issue 11's attacks
 //!   at once.
-//! - [`compare`]: the three servers, every scenario, one run, one JSON file.
+//! - [`servers`]: the three servers' processes: start, stop, kill, restart.
+//! - [`compare`]: every scenario on each server, one run, one JSON file.
 
 pub mod attack;
 pub mod bigdoc;
@@ -27,5 +28,6 @@ pub mod hostile;
 pub mod load;
 pub mod relay;
 pub mod replay;
+pub mod servers;
 pub mod stats;
 pub mod wire;

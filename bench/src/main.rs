@@ -10,9 +10,10 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use weft_bench::attack::{self, Attack};
-use weft_bench::compare::{self, Plan, Servers};
+use weft_bench::compare::{self, Plan};
 use weft_bench::conn::{Error, Target};
 use weft_bench::load::{self, Durable, FanoutTrial, Idle, ManyDocs};
+use weft_bench::servers::Servers;
 use weft_bench::{relay, replay};
 
 #[derive(Parser)]

@@ -73,6 +73,8 @@ enum Effect {
     Relay {
         origin: Origin,
         frame: Bytes,
+        /// When a peer's or the API's update reached the actor's handle.
+        received: Option<std::time::Instant>,
     },
     /// Answer a step1 with what the peer lacks.
     Step2 {
@@ -278,8 +280,16 @@ impl DocActor {
                     let _ = reply.send(Ok(()));
                 }
                 Command::Leave { peer } => self.leave(peer),
-                Command::Messages { peer, messages } => self.messages(peer, messages).await,
-                Command::Update { update, reply } => self.api_update(update, reply).await,
+                Command::Messages {
+                    peer,
+                    messages,
+                    received,
+                } => self.messages(peer, messages, received).await,
+                Command::Update {
+                    update,
+                    received,
+                    reply,
+                } => self.api_update(update, received, reply).await,
                 Command::EncodeState { sv, reply } => self.effects.push(Effect::EncodeState { sv, reply }),
                 Command::Content { reply } => self.effects.push(Effect::Content { reply }),
                 Command::TakeVersion { kind, label, reply } => {

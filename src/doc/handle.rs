@@ -6,6 +6,7 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use yrs::StateVector;
@@ -34,10 +35,13 @@ pub(super) enum Command {
     Messages {
         peer: PeerId,
         messages: Vec<Inbound>,
+        /// When the session handed them over (the relay delay's start).
+        received: Instant,
     },
     /// An update from the HTTP API: applied, stored and relayed like a peer's.
     Update {
         update: InboundUpdate,
+        received: Instant,
         reply: Reply<()>,
     },
     /// The state as a v1 update; only what `sv` lacks when given.
@@ -160,13 +164,23 @@ impl DocHandle {
     /// writer is held back by TCP, not by dropping what it sent.
     pub async fn messages(&self, peer: PeerId, messages: Vec<Inbound>) -> Result<(), DocError> {
         self.tx
-            .send(Command::Messages { peer, messages })
+            .send(Command::Messages {
+                peer,
+                messages,
+                received: Instant::now(),
+            })
             .await
             .map_err(|_| DocError::Unloaded)
     }
 
     pub async fn apply_update(&self, update: InboundUpdate) -> Result<(), DocError> {
-        self.request(|reply| Command::Update { update, reply }).await
+        let received = Instant::now();
+        self.request(|reply| Command::Update {
+            update,
+            received,
+            reply,
+        })
+        .await
     }
 
     /// The state as a v1 update; only what `sv` lacks when given.

@@ -334,7 +334,11 @@ mod tests {
         // (a separate update: which of three clients in one update is the
         // one too many depends on the map's order)
         let mut third = update(&[(3, 1, "{}")]);
-        assert_eq!(p.admit(A, ja, &mut third, |_| None), 1, "a third client is one too many");
+        assert_eq!(
+            p.admit(A, ja, &mut third, |_| None),
+            1,
+            "a third client is one too many"
+        );
         assert!(third.clients.is_empty());
         // B echoes A's client 1; its own new client 4 is kept
         let mut echo = update(&[(1, 6, "{}"), (4, 1, "{}")]);

@@ -1,4 +1,5 @@
-//! The JSON API under `/api`: documents, their state, versions and restore.
+//! The JSON API under `/api`: documents, their state, versions and restore;
+//! tokens in `tokens`.
 //!
 //! Document names in paths are percent-encoded (`notes%2Ftoday`). Every
 //! error is JSON `{"error": "..."}` with its status (see [`ApiError`]).
@@ -15,11 +16,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::access::{Caller, MAX_TOKEN_TTL_SECS};
+use super::access::Caller;
 use super::{ApiError, AppState};
-use crate::auth::{self, Claims, Perm};
 use crate::doc::{self, DocError, DocMeta, DocName, StateVectorParam, VersionKind, VersionMeta};
 use crate::protocol::InboundUpdate;
+
+mod tokens;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -31,8 +33,8 @@ pub fn router() -> Router<AppState> {
         .route("/docs/{name}/versions/{id}", get(get_version).delete(delete_version))
         .route("/docs/{name}/versions/{id}/update", get(get_version_update))
         .route("/docs/{name}/versions/{id}/restore", post(restore_version))
-        .route("/tokens", post(mint_token))
-        .route("/tokens/revoke", post(revoke_token))
+        .route("/tokens", post(tokens::mint))
+        .route("/tokens/revoke", post(tokens::revoke))
         .fallback(no_route)
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
@@ -438,34 +440,13 @@ async fn restore_version(
     })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenRequest {
-    doc: String,
-    perm: Perm,
-    ttl_secs: u64,
-    #[serde(default)]
-    user: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-}
-
-fn token_mode(state: &AppState) -> ApiResult<&crate::auth::AuthKey> {
-    state.access.key().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "weft runs in open mode: start it with --auth-key-file (or WEFT_AUTH_KEY) to use tokens",
-        )
-    })
-}
-
 /// A JSON request body, `None` when empty; `shape` shows what is expected.
 ///
 /// Parsed whatever its media type (`check_api_request` has let only JSON or
 /// octet-stream through): a client that sends JSON as octet-stream, or a
 /// field weft does not know, gets a 400 that says so, never a success that
 /// silently dropped what it sent.
-fn json_body<T: DeserializeOwned>(body: &Bytes, shape: &str) -> ApiResult<Option<T>> {
+pub(super) fn json_body<T: DeserializeOwned>(body: &Bytes, shape: &str) -> ApiResult<Option<T>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -475,59 +456,8 @@ fn json_body<T: DeserializeOwned>(body: &Bytes, shape: &str) -> ApiResult<Option
 }
 
 /// A JSON request body that must be there.
-fn required_json_body<T: DeserializeOwned>(body: &Bytes, shape: &str) -> ApiResult<T> {
+pub(super) fn required_json_body<T: DeserializeOwned>(body: &Bytes, shape: &str) -> ApiResult<T> {
     json_body(body, shape)?.ok_or_else(|| ApiError::bad_request(format!("body must be JSON {shape}; it is empty")))
-}
-
-/// `POST /api/tokens` `{doc, perm, ttl_secs, user?, name?}` (admin key):
-/// a signed token, as `weft token` prints.
-async fn mint_token(
-    State(state): State<AppState>,
-    caller: Caller,
-    body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let key = token_mode(&state)?;
-    caller.admin()?;
-    let req: TokenRequest = required_json_body(&body, r#"{"doc": "...", "perm": "read"|"write", "ttl_secs": N}"#)?;
-    let spec = auth::TokenSpec {
-        doc: req.doc,
-        perm: req.perm,
-        ttl_secs: req.ttl_secs,
-        sub: req.user,
-        name: req.name,
-    };
-    let (token, claims): (String, Claims) = auth::issue(key, spec, crate::clock::now_secs()).map_err(|e| match e {
-        auth::AuthError::BadLifetime => ApiError::bad_request(format!("ttl_secs must be 1 to {MAX_TOKEN_TTL_SECS}")),
-        other => ApiError::from(other),
-    })?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "token": token,
-            "token_id": claims.jti,
-            "expires": rfc3339(claims.exp as i64 * 1000),
-        })),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeRequest {
-    token_id: String,
-}
-
-/// `POST /api/tokens/revoke` `{token_id}` (admin key): refused from now on,
-/// also after a restart; live connections holding it close at once.
-async fn revoke_token(State(state): State<AppState>, caller: Caller, body: Bytes) -> ApiResult<Json<Value>> {
-    token_mode(&state)?;
-    caller.admin()?;
-    let req: RevokeRequest = required_json_body(&body, r#"{"token_id": "..."}"#)?;
-    if req.token_id.is_empty() || req.token_id.len() > 128 {
-        return Err(ApiError::bad_request("token_id must be 1 to 128 characters"));
-    }
-    state.access.revoke(&req.token_id).await?;
-    tracing::info!(token_id = %req.token_id, "token revoked");
-    Ok(Json(json!({ "revoked": req.token_id })))
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-use super::access::{Accepted, Admission, Limits};
+use super::limits::{Accepted, Admission, Limits};
 use super::ApiError;
 use crate::metrics::Metrics;
 

@@ -3,7 +3,8 @@
 //!
 //! - `listener`: the accept loop: connection caps counted at accept, the
 //!   header-read timeout, answers for connections over the caps.
-//! - [`access`]: tokens, origins and hosts, connection limits.
+//! - [`access`]: tokens, origins and hosts.
+//! - [`limits`]: connection caps, counted at accept.
 //! - [`origin`]: origins and host names, parsed and compared whole (pure).
 //! - [`budget`]: the budget and deadline of unfinished messages: WebSocket
 //!   messages (a metered socket under tungstenite) and request bodies.
@@ -15,6 +16,7 @@ mod api;
 mod assets;
 pub mod budget;
 mod error;
+pub mod limits;
 pub mod listener;
 pub mod origin;
 pub mod rate;
@@ -36,8 +38,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::ApiError;
 
-use access::{Access, Limits, OriginPolicy};
+use access::{Access, OriginPolicy};
 use budget::Budget;
+use limits::Limits;
 
 use crate::config::MetricsAccess;
 use crate::doc::Registry;

@@ -32,9 +32,10 @@ use crate::doc::{DocError, DocName, PeerId};
 use crate::session::{self, Grant, Incoming, Lease, Outgoing, SessionContext, TransportError};
 
 /// tungstenite's read buffer, allocated per connection, and how much it
-/// reads at once: it zero-fills that much before every read, which at 4 KiB
-/// was 8% of the server's instructions with many quiet documents (callgrind).
-/// Its default of 128 KiB would dominate the memory of idle connections.
+/// reads at once: it zero-fills that much before every read, so a larger
+/// buffer costs every read of a small frame (measured in bench/FINDINGS.md,
+/// *Fixed after profiling*). Its default of 128 KiB would dominate the
+/// memory of idle connections.
 /// y-sync frames are mostly far smaller; larger ones grow it on demand.
 const READ_BUFFER: usize = 1 << 10;
 /// Queued output is written to the socket once it passes this size (and on

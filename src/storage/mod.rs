@@ -194,6 +194,3 @@ pub trait DocStore: Send + Sync + 'static {
     /// Finishes pending writes and releases the store.
     fn close(&self) -> BoxFuture<'_, ()>;
 }
-
-// Kept for `doc/actor.rs` until it reads `crate::clock` itself; remove then.
-pub(crate) use crate::clock::now_ms;

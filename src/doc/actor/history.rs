@@ -135,7 +135,7 @@ impl DocActor {
         let Ok(versions) = self.store.list_versions(&self.name).await else {
             return;
         };
-        let doomed = versions::thin(&versions, crate::storage::now_ms(), &self.config.versions);
+        let doomed = versions::thin(&versions, crate::clock::now_ms(), &self.config.versions);
         if !doomed.is_empty() {
             match self.store.delete_versions(&self.name, doomed).await {
                 Ok(n) => debug!(deleted = n, "automatic versions thinned"),
@@ -184,7 +184,7 @@ impl DocActor {
         if !Update::decode_v1(&update).map(|u| u.is_empty()).unwrap_or(false) {
             let raw = Bytes::from(update);
             let frame = protocol::encode_update(&raw);
-            self.accept(raw, frame, Origin::Actor);
+            self.accept(raw, frame, Origin::Actor, None);
             if !self.flush().await {
                 return Err(DocError::Storage("the restore could not be stored".into()));
             }

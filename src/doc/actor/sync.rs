@@ -53,7 +53,7 @@ impl DocActor {
         }
     }
 
-    pub(super) async fn messages(&mut self, id: PeerId, messages: Vec<Inbound>) {
+    pub(super) async fn messages(&mut self, id: PeerId, messages: Vec<Inbound>, received: std::time::Instant) {
         for message in messages {
             let Some(writable) = self.peers.writable(id) else {
                 return; // kicked earlier in this batch
@@ -69,7 +69,7 @@ impl DocActor {
                         }
                         continue;
                     }
-                    let reason = match self.apply(update, Origin::Peer(id)) {
+                    let reason = match self.apply(update, Origin::Peer(id), received) {
                         Ok(()) => continue,
                         Err(Refusal::TooLarge(limit)) => CloseReason::doc_too_large(limit),
                         Err(Refusal::TooManyTypes(limit)) => CloseReason::too_many_types(limit),
@@ -97,8 +97,8 @@ impl DocActor {
     }
 
     /// An update from the HTTP API; `apply` answers the caller.
-    pub(super) async fn api_update(&mut self, update: InboundUpdate, reply: Reply<()>) {
-        if let Err(Refusal::Invalid(reason)) = self.apply(update, Origin::Api(reply)) {
+    pub(super) async fn api_update(&mut self, update: InboundUpdate, received: std::time::Instant, reply: Reply<()>) {
+        if let Err(Refusal::Invalid(reason)) = self.apply(update, Origin::Api(reply), received) {
             // Undo any half-applied state.
             warn!(%reason, "update from the HTTP API refused");
             self.flush().await;
@@ -120,7 +120,7 @@ impl DocActor {
 
     /// Applies an update to the document and queues it for storage and relay.
     /// On refusal, an API caller is answered here; a peer is the caller's job.
-    fn apply(&mut self, update: InboundUpdate, origin: Origin) -> Result<(), Refusal> {
+    fn apply(&mut self, update: InboundUpdate, origin: Origin, received: std::time::Instant) -> Result<(), Refusal> {
         let answer = |origin: Origin, result: Result<(), DocError>| {
             if let Origin::Api(reply) = origin {
                 let _ = reply.send(result);
@@ -143,7 +143,10 @@ impl DocActor {
             answer(origin, Err(DocError::TooManyTypes { limit: type_limit }));
             return Err(Refusal::TooManyTypes(type_limit));
         }
-        let changed = match weft_core::apply_update(self.awareness.doc(), update, &shape.spans, &mut self.clocks) {
+        let started = std::time::Instant::now();
+        let applied = weft_core::apply_update(self.awareness.doc(), update, &shape.spans, &mut self.clocks);
+        self.metrics.record_apply(started.elapsed());
+        let changed = match applied {
             Ok(changed) => changed,
             Err(reason) => {
                 answer(origin, Err(DocError::BadUpdate(reason.clone())));
@@ -161,16 +164,20 @@ impl DocActor {
         // otherwise count twice. (A partly known one still counts whole; the
         // count is exact again when the document is next loaded.)
         self.type_items += shape.types;
-        self.accept(raw, frame, origin);
+        self.accept(raw, frame, origin, Some(received));
         Ok(())
     }
 
     /// Queues an applied update for storage, then relay.
-    pub(super) fn accept(&mut self, raw: Bytes, frame: Bytes, origin: Origin) {
+    pub(super) fn accept(&mut self, raw: Bytes, frame: Bytes, origin: Origin, received: Option<std::time::Instant>) {
         self.metrics.updates_applied.fetch_add(1, Relaxed);
         self.metrics.update_bytes.fetch_add(raw.len() as u64, Relaxed);
         self.log.push(raw);
-        self.effects.push(Effect::Relay { origin, frame });
+        self.effects.push(Effect::Relay {
+            origin,
+            frame,
+            received,
+        });
         self.answers.doc_changed();
         self.versions.edited(Instant::now());
     }
@@ -266,14 +273,23 @@ impl DocActor {
 
     pub(super) fn perform(&mut self, effect: Effect) {
         match effect {
-            Effect::Relay { origin, frame } => match origin {
-                Origin::Peer(id) => self.broadcast(frame, Some(id)),
-                Origin::Api(reply) => {
-                    self.broadcast(frame, None);
-                    let _ = reply.send(Ok(()));
+            Effect::Relay {
+                origin,
+                frame,
+                received,
+            } => {
+                match origin {
+                    Origin::Peer(id) => self.broadcast(frame, Some(id)),
+                    Origin::Api(reply) => {
+                        self.broadcast(frame, None);
+                        let _ = reply.send(Ok(()));
+                    }
+                    Origin::Actor => self.broadcast(frame, None),
                 }
-                Origin::Actor => self.broadcast(frame, None),
-            },
+                if let Some(received) = received {
+                    self.metrics.record_relay(received);
+                }
+            }
             Effect::Step2 { peer, sv } => self.answer_step1(peer, sv),
             Effect::AwarenessStates { peer } => self.send_awareness_states(peer),
             Effect::EncodeState { sv, reply } => {

@@ -38,8 +38,8 @@ use super::{
     BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState,
 };
 use crate::clock::now_secs;
-use crate::name::DocName;
 use crate::metrics::Metrics;
+use crate::name::DocName;
 
 /// A flag of the configuration, so defined there; SQLite's names for it are
 /// set in [`SqliteStore::open`].

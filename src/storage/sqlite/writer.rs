@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::pack::pack;
 use super::read::{doc_id, version_row, VERSION_COLUMNS};
 use crate::clock::now_ms;
+use crate::metrics::{Commit, Metrics};
 use crate::name::DocName;
-use crate::metrics::Metrics;
 use crate::storage::{LogEntry, Snapshot, StoreError, VersionKind, VersionMeta};
 
 /// Jobs waiting for the writer; senders wait (asynchronously) when it is full.
@@ -154,7 +154,14 @@ impl Writer {
                 if results.iter().any(Result::is_err) {
                     self.ids.clear();
                 }
-                self.metrics.storage_commit(jobs, started.elapsed());
+                let (updates, bytes) = appended(&batch, &results);
+                let took = started.elapsed();
+                self.metrics.record_commit(Commit {
+                    took,
+                    jobs,
+                    updates,
+                    bytes,
+                });
                 for (job, result) in batch.into_iter().zip(results) {
                     finish(job, result);
                 }
@@ -406,6 +413,18 @@ impl<'a> Tx<'a> {
             .execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [self.now / 1000])?;
         Ok(())
     }
+}
+
+/// The updates a committed batch appended, and their bytes.
+fn appended(batch: &[Job], results: &[Result<Done, StoreError>]) -> (usize, u64) {
+    let committed = batch.iter().zip(results).filter(|(_, result)| result.is_ok());
+    committed.fold((0, 0), |(updates, bytes), (job, _)| match job {
+        Job::Append { entries, .. } => (
+            updates + entries.len(),
+            bytes + entries.iter().map(|e| e.data.len() as u64).sum::<u64>(),
+        ),
+        _ => (updates, bytes),
+    })
 }
 
 /// Answers a job with what it produced, in the type its caller waits for.
