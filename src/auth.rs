@@ -160,6 +160,10 @@ pub struct Claims {
     pub sub: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Issued at (Unix seconds): with it, a token's whole lifetime is known
+    /// and bounded (see `check_period`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
 }
 
 impl Claims {
@@ -322,6 +326,7 @@ pub fn issue(key: &AuthKey, spec: TokenSpec, now: u64) -> Result<(String, Claims
         jti: new_token_id(),
         sub: spec.sub,
         name: spec.name,
+        iat: Some(now),
     };
     Ok((mint(key, &claims), claims))
 }

@@ -42,7 +42,7 @@ async fn refusals_happen_at_the_upgrade_with_a_reason() {
             exp: now_secs() + 60,
             jti: "x".into(),
             sub: None,
-            name: None,
+            name: None,            iat: None,
         },
     );
     let (expired, _) = {
@@ -53,7 +53,7 @@ async fn refusals_happen_at_the_upgrade_with_a_reason() {
             exp: now_secs() - 1,
             jti: "old".into(),
             sub: None,
-            name: None,
+            name: None,            iat: None,
         };
         (auth::mint(&key, &claims), ())
     };

@@ -780,7 +780,7 @@ async fn tokens_weft_cannot_revoke_or_bound_are_refused() {
             exp: now_secs() + year,
             jti: auth::new_token_id(),
             sub: None,
-            name: None,
+            name: None,            iat: None,
         },
     );
     Client::connect(&server.ws, &format!("doc?token={minted}"))

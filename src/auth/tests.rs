@@ -11,7 +11,7 @@ fn claims(doc: &str, perm: Perm, exp: u64) -> Claims {
         exp,
         jti: "t1".into(),
         sub: Some("u1".into()),
-        name: None,
+        name: None,        iat: None,
     }
 }
 
