@@ -415,3 +415,60 @@ async fn an_awareness_clock_at_its_limit_cannot_crash_the_document() {
     assert_eq!(server.metric("weft_actor_panics_total").await, 0.0);
     assert!(!observer.seen().ended, "{:?}", observer.seen().close);
 }
+
+/// The resident memory of a process now (VmRSS), in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// Every connection kept a copy of the largest frame it was ever sent:
+/// tungstenite copies a frame into the connection's write buffer, which
+/// keeps its capacity, so the full state of a 5 MB document cost 5 MB per
+/// synced client for as long as it stayed (544 MiB for 100 clients). Large
+/// frames now go out in fragments sliced from the shared state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_document_sent_to_many_peers_leaves_no_copy_with_each() {
+    const PEERS: usize = 16;
+    const BYTES: usize = 4 << 20;
+    let server = Server::start();
+    let writer = server.connect("fan").await;
+    let text = writer.doc.get_or_insert_text("t");
+    writer.edit(|txn| text.push(txn, &"x".repeat(BYTES)));
+    // The first reader makes the server encode (and keep) the full state.
+    let first = server.connect("fan").await;
+    first
+        .wait_for("the document", 30 * SECOND, |c| c.text("t").len() == BYTES)
+        .await
+        .unwrap();
+    let base = rss(server.pid());
+    let mut readers = Vec::new();
+    for _ in 0..PEERS {
+        let reader = server.connect("fan").await;
+        reader
+            .wait_for("the document", 30 * SECOND, |c| c.text("t").len() == BYTES)
+            .await
+            .unwrap();
+        readers.push(reader);
+    }
+    let grown = rss(server.pid()).saturating_sub(base);
+    assert!(
+        grown < PEERS as u64 * MIB / 2,
+        "RSS grew by {} KiB per synced peer",
+        grown / 1024 / PEERS as u64
+    );
+    // Fragmented messages arrive whole, and edits keep flowing.
+    writer.edit(|txn| text.push(txn, "!"));
+    for reader in &readers {
+        reader
+            .wait_for("the next edit", 10 * SECOND, |c| c.text("t").ends_with('!'))
+            .await
+            .unwrap();
+        assert!(!reader.seen().ended);
+    }
+}
