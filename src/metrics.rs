@@ -69,6 +69,11 @@ pub struct Metrics {
     pub requests_refused: AtomicU64,
     pub awareness_updates: AtomicU64,
     pub frames_sent: AtomicU64,
+    /// Step1 answers the actor encoded: the full state when the shared
+    /// encoding was stale, or a diff (the costly part of an answer).
+    pub state_encodes: AtomicU64,
+    /// Step1 answers that waited for their client's encoding budget.
+    pub answers_deferred: AtomicU64,
     pub compactions: AtomicU64,
     pub actor_panics: AtomicU64,
     storage_commits: AtomicU64,
@@ -169,6 +174,18 @@ impl Metrics {
             "counter",
             "Frames queued to peers.",
             get(&self.frames_sent),
+        );
+        series(
+            "weft_state_encodes_total",
+            "counter",
+            "Step1 answers encoded by a document's actor (the full state when the shared one was stale, or a diff).",
+            get(&self.state_encodes),
+        );
+        series(
+            "weft_answers_deferred_total",
+            "counter",
+            "Step1 answers that waited because their client had used its budget of encodings.",
+            get(&self.answers_deferred),
         );
         series(
             "weft_compactions_total",
