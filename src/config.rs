@@ -45,6 +45,12 @@ pub const DEFAULT_HTTP_RATE_BURST: u32 = 1000;
 /// New documents per minute per client IP and per token: a benchmark opening
 /// a thousand documents at once from one address still fits.
 pub const DEFAULT_MAX_NEW_DOCS_PER_MINUTE: u32 = 1000;
+/// Full-state encodings one client may cost per minute: one every 5 s.
+/// Encoding a 5 MB document holds its actor for about 13.5 ms; browsers
+/// ask once per connection, and mostly get the shared encoding for free.
+pub const DEFAULT_STATE_ENCODES_PER_MINUTE: u32 = 12;
+/// Encodings one client may cost at once, above the rate.
+pub const STATE_ENCODES_BURST: u32 = 8;
 /// Clients whose rate state each rate book remembers (a few hundred bytes each).
 pub const DEFAULT_RATE_CLIENTS: usize = 16_384;
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
@@ -306,6 +312,14 @@ pub struct Config {
     /// by any route (WebSocket or API; 429 beyond); 0 = no limit.
     #[arg(long, env = "WEFT_MAX_NEW_DOCS_PER_MINUTE", default_value_t = DEFAULT_MAX_NEW_DOCS_PER_MINUTE)]
     pub max_new_docs_per_minute: u32,
+
+    /// Encodings of a document's full state one client (IP and token) may
+    /// make weft do per minute to answer its step1s (8 at once); a diff
+    /// counts as the share of the document it holds, at least 1/64, and the
+    /// shared encoding as nothing. Answers beyond wait, they are not
+    /// dropped. 0 = no limit.
+    #[arg(long, env = "WEFT_STATE_ENCODES_PER_MINUTE", default_value_t = DEFAULT_STATE_ENCODES_PER_MINUTE)]
+    pub state_encodes_per_minute: u32,
 
     /// Clients whose rate state is remembered between connections and
     /// requests, per limit; beyond, the ones closest to a full bucket are

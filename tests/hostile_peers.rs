@@ -472,3 +472,89 @@ async fn a_big_document_sent_to_many_peers_leaves_no_copy_with_each() {
         assert!(!reader.seen().ended);
     }
 }
+
+/// Item 1, the CPU side: every step1 answered after an edit encoded the
+/// whole document again on its actor (13.5 ms for the benchmark's 5 MB
+/// document, during which no edit moves). Now an answer is the last
+/// encoding of the full state followed by the updates accepted since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_the_last_encoding_and_the_updates_since() {
+    const BYTES: usize = 1 << 20;
+    let (server, _key) = token_server(&[]);
+    let writer = big_document(&server, "tail", BYTES).await;
+    let text = writer.doc.get_or_insert_text("t");
+    let before = server.metric("weft_state_encodes_total").await;
+    for i in 1..=20 {
+        writer.edit(|txn| text.push(txn, "e"));
+        let reader = connect(&server, "tail", Perm::Read).await;
+        reader
+            .wait_for("every edit so far", 10 * SECOND, |r| r.text("t").len() == BYTES + i)
+            .await
+            .unwrap();
+        assert!(reader.seen().violations.is_empty(), "{:?}", reader.seen().violations);
+        reader.close();
+    }
+    let encodes = server.metric("weft_state_encodes_total").await - before;
+    assert!(encodes <= 1.0, "{encodes} encodings for 20 answers after 20 edits");
+}
+
+/// Item 1, the CPU side: a client asking again and again, from fresh
+/// connections, for what costs an encoding (here a diff of half the
+/// document, which is encoded for it alone) made the actor encode in a
+/// loop. Now its client has a budget of encodings; answers beyond it wait,
+/// and every one still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_make_the_actor_encode_in_a_loop() {
+    const ASKS: usize = 30;
+    // 2 a second, 8 at once
+    let (server, _key) = token_server(&[("--state-encodes-per-minute", "120")]);
+    let a = connect(&server, "budget", Perm::Write).await;
+    let b = connect(&server, "budget", Perm::Write).await;
+    let (ta, tb) = (a.doc.get_or_insert_text("a"), b.doc.get_or_insert_text("b"));
+    a.edit(|txn| ta.push(txn, &"a".repeat(600_000)));
+    b.edit(|txn| tb.push(txn, &"b".repeat(400_000)));
+    for c in [&a, &b] {
+        c.wait_for("both halves", 30 * SECOND, |c| {
+            c.text("a").len() + c.text("b").len() == 1_000_000
+        })
+        .await
+        .unwrap();
+    }
+    // A step1 holding a's 60%: a diff of b's 40%, 0.4 of an encoding each.
+    let mut sv = StateVector::default();
+    sv.set_max(yrs::ClientID::new(a.client_id()), 600_000);
+    let step1 = Message::Sync(SyncMessage::SyncStep1(sv)).encode_v1();
+    let attacker = token("budget", Perm::Read, 600);
+    let mut askers = Vec::new();
+    for _ in 0..ASKS {
+        let c = Client::connect(&server.ws, &format!("budget?token={attacker}"))
+            .await
+            .unwrap();
+        c.wait_synced().await.unwrap();
+        askers.push(c);
+    }
+    let before = server.metric("weft_state_encodes_total").await;
+    let started = std::time::Instant::now();
+    let answered: Vec<u64> = askers.iter().map(|c| c.seen().updates).collect();
+    for c in &askers {
+        c.send_raw(step1.clone());
+    }
+    let sent_in = started.elapsed().as_secs_f64();
+    server
+        .wait_metric("weft_answers_deferred_total", 10 * SECOND, |n| n >= 1.0)
+        .await;
+    let encodes = server.metric("weft_state_encodes_total").await - before;
+    let allowed = (8.0 + 2.0 * (started.elapsed().as_secs_f64() + sent_in)) / 0.4 + 1.0;
+    assert!(
+        encodes <= allowed,
+        "{encodes} encodings for {ASKS} asks, at most {allowed} allowed"
+    );
+    assert!(encodes < ASKS as f64, "every ask was encoded at once");
+    // Deferred, not dropped: every asker gets its answer.
+    for (c, before) in askers.iter().zip(answered) {
+        c.wait_for("its answer", 30 * SECOND, |c| c.seen().updates > before)
+            .await
+            .unwrap();
+        assert!(!c.seen().ended);
+    }
+}

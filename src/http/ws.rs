@@ -139,6 +139,7 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
     let ip = state.limits.client_ip(remote, headers);
     let admission = state.limits.admit_forwarded(ip)?;
     let rate = rate::message_bucket(state, ip, &caller)?;
+    let encodes = rate::encode_budget(state, ip, &caller);
     rate::admit_new_doc(state, &name, ip, &caller).await?;
     // Load the document before accepting, so that a document that cannot be
     // loaded is refused with a status instead of a socket that closes at once.
@@ -159,6 +160,7 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
             Caller::Admin => None,
         },
         rate,
+        encodes,
     };
     let peer = PeerId(state.next_peer.fetch_add(1, Ordering::Relaxed));
     let ctx = SessionContext {

@@ -170,8 +170,8 @@ impl DocActor {
         self.metrics.updates_applied.fetch_add(1, Relaxed);
         self.metrics.update_bytes.fetch_add(raw.len() as u64, Relaxed);
         self.log.push(raw);
+        self.answers.accepted(&frame);
         self.effects.push(Effect::Relay { origin, frame });
-        self.answers.doc_changed();
         self.versions.edited(Instant::now());
     }
 
@@ -287,29 +287,56 @@ impl DocActor {
     }
 
     /// Answers a step1: nothing while a waiting answer covers it, the
-    /// shared full state, or a diff of its own (see `answers`).
+    /// shared full state, or a diff of its own (see `answers`). An answer
+    /// that needs an encoding is charged to the client's budget first; when
+    /// the budget is spent, it waits (`answer_deferred`), and later step1s
+    /// of the peer wait with it.
     fn answer_step1(&mut self, id: PeerId, sv: StateVector) {
         if !self.peers.contains(id) {
             return;
         }
+        if self.peers.has_deferred(id) {
+            self.peers.defer_step1(id, sv, Instant::now());
+            return;
+        }
         let doc_sv = self.doc().transact().state_vector();
-        let (frame, answered) = match answers::step2_for(&doc_sv, &sv, self.peers.waiting_step2(id)) {
+        let step2 = answers::step2_for(&doc_sv, &sv, self.peers.waiting_step2(id));
+        let cost = answers::cost(step2, self.answers.full_state().is_some(), &doc_sv, &sv);
+        if cost > 0.0 {
+            let now = Instant::now();
+            if let Some(Err(wait)) = self.peers.encodes(id).map(|b| b.take(cost, now.into_std())) {
+                debug!(peer = %id, wait_ms = wait.as_millis(), "step1 answer waits for the client's budget of encodings");
+                self.metrics.answers_deferred.fetch_add(1, Relaxed);
+                self.peers.defer_step1(id, sv, now + wait);
+                return;
+            }
+            self.metrics.state_encodes.fetch_add(1, Relaxed);
+        }
+        let (ticket, answered) = match step2 {
             Step2::Nothing => return,
             Step2::Full => {
-                let doc = self.awareness.doc();
-                let frame = self.answers.full_state(|| {
-                    let update = doc.transact().encode_state_as_update_v1(&StateVector::default());
-                    protocol::encode_step2(&update)
-                });
-                (frame, StateVector::default())
+                if self.answers.full_state().is_none() {
+                    let update = self.doc().transact().encode_state_as_update_v1(&StateVector::default());
+                    self.answers.set_full_state(protocol::encode_step2(&update));
+                }
+                let frames: Vec<Bytes> = self.answers.full_state().into_iter().flatten().collect();
+                (self.send_all(id, frames), StateVector::default())
             }
             Step2::Diff => {
                 let update = self.doc().transact().encode_state_as_update_v1(&sv);
-                (protocol::encode_step2(&update), sv)
+                (self.send(id, protocol::encode_step2(&update)), sv)
             }
         };
-        if let Some(ticket) = self.send(id, frame) {
+        if let Some(ticket) = ticket {
             self.peers.step2_sent(id, ticket, answered);
+        }
+    }
+
+    /// Answers the step1s that waited for their budget and whose time has
+    /// come (on the actor's tick).
+    pub(super) fn answer_deferred(&mut self) {
+        for (id, sv) in self.peers.take_deferred(Instant::now()) {
+            self.answer_step1(id, sv);
         }
     }
 
@@ -328,6 +355,16 @@ impl DocActor {
         if let Some(ticket) = frame.and_then(|frame| self.send(id, frame)) {
             self.peers.awareness_states_sent(id, ticket);
         }
+    }
+
+    /// Queues frames for one peer, in order; the last one's ticket when
+    /// all were queued.
+    fn send_all(&mut self, id: PeerId, frames: Vec<Bytes>) -> Option<u64> {
+        let mut last = None;
+        for frame in frames {
+            last = Some(self.send(id, frame)?);
+        }
+        last
     }
 
     /// Queues a frame for one peer; its ticket when queued.
