@@ -57,6 +57,8 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_PARTIAL_MESSAGE_BUDGET: u64 = 32 << 20;
 pub const DEFAULT_MESSAGE_DEADLINE_MS: u64 = 60_000;
+/// A message held open with pings gives its bytes back within seconds.
+pub const DEFAULT_MESSAGE_STALL_MS: u64 = 10_000;
 /// Bytes queued for one peer: enough for bursts of large updates; a full
 /// state larger than this still goes through (see `doc::outbox`).
 pub const DEFAULT_PEER_QUEUE_BYTES: usize = 32 << 20;
@@ -351,6 +353,12 @@ pub struct Config {
     /// beyond). 0 = no limit.
     #[arg(long, env = "WEFT_MESSAGE_DEADLINE_MS", default_value_t = DEFAULT_MESSAGE_DEADLINE_MS)]
     pub message_deadline_ms: u64,
+
+    /// How long a WebSocket message that has begun may go without a byte of
+    /// its payload arriving (pings between its fragments do not count), in
+    /// milliseconds (close 1009 beyond). 0 = no limit.
+    #[arg(long, env = "WEFT_MESSAGE_STALL_MS", default_value_t = DEFAULT_MESSAGE_STALL_MS)]
+    pub message_stall_ms: u64,
 
     /// In open mode, a host name (or address) requests may name in their
     /// `Host` besides loopback ones, e.g. `weft.lan` or `192.168.1.5:1234`

@@ -5,8 +5,9 @@
 //!   header-read timeout, answers for connections over the caps.
 //! - [`access`]: tokens, origins and hosts, connection limits.
 //! - [`origin`]: origins and host names, parsed and compared whole (pure).
-//! - [`budget`]: the budget and deadline of unfinished messages: WebSocket
-//!   messages (a metered socket under tungstenite) and request bodies.
+//! - [`budget`]: the budget of unfinished messages, shared fairly between
+//!   clients: WebSocket messages and request bodies; `metered`: the socket
+//!   under tungstenite that charges it and times each message.
 //! - `ws`: the upgrade, its checks and handshake, and the socket adapter for
 //!   the session; `api`: the JSON API; `assets`: the web demo.
 
@@ -16,6 +17,7 @@ mod assets;
 pub mod budget;
 mod error;
 pub mod listener;
+mod metered;
 pub mod origin;
 pub mod rate;
 mod ws;
@@ -69,6 +71,8 @@ pub struct Timeouts {
     pub idle: Option<Duration>,
     /// `--message-deadline-ms`: a message or request body, once begun.
     pub message_deadline: Option<Duration>,
+    /// `--message-stall-ms`: a WebSocket message with no payload arriving.
+    pub message_stall: Option<Duration>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -117,8 +121,10 @@ fn healthz_response() -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut text = state.metrics.render();
+    text.push_str(&state.budget.render());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
+        text,
     )
 }

@@ -27,11 +27,13 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::Message;
 
 use super::access::{self, Access, Caller};
-use super::budget::{Metered, Unfinished};
+use super::budget::Unfinished;
+use super::metered::{MessageTimes, Metered};
 use super::rate;
 use super::{ApiError, AppState};
 use crate::auth::{Claims, MAX_TOKEN_TTL_SECS};
 use crate::doc::{DocError, DocName, PeerId};
+use crate::rate::ClientKey;
 use crate::session::{self, Grant, Incoming, Lease, Outgoing, SessionContext, TransportError};
 
 /// tungstenite's read buffer, allocated per connection, and how much it
@@ -174,7 +176,17 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
         .max_message_size(Some(state.max_message_size))
         .max_frame_size(Some(state.max_message_size));
     let budget = state.budget.clone();
-    let deadline = state.timeouts.message_deadline;
+    let times = MessageTimes {
+        deadline: state.timeouts.message_deadline,
+        stall: state.timeouts.message_stall,
+    };
+    let client = ClientKey {
+        ip,
+        token: match &caller {
+            Caller::Token(claims) => Some(claims.jti.clone()),
+            Caller::Admin => None,
+        },
+    };
     let response = handshake.accept();
     state.sessions.spawn(async move {
         // Behind a proxy, the connection holds its place until it ends.
@@ -186,7 +198,7 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
                 return;
             }
         };
-        let io = Metered::new(TokioIo::new(upgraded), budget, deadline);
+        let io = Metered::new(TokioIo::new(upgraded), budget, client, times);
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         serve(socket, name, peer, grant, ctx).await
     });
