@@ -476,11 +476,14 @@ async fn a_big_document_sent_to_many_peers_leaves_no_copy_with_each() {
 /// Item 1, the CPU side: every step1 answered after an edit encoded the
 /// whole document again on its actor (13.5 ms for the benchmark's 5 MB
 /// document, during which no edit moves). Now an answer is the last
-/// encoding of the full state followed by the updates accepted since.
+/// encoding of the full state followed by the updates accepted since
+/// (merged into one frame when there are many).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_are_the_last_encoding_and_the_updates_since() {
     const BYTES: usize = 1 << 20;
-    let (server, _key) = token_server(&[]);
+    // Queues of 64 frames: more than 8 updates behind the state are merged
+    // into one frame.
+    let (server, _key) = token_server(&[("--peer-queue", "64")]);
     let writer = big_document(&server, "tail", BYTES).await;
     let text = writer.doc.get_or_insert_text("t");
     let before = server.metric("weft_state_encodes_total").await;

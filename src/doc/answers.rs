@@ -15,7 +15,8 @@
 //! The full state is not encoded anew after every edit: the last encoding is
 //! kept with the update frames accepted since, and sent as they are (the
 //! step2, then the updates; a client applies both alike), until those pass
-//! a quarter of the state or an eighth of a peer's queue. What an answer
+//! a quarter of the state; more updates than an eighth of a peer's queue
+//! are merged into one frame when next asked for. What an answer
 //! still costs (an encoding of the full state, or a diff) is charged to the
 //! asking client's budget, so that no client can make the actor encode in
 //! a loop.
@@ -23,9 +24,9 @@
 use bytes::Bytes;
 use yrs::StateVector;
 
-/// Most update frames kept behind the shared full state; beyond, the state
-/// is encoded anew when next asked for. Also at most an eighth of a peer's
-/// queue, so that an answer never fills it.
+/// Most update frames sent behind the shared full state; more are merged
+/// into one when next asked for. Also at most an eighth of a peer's queue,
+/// so that an answer never fills it.
 const MAX_TAIL_FRAMES: usize = 128;
 
 /// The answers any peer may ask for, encoded at most once while what they
@@ -47,7 +48,8 @@ pub(super) struct Answers {
 #[derive(Debug)]
 struct FullState {
     state: Bytes,
-    tail: Vec<Bytes>,
+    /// Each update accepted since: its bytes, and its frame.
+    tail: Vec<(Bytes, Bytes)>,
     tail_bytes: usize,
 }
 
@@ -61,10 +63,34 @@ impl Answers {
         }
     }
 
-    /// The frames of the full state (the step2 first), if they are kept.
-    pub fn full_state(&self) -> Option<impl Iterator<Item = Bytes> + '_> {
-        let kept = self.full_state.as_ref()?;
-        Some(std::iter::once(kept.state.clone()).chain(kept.tail.iter().cloned()))
+    /// Whether the full state is kept (an answer needs no encoding of it).
+    pub fn has_full_state(&self) -> bool {
+        self.full_state.is_some()
+    }
+
+    /// The frames of the full state (the step2 first), if it is kept. When
+    /// more updates follow it than an answer may take, they are merged
+    /// into one first by `merge` (the update and its frame; `None`: they
+    /// could not be, and nothing is kept). Merging costs what they hold,
+    /// at most a quarter of the state, and happens at most once per
+    /// `max_tail_frames` accepted updates, however often peers ask.
+    pub fn full_state(&mut self, merge: impl FnOnce(&[Bytes]) -> Option<(Bytes, Bytes)>) -> Option<Vec<Bytes>> {
+        let kept = self.full_state.as_mut()?;
+        if kept.tail.len() > self.max_tail_frames {
+            let updates: Vec<Bytes> = kept.tail.iter().map(|(update, _)| update.clone()).collect();
+            match merge(&updates) {
+                Some((update, frame)) => {
+                    kept.tail_bytes = frame.len();
+                    kept.tail = vec![(update, frame)];
+                }
+                None => {
+                    self.full_state = None;
+                    return None;
+                }
+            }
+        }
+        let frames = std::iter::once(kept.state.clone()).chain(kept.tail.iter().map(|(_, frame)| frame.clone()));
+        Some(frames.collect())
     }
 
     /// Keeps a fresh encoding of the full state (a step2 frame).
@@ -87,12 +113,13 @@ impl Answers {
 
     /// An update was accepted, relayed as `frame`: it joins the kept full
     /// state, which is dropped (encoded anew when asked) once what follows
-    /// it passes a quarter of its size or the most frames an answer may take.
-    pub fn accepted(&mut self, frame: &Bytes) {
+    /// it passes a quarter of its size (or at once when peer queues are too
+    /// short to take a second frame).
+    pub fn accepted(&mut self, update: &Bytes, frame: &Bytes) {
         let Some(kept) = &mut self.full_state else { return };
         kept.tail_bytes += frame.len();
-        kept.tail.push(frame.clone());
-        if kept.tail.len() > self.max_tail_frames || kept.tail_bytes > kept.state.len() / 4 {
+        kept.tail.push((update.clone(), frame.clone()));
+        if self.max_tail_frames == 0 || kept.tail_bytes > kept.state.len() / 4 {
             self.full_state = None;
         }
     }
@@ -205,45 +232,67 @@ mod tests {
         sv
     }
 
-    fn frames(answers: &Answers) -> Option<Vec<Bytes>> {
-        answers.full_state().map(Iterator::collect)
+    fn frames(answers: &mut Answers) -> Option<Vec<Bytes>> {
+        answers.full_state(|_| panic!("nothing to merge"))
+    }
+
+    fn update(bytes: &'static [u8]) -> (Bytes, Bytes) {
+        (Bytes::from_static(bytes), Bytes::from_static(bytes))
     }
 
     #[test]
     fn the_full_state_is_kept_with_the_updates_accepted_since() {
         let mut answers = Answers::new(1024);
-        assert_eq!(frames(&answers), None);
-        answers.accepted(&Bytes::from_static(b"u0"));
-        assert_eq!(frames(&answers), None, "nothing kept: nothing to add to");
+        assert_eq!(frames(&mut answers), None);
+        let (u0, _) = update(b"u0");
+        answers.accepted(&u0, &u0);
+        assert_eq!(frames(&mut answers), None, "nothing kept: nothing to add to");
         answers.set_full_state(Bytes::from(vec![0u8; 400]));
-        answers.accepted(&Bytes::from_static(b"u1"));
-        answers.accepted(&Bytes::from_static(b"u2"));
+        let (u1, u2) = (update(b"u1").0, update(b"u2").0);
+        answers.accepted(&u1, &u1);
+        answers.accepted(&u2, &u2);
         answers.awareness_changed();
-        let kept = frames(&answers).unwrap();
+        let kept = frames(&mut answers).unwrap();
         assert_eq!(kept.len(), 3);
-        assert_eq!(&kept[1..], [Bytes::from_static(b"u1"), Bytes::from_static(b"u2")]);
+        assert_eq!(&kept[1..], [u1, u2]);
         // past a quarter of the state: encoded anew when next asked for
-        answers.accepted(&Bytes::from(vec![1u8; 97]));
-        assert_eq!(frames(&answers), None);
+        let big = Bytes::from(vec![1u8; 97]);
+        answers.accepted(&big, &big);
+        assert_eq!(frames(&mut answers), None);
         answers.set_full_state(Bytes::from(vec![0u8; 400]));
         answers.doc_changed();
-        assert_eq!(frames(&answers), None);
+        assert_eq!(frames(&mut answers), None);
     }
 
     #[test]
     fn an_answer_never_takes_more_than_an_eighth_of_a_peer_queue() {
         let mut answers = Answers::new(64);
         answers.set_full_state(Bytes::from(vec![0u8; 1 << 20]));
+        let u = Bytes::from_static(b"u");
         for _ in 0..8 {
-            answers.accepted(&Bytes::from_static(b"u"));
+            answers.accepted(&u, &u);
         }
-        assert_eq!(frames(&answers).unwrap().len(), 9);
-        answers.accepted(&Bytes::from_static(b"u"));
-        assert_eq!(frames(&answers), None);
+        assert_eq!(frames(&mut answers).unwrap().len(), 9);
+        answers.accepted(&u, &u);
+        let merged = answers
+            .full_state(|updates| {
+                assert_eq!(updates.len(), 9);
+                Some((Bytes::from_static(b"m"), Bytes::from_static(b"M")))
+            })
+            .unwrap();
+        assert_eq!(merged.len(), 2, "the state, then the updates merged");
+        assert_eq!(merged[1], Bytes::from_static(b"M"));
+        answers.accepted(&u, &u);
+        assert_eq!(frames(&mut answers).unwrap().len(), 3, "merged once");
+        for _ in 0..8 {
+            answers.accepted(&u, &u);
+        }
+        assert_eq!(answers.full_state(|_| None), None, "could not merge: nothing kept");
+        assert!(!answers.has_full_state());
         let mut small = Answers::new(4);
         small.set_full_state(Bytes::from(vec![0u8; 1 << 20]));
-        small.accepted(&Bytes::from_static(b"u"));
-        assert_eq!(frames(&small), None, "a queue of 4 frames: the state alone");
+        small.accepted(&u, &u);
+        assert_eq!(frames(&mut small), None, "a queue of 4 frames: the state alone");
     }
 
     #[test]

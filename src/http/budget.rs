@@ -10,10 +10,10 @@
 //! is each HTTP request body while it arrives ([`collect_body`]).
 //!
 //! The budget is the server's, and a client (IP and token) may use what
-//! others do not; but when it is full, the connection that gives way is the
-//! largest one of the client that holds the most (the one whose read
-//! crossed the line only if that is itself), so one client cannot hold it
-//! against the others: a first version refused whoever came next, and one
+//! others do not; but when it is full, the client that holds the most gives
+//! way: its largest message is evicted, or, when the message that crossed
+//! the line is its own, that one is refused. So one client cannot hold the
+//! budget against the others: a first version refused whoever came next, and one
 //! attacker holding the budget closed honest clients' 40-byte updates with
 //! 1009. The first 64 KiB of every message are not charged: most messages
 //! are smaller, they come and go within a read or two, and the connection
@@ -98,13 +98,19 @@ impl Ledger {
         }
     }
 
-    /// The charge that gives way when the budget is full: the largest of
-    /// the client that holds the most.
-    fn victim(&self) -> Option<u64> {
-        let (client, _) = self.clients.iter().max_by_key(|(_, bytes)| **bytes)?;
+    /// The charge that gives way when charge `id` of `client` passes the
+    /// budget: its own when its client holds the most (its other messages
+    /// stay, so a client's connections do not evict each other in a
+    /// loop, each allocating anew), else the largest of the client that
+    /// holds the most.
+    fn victim(&self, id: u64, client: &ClientKey) -> Option<u64> {
+        let (top, top_bytes) = self.clients.iter().max_by_key(|(_, bytes)| **bytes)?;
+        if top == client || self.clients.get(client) == Some(top_bytes) {
+            return Some(id);
+        }
         self.holders
             .iter()
-            .filter(|(_, h)| h.client == *client)
+            .filter(|(_, h)| h.client == *top)
             .max_by_key(|(_, h)| h.bytes)
             .map(|(id, _)| *id)
     }
@@ -141,13 +147,13 @@ impl Budget {
     }
 
     /// Sets charge `id` to `bytes`; while that passes the limit, evicts the
-    /// largest charge of the client holding the most. `false` when that is
-    /// this charge itself: it is then set to nothing.
+    /// largest charge of the client holding the most. `false` when this
+    /// charge's client holds the most: it is then set to nothing.
     fn set(&self, id: u64, client: &ClientKey, bytes: u64, slot: &Arc<Slot>) -> bool {
         let mut ledger = self.ledger.lock().unwrap();
         ledger.set(id, client, bytes, slot);
         while self.limit != 0 && ledger.used > self.limit {
-            let Some(victim) = ledger.victim() else { break };
+            let Some(victim) = ledger.victim(id, client) else { break };
             if victim == id {
                 ledger.set(id, client, 0, slot);
                 return false;
@@ -425,16 +431,17 @@ mod tests {
     }
 
     #[test]
-    fn a_client_may_use_what_nobody_else_needs() {
+    fn a_client_may_use_what_nobody_else_needs_but_not_evict_itself() {
         let budget = Budget::new(1000 * KIB);
         let mut one = Charge::new(budget.clone(), client(1));
         one.set(1000 * KIB).unwrap();
         let mut two = Charge::new(budget.clone(), client(1));
         assert_eq!(
             two.set(100 * KIB),
-            Ok(()),
-            "the same client: its largest message gives way"
+            Err(Unfinished::OverBudget(1000 * KIB)),
+            "the same client: the message that passes the budget is refused"
         );
-        assert!(one.evicted().is_some());
+        assert!(one.evicted().is_none());
+        assert_eq!(budget.used(), 1000 * KIB);
     }
 }

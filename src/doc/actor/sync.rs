@@ -169,8 +169,8 @@ impl DocActor {
     pub(super) fn accept(&mut self, raw: Bytes, frame: Bytes, origin: Origin) {
         self.metrics.updates_applied.fetch_add(1, Relaxed);
         self.metrics.update_bytes.fetch_add(raw.len() as u64, Relaxed);
+        self.answers.accepted(&raw, &frame);
         self.log.push(raw);
-        self.answers.accepted(&frame);
         self.effects.push(Effect::Relay { origin, frame });
         self.versions.edited(Instant::now());
     }
@@ -301,7 +301,7 @@ impl DocActor {
         }
         let doc_sv = self.doc().transact().state_vector();
         let step2 = answers::step2_for(&doc_sv, &sv, self.peers.waiting_step2(id));
-        let cost = answers::cost(step2, self.answers.full_state().is_some(), &doc_sv, &sv);
+        let cost = answers::cost(step2, self.answers.has_full_state(), &doc_sv, &sv);
         if cost > 0.0 {
             let now = Instant::now();
             if let Some(Err(wait)) = self.peers.encodes(id).map(|b| b.take(cost, now.into_std())) {
@@ -315,11 +315,16 @@ impl DocActor {
         let (ticket, answered) = match step2 {
             Step2::Nothing => return,
             Step2::Full => {
-                if self.answers.full_state().is_none() {
-                    let update = self.doc().transact().encode_state_as_update_v1(&StateVector::default());
-                    self.answers.set_full_state(protocol::encode_step2(&update));
-                }
-                let frames: Vec<Bytes> = self.answers.full_state().into_iter().flatten().collect();
+                let frames = match self.answers.full_state(merge_updates) {
+                    Some(frames) => frames,
+                    None => {
+                        // Stale (or its tail would not merge): encode it anew.
+                        let update = self.doc().transact().encode_state_as_update_v1(&StateVector::default());
+                        let frame = protocol::encode_step2(&update);
+                        self.answers.set_full_state(frame.clone());
+                        vec![frame]
+                    }
+                };
                 (self.send_all(id, frames), StateVector::default())
             }
             Step2::Diff => {
@@ -377,5 +382,20 @@ impl DocActor {
     fn broadcast(&mut self, frame: Bytes, except: Option<PeerId>) {
         let sent = self.peers.fan_out(&frame, except);
         self.metrics.frames_sent.fetch_add(sent, Relaxed);
+    }
+}
+
+/// The updates accepted since the kept full state, merged into one (and its
+/// frame), so that an answer is two frames however many there were.
+fn merge_updates(updates: &[Bytes]) -> Option<(Bytes, Bytes)> {
+    match yrs::merge_updates_v1(updates) {
+        Ok(merged) => {
+            let frame = protocol::encode_update(&merged);
+            Some((Bytes::from(merged), frame))
+        }
+        Err(e) => {
+            warn!(error = %e, updates = updates.len(), "accepted updates did not merge; the full state is encoded anew");
+            None
+        }
     }
 }
