@@ -45,12 +45,20 @@ pub const DEFAULT_HTTP_RATE_BURST: u32 = 1000;
 /// New documents per minute per client IP and per token: a benchmark opening
 /// a thousand documents at once from one address still fits.
 pub const DEFAULT_MAX_NEW_DOCS_PER_MINUTE: u32 = 1000;
+/// Full-state encodings one client may cost per minute: one every 5 s.
+/// Encoding a 5 MB document holds its actor for about 13.5 ms; browsers
+/// ask once per connection, and mostly get the shared encoding for free.
+pub const DEFAULT_STATE_ENCODES_PER_MINUTE: u32 = 12;
+/// Encodings one client may cost at once, above the rate.
+pub const STATE_ENCODES_BURST: u32 = 8;
 /// Clients whose rate state each rate book remembers (a few hundred bytes each).
 pub const DEFAULT_RATE_CLIENTS: usize = 16_384;
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_PARTIAL_MESSAGE_BUDGET: u64 = 32 << 20;
 pub const DEFAULT_MESSAGE_DEADLINE_MS: u64 = 60_000;
+/// A message held open with pings gives its bytes back within seconds.
+pub const DEFAULT_MESSAGE_STALL_MS: u64 = 10_000;
 /// Bytes queued for one peer: enough for bursts of large updates; a full
 /// state larger than this still goes through (see `doc::outbox`).
 pub const DEFAULT_PEER_QUEUE_BYTES: usize = 32 << 20;
@@ -343,6 +351,14 @@ pub struct Config {
     #[arg(long, env = "WEFT_MAX_NEW_DOCS_PER_MINUTE", default_value_t = DEFAULT_MAX_NEW_DOCS_PER_MINUTE)]
     pub max_new_docs_per_minute: u32,
 
+    /// Encodings of a document's full state one client (IP and token) may
+    /// make weft do per minute to answer its step1s (8 at once); a diff
+    /// counts as the share of the document it holds, at least 1/64, and the
+    /// shared encoding as nothing. Answers beyond wait, they are not
+    /// dropped. 0 = no limit.
+    #[arg(long, env = "WEFT_STATE_ENCODES_PER_MINUTE", default_value_t = DEFAULT_STATE_ENCODES_PER_MINUTE)]
+    pub state_encodes_per_minute: u32,
+
     /// Clients whose rate state is remembered between connections and
     /// requests, per limit; beyond, the ones closest to a full bucket are
     /// forgotten first.
@@ -373,6 +389,12 @@ pub struct Config {
     /// beyond). 0 = no limit.
     #[arg(long, env = "WEFT_MESSAGE_DEADLINE_MS", default_value_t = DEFAULT_MESSAGE_DEADLINE_MS)]
     pub message_deadline_ms: u64,
+
+    /// How long a WebSocket message that has begun may go without a byte of
+    /// its payload arriving (pings between its fragments do not count), in
+    /// milliseconds (close 1009 beyond). 0 = no limit.
+    #[arg(long, env = "WEFT_MESSAGE_STALL_MS", default_value_t = DEFAULT_MESSAGE_STALL_MS)]
+    pub message_stall_ms: u64,
 
     /// In open mode, a host name (or address) requests may name in their
     /// `Host` besides loopback ones, e.g. `weft.lan` or `192.168.1.5:1234`

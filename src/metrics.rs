@@ -85,6 +85,11 @@ pub struct Metrics {
     pub requests_refused: AtomicU64,
     pub awareness_updates: AtomicU64,
     pub frames_sent: AtomicU64,
+    /// Step1 answers the actor encoded: the full state when the shared
+    /// encoding was stale, or a diff (the costly part of an answer).
+    pub state_encodes: AtomicU64,
+    /// Step1 answers that waited for their client's encoding budget.
+    pub answers_deferred: AtomicU64,
     pub compactions: AtomicU64,
     pub actor_panics: AtomicU64,
     storage_jobs: AtomicU64,
@@ -167,7 +172,7 @@ fn load(value: &AtomicU64) -> u64 {
 }
 
 /// The plain series: name as exposed, help, value.
-const PLAIN: [(&str, &str, Value); 17] = [
+const PLAIN: [(&str, &str, Value); 19] = [
     (
         "weft_connections_open",
         "WebSocket connections now open.",
@@ -222,6 +227,16 @@ const PLAIN: [(&str, &str, Value); 17] = [
         "weft_frames_sent_total",
         "Frames queued to peers.",
         Value::Counter(|m| load(&m.frames_sent)),
+    ),
+    (
+        "weft_state_encodes_total",
+        "Step1 answers encoded by a document's actor (the full state when the shared one was stale, or a diff).",
+        Value::Counter(|m| load(&m.state_encodes)),
+    ),
+    (
+        "weft_answers_deferred_total",
+        "Step1 answers that waited because their client had used its budget of encodings.",
+        Value::Counter(|m| load(&m.answers_deferred)),
     ),
     (
         "weft_compactions_total",
@@ -360,6 +375,8 @@ mod tests {
                 "weft_requests_refused_total counter",
                 "weft_awareness_updates_total counter",
                 "weft_frames_sent_total counter",
+                "weft_state_encodes_total counter",
+                "weft_answers_deferred_total counter",
                 "weft_compactions_total counter",
                 "weft_actor_panics_total counter",
                 "weft_storage_commits_total counter",

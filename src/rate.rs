@@ -313,6 +313,27 @@ impl<K: Hash + Eq + Clone> RateBook<K> {
     }
 }
 
+/// One client's bucket in a book, taken from by every connection of the
+/// client (unlike a [`RateLimiter`]): for what a client may make the server
+/// do however many connections it opens.
+#[derive(Debug, Clone)]
+pub struct SharedBucket {
+    book: Arc<RateBook<ClientKey>>,
+    key: ClientKey,
+}
+
+impl SharedBucket {
+    pub fn new(book: Arc<RateBook<ClientKey>>, key: ClientKey) -> Self {
+        Self { book, key }
+    }
+
+    /// Takes `n` tokens at `now`, or none and says how long until there
+    /// are `n`.
+    pub fn take(&self, n: f64, now: Instant) -> Result<(), Duration> {
+        self.book.take(std::slice::from_ref(&self.key), n, now)
+    }
+}
+
 /// The bucket a connection holds for its lifetime. Checked out of a book, it
 /// goes back to it when the connection ends (when this is dropped).
 #[derive(Debug)]

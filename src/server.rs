@@ -201,6 +201,7 @@ pub async fn run(
         timeouts: Timeouts {
             idle: millis(config.idle_timeout_ms),
             message_deadline: millis(config.message_deadline_ms),
+            message_stall: millis(config.message_stall_ms),
         },
     };
     let app = http::router(state);

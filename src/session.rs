@@ -28,7 +28,7 @@ use crate::close::{self, CloseReason};
 use crate::doc::{self, DocError, DocHandle, DocName, OutboxReceiver, PeerId, PeerLink, Registry};
 use crate::metrics::{Kick, Metrics};
 use crate::protocol::{self, Inbound};
-use crate::rate::RateLimiter;
+use crate::rate::{RateLimiter, SharedBucket};
 
 /// Send a ping after this long without writing, so that proxies keep the
 /// connection open and a vanished client is noticed.
@@ -84,6 +84,8 @@ pub struct Grant {
     /// Its message bucket (`None`: no limit), checked out of the client's
     /// rate book at the upgrade and given back when the connection ends.
     pub rate: Option<RateLimiter>,
+    /// Its client's budget of encodings for step1 answers (`None`: no limit).
+    pub encodes: Option<SharedBucket>,
 }
 
 /// The end of a token-bound connection: the token's expiry, or its
@@ -150,6 +152,7 @@ where
         writable,
         mut lease,
         rate,
+        encodes,
     } = grant;
     let (outbox, outbox_rx) = doc::outbox(config.peer_queue, config.peer_queue_bytes);
     let (closer, close_rx) = mpsc::channel(1);
@@ -158,6 +161,7 @@ where
         outbox,
         closer: closer.clone(),
         writable,
+        encodes,
     };
     let handle = match join(&ctx.registry, &name, link).await {
         Ok(handle) => handle,

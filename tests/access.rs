@@ -42,7 +42,8 @@ async fn refusals_happen_at_the_upgrade_with_a_reason() {
             exp: now_secs() + 60,
             jti: "x".into(),
             sub: None,
-            name: None,            iat: None,
+            name: None,
+            iat: None,
         },
     );
     let (expired, _) = {
@@ -53,7 +54,8 @@ async fn refusals_happen_at_the_upgrade_with_a_reason() {
             exp: now_secs() - 1,
             jti: "old".into(),
             sub: None,
-            name: None,            iat: None,
+            name: None,
+            iat: None,
         };
         (auth::mint(&key, &claims), ())
     };

@@ -224,6 +224,20 @@ const SETTINGS: &[Setting] = &[
         "message_deadline_ms",
         "0",
     ),
+    row(
+        "--message-stall-ms",
+        "2345",
+        "WEFT_MESSAGE_STALL_MS",
+        "message_stall_ms",
+        "2345",
+    ),
+    row(
+        "--state-encodes-per-minute",
+        "0",
+        "WEFT_STATE_ENCODES_PER_MINUTE",
+        "state_encodes_per_minute",
+        "0",
+    ),
 ];
 
 const fn row(

@@ -415,3 +415,149 @@ async fn an_awareness_clock_at_its_limit_cannot_crash_the_document() {
     assert_eq!(server.metric("weft_actor_panics_total").await, 0.0);
     assert!(!observer.seen().ended, "{:?}", observer.seen().close);
 }
+
+/// The resident memory of a process now (VmRSS), in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// Every connection kept a copy of the largest frame it was ever sent:
+/// tungstenite copies a frame into the connection's write buffer, which
+/// keeps its capacity, so the full state of a 5 MB document cost 5 MB per
+/// synced client for as long as it stayed (544 MiB for 100 clients). Large
+/// frames now go out in fragments sliced from the shared state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_document_sent_to_many_peers_leaves_no_copy_with_each() {
+    const PEERS: usize = 16;
+    const BYTES: usize = 4 << 20;
+    let server = Server::start();
+    let writer = server.connect("fan").await;
+    let text = writer.doc.get_or_insert_text("t");
+    writer.edit(|txn| text.push(txn, &"x".repeat(BYTES)));
+    // The first reader makes the server encode (and keep) the full state.
+    let first = server.connect("fan").await;
+    first
+        .wait_for("the document", 30 * SECOND, |c| c.text("t").len() == BYTES)
+        .await
+        .unwrap();
+    let base = rss(server.pid());
+    let mut readers = Vec::new();
+    for _ in 0..PEERS {
+        let reader = server.connect("fan").await;
+        reader
+            .wait_for("the document", 30 * SECOND, |c| c.text("t").len() == BYTES)
+            .await
+            .unwrap();
+        readers.push(reader);
+    }
+    let grown = rss(server.pid()).saturating_sub(base);
+    assert!(
+        grown < PEERS as u64 * MIB / 2,
+        "RSS grew by {} KiB per synced peer",
+        grown / 1024 / PEERS as u64
+    );
+    // Fragmented messages arrive whole, and edits keep flowing.
+    writer.edit(|txn| text.push(txn, "!"));
+    for reader in &readers {
+        reader
+            .wait_for("the next edit", 10 * SECOND, |c| c.text("t").ends_with('!'))
+            .await
+            .unwrap();
+        assert!(!reader.seen().ended);
+    }
+}
+
+/// Item 1, the CPU side: every step1 answered after an edit encoded the
+/// whole document again on its actor (13.5 ms for the benchmark's 5 MB
+/// document, during which no edit moves). Now an answer is the last
+/// encoding of the full state followed by the updates accepted since
+/// (merged into one frame when there are many).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_the_last_encoding_and_the_updates_since() {
+    const BYTES: usize = 1 << 20;
+    // Queues of 64 frames: more than 8 updates behind the state are merged
+    // into one frame.
+    let (server, _key) = token_server(&[("--peer-queue", "64")]);
+    let writer = big_document(&server, "tail", BYTES).await;
+    let text = writer.doc.get_or_insert_text("t");
+    let before = server.metric("weft_state_encodes_total").await;
+    for i in 1..=20 {
+        writer.edit(|txn| text.push(txn, "e"));
+        let reader = connect(&server, "tail", Perm::Read).await;
+        reader
+            .wait_for("every edit so far", 10 * SECOND, |r| r.text("t").len() == BYTES + i)
+            .await
+            .unwrap();
+        assert!(reader.seen().violations.is_empty(), "{:?}", reader.seen().violations);
+        reader.close();
+    }
+    let encodes = server.metric("weft_state_encodes_total").await - before;
+    assert!(encodes <= 1.0, "{encodes} encodings for 20 answers after 20 edits");
+}
+
+/// Item 1, the CPU side: a client asking again and again, from fresh
+/// connections, for what costs an encoding (here a diff of half the
+/// document, which is encoded for it alone) made the actor encode in a
+/// loop. Now its client has a budget of encodings; answers beyond it wait,
+/// and every one still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_make_the_actor_encode_in_a_loop() {
+    const ASKS: usize = 30;
+    // 2 a second, 8 at once
+    let (server, _key) = token_server(&[("--state-encodes-per-minute", "120")]);
+    let a = connect(&server, "budget", Perm::Write).await;
+    let b = connect(&server, "budget", Perm::Write).await;
+    let (ta, tb) = (a.doc.get_or_insert_text("a"), b.doc.get_or_insert_text("b"));
+    a.edit(|txn| ta.push(txn, &"a".repeat(600_000)));
+    b.edit(|txn| tb.push(txn, &"b".repeat(400_000)));
+    for c in [&a, &b] {
+        c.wait_for("both halves", 30 * SECOND, |c| {
+            c.text("a").len() + c.text("b").len() == 1_000_000
+        })
+        .await
+        .unwrap();
+    }
+    // A step1 holding a's 60%: a diff of b's 40%, 0.4 of an encoding each.
+    let mut sv = StateVector::default();
+    sv.set_max(yrs::ClientID::new(a.client_id()), 600_000);
+    let step1 = Message::Sync(SyncMessage::SyncStep1(sv)).encode_v1();
+    let attacker = token("budget", Perm::Read, 600);
+    let mut askers = Vec::new();
+    for _ in 0..ASKS {
+        let c = Client::connect(&server.ws, &format!("budget?token={attacker}"))
+            .await
+            .unwrap();
+        c.wait_synced().await.unwrap();
+        askers.push(c);
+    }
+    let before = server.metric("weft_state_encodes_total").await;
+    let started = std::time::Instant::now();
+    let answered: Vec<u64> = askers.iter().map(|c| c.seen().updates).collect();
+    for c in &askers {
+        c.send_raw(step1.clone());
+    }
+    let sent_in = started.elapsed().as_secs_f64();
+    server
+        .wait_metric("weft_answers_deferred_total", 10 * SECOND, |n| n >= 1.0)
+        .await;
+    let encodes = server.metric("weft_state_encodes_total").await - before;
+    let allowed = (8.0 + 2.0 * (started.elapsed().as_secs_f64() + sent_in)) / 0.4 + 1.0;
+    assert!(
+        encodes <= allowed,
+        "{encodes} encodings for {ASKS} asks, at most {allowed} allowed"
+    );
+    assert!(encodes < ASKS as f64, "every ask was encoded at once");
+    // Deferred, not dropped: every asker gets its answer.
+    for (c, before) in askers.iter().zip(answered) {
+        c.wait_for("its answer", 30 * SECOND, |c| c.seen().updates > before)
+            .await
+            .unwrap();
+        assert!(!c.seen().ended);
+    }
+}

@@ -11,7 +11,8 @@ fn claims(doc: &str, perm: Perm, exp: u64) -> Claims {
         exp,
         jti: "t1".into(),
         sub: Some("u1".into()),
-        name: None,        iat: None,
+        name: None,
+        iat: None,
     }
 }
 

@@ -209,7 +209,7 @@ impl DocActor {
             peers,
             presence: Presence::new(config.max_awareness_clients),
             awareness_changed: HashSet::new(),
-            answers: Answers::default(),
+            answers: Answers::new(config.peer_queue),
             log: Log::loaded(stored),
             versions: Versions::loaded(stored.log.is_empty(), now),
             life: Lifecycle::new(deregister, &metrics, now),
@@ -256,6 +256,7 @@ impl DocActor {
     /// `Stop` when the document has been without peers long enough.
     async fn tick(&mut self) -> Flow {
         self.expire_awareness();
+        self.answer_deferred();
         self.drop_slow_peers();
         self.publish_awareness();
         self.auto_version_if_due().await;

@@ -42,6 +42,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::close::CloseReason;
+use crate::rate::SharedBucket;
 
 pub use crate::name::{DocName, NameError};
 pub use crate::storage::{DocMeta, VersionKind, VersionMeta};
@@ -218,4 +219,7 @@ pub struct PeerLink {
     pub closer: mpsc::Sender<CloseReason>,
     /// Whether the peer may change the document.
     pub writable: bool,
+    /// Its client's budget of encodings for step1 answers (`None`: no
+    /// limit); answers beyond it wait.
+    pub encodes: Option<SharedBucket>,
 }

@@ -13,9 +13,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 use yrs::StateVector;
 
+use super::answers;
 use super::{PeerId, PeerLink, Refused};
+use crate::rate::SharedBucket;
 
 /// What the actor holds of one peer besides its link.
 #[derive(Debug)]
@@ -33,6 +36,9 @@ struct Peer {
     step2: Option<(u64, StateVector)>,
     /// The ticket of the awareness states last queued to it.
     awareness_states: Option<u64>,
+    /// A step1 waiting for its client's budget of encodings, and when to
+    /// try again.
+    deferred: Option<(StateVector, Instant)>,
 }
 
 #[derive(Debug)]
@@ -62,6 +68,7 @@ impl Peers {
             warned_clients: false,
             step2: None,
             awareness_states: None,
+            deferred: None,
         };
         self.peers.insert(peer.link.id, peer);
         self.count.store(self.peers.len(), Relaxed);
@@ -128,6 +135,39 @@ impl Peers {
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.step2 = Some((ticket, answered));
         }
+    }
+
+    /// The peer's client's budget of encodings (`None`: no limit, or not here).
+    pub fn encodes(&self, id: PeerId) -> Option<&SharedBucket> {
+        self.peers.get(&id)?.link.encodes.as_ref()
+    }
+
+    /// Whether a step1 of the peer waits for its budget.
+    pub fn has_deferred(&self, id: PeerId) -> bool {
+        self.peers.get(&id).is_some_and(|p| p.deferred.is_some())
+    }
+
+    /// A step1 waits for the budget until `until`; one already waiting
+    /// shares its answer with it.
+    pub fn defer_step1(&mut self, id: PeerId, sv: StateVector, until: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        peer.deferred = Some(match peer.deferred.take() {
+            Some((waiting, at)) => (answers::merge_waiting(waiting, sv), at),
+            None => (sv, until),
+        });
+    }
+
+    /// The step1s whose time to try again has come, taken.
+    pub fn take_deferred(&mut self, now: Instant) -> Vec<(PeerId, StateVector)> {
+        let mut due = Vec::new();
+        for (id, peer) in &mut self.peers {
+            if peer.deferred.as_ref().is_some_and(|(_, at)| *at <= now) {
+                if let Some((sv, _)) = peer.deferred.take() {
+                    due.push((*id, sv));
+                }
+            }
+        }
+        due
     }
 
     /// Whether the awareness states last queued to the peer still wait.
@@ -200,6 +240,7 @@ mod tests {
             outbox,
             closer,
             writable,
+            encodes: None,
         };
         (link, rx)
     }

@@ -6,8 +6,9 @@
 //! - [`access`]: tokens, origins and hosts.
 //! - [`limits`]: connection caps, counted at accept.
 //! - [`origin`]: origins and host names, parsed and compared whole (pure).
-//! - [`budget`]: the budget and deadline of unfinished messages: WebSocket
-//!   messages (a metered socket under tungstenite) and request bodies.
+//! - [`budget`]: the budget of unfinished messages, shared fairly between
+//!   clients: WebSocket messages and request bodies; `metered`: the socket
+//!   under tungstenite that charges it and times each message.
 //! - `ws`: the upgrade, its checks and handshake, and the socket adapter for
 //!   the session; `api`: the JSON API; `assets`: the web demo.
 
@@ -18,6 +19,7 @@ pub mod budget;
 mod error;
 pub mod limits;
 pub mod listener;
+mod metered;
 pub mod origin;
 pub mod rate;
 mod ws;
@@ -76,6 +78,8 @@ pub struct Timeouts {
     pub idle: Option<Duration>,
     /// `--message-deadline-ms`: a message or request body, once begun.
     pub message_deadline: Option<Duration>,
+    /// `--message-stall-ms`: a WebSocket message with no payload arriving.
+    pub message_stall: Option<Duration>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -163,9 +167,11 @@ async fn metrics(State(state): State<AppState>, request: Request) -> Result<Resp
         }
         MetricsAccess::Open => {}
     }
+    let mut text = state.metrics.render();
+    text.push_str(&state.budget.render());
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
+        text,
     )
         .into_response())
 }

@@ -19,8 +19,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::access::{self, Caller};
 use super::{ApiError, AppState};
+use crate::config::STATE_ENCODES_BURST;
 use crate::doc::DocName;
-use crate::rate::{ClientKey, RateBook, RateLimiter, HANDSHAKE};
+use crate::rate::{ClientKey, RateBook, RateLimiter, SharedBucket, HANDSHAKE};
 
 /// Who a creation counts against: its IP and its token, each on its own, so
 /// that neither many tokens from one address nor one token from many
@@ -39,6 +40,9 @@ pub struct Rates {
     requests: Option<RateBook<ClientKey>>,
     /// New documents, by any route.
     creations: Option<RateBook<Creator>>,
+    /// Encodings for step1 answers: one bucket per client, shared by its
+    /// connections.
+    encodes: Option<Arc<RateBook<ClientKey>>>,
 }
 
 impl Rates {
@@ -60,6 +64,10 @@ impl Rates {
             }),
             creations: (per_minute > 0)
                 .then(|| RateBook::new(f64::from(per_minute) / 60.0, f64::from(per_minute), clients)),
+            encodes: (config.state_encodes_per_minute > 0).then(|| {
+                let rate = f64::from(config.state_encodes_per_minute) / 60.0;
+                Arc::new(RateBook::new(rate, f64::from(STATE_ENCODES_BURST), clients))
+            }),
         }
     }
 }
@@ -167,4 +175,13 @@ pub fn message_bucket(state: &AppState, ip: IpAddr, caller: &Caller) -> Result<O
             wait,
         )),
     }
+}
+
+/// The budget of encodings a new WebSocket connection's step1 answers are
+/// charged to: its client's, shared with the client's other connections
+/// (`None`: no limit, or the admin key in token mode).
+pub fn encode_budget(state: &AppState, ip: IpAddr, caller: &Caller) -> Option<SharedBucket> {
+    let book = state.rates.encodes.as_ref()?;
+    let key = client(state, ip, Some(caller))?;
+    Some(SharedBucket::new(book.clone(), key))
 }

@@ -15,20 +15,25 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::future::{self, Either};
+use futures_util::{stream, SinkExt, Stream, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::broadcast;
 use tokio_tungstenite::WebSocketStream;
-use tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::Message;
 
 use super::access::{self, Access, Caller};
-use super::budget::{Metered, Unfinished};
+use super::budget::Unfinished;
+use super::metered::{MessageTimes, Metered};
 use super::rate;
 use super::{ApiError, AppState};
 use crate::auth::{Claims, MAX_TOKEN_TTL_SECS};
 use crate::doc::{DocError, DocName, PeerId};
+use crate::rate::ClientKey;
 use crate::session::{self, Grant, Incoming, Lease, Outgoing, SessionContext, TransportError};
 
 /// tungstenite's read buffer, allocated per connection, and how much it
@@ -41,6 +46,14 @@ const READ_BUFFER: usize = 1 << 10;
 /// Queued output is written to the socket once it passes this size (and on
 /// every flush, which the session does after each batch).
 const WRITE_BUFFER: usize = 16 << 10;
+/// Binary messages larger than this go out as a fragmented message of
+/// pieces this size, each a slice of the shared frame. tungstenite copies
+/// every frame it writes into a buffer of the connection's, which keeps its
+/// capacity: one full-state step2 of a 5 MB document left 5 MB with every
+/// connection it was sent to, for the connection's life (544 MiB for 100
+/// clients in the hostile-peer benchmark, 46 MiB once fragmented). Clients
+/// reassemble fragments (RFC 6455 section 5.4; browsers and `ws` do).
+const FRAGMENT: usize = 64 << 10;
 
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -154,6 +167,7 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
     let ip = state.limits.client_ip(remote, headers);
     let admission = state.limits.admit_forwarded(ip)?;
     let rate = rate::message_bucket(state, ip, &caller)?;
+    let encodes = rate::encode_budget(state, ip, &caller);
     rate::admit_new_doc(state, &name, ip, &caller).await?;
     // Load the document before accepting, so that a document that cannot be
     // loaded is refused with a status instead of a socket that closes at once.
@@ -174,6 +188,7 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
             Caller::Admin => None,
         },
         rate,
+        encodes,
     };
     let peer = PeerId(state.next_peer.fetch_add(1, Ordering::Relaxed));
     let ctx = SessionContext {
@@ -187,7 +202,17 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
         .max_message_size(Some(state.max_message_size))
         .max_frame_size(Some(state.max_message_size));
     let budget = state.budget.clone();
-    let deadline = state.timeouts.message_deadline;
+    let times = MessageTimes {
+        deadline: state.timeouts.message_deadline,
+        stall: state.timeouts.message_stall,
+    };
+    let client = ClientKey {
+        ip,
+        token: match &caller {
+            Caller::Token(claims) => Some(claims.jti.clone()),
+            Caller::Admin => None,
+        },
+    };
     let response = handshake.accept();
     state.sessions.spawn(async move {
         // Behind a proxy, the connection holds its place until it ends.
@@ -199,7 +224,7 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
                 return;
             }
         };
-        let io = Metered::new(TokioIo::new(upgraded), budget, deadline);
+        let io = Metered::new(TokioIo::new(upgraded), budget, client, times);
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         serve(socket, name, peer, grant, ctx).await
     });
@@ -248,17 +273,32 @@ where
         Ok(Message::Close(_)) => Ok(Incoming::Close),
         Err(e) => Err(classify(e)),
     });
-    let sink = sink.with(|out: Outgoing| {
-        futures_util::future::ready(Ok::<_, tungstenite::Error>(match out {
-            Outgoing::Binary(bytes) => Message::Binary(bytes),
-            Outgoing::Ping => Message::Ping(Default::default()),
-            Outgoing::Close(reason) => Message::Close(Some(CloseFrame {
-                code: CloseCode::from(reason.code),
-                reason: reason.reason.into(),
-            })),
-        }))
-    });
+    let sink = sink.with_flat_map(messages);
     session::run(stream, sink, name, peer, grant, ctx).await;
+}
+
+/// What tungstenite is asked to write for one [`Outgoing`]: one message,
+/// or a binary message over [`FRAGMENT`] bytes as its fragments, sliced
+/// from it (no copy).
+fn messages(out: Outgoing) -> impl Stream<Item = Result<Message, tungstenite::Error>> {
+    let whole = match out {
+        Outgoing::Binary(bytes) if bytes.len() > FRAGMENT => {
+            let count = bytes.len().div_ceil(FRAGMENT);
+            let pieces = (0..count).map(move |i| {
+                let piece = bytes.slice(i * FRAGMENT..((i + 1) * FRAGMENT).min(bytes.len()));
+                let opcode = OpCode::Data(if i == 0 { Data::Binary } else { Data::Continue });
+                Ok(Message::Frame(Frame::message(piece, opcode, i + 1 == count)))
+            });
+            return Either::Right(stream::iter(pieces));
+        }
+        Outgoing::Binary(bytes) => Message::Binary(bytes),
+        Outgoing::Ping => Message::Ping(Default::default()),
+        Outgoing::Close(reason) => Message::Close(Some(CloseFrame {
+            code: CloseCode::from(reason.code),
+            reason: reason.reason.into(),
+        })),
+    };
+    Either::Left(stream::once(future::ready(Ok(whole))))
 }
 
 /// Tells a message over the size limit, or an unfinished one refused by

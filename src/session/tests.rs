@@ -47,6 +47,7 @@ impl Server {
             writable: true,
             lease: None,
             rate: None,
+            encodes: None,
         }
     }
 
@@ -263,6 +264,7 @@ async fn a_flooding_client_is_closed() {
     };
     let grant = Grant {
         rate: Some(RateLimiter::from_book(book, key)),
+        encodes: None,
         ..Server::grant()
     };
     let mut client = server.connect(1, grant);

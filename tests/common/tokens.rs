@@ -38,7 +38,8 @@ pub fn claims(doc: &str, perm: Perm, ttl_secs: u64) -> Claims {
         exp: weft::clock::now_secs() + ttl_secs,
         jti: auth::new_token_id(),
         sub: None,
-        name: None,        iat: None,
+        name: None,
+        iat: None,
     }
 }
 

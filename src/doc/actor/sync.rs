@@ -172,13 +172,13 @@ impl DocActor {
     pub(super) fn accept(&mut self, raw: Bytes, frame: Bytes, origin: Origin, received: Option<std::time::Instant>) {
         self.metrics.updates_applied.fetch_add(1, Relaxed);
         self.metrics.update_bytes.fetch_add(raw.len() as u64, Relaxed);
+        self.answers.accepted(&raw, &frame);
         self.log.push(raw);
         self.effects.push(Effect::Relay {
             origin,
             frame,
             received,
         });
-        self.answers.doc_changed();
         self.versions.edited(Instant::now());
     }
 
@@ -303,29 +303,61 @@ impl DocActor {
     }
 
     /// Answers a step1: nothing while a waiting answer covers it, the
-    /// shared full state, or a diff of its own (see `answers`).
+    /// shared full state, or a diff of its own (see `answers`). An answer
+    /// that needs an encoding is charged to the client's budget first; when
+    /// the budget is spent, it waits (`answer_deferred`), and later step1s
+    /// of the peer wait with it.
     fn answer_step1(&mut self, id: PeerId, sv: StateVector) {
         if !self.peers.contains(id) {
             return;
         }
+        if self.peers.has_deferred(id) {
+            self.peers.defer_step1(id, sv, Instant::now());
+            return;
+        }
         let doc_sv = self.doc().transact().state_vector();
-        let (frame, answered) = match answers::step2_for(&doc_sv, &sv, self.peers.waiting_step2(id)) {
+        let step2 = answers::step2_for(&doc_sv, &sv, self.peers.waiting_step2(id));
+        let cost = answers::cost(step2, self.answers.has_full_state(), &doc_sv, &sv);
+        if cost > 0.0 {
+            let now = Instant::now();
+            if let Some(Err(wait)) = self.peers.encodes(id).map(|b| b.take(cost, now.into_std())) {
+                debug!(peer = %id, wait_ms = wait.as_millis(), "step1 answer waits for the client's budget of encodings");
+                self.metrics.answers_deferred.fetch_add(1, Relaxed);
+                self.peers.defer_step1(id, sv, now + wait);
+                return;
+            }
+            self.metrics.state_encodes.fetch_add(1, Relaxed);
+        }
+        let (ticket, answered) = match step2 {
             Step2::Nothing => return,
             Step2::Full => {
-                let doc = self.awareness.doc();
-                let frame = self.answers.full_state(|| {
-                    let update = doc.transact().encode_state_as_update_v1(&StateVector::default());
-                    protocol::encode_step2(&update)
-                });
-                (frame, StateVector::default())
+                let frames = match self.answers.full_state(merge_updates) {
+                    Some(frames) => frames,
+                    None => {
+                        // Stale (or its tail would not merge): encode it anew.
+                        let update = self.doc().transact().encode_state_as_update_v1(&StateVector::default());
+                        let frame = protocol::encode_step2(&update);
+                        self.answers.set_full_state(frame.clone());
+                        vec![frame]
+                    }
+                };
+                (self.send_all(id, frames), StateVector::default())
             }
             Step2::Diff => {
                 let update = self.doc().transact().encode_state_as_update_v1(&sv);
-                (protocol::encode_step2(&update), sv)
+                (self.send(id, protocol::encode_step2(&update)), sv)
             }
         };
-        if let Some(ticket) = self.send(id, frame) {
+        if let Some(ticket) = ticket {
             self.peers.step2_sent(id, ticket, answered);
+        }
+    }
+
+    /// Answers the step1s that waited for their budget and whose time has
+    /// come (on the actor's tick).
+    pub(super) fn answer_deferred(&mut self) {
+        for (id, sv) in self.peers.take_deferred(Instant::now()) {
+            self.answer_step1(id, sv);
         }
     }
 
@@ -346,6 +378,16 @@ impl DocActor {
         }
     }
 
+    /// Queues frames for one peer, in order; the last one's ticket when
+    /// all were queued.
+    fn send_all(&mut self, id: PeerId, frames: Vec<Bytes>) -> Option<u64> {
+        let mut last = None;
+        for frame in frames {
+            last = Some(self.send(id, frame)?);
+        }
+        last
+    }
+
     /// Queues a frame for one peer; its ticket when queued.
     fn send(&mut self, id: PeerId, frame: Bytes) -> Option<u64> {
         let ticket = self.peers.send(id, frame)?;
@@ -356,5 +398,20 @@ impl DocActor {
     fn broadcast(&mut self, frame: Bytes, except: Option<PeerId>) {
         let sent = self.peers.fan_out(&frame, except);
         self.metrics.frames_sent.fetch_add(sent, Relaxed);
+    }
+}
+
+/// The updates accepted since the kept full state, merged into one (and its
+/// frame), so that an answer is two frames however many there were.
+fn merge_updates(updates: &[Bytes]) -> Option<(Bytes, Bytes)> {
+    match yrs::merge_updates_v1(updates) {
+        Ok(merged) => {
+            let frame = protocol::encode_update(&merged);
+            Some((Bytes::from(merged), frame))
+        }
+        Err(e) => {
+            warn!(error = %e, updates = updates.len(), "accepted updates did not merge; the full state is encoded anew");
+            None
+        }
     }
 }

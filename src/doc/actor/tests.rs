@@ -123,6 +123,7 @@ impl World {
             outbox,
             closer,
             writable: true,
+            encodes: None,
         };
         self.handle().join(link).await.unwrap();
         Peer {

@@ -130,3 +130,21 @@ test('HTTP API sees what providers wrote, and a posted update reaches them', asy
   assert.equal(res.status, 200)
   await waitFor('posted update at the provider', () => a.doc.getMap('m').get('posted') === true)
 })
+
+test('a document far larger than one WebSocket frame syncs whole (weft fragments large messages)', async (t) => {
+  const server = await weft()
+  const a = provider(server, 'big')
+  t.after(() => a.p.destroy())
+  await synced(a.p)
+  // 1 MiB of text: its step2 leaves weft as 16 fragments of 64 KiB.
+  const text = 'y'.repeat(1 << 20)
+  a.doc.getText('t').insert(0, text)
+  const b = provider(server, 'big')
+  t.after(() => b.p.destroy())
+  await synced(b.p)
+  await waitFor('the whole document', () => b.doc.getText('t').length === text.length)
+  // and a large relayed update, fragmented too
+  a.doc.getText('t').insert(0, 'z'.repeat(200 * 1024))
+  await waitFor('the large update', () => b.doc.getText('t').length === text.length + 200 * 1024)
+  assert.equal(b.doc.getText('t').toString(), a.doc.getText('t').toString())
+})
