@@ -15,6 +15,13 @@ const MAX_NAME_BYTES: usize = 512;
 /// named after them, or no WebSocket client could ever reach it.
 const RESERVED: &[&str] = &["api", "assets", "healthz", "metrics"];
 
+/// Whether a URL path is one weft keeps for itself (its first segment is
+/// reserved, or it is `/`, the web demo) rather than a document's.
+pub fn is_reserved_path(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+    path == "/" || RESERVED.contains(&first)
+}
+
 /// Why a string is not a document name. The message is shown to clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {

@@ -119,12 +119,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Paths weft keeps for itself; every other path names a document.
-fn is_reserved(path: &str) -> bool {
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    path == "/" || matches!(first, "api" | "assets" | "healthz" | "metrics")
-}
-
 /// A WebSocket upgrade to a reserved path is refused with the reason: a
 /// client pointed at `/metrics` or `/api/...` by mistake would otherwise
 /// get the route's answer (or a 404) and no word about documents.
@@ -135,9 +129,9 @@ async fn refuse_upgrade_to_reserved(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"));
     let path = request.uri().path();
-    if upgrade && is_reserved(path) {
+    if upgrade && crate::name::is_reserved_path(path) {
         return ApiError::bad_request(format!(
-            "'{path}' is kept for weft itself, not a document: {RESERVED_HINT}"
+            "'{path}' is reserved for weft itself, not a document: {RESERVED_HINT}"
         ))
         .into_response();
     }
