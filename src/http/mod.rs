@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, Method};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Router};
@@ -107,7 +107,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> Response {
+/// 503 while the store cannot commit (PostgreSQL unreachable): edits are
+/// refused meanwhile, so a load balancer should send clients elsewhere.
+async fn healthz(State(state): State<AppState>) -> Response {
+    if !state.registry.store_healthy() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
+    }
     healthz_response()
 }
 
