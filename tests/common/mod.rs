@@ -252,6 +252,19 @@ impl Server {
         rows
     }
 
+    /// Bytes of the database as the disk holds it while weft runs: the
+    /// SQLite file and its WAL, or the PostgreSQL database's size.
+    pub fn db_bytes(&self) -> u64 {
+        if self.pg.is_some() {
+            return self.sql_count("SELECT pg_database_size(current_database())") as u64;
+        }
+        let wal = PathBuf::from(format!("{}-wal", self.db.display()));
+        [self.db.clone(), wal]
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum()
+    }
+
     /// The one number `sql` selects.
     pub fn sql_count(&self, sql: &str) -> i64 {
         let rows = self.sql(sql);
