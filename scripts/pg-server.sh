@@ -4,7 +4,7 @@
 # authentication over TCP (so the tests exercise the password paths).
 #
 #   eval "$(scripts/pg-server.sh start)"   prints PG_DIR=… PG_PID=… PG_URL=…
-#   scripts/pg-server.sh stop "$PG_DIR"    stops it (fast shutdown) and removes it
+#   scripts/pg-server.sh stop "$PG_DIR"    stops it by its PID and removes it
 #
 # PostgreSQL refuses to run as root: as root, the server runs as the
 # `postgres` user (Debian's package creates it), in a directory it owns.
@@ -51,12 +51,18 @@ start() {
   echo "PG_URL=postgres://postgres:$password@127.0.0.1:$port/postgres"
 }
 
+# Stops the server by its PID (SIGINT: PostgreSQL's fast shutdown), waits
+# for it to exit (at most 60 s, then SIGQUIT), and removes its directory.
 stop() {
-  local dir=$1 bin
-  bin=$(bindir)
+  local dir=$1 pid
   if [ -f "$dir/data/postmaster.pid" ]; then
-    as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null 2>&1 \
-      || kill "$(head -n 1 "$dir/data/postmaster.pid")" 2>/dev/null || true
+    pid=$(head -n 1 "$dir/data/postmaster.pid")
+    kill -INT "$pid" 2>/dev/null || true
+    for _ in $(seq 600); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -QUIT "$pid" 2>/dev/null || true
   fi
   rm -rf "$dir"
 }

@@ -50,6 +50,8 @@ pub(super) fn resolve(
     lock_timeout: Duration,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Target, StoreError> {
+    // As libpq: a variable set to nothing is not set.
+    let env = &|name: &str| env(name).filter(|v| !v.is_empty());
     let (url, ssl_mode, root_cert) = take_tls_params(url, env)?;
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
         StoreError::Config(format!(
