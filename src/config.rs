@@ -117,6 +117,27 @@ pub struct Cli {
 pub enum Command {
     /// Print a signed access token (key from --auth-key-file or WEFT_AUTH_KEY).
     Token(TokenArgs),
+    /// Copy every document (log, snapshots, versions) and revocation from
+    /// one database to an empty one, SQLite or PostgreSQL either way, and
+    /// verify each document's state vector after the copy. Stop weft first.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The database to copy: a SQLite file or a postgres:// URL.
+    #[arg(long)]
+    pub from: DbLocation,
+    /// The database to copy into (created if a new SQLite file; it must
+    /// hold no documents).
+    #[arg(long)]
+    pub to: DbLocation,
+    /// PostgreSQL: a file holding the password (for either side).
+    #[arg(long, env = "WEFT_DB_PASSWORD_FILE")]
+    pub db_password_file: Option<PathBuf>,
+    /// PostgreSQL: how long any one query may run, in milliseconds.
+    #[arg(long, env = "WEFT_DB_STATEMENT_TIMEOUT_MS", default_value_t = 10 * DEFAULT_STATEMENT_TIMEOUT_MS)]
+    pub db_statement_timeout_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]

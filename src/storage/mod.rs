@@ -15,6 +15,7 @@ mod memory;
 mod pack;
 mod postgres;
 mod sqlite;
+pub mod transfer;
 
 use std::future::Future;
 use std::pin::Pin;

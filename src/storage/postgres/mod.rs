@@ -26,6 +26,7 @@
 
 mod connect;
 mod read;
+pub(crate) mod rows;
 mod schema;
 mod writer;
 
@@ -76,14 +77,7 @@ impl PostgresStore {
     /// Fails when the server cannot be reached: a store that never worked
     /// is a configuration to fix, not an outage to wait out.
     pub async fn open(options: PostgresOptions, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
-        let env = |name: &str| std::env::var(name).ok();
-        let target = connect::resolve(
-            &options.url,
-            options.password_file.as_deref(),
-            options.statement_timeout,
-            options.lock_timeout,
-            &env,
-        )?;
+        let target = target(&options)?;
         let manager = Manager::from_config(
             target.config,
             target.tls,
@@ -289,6 +283,19 @@ impl DocStore for PostgresStore {
     fn healthy(&self) -> bool {
         self.health.is_up()
     }
+}
+
+/// Where and how to connect, from the options and this process's `PG*`
+/// variables.
+fn target(options: &PostgresOptions) -> Result<connect::Target, StoreError> {
+    let env = |name: &str| std::env::var(name).ok();
+    connect::resolve(
+        &options.url,
+        options.password_file.as_deref(),
+        options.statement_timeout,
+        options.lock_timeout,
+        &env,
+    )
 }
 
 /// Whether the server can be reached, as the last attempt found, and when

@@ -21,6 +21,7 @@
 //!   updates of one actor batch.
 
 mod read;
+pub(crate) mod rows;
 mod schema;
 mod writer;
 
