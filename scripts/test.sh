@@ -25,7 +25,8 @@ started=$(date +%s)
 # (the y-websocket provider after 4500), curl and jq run README's API
 # walkthrough as printed (tests/readme_walkthrough.rs), python3 runs its
 # Python token minter (tests/readme_minters.rs) and the layer check,
-# PostgreSQL (server and psql) backs the PostgreSQL half of the store tests,
+# PostgreSQL (server and psql) backs the PostgreSQL half of the store tests
+# (openssl makes the certificates of its TLS test),
 # Chromium runs the browser tests.
 missing=()
 command -v strace >/dev/null || missing+=(strace)
@@ -33,6 +34,7 @@ command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
 command -v python3 >/dev/null || missing+=(python3)
+command -v openssl >/dev/null || missing+=(openssl)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null; then
   missing+=(postgresql)
 fi

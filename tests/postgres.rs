@@ -263,3 +263,57 @@ fn host_port_of(url: &str) -> (String, String) {
     let (host, port) = hostport.split_once(':').unwrap_or((hostport, "5432"));
     (host.to_string(), port.to_string())
 }
+
+/// TLS: against a server that accepts only encrypted connections,
+/// `sslmode=require` connects (encrypted, certificate unchecked, as libpq),
+/// `verify-full` connects with the CA given in `sslrootcert` and is refused
+/// without it, and `disable` is refused by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_sslmode_require_and_verify_full() {
+    if Store::postgres().is_none() {
+        return;
+    }
+    let (pg, ca) = PgServer::start_with_tls();
+    let url = |host: &str, query: &str| {
+        format!(
+            "postgres://postgres:{}@{host}:{}/postgres?{query}",
+            pg.password, pg.port
+        )
+    };
+    let server = Server::builder()
+        .arg("--db", url("127.0.0.1", "sslmode=require"))
+        .start();
+    edit_and_check(&server, "require").await;
+    let encrypted = common::postgres::psql(
+        &url("127.0.0.1", "sslmode=require"),
+        "SELECT COUNT(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+         WHERE ssl AND application_name = 'weft'",
+    );
+    assert_ne!(encrypted, vec![vec!["0".to_string()]], "weft's sessions use TLS");
+    drop(server);
+
+    let verified = url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+    );
+    let server = Server::builder().arg("--db", &verified).start();
+    edit_and_check(&server, "verify-full").await;
+    drop(server);
+
+    let out = Server::builder()
+        .arg("--db", url("localhost", "sslmode=verify-full"))
+        .run_to_exit();
+    assert!(!out.status.success(), "an unknown CA must be refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+
+    let out = Server::builder()
+        .arg("--db", url("127.0.0.1", "sslmode=disable"))
+        .run_to_exit();
+    assert!(!out.status.success(), "the server accepts only TLS");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no encryption") || stderr.contains("pg_hba.conf"),
+        "{stderr}"
+    );
+}

@@ -94,7 +94,10 @@ impl Servers {
             return Ok(None);
         };
         let name = format!("bench_{}", label.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
-        for sql in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")] {
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ] {
             let out = std::process::Command::new("psql")
                 .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", server, "-c", &sql])
                 .output()?;
@@ -108,7 +111,11 @@ impl Servers {
             Some(i) => &base[..authority_end + i],
             None => base,
         };
-        let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
         Ok(Some(format!("{base}/{name}{query}")))
     }
 

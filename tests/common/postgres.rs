@@ -173,10 +173,112 @@ pub struct PgServer {
     bin: PathBuf,
     pub port: u16,
     pub password: String,
+    /// More `-c name=value` settings for the server.
+    options: String,
 }
 
 impl PgServer {
     pub fn start() -> PgServer {
+        Self::start_with(|_| String::new())
+    }
+
+    /// The server's directory (its `data/` inside), for files it reads.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// TLS on, with a certificate for `localhost` and 127.0.0.1 signed by a
+    /// throwaway CA (returned: its PEM file), and only encrypted TCP
+    /// connections accepted.
+    pub fn start_with_tls() -> (PgServer, PathBuf) {
+        let server = Self::start_with(|dir| {
+            let openssl = |args: &[&str]| {
+                let out = run_with_deadline(Command::new("openssl").args(args).current_dir(dir), PROCESS_DEADLINE);
+                assert!(
+                    out.status.success(),
+                    "openssl {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            std::fs::write(
+                dir.join("server.ext"),
+                "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+            )
+            .unwrap();
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=weft test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ]);
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ]);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ]);
+            std::fs::write(
+                dir.join("data/pg_hba.conf"),
+                "local all all trust\nhostnossl all all 127.0.0.1/32 reject\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+            )
+            .unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            if is_root() {
+                chown_postgres(dir);
+            }
+            format!(
+                "-c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                dir.display()
+            )
+        });
+        let ca = server.dir().join("ca.pem");
+        (server, ca)
+    }
+
+    /// Starts a server after `prepare` (given the directory, after initdb)
+    /// has set up what it needs; it returns more server options.
+    fn start_with(prepare: impl FnOnce(&std::path::Path) -> String) -> PgServer {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL under /usr/lib/postgresql (apt-get install postgresql)")
             .filter_map(|e| e.ok())
@@ -206,12 +308,14 @@ impl PgServer {
             Duration::from_secs(120),
         );
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let options = prepare(dir.path());
         let port = free_port();
         let server = PgServer {
             dir,
             bin,
             port,
             password,
+            options,
         };
         server.start_again();
         server
@@ -233,9 +337,10 @@ impl PgServer {
                 .arg(dir.join("server.log"))
                 .args(["-w", "-t", "60", "-o"])
                 .arg(format!(
-                    "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={}",
+                    "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} {}",
                     self.port,
-                    dir.display()
+                    dir.display(),
+                    self.options
                 ))
                 .arg("start"),
             Duration::from_secs(90),
