@@ -165,7 +165,17 @@ impl Servers {
                 if limits == Limits::Off {
                     // The abuse limits are for the open internet: a load
                     // generator is one client IP sending as fast as it can.
-                    v.extend(["--rate-limit", "0", "--max-connections-per-ip", "0"].map(String::from));
+                    v.extend(
+                        [
+                            "--rate-limit",
+                            "0",
+                            "--max-connections-per-ip",
+                            "0",
+                            "--max-new-docs-per-minute",
+                            "0",
+                        ]
+                        .map(String::from),
+                    );
                 }
                 v.extend(extra.iter().map(|s| s.to_string()));
                 v
