@@ -140,10 +140,8 @@ fn check_limits(config: &Config) -> Result<(), ServerError> {
         ));
     }
     if config.db_password_file.is_some() && !config.db.is_postgres() {
-        return Err(ServerError::Config(format!(
-            "--db-password-file is for a PostgreSQL database, and --db is the SQLite file {}",
-            config.db
-        )));
+        // Harmless (a SQLite file has no password), but likely a mistake.
+        warn!(db = %config.db, "--db-password-file is ignored: --db is a SQLite file, not a postgres:// URL");
     }
     Ok(())
 }

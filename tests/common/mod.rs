@@ -61,6 +61,8 @@ pub struct Builder {
     db: Option<PathBuf>,
     bare: bool,
     store: Store,
+    /// A PostgreSQL database another server used (`on_database_of`).
+    pg: Option<Arc<postgres::Database>>,
 }
 
 impl Builder {
@@ -96,6 +98,17 @@ impl Builder {
         self
     }
 
+    /// Uses the database `server` used (stopped by now), whichever store.
+    pub fn on_database_of(mut self, server: &Server) -> Self {
+        match &server.pg {
+            Some(pg) => {
+                self.pg = Some(pg.clone());
+                self.arg("--db", &pg.url)
+            }
+            None => self.db(&server.db),
+        }
+    }
+
     /// Runs against `store`: SQLite (a fresh file, the default) or a fresh
     /// database on the shared PostgreSQL server.
     pub fn store(mut self, store: Store) -> Self {
@@ -111,7 +124,7 @@ impl Builder {
                 self = self.arg("--db", &db.url);
                 Some(db)
             }
-            _ => None,
+            _ => self.pg.take(),
         };
         let args = self.with_defaults();
         let (db, dir) = match self.db {
@@ -215,6 +228,7 @@ impl Server {
             db: None,
             bare: false,
             store: Store::Sqlite,
+            pg: None,
         }
     }
 
