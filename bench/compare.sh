@@ -92,7 +92,8 @@ case "$STORE" in
     "") ;;
     postgres)
         echo "== starting a throwaway PostgreSQL (scripts/pg-server.sh)" >&2
-        eval "$(scripts/pg-server.sh start)"
+        pg_env=$(scripts/pg-server.sh start)
+        eval "$pg_env"
         # With the servers under test, so that weft on PostgreSQL gets the
         # same cores as weft on SQLite (whose disk work is in its process).
         if [ -n "$SERVER_CORES" ]; then taskset -a -p -c "$SERVER_CORES" "$PG_PID" >/dev/null; fi

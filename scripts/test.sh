@@ -56,7 +56,8 @@ web-demo/check.sh
 step "PostgreSQL: a throwaway server for the tests (127.0.0.1, a free port)"
 # The PostgreSQL variants of the store tests fail without it (they never
 # skip silently); each test creates its own database on this server.
-eval "$(scripts/pg-server.sh start)"
+pg_env=$(scripts/pg-server.sh start)
+eval "$pg_env"
 trap 'scripts/pg-server.sh stop "$PG_DIR"' EXIT
 export WEFT_TEST_POSTGRES="$PG_URL"
 echo "PostgreSQL $(psql -X -At -d "$PG_URL" -c 'SHOW server_version') running as pid $PG_PID"
