@@ -513,20 +513,52 @@ def postgres_section(runs):
                "pinned to the servers' core), beside weft on SQLite and with `--storage none`, in the same runs. "
                f"Median of {len(runs)} runs, range in brackets.")
     out.append("")
-    out.append("| scenario | store | median | range (min – max) | p99 ms (median) |")
+    out.append("| scenario | store | median | range (min – max) | latency ms, p50 / p99 (medians) |")
     out.append("| --- | --- | ---: | ---: | ---: |")
     for mode, label in (("sqlite-normal", "SQLite `--sync normal`"), ("sqlite-full", "SQLite `--sync full`"),
                         ("postgres", "PostgreSQL"), ("none", "`--storage none`")):
         med, rng = cell([durable(r, mode, "updates_s") for r in runs], 0)
+        p50, _ = cell([durable(r, mode, "p50_ms") for r in runs], 2)
         p99, _ = cell([durable(r, mode, "p99_ms") for r in runs], 2)
-        out.append(f"| durable writes, updates/s stored then relayed | {label} | {med} | {rng} | {p99} |")
+        out.append(f"| durable writes, updates/s stored then relayed | {label} | {med} | {rng} | {p50} / {p99} |")
     for server, label in (("weft", "weft, SQLite"), ("weft-postgres", "weft, PostgreSQL"),
                           ("reference", "reference server"), ("relay", "null relay")):
         med, rng = cell([many(r, server, "p99_ms") for r in runs], 2)
         p50, _ = cell([many(r, server, "p50_ms") for r in runs], 2)
         if med == "–":
             continue
-        out.append(f"| many documents, p99 latency ms (p50 {p50}) | {label} | {med} | {rng} | {med} |")
+        out.append(f"| many documents, p99 latency ms | {label} | {med} | {rng} | {p50} / {med} |")
+    out.append("")
+    out.append("Commits in the durable-writes runs (weft's `/metrics`: commit time and jobs over commits), median of the runs:")
+    out.append("")
+    out.append("| store | mean commit ms | actor batches (jobs) per commit | updates per commit |")
+    out.append("| --- | ---: | ---: | ---: |")
+    for mode, label in (("sqlite-normal", "SQLite `--sync normal`"), ("sqlite-full", "SQLite `--sync full`"),
+                        ("postgres", "PostgreSQL")):
+        def metric(run, key, mode=mode):
+            for r in (run.get("scenarios") or {}).get("durable") or []:
+                if r.get("mode") == mode:
+                    return (r.get("weft_metrics") or {}).get(key)
+            return None
+        per = lambda f: median_range([f(r) for r in runs])[0]
+        commits = lambda r: metric(r, "storage_commits_total")
+        secs = lambda r: metric(r, "storage_commit_seconds_total")
+        jobs = lambda r: metric(r, "storage_jobs_total")
+        upd = lambda r: metric(r, "updates_applied_total")
+        safe = lambda a, b: None if a is None or not b else a / b
+        out.append(f"| {label} | {fmt(per(lambda r: safe((secs(r) or 0) * 1000, commits(r))))} | "
+                   f"{fmt(per(lambda r: safe(jobs(r), commits(r))))} | {fmt(per(lambda r: safe(upd(r), commits(r))))} |")
+    out.append("")
+    pressure = [r.get("_versions", {}).get("cpu_pressure_avg300_before") for r in runs]
+    others = [x.get("other_cpu") for r in runs for x in (r.get("scenarios") or {}).get("manydocs") or []]
+    lo_other, hi_other = median_range(others)[1:]
+    out.append("A PostgreSQL commit waits for its WAL to reach the disk (as SQLite's `--sync full` does; `--sync normal` "
+               "does not wait for the disk at all) and for the answers of another process over TCP; the mean commit "
+               "above is what that costs here, and the many-documents latency is about two commits (the one in "
+               "progress, then the update's own). CPU pressure (`/proc/pressure/cpu`, some avg300) before each run: "
+               f"{', '.join(str(p) + ' %' for p in pressure if p)}; other processes took {fmt(lo_other)}–{fmt(hi_other)} "
+               "cores during the many-documents runs: the machine was shared with other work, which weighs on the "
+               "servers that need more processes and wake-ups (PostgreSQL, the reference server) most.")
     out.append("")
     pg, _, _ = median_range([durable(r, "postgres", "updates_s") for r in runs])
     sq, _, _ = median_range([durable(r, "sqlite-normal", "updates_s") for r in runs])
@@ -555,6 +587,8 @@ def postgres_main(args):
         res = json.load(open(path))
         if not any(r.get("mode") == "postgres" for r in (res.get("scenarios") or {}).get("durable") or []):
             raise SystemExit(f"{path}: no PostgreSQL durable run in it (bench/compare.sh --store postgres)")
+        versions = os.path.join(os.path.dirname(os.path.abspath(path)), "versions.json")
+        res["_versions"] = json.load(open(versions)) if os.path.exists(versions) else {}
         runs.append(res)
     merge_section(args.merge_into, postgres_section(runs), POSTGRES_BEGIN, POSTGRES_END)
 

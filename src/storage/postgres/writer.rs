@@ -582,3 +582,99 @@ impl Tx<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+    use tokio::sync::oneshot;
+
+    use super::super::{connect, schema};
+    use super::*;
+    use crate::storage::LogEntry;
+
+    /// The shared test server, as the integration tests find it
+    /// (`tests/common/postgres.rs`): required unless `WEFT_TEST_POSTGRES=skip`.
+    fn test_server() -> Option<String> {
+        match std::env::var("WEFT_TEST_POSTGRES") {
+            Ok(url) if url == "skip" => None,
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => panic!("WEFT_TEST_POSTGRES is not set (a PostgreSQL URL, or `skip`): see README, Development"),
+        }
+    }
+
+    /// A pool on a fresh database of the test server, with weft's schema.
+    async fn fresh_pool(server: &str, name: &str) -> Pool {
+        let second = Duration::from_secs(5);
+        let env = |_: &str| None;
+        let admin = connect::resolve(server, None, second, second, &env).unwrap();
+        let (client, conn) = admin.config.connect(admin.tls).await.unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let mut config = connect::resolve(server, None, second, second, &env).unwrap();
+        config.config.dbname(name);
+        let manager = Manager::from_config(
+            config.config,
+            config.tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager).max_size(2).build().unwrap();
+        let mut conn = pool.get().await.unwrap();
+        let client: &mut tokio_postgres::Client = &mut conn;
+        schema::migrate(client).await.unwrap();
+        pool
+    }
+
+    /// A job that fails (here: a sequence number stored already) fails
+    /// alone; the batch's other jobs are committed.
+    #[tokio::test]
+    async fn one_failing_job_does_not_fail_its_batch() {
+        let Some(server) = test_server() else {
+            return;
+        };
+        let name = format!("weft_unit_batch_{}", std::process::id());
+        let pool = fresh_pool(&server, &name).await;
+        let mut writer = Writer::new(
+            pool.clone(),
+            Arc::new(Health::default()),
+            Arc::new(Metrics::default()),
+            Duration::from_secs(5),
+        );
+        let append = |doc: &str, seq: u64| {
+            let (reply, rx) = oneshot::channel();
+            let entries = vec![LogEntry {
+                seq,
+                data: Bytes::from_static(b"x"),
+            }];
+            let doc = DocName::parse(doc).unwrap();
+            (Job::Append { doc, entries, reply }, rx)
+        };
+        let (first, _) = append("a", 1);
+        writer.commit(vec![first]).await;
+        let (ok_before, rx1) = append("b", 1);
+        let (dup, rx2) = append("a", 1);
+        let (ok_after, rx3) = append("c", 1);
+        writer.commit(vec![ok_before, dup, ok_after]).await;
+        assert!(rx1.await.unwrap().is_ok());
+        assert!(rx2.await.unwrap().is_err(), "the duplicate fails");
+        assert!(rx3.await.unwrap().is_ok());
+        let conn = pool.get().await.unwrap();
+        let rows: i64 = conn
+            .query_one("SELECT COUNT(*) FROM updates", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 3);
+        let docs: i64 = conn
+            .query_one("SELECT COUNT(*) FROM documents", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(docs, 3, "b and c created in the batch that failed first");
+    }
+}
