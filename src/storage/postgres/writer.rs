@@ -610,10 +610,14 @@ mod tests {
         let admin = connect::resolve(server, None, second, second, &env).unwrap();
         let (client, conn) = admin.config.connect(admin.tls).await.unwrap();
         tokio::spawn(conn);
-        client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"))
-            .await
-            .unwrap();
+        // Two statements: a multi-statement query is one transaction, which
+        // neither may run in.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            client.batch_execute(&sql).await.unwrap();
+        }
         let mut config = connect::resolve(server, None, second, second, &env).unwrap();
         config.config.dbname(name);
         let manager = Manager::from_config(
@@ -676,5 +680,19 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(docs, 3, "b and c created in the batch that failed first");
+        drop(conn);
+        pool.close();
+        drop_database(&server, &name).await;
+    }
+
+    async fn drop_database(server: &str, name: &str) {
+        let second = Duration::from_secs(5);
+        let admin = connect::resolve(server, None, second, second, &|_| None).unwrap();
+        let (client, conn) = admin.config.connect(admin.tls).await.unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .unwrap();
     }
 }
