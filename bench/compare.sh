@@ -9,6 +9,10 @@
 #   bench/compare.sh --only fanout,durable    some scenarios only (report in the output folder)
 #   bench/compare.sh --quick --weft-bin /path/to/weft --out target/bench-old    another weft binary
 #       (an older commit's, for a before/after); WEFT_BIN does the same
+#   bench/compare.sh --only durable,manydocs --store postgres --out target/bench-pg-1
+#       weft on PostgreSQL too (a throwaway server started here, pinned with the servers), beside
+#       SQLite and none; the median of three such runs goes into docs/BENCHMARKS.md with
+#       python3 bench/report.py --postgres target/bench-pg-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md
 #   bench/compare.sh --only hostile --out target/bench-hostile-1    the hostile peer (weft only); the
 #       median of three such runs goes into docs/BENCHMARKS.md with
 #       python3 bench/report.py --hostile target/bench-hostile-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench
@@ -23,6 +27,7 @@ QUICK=""
 ONLY=""
 OUT=""
 WEFT_BIN=${WEFT_BIN:-}
+STORE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK="--quick" ;;
@@ -31,7 +36,8 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift ;;
         --weft-bin) WEFT_BIN="$2"; shift ;;
         --weft-bin=*) WEFT_BIN="${1#--weft-bin=}" ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        --store) STORE="$2"; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -78,10 +84,30 @@ cargo build --release --quiet -p weft -p weft-bench
 
 echo "== installing @y/websocket-server@$REF_VERSION into a temporary folder" >&2
 REF_DIR=$(mktemp -d "${TMPDIR:-/tmp}/weft-reference.XXXXXX")
-trap 'rm -rf "$REF_DIR"' EXIT
+PG_DIR=""
+cleanup() {
+    rm -rf "$REF_DIR"
+    if [ -n "$PG_DIR" ]; then scripts/pg-server.sh stop "$PG_DIR"; fi
+}
+trap cleanup EXIT
 ( cd "$REF_DIR" && npm install --no-audit --no-fund --loglevel=error "@y/websocket-server@$REF_VERSION" >/dev/null )
 REF_SERVER="$REF_DIR/node_modules/@y/websocket-server/src/server.js"
 [ -f "$REF_SERVER" ] || { echo "the reference server did not install" >&2; exit 1; }
+
+PG_ARGS=()
+case "$STORE" in
+    "") ;;
+    postgres)
+        echo "== starting a throwaway PostgreSQL (scripts/pg-server.sh)" >&2
+        pg_env=$(scripts/pg-server.sh start)
+        eval "$pg_env"
+        # With the servers under test, so that weft on PostgreSQL gets the
+        # same cores as weft on SQLite (whose disk work is in its process).
+        if [ -n "$SERVER_CORES" ]; then taskset -a -p -c "$SERVER_CORES" "$PG_PID" >/dev/null; fi
+        PG_ARGS=(--postgres "$PG_URL")
+        ;;
+    *) echo "--store: only postgres is known" >&2; exit 2 ;;
+esac
 
 mkdir -p "$OUT"
 pkg_version() { node -p "require('$REF_DIR/node_modules/$1/package.json').version"; }
@@ -111,11 +137,11 @@ if [ -n "$ONLY" ]; then ONLY_ARGS=(--only "$ONLY"); fi
     --trace "$TRACE" \
     --out "$OUT" \
     --server-cores "$SERVER_CORES" \
-    $QUICK "${ONLY_ARGS[@]}"
+    $QUICK "${ONLY_ARGS[@]}" "${PG_ARGS[@]}"
 
 elapsed=$(( $(date +%s) - started ))
 cat > "$OUT/run.json" <<EOF
-{ "total_s": $elapsed, "command": "bench/compare.sh $QUICK${ONLY:+ --only $ONLY}" }
+{ "total_s": $elapsed, "command": "bench/compare.sh $QUICK${ONLY:+ --only $ONLY}${STORE:+ --store $STORE}" }
 EOF
 
 if [ -z "$QUICK" ] && [ -z "$ONLY" ] && [ "$OUT" = target/bench ]; then

@@ -432,14 +432,15 @@ HOSTILE_COMMAND = """for n in 1 2 3; do bench/compare.sh --only hostile --out ta
 python3 bench/report.py --hostile target/bench-hostile-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench"""
 
 
-def merge_section(md_path, lines):
-    """Replaces the hostile section of an existing report, or inserts it
-    before its charts; the rest of the file is left as it is."""
+def merge_section(md_path, lines, begin=HOSTILE_BEGIN, end=HOSTILE_END):
+    """Replaces the section between `begin` and `end` of an existing report
+    (the hostile one unless told), or inserts it before its charts; the rest
+    of the file is left as it is."""
     text = open(md_path).read() if os.path.exists(md_path) else "# Benchmarks\n"
     block = "\n".join(lines)
-    if HOSTILE_BEGIN in text and HOSTILE_END in text:
-        head, rest = text.split(HOSTILE_BEGIN, 1)
-        _, tail = rest.split(HOSTILE_END, 1)
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         text = head + block + tail
     elif "\n## Charts" in text:
         head, tail = text.split("\n## Charts", 1)
@@ -466,6 +467,132 @@ def hostile_main(args):
     merge_section(args.merge_into, lines)
 
 
+# ---------------------------------------------------------------- PostgreSQL store
+
+POSTGRES_BEGIN = "<!-- postgres:begin (bench/report.py --postgres ... --merge-into) -->"
+POSTGRES_END = "<!-- postgres:end -->"
+POSTGRES_COMMAND = """for n in 1 2 3; do bench/compare.sh --only durable,manydocs --store postgres --out target/bench-pg-$n; done
+python3 bench/report.py --postgres target/bench-pg-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench"""
+
+
+def median_range(values):
+    """(median, low, high) of the numbers among `values`; Nones without any."""
+    xs = sorted(v for v in values if isinstance(v, (int, float)))
+    if not xs:
+        return None, None, None
+    mid = len(xs) // 2
+    med = xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+    return med, xs[0], xs[-1]
+
+
+def postgres_section(runs):
+    """The "PostgreSQL store" section: durable writes and many documents on
+    PostgreSQL beside SQLite and none, the median of the runs with their
+    range."""
+    def durable(run, mode, key):
+        for r in (run.get("scenarios") or {}).get("durable") or []:
+            if r.get("mode") == mode:
+                return r.get(key) if key == "updates_s" else (r.get("latency") or {}).get(key)
+        return None
+
+    def many(run, server, key):
+        for r in (run.get("scenarios") or {}).get("manydocs") or []:
+            if r.get("server") == server:
+                return (r.get("latency") or {}).get(key)
+        return None
+
+    def cell(values, digits=1):
+        med, lo, hi = median_range(values)
+        if med is None:
+            return "–", "–"
+        return f"{med:,.{digits}f}", f"{lo:,.{digits}f} – {hi:,.{digits}f}"
+
+    out = [POSTGRES_BEGIN, "## PostgreSQL store", ""]
+    out.append(f"weft on a PostgreSQL server on the same machine (Debian's package, "
+               "default settings: `synchronous_commit = on`, `fsync = on`; started by `bench/compare.sh --store postgres`, "
+               "pinned to the servers' core), beside weft on SQLite and with `--storage none`, in the same runs. "
+               f"Median of {len(runs)} runs, range in brackets.")
+    out.append("")
+    out.append("| scenario | store | median | range (min – max) | latency ms, p50 / p99 (medians) |")
+    out.append("| --- | --- | ---: | ---: | ---: |")
+    for mode, label in (("sqlite-normal", "SQLite `--sync normal`"), ("sqlite-full", "SQLite `--sync full`"),
+                        ("postgres", "PostgreSQL"), ("none", "`--storage none`")):
+        med, rng = cell([durable(r, mode, "updates_s") for r in runs], 0)
+        p50, _ = cell([durable(r, mode, "p50_ms") for r in runs], 2)
+        p99, _ = cell([durable(r, mode, "p99_ms") for r in runs], 2)
+        out.append(f"| durable writes, updates/s stored then relayed | {label} | {med} | {rng} | {p50} / {p99} |")
+    for server, label in (("weft", "weft, SQLite"), ("weft-postgres", "weft, PostgreSQL"),
+                          ("reference", "reference server"), ("relay", "null relay")):
+        med, rng = cell([many(r, server, "p99_ms") for r in runs], 2)
+        p50, _ = cell([many(r, server, "p50_ms") for r in runs], 2)
+        if med == "–":
+            continue
+        out.append(f"| many documents, p99 latency ms | {label} | {med} | {rng} | {p50} / {med} |")
+    out.append("")
+    out.append("Commits in the durable-writes runs (weft's `/metrics`: commit time and jobs over commits), median of the runs:")
+    out.append("")
+    out.append("| store | mean commit ms | actor batches (jobs) per commit | updates per commit |")
+    out.append("| --- | ---: | ---: | ---: |")
+    for mode, label in (("sqlite-normal", "SQLite `--sync normal`"), ("sqlite-full", "SQLite `--sync full`"),
+                        ("postgres", "PostgreSQL")):
+        def metric(run, key, mode=mode):
+            for r in (run.get("scenarios") or {}).get("durable") or []:
+                if r.get("mode") == mode:
+                    return (r.get("weft_metrics") or {}).get(key)
+            return None
+        per = lambda f: median_range([f(r) for r in runs])[0]
+        commits = lambda r: metric(r, "storage_commits_total")
+        secs = lambda r: metric(r, "storage_commit_seconds_total")
+        jobs = lambda r: metric(r, "storage_jobs_total")
+        upd = lambda r: metric(r, "updates_applied_total")
+        safe = lambda a, b: None if a is None or not b else a / b
+        out.append(f"| {label} | {fmt(per(lambda r: safe((secs(r) or 0) * 1000, commits(r))))} | "
+                   f"{fmt(per(lambda r: safe(jobs(r), commits(r))))} | {fmt(per(lambda r: safe(upd(r), commits(r))))} |")
+    out.append("")
+    pressure = [r.get("_versions", {}).get("cpu_pressure_avg300_before") for r in runs]
+    others = [x.get("other_cpu") for r in runs for x in (r.get("scenarios") or {}).get("manydocs") or []]
+    lo_other, hi_other = median_range(others)[1:]
+    out.append("A PostgreSQL commit waits for its WAL to reach the disk (as SQLite's `--sync full` does; `--sync normal` "
+               "does not wait for the disk at all) and for the answers of another process over TCP; the mean commit "
+               "above is what that costs here, and the many-documents latency is about two commits (the one in "
+               "progress, then the update's own). CPU pressure (`/proc/pressure/cpu`, some avg300) before each run: "
+               f"{', '.join(str(p) + ' %' for p in pressure if p)}; other processes took {fmt(lo_other)}–{fmt(hi_other)} "
+               "cores during the many-documents runs: the machine was shared with other work, which weighs on the "
+               "servers that need more processes and wake-ups (PostgreSQL, the reference server) most.")
+    out.append("")
+    pg, _, _ = median_range([durable(r, "postgres", "updates_s") for r in runs])
+    sq, _, _ = median_range([durable(r, "sqlite-normal", "updates_s") for r in runs])
+    share = None if pg is None or not sq else pg / sq
+    p99, _, _ = median_range([many(r, "weft-postgres", "p99_ms") for r in runs])
+    out.append("| target | measured | verdict |")
+    out.append("| --- | --- | --- |")
+    out.append(f"| PostgreSQL durable writes ≥ 50% of SQLite's (`--sync normal`) | "
+               f"{'–' if share is None else f'{share * 100:.0f}%'} ({fmt(pg)} vs {fmt(sq)} updates/s) | "
+               f"{verdict(None if share is None else share >= 0.5)} |")
+    out.append(f"| many documents on PostgreSQL: p99 ≤ 10 ms | {fmt(p99)} ms | {verdict(None if p99 is None else p99 <= 10.0)} |")
+    out.append("")
+    out.append("Reproduce:")
+    out.append("")
+    out.append("```")
+    out.append(POSTGRES_COMMAND)
+    out.append("```")
+    out.append("")
+    out.append(POSTGRES_END)
+    return out
+
+
+def postgres_main(args):
+    runs = []
+    for path in args.postgres:
+        res = json.load(open(path))
+        if not any(r.get("mode") == "postgres" for r in (res.get("scenarios") or {}).get("durable") or []):
+            raise SystemExit(f"{path}: no PostgreSQL durable run in it (bench/compare.sh --store postgres)")
+        versions = os.path.join(os.path.dirname(os.path.abspath(path)), "versions.json")
+        res["_versions"] = json.load(open(versions)) if os.path.exists(versions) else {}
+        runs.append(res)
+    merge_section(args.merge_into, postgres_section(runs), POSTGRES_BEGIN, POSTGRES_END)
+
+
 # ---------------------------------------------------------------- the report
 
 def main():
@@ -477,8 +604,15 @@ def main():
     ap.add_argument("--svg-dir", required=True)
     ap.add_argument("--hostile", nargs="+", metavar="RESULTS",
                     help="results.json files of hostile runs: their median goes into --merge-into's hostile section")
-    ap.add_argument("--merge-into", metavar="MD", help="with --hostile: the report to update; the rest of it is kept")
+    ap.add_argument("--postgres", nargs="+", metavar="RESULTS",
+                    help="results.json files of --store postgres runs: their median goes into --merge-into's PostgreSQL section")
+    ap.add_argument("--merge-into", metavar="MD", help="with --hostile or --postgres: the report to update; the rest of it is kept")
     args = ap.parse_args()
+    if args.postgres:
+        if not args.merge_into:
+            ap.error("--postgres needs --merge-into")
+        postgres_main(args)
+        return
     if args.hostile:
         if not args.merge_into:
             ap.error("--hostile needs --merge-into")

@@ -25,6 +25,8 @@ started=$(date +%s)
 # (the y-websocket provider after 4500), curl and jq run README's API
 # walkthrough as printed (tests/readme_walkthrough.rs), python3 runs its
 # Python token minter (tests/readme_minters.rs) and the layer check,
+# PostgreSQL (server and psql) backs the PostgreSQL half of the store tests
+# (openssl makes the certificates of its TLS test),
 # Chromium runs the browser tests.
 missing=()
 command -v strace >/dev/null || missing+=(strace)
@@ -32,6 +34,10 @@ command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
 command -v python3 >/dev/null || missing+=(python3)
+command -v openssl >/dev/null || missing+=(openssl)
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null; then
+  missing+=(postgresql)
+fi
 if [ "$browser" = 1 ] && [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
 if [ "${#missing[@]}" -gt 0 ]; then
   step "Installing ${missing[*]} (Debian packages)"
@@ -47,10 +53,19 @@ scripts/check-layers.py
 step "Web demo: the committed bundle is what web-demo/src builds to"
 web-demo/check.sh
 
+step "PostgreSQL: a throwaway server for the tests (127.0.0.1, a free port)"
+# The PostgreSQL variants of the store tests fail without it (they never
+# skip silently); each test creates its own database on this server.
+pg_env=$(scripts/pg-server.sh start)
+eval "$pg_env"
+trap 'scripts/pg-server.sh stop "$PG_DIR"' EXIT
+export WEFT_TEST_POSTGRES="$PG_URL"
+echo "PostgreSQL $(psql -X -At -d "$PG_URL" -c 'SHOW server_version') running as pid $PG_PID"
+
 step "Rust: build (release)"
 cargo build --release --workspace --locked
 
-step "Rust: unit, integration and property tests (release binary, real SQLite files, real sockets)"
+step "Rust: unit, integration and property tests (release binary, real SQLite files and PostgreSQL databases, real sockets)"
 cargo test --release --workspace --locked
 
 step "Node: npm ci (yjs, y-websocket, ws, playwright-core from the lockfile)"

@@ -8,6 +8,9 @@ use serde::Serialize;
 
 use crate::auth::{AuthError, AuthKey};
 
+mod db;
+pub use db::{DbLocation, PostgresUrl};
+
 pub const DEFAULT_ADDR: &str = "127.0.0.1:1234";
 pub const DEFAULT_DB: &str = "weft.db";
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
@@ -19,6 +22,10 @@ pub const DEFAULT_AWARENESS_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_COMPACT_UPDATES: u64 = 1000;
 pub const DEFAULT_COMPACT_BYTES: u64 = 4 << 20;
 pub const DEFAULT_BUSY_TIMEOUT_MS: u64 = 5000;
+/// Longer than any query weft makes takes on a healthy server (the largest
+/// is a document's full state, up to `DEFAULT_MAX_DOC_SIZE`), short enough
+/// that an edit waiting on a stuck server is refused within seconds.
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
 pub const DEFAULT_RATE_LIMIT: u32 = 200;
@@ -77,7 +84,8 @@ fn auth_key_from_env() -> Option<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageKind {
-    /// SQLite file at `--db`: durable.
+    /// Durable, at `--db`: a SQLite file, or PostgreSQL for a
+    /// `postgres://` URL.
     Sqlite,
     /// Memory only: everything is lost when the process exits. For
     /// benchmarks and throwaway servers.
@@ -146,6 +154,27 @@ pub struct Cli {
 pub enum Command {
     /// Print a signed access token (key from --auth-key-file or WEFT_AUTH_KEY).
     Token(TokenArgs),
+    /// Copy every document (log, snapshots, versions) and revocation from
+    /// one database to an empty one, SQLite or PostgreSQL either way, and
+    /// verify each document's state vector after the copy. Stop weft first.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The database to copy: a SQLite file or a postgres:// URL.
+    #[arg(long)]
+    pub from: DbLocation,
+    /// The database to copy into (created if a new SQLite file; it must
+    /// hold no documents).
+    #[arg(long)]
+    pub to: DbLocation,
+    /// PostgreSQL: a file holding the password (for either side).
+    #[arg(long, env = "WEFT_DB_PASSWORD_FILE")]
+    pub db_password_file: Option<PathBuf>,
+    /// PostgreSQL: how long any one query may run, in milliseconds.
+    #[arg(long, env = "WEFT_DB_STATEMENT_TIMEOUT_MS", default_value_t = 10 * DEFAULT_STATEMENT_TIMEOUT_MS)]
+    pub db_statement_timeout_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -184,9 +213,23 @@ pub struct Config {
     #[arg(long, env = "WEFT_ADDR", default_value = DEFAULT_ADDR, value_parser = parse_addr)]
     pub addr: SocketAddr,
 
-    /// SQLite database file.
+    /// Where documents are kept: a SQLite database file, or a PostgreSQL
+    /// URL (`postgres://user@host:5432/dbname`; the standard `PG*` variables
+    /// fill what it leaves out). A password in it is never printed.
     #[arg(long, env = "WEFT_DB", default_value = DEFAULT_DB)]
-    pub db: PathBuf,
+    pub db: DbLocation,
+
+    /// PostgreSQL: a file holding the database password (instead of one in
+    /// the URL, `PGPASSWORD` or a `PGPASSFILE`).
+    #[arg(long, env = "WEFT_DB_PASSWORD_FILE")]
+    pub db_password_file: Option<PathBuf>,
+
+    /// PostgreSQL: how long any one query may run before the server cancels
+    /// it (`statement_timeout`), in milliseconds; weft also gives up waiting
+    /// for an answer after this long. Bounds how long an edit waits on a
+    /// stuck database before its sender is closed with 4500.
+    #[arg(long, env = "WEFT_DB_STATEMENT_TIMEOUT_MS", default_value_t = DEFAULT_STATEMENT_TIMEOUT_MS)]
+    pub db_statement_timeout_ms: u64,
 
     /// Where documents are kept.
     #[arg(long, env = "WEFT_STORAGE", value_enum, default_value_t = StorageKind::Sqlite)]
@@ -198,7 +241,8 @@ pub struct Config {
     pub sync: SyncMode,
 
     /// How long a write waits for a database locked by another process
-    /// before it fails, in milliseconds.
+    /// before it fails, in milliseconds (SQLite's busy timeout;
+    /// PostgreSQL's `lock_timeout`).
     #[arg(long, env = "WEFT_DB_BUSY_TIMEOUT_MS", default_value_t = DEFAULT_BUSY_TIMEOUT_MS)]
     pub db_busy_timeout_ms: u64,
 
@@ -453,6 +497,9 @@ impl Config {
             "open"
         };
         value["auth"] = mode.into();
+        if self.storage == StorageKind::Sqlite && self.db.is_postgres() {
+            value["storage"] = "postgres".into();
+        }
         if self.effective_rate_burst() < self.rate_burst {
             value["rate_burst"] = format!("{} (clamped to --peer-queue)", self.effective_rate_burst()).into();
         }

@@ -7,12 +7,13 @@ use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 use weft::auth::{self, AuthError, AuthKey, TokenSpec};
-use weft::config::{Cli, Command, Config, LogFormat, TokenArgs};
+use weft::config::{Cli, Command, Config, LogFormat, MigrateArgs, TokenArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match cli.command {
         Some(Command::Token(args)) => return token(args),
+        Some(Command::Migrate(args)) => return migrate(args),
         None => cli.serve,
     };
     init_tracing(&config);
@@ -100,6 +101,48 @@ fn token(args: TokenArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `weft migrate`: copies one database into another and verifies the copy.
+fn migrate(args: MigrateArgs) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft migrate: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let conn = weft::storage::transfer::Connection {
+        password_file: args.db_password_file.clone(),
+        statement_timeout: std::time::Duration::from_millis(args.db_statement_timeout_ms.max(1)),
+    };
+    let copied = runtime.block_on(weft::storage::transfer::copy(&args.from, &args.to, &conn, |doc| {
+        eprintln!("copying {doc}")
+    }));
+    match copied {
+        Ok(report) => {
+            println!(
+                "copied {} documents ({} log rows, {} snapshots of which {} versions) and {} revocations \
+                 from {} to {}; every document's state vector, versions and the revocations match",
+                report.documents,
+                report.log_rows,
+                report.snapshots,
+                report.versions,
+                report.revocations,
+                args.from,
+                args.to
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft migrate: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Each connection is a file descriptor; the default soft limit (often

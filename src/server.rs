@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{Config, StorageKind};
+use crate::config::{Config, DbLocation, StorageKind};
 use crate::doc::{DocConfig, Registry, VersionPolicy, VersionQuota};
 use crate::http::access::{Access, OriginPolicy};
 use crate::http::budget::Budget;
@@ -20,7 +20,7 @@ use crate::http::limits::{Limits, REFUSAL_RESERVE};
 use crate::http::listener::{self, ConnLimits};
 use crate::http::{self, AppState, Timeouts};
 use crate::metrics::Metrics;
-use crate::storage::{DocStore, MemoryStore, SqliteStore, StoreError};
+use crate::storage::{DocStore, MemoryStore, PostgresOptions, PostgresStore, SqliteStore, StoreError};
 
 /// How long shutdown waits for sessions to deliver their close frames and
 /// apply what their clients sent before the close.
@@ -41,22 +41,33 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens the configured store.
-fn open_store(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn DocStore>, ServerError> {
-    Ok(match config.storage {
-        StorageKind::Sqlite => Arc::new(
+/// Opens the configured store: `--storage none` keeps documents in memory;
+/// otherwise `--db` is a SQLite file or a PostgreSQL URL.
+async fn open_store(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn DocStore>, ServerError> {
+    let failed = |source| ServerError::Store {
+        path: config.db.to_string(),
+        source,
+    };
+    Ok(match (&config.storage, &config.db) {
+        (StorageKind::None, _) => Arc::new(MemoryStore::default()),
+        (StorageKind::Sqlite, DbLocation::Sqlite(path)) => Arc::new(
             SqliteStore::open(
-                &config.db,
+                path,
                 config.sync,
                 Duration::from_millis(config.db_busy_timeout_ms),
                 metrics,
             )
-            .map_err(|source| ServerError::Store {
-                path: config.db.display().to_string(),
-                source,
-            })?,
+            .map_err(failed)?,
         ),
-        StorageKind::None => Arc::new(MemoryStore::default()),
+        (StorageKind::Sqlite, DbLocation::Postgres(url)) => {
+            let options = PostgresOptions {
+                url: url.secret().to_string(),
+                password_file: config.db_password_file.clone(),
+                statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
+                lock_timeout: Duration::from_millis(config.db_busy_timeout_ms),
+            };
+            Arc::new(PostgresStore::open(options, metrics).await.map_err(failed)?)
+        }
     })
 }
 
@@ -124,6 +135,15 @@ fn check_limits(config: &Config) -> Result<(), ServerError> {
             config.partial_message_budget, config.max_message_size
         )));
     }
+    if config.db_statement_timeout_ms == 0 {
+        return Err(ServerError::Config(
+            "--db-statement-timeout-ms must be at least 1: every query needs a bound".into(),
+        ));
+    }
+    if config.db_password_file.is_some() && !config.db.is_postgres() {
+        // Harmless (a SQLite file has no password), but likely a mistake.
+        warn!(db = %config.db, "--db-password-file is ignored: --db is a SQLite file, not a postgres:// URL");
+    }
     Ok(())
 }
 
@@ -175,11 +195,11 @@ pub async fn run(
         config.trust_forwarded_for,
     ));
     let metrics = Arc::new(Metrics::default());
-    let store = open_store(&config, metrics.clone())?;
+    let store = open_store(&config, metrics.clone()).await?;
     let access = Access::new(key, store.clone())
         .await
         .map_err(|source| ServerError::Store {
-            path: config.db.display().to_string(),
+            path: config.db.to_string(),
             source,
         })?;
     let registry = Registry::new(store.clone(), doc_config(&config), metrics.clone());

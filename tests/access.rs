@@ -5,12 +5,22 @@ mod common;
 
 use std::time::Duration;
 
-use common::tokens::{self, key_file, token_server, KEY};
-use common::{enc, http, Client, Server, SECOND};
+use common::tokens::{self, key_file, token_server, token_server_on, KEY};
+use common::{enc, http, Client, Server, Store, SECOND};
 use serde_json::json;
 use weft::auth::{self, AuthKey, Claims, Perm};
 use weft::clock::now_secs;
 use yrs::{Text, Transact};
+
+for_both_stores!(
+    refusals_happen_at_the_upgrade_with_a_reason,
+    read_only_peers_cannot_change_the_document,
+    revocation_closes_live_connections_and_survives_restart,
+    a_flooding_peer_is_closed_while_others_continue,
+    document_size_limit_refuses_and_keeps_what_was_stored,
+    connection_limits_refuse_with_a_status,
+    api_permissions_follow_the_token,
+);
 
 /// A token and its id; sub and name as a backend would set them.
 fn token(doc: &str, perm: Perm, ttl: u64) -> (String, String) {
@@ -29,9 +39,8 @@ async fn connect(server: &Server, room: &str, token: &str) -> Client {
 }
 
 /// Every refusal happens at the upgrade, with a status and a JSON reason.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refusals_happen_at_the_upgrade_with_a_reason() {
-    let (server, _key) = token_server(&[("--allowed-origin", "https://app.example")]);
+async fn refusals_happen_at_the_upgrade_with_a_reason(store: Store) {
+    let (server, _key) = token_server_on(store, &[("--allowed-origin", "https://app.example")]);
     let (good, _) = token("team-a/*", Perm::Write, 60);
     let other_key = AuthKey::new(b"some other key that is long enough".to_vec()).unwrap();
     let forged = auth::mint(
@@ -111,9 +120,8 @@ async fn refusals_happen_at_the_upgrade_with_a_reason() {
 
 /// A read-only peer receives everything, but its updates are never applied,
 /// stored or relayed; it is told once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_only_peers_cannot_change_the_document() {
-    let (server, _key) = token_server(&[]);
+async fn read_only_peers_cannot_change_the_document(store: Store) {
+    let (server, _key) = token_server_on(store, &[]);
     let (write, _) = token("shared", Perm::Write, 60);
     let (read, _) = token("shared", Perm::Read, 60);
     let writer = connect(&server, "shared", &write).await;
@@ -216,10 +224,12 @@ async fn expiry_closes_live_connections() {
 
 /// Revocation closes live connections at once (4403) and stays in force
 /// after a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revocation_closes_live_connections_and_survives_restart() {
+async fn revocation_closes_live_connections_and_survives_restart(store: Store) {
     let (dir, path) = key_file();
-    let server = Server::builder().arg("--auth-key-file", path.display()).start();
+    let server = Server::builder()
+        .store(store)
+        .arg("--auth-key-file", path.display())
+        .start();
     let (t, id) = token("revoked", Perm::Write, 3600);
     let (other, _) = token("revoked", Perm::Write, 3600);
     let victim = connect(&server, "revoked", &t).await;
@@ -255,9 +265,9 @@ async fn revocation_closes_live_connections_and_survives_restart() {
 
 /// A peer sending faster than the rate limit is closed (4429); the others
 /// keep working.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flooding_peer_is_closed_while_others_continue() {
+async fn a_flooding_peer_is_closed_while_others_continue(store: Store) {
     let server = Server::builder()
+        .store(store)
         .arg("--rate-limit", 50)
         .arg("--rate-burst", 100)
         .start();
@@ -284,9 +294,8 @@ async fn a_flooding_peer_is_closed_while_others_continue() {
 
 /// An update that would grow a document past the size limit is refused and
 /// not stored (4413, HTTP 413); what was stored before stays.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn document_size_limit_refuses_and_keeps_what_was_stored() {
-    let server = Server::builder().arg("--max-doc-size", 10_000).start();
+async fn document_size_limit_refuses_and_keeps_what_was_stored(store: Store) {
+    let server = Server::builder().store(store).arg("--max-doc-size", 10_000).start();
     let a = server.connect("bounded").await;
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, &"k".repeat(4000)));
@@ -319,9 +328,11 @@ async fn document_size_limit_refuses_and_keeps_what_was_stored() {
 }
 
 /// Connection limits: per client IP (429) and in total (503).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_limits_refuse_with_a_status() {
-    let server = Server::builder().arg("--max-connections-per-ip", 2).start();
+async fn connection_limits_refuse_with_a_status(store: Store) {
+    let server = Server::builder()
+        .store(store)
+        .arg("--max-connections-per-ip", 2)
+        .start();
     let _a = server.connect("limits").await;
     let b = server.connect("limits").await;
     let refused = Client::refused(&server.ws, "/limits").await.unwrap();
@@ -340,7 +351,7 @@ async fn connection_limits_refuse_with_a_status() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let server = Server::builder().arg("--max-connections", 1).start();
+    let server = Server::builder().store(store).arg("--max-connections", 1).start();
     let _only = server.connect("limits").await;
     let refused = Client::refused(&server.ws, "/limits").await.unwrap();
     assert_eq!(refused.status, 503);
@@ -349,9 +360,8 @@ async fn connection_limits_refuse_with_a_status() {
 
 /// The API in token mode: the admin key does everything; a document token
 /// reads (read) or also writes (write) its documents, nothing else.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_permissions_follow_the_token() {
-    let (server, _key) = token_server(&[]);
+async fn api_permissions_follow_the_token(store: Store) {
+    let (server, _key) = token_server_on(store, &[]);
     let admin = KEY.to_string();
     let (read, _) = token("team-a/*", Perm::Read, 60);
     let (write, _) = token("team-a/*", Perm::Write, 60);

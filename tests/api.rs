@@ -5,19 +5,28 @@ mod common;
 
 use base64::Engine;
 use common::ydoc::{loaded, text_update};
-use common::{enc, Server, SECOND};
+use common::{enc, Server, Store, SECOND};
 use serde_json::{json, Value};
 use yrs::updates::encoder::Encode;
 use yrs::{GetString, Map, ReadTxn, Text, Transact};
+
+for_both_stores!(
+    documents_are_listed_and_read,
+    posted_updates_reach_peers_and_bad_ones_are_refused,
+    deleting_a_document_disconnects_its_peers,
+    versions_are_taken_listed_read_and_deleted,
+    restore_converges_live_clients_and_can_be_undone,
+    automatic_versions_are_taken_when_a_document_goes_idle,
+    every_route_reports_errors_as_json,
+);
 
 async fn post_json(server: &Server, path: &str, body: Value) -> common::Response {
     server.post(path, "application/json", body.to_string().as_bytes()).await
 }
 
 /// Listing, metadata, content, full and incremental state.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn documents_are_listed_and_read() {
-    let server = Server::start();
+async fn documents_are_listed_and_read(store: Store) {
+    let server = Server::start_on(store);
     assert_eq!(server.get("/api/docs").await.json(), json!({ "docs": [] }));
 
     let a = server.connect("notes/today").await;
@@ -65,9 +74,8 @@ async fn documents_are_listed_and_read() {
 }
 
 /// POST .../update is applied, stored and relayed like a peer's update.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn posted_updates_reach_peers_and_bad_ones_are_refused() {
-    let server = Server::start();
+async fn posted_updates_reach_peers_and_bad_ones_are_refused(store: Store) {
+    let server = Server::start_on(store);
     let a = server.connect("posted").await;
     let res = server
         .post(
@@ -93,9 +101,8 @@ async fn posted_updates_reach_peers_and_bad_ones_are_refused() {
 }
 
 /// DELETE removes the document and its versions and disconnects its peers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_a_document_disconnects_its_peers() {
-    let server = Server::start();
+async fn deleting_a_document_disconnects_its_peers(store: Store) {
+    let server = Server::start_on(store);
     let a = server.connect("doomed").await;
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, "bye"));
@@ -120,9 +127,8 @@ async fn deleting_a_document_disconnects_its_peers() {
 }
 
 /// Named versions: take, list, read as JSON and binary, delete.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn versions_are_taken_listed_read_and_deleted() {
-    let server = Server::start();
+async fn versions_are_taken_listed_read_and_deleted(store: Store) {
+    let server = Server::start_on(store);
     let a = server.connect("versioned").await;
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, "first"));
@@ -138,6 +144,11 @@ async fn versions_are_taken_listed_read_and_deleted() {
     let id = v1["id"].as_i64().unwrap();
 
     a.edit(|txn| text.push(txn, " second"));
+    // Applied before the request, or the version would be of "first" again
+    // (and answered with the existing one).
+    server
+        .wait_metric("weft_updates_applied_total", 5 * SECOND, |v| v >= 2.0)
+        .await;
     // no body at all: an unlabelled named version
     let res = server.post("/api/docs/versioned/versions", "", b"").await;
     assert_eq!(res.status, 201, "{}", res.text());
@@ -176,9 +187,8 @@ async fn versions_are_taken_listed_read_and_deleted() {
 
 /// Restore through the API: connected clients converge on the version's
 /// content without reconnecting, and the backup version undoes it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restore_converges_live_clients_and_can_be_undone() {
-    let server = Server::start();
+async fn restore_converges_live_clients_and_can_be_undone(store: Store) {
+    let server = Server::start_on(store);
     let a = server.connect("restore").await;
     let b = server.connect("restore").await;
     let text = a.doc.get_or_insert_text("t");
@@ -260,9 +270,8 @@ async fn restore_converges_live_clients_and_can_be_undone() {
 }
 
 /// Edited then idle: weft takes an automatic version by itself.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn automatic_versions_are_taken_when_a_document_goes_idle() {
-    let server = Server::builder().arg("--version-idle-secs", 1).start();
+async fn automatic_versions_are_taken_when_a_document_goes_idle(store: Store) {
+    let server = Server::builder().store(store).arg("--version-idle-secs", 1).start();
     let a = server.connect("auto").await;
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, "typed"));
@@ -284,9 +293,8 @@ async fn automatic_versions_are_taken_when_a_document_goes_idle() {
 }
 
 /// Every route's errors are JSON with the right status.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_reports_errors_as_json() {
-    let server = Server::start();
+async fn every_route_reports_errors_as_json(store: Store) {
+    let server = Server::start_on(store);
     let a = server.connect("exists").await;
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, "x"));

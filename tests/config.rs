@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{http, Client, Server, SECOND};
+use common::{http, Client, Server, Store, SECOND};
 use serde_json::json;
 use yrs::{Map, Text, Transact};
 
@@ -36,6 +36,20 @@ const SETTINGS: &[Setting] = &[
     row("--db", "{dir}/other.db", "WEFT_DB", "db", "{dir}/other.db"),
     row("--storage", "none", "WEFT_STORAGE", "storage", "none"),
     row("--sync", "full", "WEFT_SYNC", "sync", "full"),
+    row(
+        "--db-password-file",
+        "{dir}/pw",
+        "WEFT_DB_PASSWORD_FILE",
+        "db_password_file",
+        "{dir}/pw",
+    ),
+    row(
+        "--db-statement-timeout-ms",
+        "1234",
+        "WEFT_DB_STATEMENT_TIMEOUT_MS",
+        "db_statement_timeout_ms",
+        "1234",
+    ),
     row(
         "--db-busy-timeout-ms",
         "1234",
@@ -648,18 +662,20 @@ async fn automatic_versions_on_unload_skip_identical_states_only() {
     assert_eq!(newest["content"]["t"], "ac");
 }
 
+for_both_stores!(thinning_follows_its_settings);
+
 /// Guards against thinning ignoring its settings: with automatic versions
 /// aged by rewriting their times in the database, `--version-hourly-after-hours 1`
 /// keeps one per hour of those older than an hour, and
 /// `--version-daily-after-days 2` one per day of those older than two days;
 /// newer and named versions stay. (With the defaults all of them stay.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thinning_follows_its_settings() {
+async fn thinning_follows_its_settings(store: Store) {
     const HOUR: i64 = 3_600_000;
     const DAY: i64 = 24 * HOUR;
     // A named version, then an automatic one (taken as the document
     // unloads), each of its own content.
     let mut server = Server::builder()
+        .store(store)
         .arg("--version-idle-secs", 3600)
         .arg("--unload-after-ms", 200)
         .start();
@@ -695,16 +711,16 @@ async fn thinning_follows_its_settings() {
     let same_hour = [hour - 5 * HOUR + 10 * 60_000, hour - 5 * HOUR + 20 * 60_000];
     let other_hour = [hour - 6 * HOUR + 30 * 60_000];
     let same_day = [day - 4 * DAY + 2 * HOUR, day - 4 * DAY + 5 * HOUR];
-    let db = rusqlite::Connection::open(&server.db).unwrap();
     // Every column of the automatic version but its id and time, whatever
     // the schema holds.
-    let columns: Vec<String> = db
-        .prepare("SELECT name FROM pragma_table_info('snapshots') WHERE name NOT IN ('id', 'created_at')")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let columns_sql = match store {
+        Store::Sqlite => "SELECT name FROM pragma_table_info('snapshots') WHERE name NOT IN ('id', 'created_at')",
+        Store::Postgres => {
+            "SELECT column_name FROM information_schema.columns
+             WHERE table_name = 'snapshots' AND column_name NOT IN ('id', 'created_at')"
+        }
+    };
+    let columns: Vec<String> = server.sql(columns_sql).into_iter().map(|r| r[0].clone()).collect();
     let columns = columns.join(", ");
     let mut ids = BTreeMap::new();
     for (what, times) in [
@@ -714,23 +730,18 @@ async fn thinning_follows_its_settings() {
         ("same day", &same_day[..]),
     ] {
         for &t in times {
-            db.execute(
-                &format!(
-                    "INSERT INTO snapshots ({columns}, created_at) SELECT {columns}, ?1
-                     FROM snapshots WHERE kind = 'version' AND trigger = 'auto' LIMIT 1"
-                ),
-                [t],
-            )
-            .unwrap();
-            ids.insert(db.last_insert_rowid(), (what, t));
+            let id = server.sql_count(&format!(
+                "INSERT INTO snapshots ({columns}, created_at) SELECT {columns}, {t}
+                 FROM snapshots WHERE kind = 'version' AND trigger = 'auto' LIMIT 1 RETURNING id"
+            ));
+            ids.insert(id, (what, t));
         }
     }
     // the original automatic version is a recent one too
     let named_id = named.json()["id"].as_i64().unwrap();
-    drop(db);
 
     let server = Server::builder()
-        .db(&server.db)
+        .on_database_of(&server)
         .arg("--version-idle-secs", 1)
         .arg("--version-hourly-after-hours", 1)
         .arg("--version-daily-after-days", 2)

@@ -7,14 +7,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::tokens::{token, token_server};
-use common::{http, Client, Response, Server, SECOND};
+use common::tokens::{token, token_server, token_server_on};
+use common::{http, Client, Response, Server, Store, SECOND};
 use serde_json::{json, Value};
 use weft::auth::Perm;
 use yrs::{Doc, Text, Transact};
+
+for_both_stores!(
+    identical_versions_are_stored_once,
+    versions_per_document_are_capped_autos_first,
+    versions_count_toward_the_storage_quota,
+);
 
 async fn call(server: &Server, method: &str, path: &str, token: Option<&str>, body: Option<(&str, &[u8])>) -> Response {
     let bearer = token.map(|t| format!("Bearer {t}"));
@@ -61,15 +66,6 @@ fn append(doc: &Doc, s: &str) -> Vec<u8> {
     txn.encode_update_v1()
 }
 
-/// Bytes of the database as the disk holds it while weft runs.
-fn db_bytes(db: &Path) -> u64 {
-    let wal = PathBuf::from(format!("{}-wal", db.display()));
-    [db.to_path_buf(), wal]
-        .iter()
-        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-        .sum()
-}
-
 fn error_of(res: &Response) -> String {
     res.json()["error"]
         .as_str()
@@ -86,9 +82,8 @@ fn retry_after(res: &Response) -> u64 {
 /// The attack: 100 `POST .../versions` of an unchanged 1.9 MB document with
 /// a write token grew the database by 197 MB. A named version identical to
 /// the latest is now answered with the existing one (200, `existing`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn identical_versions_are_stored_once() {
-    let (server, _key) = token_server(&[]);
+async fn identical_versions_are_stored_once(store: Store) {
+    let (server, _key) = token_server_on(store, &[]);
     let writer = token("big/*", Perm::Write, 3600);
     let doc = Doc::new();
     let res = post_update(&server, "big/doc", Some(&writer), &append(&doc, &"x".repeat(1_900_000))).await;
@@ -98,7 +93,7 @@ async fn identical_versions_are_stored_once() {
     assert_eq!(first.status, 201, "{}", first.text());
     let first = first.json();
     assert_eq!(first["existing"], false);
-    let before = db_bytes(&server.db);
+    let before = server.db_bytes();
     let started = Instant::now();
     for _ in 0..100 {
         let again = take_version(&server, "big/doc", Some(&writer), "release").await;
@@ -108,7 +103,7 @@ async fn identical_versions_are_stored_once() {
         assert_eq!(again["existing"], true);
     }
     let took = started.elapsed();
-    let grown = db_bytes(&server.db).saturating_sub(before);
+    let grown = server.db_bytes().saturating_sub(before);
     eprintln!("100 identical version requests: {took:?}, database grew by {grown} bytes");
     assert!(grown < 4 << 20, "the database grew by {grown} bytes");
     assert_eq!(versions(&server, "big/doc", Some(&writer)).await.len(), 1);
@@ -161,9 +156,9 @@ async fn named(server: &Server, client: &Client, label: &str) -> Response {
 /// With `--max-versions`, the oldest automatic versions go first; when only
 /// named ones are left, a new named version is refused with 409 and a reason
 /// naming what to delete, and nothing is deleted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn versions_per_document_are_capped_autos_first() {
+async fn versions_per_document_are_capped_autos_first(store: Store) {
     let server = Server::builder()
+        .store(store)
         .arg("--max-versions", 3)
         .arg("--version-idle-secs", 2)
         .start();
@@ -229,10 +224,9 @@ async fn versions_per_document_are_capped_autos_first() {
 /// With `--max-doc-storage`, the document's stored size plus its versions
 /// stays within the quota: named versions past it are refused (409), and
 /// edits are still accepted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn versions_count_toward_the_storage_quota() {
+async fn versions_count_toward_the_storage_quota(store: Store) {
     const QUOTA: u64 = 1_000_000;
-    let server = Server::builder().arg("--max-doc-storage", QUOTA).start();
+    let server = Server::builder().store(store).arg("--max-doc-storage", QUOTA).start();
     let doc = Doc::new();
     assert_eq!(
         post_update(&server, "quota", None, &append(&doc, &"q".repeat(200_000)))

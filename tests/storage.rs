@@ -1,10 +1,12 @@
 //! Durable storage: what survives restarts, crashes and storage faults.
+//! The tests that hold for every store run against SQLite and PostgreSQL
+//! (`for_both_stores!`); those about one engine's own features follow.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Client, Server, SECOND};
+use common::{Client, Server, Store, SECOND};
 use yrs::encoding::read::{Cursor, Read};
 use yrs::{ReadTxn, Text, Transact};
 
@@ -12,14 +14,19 @@ fn sqlite(server: &Server) -> rusqlite::Connection {
     rusqlite::Connection::open(&server.db).unwrap()
 }
 
-fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
-}
+for_both_stores!(
+    restart_on_the_same_database_keeps_content,
+    sigkill_loses_nothing_an_observer_saw,
+    compaction_keeps_content_and_shrinks_the_log,
+    trace_replay_survives_restart,
+    write_failure_closes_the_writer_and_loses_nothing,
+    corrupt_document_is_reported_and_others_still_load,
+    newer_schema_is_refused_at_start,
+);
 
 /// Content written before a SIGKILL is there after a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_on_the_same_file_keeps_content() {
-    let server = Server::start();
+async fn restart_on_the_same_database_keeps_content(store: Store) {
+    let server = Server::start_on(store);
     let a = server.connect("kept").await;
     let text = a.doc.get_or_insert_text("t");
     a.edit(|txn| text.push(txn, "survives"));
@@ -36,11 +43,10 @@ async fn restart_on_the_same_file_keeps_content() {
 /// afterwards: every update is committed before it is relayed. Repeated,
 /// on one database, with a compaction threshold low enough to interleave
 /// compactions with the crashes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_loses_nothing_an_observer_saw() {
+async fn sigkill_loses_nothing_an_observer_saw(store: Store) {
     const ROUNDS: usize = 12;
     const UPDATES: usize = 150;
-    let mut server = Server::builder().arg("--compact-updates", 100).start();
+    let mut server = Server::builder().store(store).arg("--compact-updates", 100).start();
     let mut expected = String::new();
     for round in 0..ROUNDS {
         let writer = server.connect("crash").await;
@@ -65,9 +71,8 @@ async fn sigkill_loses_nothing_an_observer_saw() {
 }
 
 /// Compaction replaces the log by a snapshot; content is identical.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compaction_keeps_content_and_shrinks_the_log() {
-    let server = Server::builder().arg("--compact-updates", 100).start();
+async fn compaction_keeps_content_and_shrinks_the_log(store: Store) {
+    let server = Server::builder().store(store).arg("--compact-updates", 100).start();
     let a = server.connect("compact").await;
     let text = a.doc.get_or_insert_text("t");
     for i in 0..1000 {
@@ -85,10 +90,9 @@ async fn compaction_keeps_content_and_shrinks_the_log() {
     // the configuration allows after the last batch. How many rows that is
     // depends on how the updates fell into commits; how many updates and
     // bytes it holds is what `--compact-updates 100` bounds.
-    let db = sqlite(&server);
     let deadline = std::time::Instant::now() + 10 * SECOND;
     loop {
-        let log = LogSize::read(&db);
+        let log = LogSize::read(&server);
         if !log.compaction_due(100, 4 << 20) {
             break;
         }
@@ -99,7 +103,7 @@ async fn compaction_keeps_content_and_shrinks_the_log() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM snapshots WHERE kind = 'compaction'"),
+        server.sql_count("SELECT COUNT(*) FROM snapshots WHERE kind = 'compaction'"),
         1
     );
     // 1,334 updates past a threshold of 100: compacted more than once.
@@ -122,25 +126,17 @@ struct LogSize {
 }
 
 impl LogSize {
-    fn read(db: &rusqlite::Connection) -> LogSize {
+    fn read(server: &Server) -> LogSize {
         let mut updates = 0;
         let mut bytes = 0;
-        let mut rows = db.prepare("SELECT count, data FROM updates").unwrap();
-        let rows = rows
-            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)))
-            .unwrap();
-        for row in rows {
-            let (n, data) = row.unwrap();
+        for row in server.sql("SELECT count, data FROM updates") {
+            let n: u64 = row[0].parse().unwrap();
+            let data = unhex(&row[1]);
             updates += n;
             bytes += if n == 1 { data.len() as u64 } else { unpacked_len(&data) };
         }
-        let snapshot = db
-            .query_row(
-                "SELECT COALESCE(MAX(length(state)), 0) FROM snapshots WHERE kind = 'compaction'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap() as u64;
+        let snapshot =
+            server.sql_count("SELECT COALESCE(MAX(length(state)), 0) FROM snapshots WHERE kind = 'compaction'") as u64;
         LogSize {
             updates,
             bytes,
@@ -154,6 +150,15 @@ impl LogSize {
         (self.updates >= compact_updates && self.bytes >= self.snapshot / 4)
             || self.bytes >= compact_bytes.max(self.snapshot)
     }
+}
+
+/// A blob as `Server::sql` gives it: hex, with PostgreSQL's `\x` prefix.
+fn unhex(text: &str) -> Vec<u8> {
+    let hex = text.strip_prefix("\\x").unwrap_or(text);
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// The bytes of the updates in a row holding several: each is its length
@@ -171,13 +176,12 @@ fn unpacked_len(data: &[u8]) -> u64 {
 
 /// The automerge-paper trace, one update per edit, through a socket; after a
 /// restart the text is exactly the trace's end.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trace_replay_survives_restart() {
+async fn trace_replay_survives_restart(store: Store) {
     let trace = common::automerge_paper();
     assert_eq!(trace.patches.len(), 259_778);
     // One socket sending a quarter million messages as fast as it can is a
     // flood by the default rate limit; this test is about storage.
-    let server = Server::builder().arg("--rate-limit", 0).start();
+    let server = Server::builder().store(store).arg("--rate-limit", 0).start();
     let writer = server.connect("paper").await;
     let text = writer.doc.get_or_insert_text("t");
     for (pos, del, ins) in &trace.patches {
@@ -210,12 +214,42 @@ async fn trace_replay_survives_restart() {
     assert_eq!(reader.text("t"), trace.end);
 }
 
-/// A write that fails (the database locked by another process) is neither
-/// relayed nor kept: its sender is closed with 4500 and resends it after
-/// reconnecting. What was relayed before stays.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn write_failure_closes_the_writer_and_loses_nothing() {
-    let server = Server::builder().arg("--db-busy-timeout-ms", 100).start();
+/// Another process holding the lock writes need, until released.
+enum Lock {
+    Sqlite(rusqlite::Connection),
+    Postgres(common::postgres::Session),
+}
+
+impl Lock {
+    fn take(server: &Server) -> Lock {
+        match &server.pg {
+            None => {
+                let lock = sqlite(server);
+                lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+                Lock::Sqlite(lock)
+            }
+            Some(db) => {
+                let mut session = common::postgres::Session::open(&db.url);
+                session.run("BEGIN; LOCK TABLE updates IN EXCLUSIVE MODE;");
+                Lock::Postgres(session)
+            }
+        }
+    }
+
+    fn release(self) {
+        match self {
+            Lock::Sqlite(lock) => lock.execute_batch("COMMIT").unwrap(),
+            Lock::Postgres(mut session) => session.run("COMMIT;"),
+        }
+    }
+}
+
+/// A write that fails (the database locked by another process past the
+/// busy/lock timeout) is neither relayed nor kept: its sender is closed
+/// with 4500 and resends it after reconnecting. What was relayed before
+/// stays.
+async fn write_failure_closes_the_writer_and_loses_nothing(store: Store) {
+    let server = Server::builder().store(store).arg("--db-busy-timeout-ms", 100).start();
     let writer = server.connect("locked").await;
     let observer = server.connect("locked").await;
     let text = writer.doc.get_or_insert_text("t");
@@ -225,8 +259,7 @@ async fn write_failure_closes_the_writer_and_loses_nothing() {
         .await
         .unwrap();
 
-    let lock = sqlite(&server);
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let lock = Lock::take(&server);
     writer.edit(|txn| text.push(txn, "later"));
     let closed = writer.wait_closed(10 * SECOND).await.unwrap();
     assert_eq!(closed.map(|c| c.0), Some(4500));
@@ -237,7 +270,7 @@ async fn write_failure_closes_the_writer_and_loses_nothing() {
     );
     server.wait_log("could not store updates", SECOND).await.unwrap();
     assert!(server.log().contains("doc=locked"));
-    lock.execute_batch("COMMIT").unwrap();
+    lock.release();
 
     // The writer still has its edit and sends it again on reconnect.
     let again = Client::connect_with(&server.ws, "locked", writer.doc.clone())
@@ -254,9 +287,8 @@ async fn write_failure_closes_the_writer_and_loses_nothing() {
 
 /// A stored row that does not decode is reported with its document's name,
 /// at the upgrade; other documents load.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_document_is_reported_and_others_still_load() {
-    let mut server = Server::start();
+async fn corrupt_document_is_reported_and_others_still_load(store: Store) {
+    let mut server = Server::start_on(store);
     for room in ["broken", "healthy"] {
         let c = server.connect(room).await;
         let observer = server.connect(room).await;
@@ -271,20 +303,17 @@ async fn corrupt_document_is_reported_and_others_still_load() {
         observer.close();
     }
     assert!(server.terminate().success());
-    let db = rusqlite::Connection::open(&server.db).unwrap();
-    let changed = db
-        .execute(
-            "UPDATE snapshots SET state = x'ff01ff' WHERE doc_id = (SELECT id FROM documents WHERE name = 'broken')",
-            [],
-        )
-        .unwrap()
-        + db.execute(
-            "UPDATE updates SET data = x'ff01ff' WHERE doc_id = (SELECT id FROM documents WHERE name = 'broken')",
-            [],
-        )
-        .unwrap();
-    assert!(changed > 0);
-    drop(db);
+    let garbage = match store {
+        Store::Sqlite => "x'ff01ff'",
+        Store::Postgres => "'\\xff01ff'::bytea",
+    };
+    let broken = "doc_id = (SELECT id FROM documents WHERE name = 'broken')";
+    server.sql(&format!("UPDATE snapshots SET state = {garbage} WHERE {broken}"));
+    server.sql(&format!("UPDATE updates SET data = {garbage} WHERE {broken}"));
+    let rows = server.sql_count(&format!(
+        "SELECT (SELECT COUNT(*) FROM updates WHERE {broken}) + (SELECT COUNT(*) FROM snapshots WHERE {broken})"
+    ));
+    assert!(rows > 0, "nothing stored for 'broken'");
     let server = server.restart();
     let refused = Client::refused(&server.ws, "/broken").await.unwrap();
     assert_eq!(refused.status, 500);
@@ -346,23 +375,43 @@ async fn backups_of_a_live_database_are_complete() {
 }
 
 /// A database written by a newer weft is refused at start-up, untouched.
-#[test]
-fn newer_schema_is_refused_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("future.db");
-    let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch("PRAGMA user_version = 99; CREATE TABLE t (x);")
-        .unwrap();
-    drop(db);
-    let out = Server::builder().db(&path).run_to_exit();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("schema version 99 is newer"), "{stderr}");
-    let db = rusqlite::Connection::open(&path).unwrap();
-    assert_eq!(
-        db.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(),
-        99
-    );
+async fn newer_schema_is_refused_at_start(store: Store) {
+    match store {
+        Store::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("future.db");
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.execute_batch("PRAGMA user_version = 99; CREATE TABLE t (x);")
+                .unwrap();
+            drop(db);
+            let out = Server::builder().db(&path).run_to_exit();
+            assert!(!out.status.success());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("schema version 99 is newer"), "{stderr}");
+            let db = rusqlite::Connection::open(&path).unwrap();
+            assert_eq!(
+                db.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(),
+                99
+            );
+        }
+        Store::Postgres => {
+            let server = common::postgres::shared_server().unwrap();
+            let db = common::postgres::Database::create(&server);
+            db.query("CREATE TABLE weft_schema (version INTEGER NOT NULL); INSERT INTO weft_schema VALUES (99)");
+            let out = Server::builder().arg("--db", &db.url).run_to_exit();
+            assert!(!out.status.success());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("schema version 99 is newer"), "{stderr}");
+            assert_eq!(
+                db.query("SELECT version FROM weft_schema"),
+                vec![vec!["99".to_string()]]
+            );
+            assert_eq!(
+                db.query("SELECT to_regclass('documents') IS NULL"),
+                vec![vec!["t".to_string()]]
+            );
+        }
+    }
 }
 
 /// `--sync full` fsyncs every commit before its update is relayed, which is

@@ -268,6 +268,20 @@ pub async fn run(
             Ok(result)
         })
         .await?;
+        let mut rows = rows;
+        if let Some(url) = servers.fresh_postgres("manydocs")? {
+            eprintln!("many documents: weft on PostgreSQL");
+            let server = servers.start(Kind::Weft, "many-weft-postgres", &["--db", &url], None)?;
+            let target = server.target().await?;
+            let result = load::many_docs(&target.with_sources(2), Some(server.pid), &plan.many).await;
+            let mut row = stopped(server, Kind::Weft, result)?;
+            eprintln!(
+                "  p50 {} ms p99 {} ms max {} ms, server CPU {}",
+                row["latency"]["p50_ms"], row["latency"]["p99_ms"], row["latency"]["max_ms"], row["server_cpu"]
+            );
+            row["server"] = json!("weft-postgres");
+            rows.push(row);
+        }
         results["scenarios"]["manydocs"] = json!(rows);
         save(&mut results)?;
     }
@@ -349,12 +363,17 @@ pub async fn run(
 
     if wanted("durable") {
         let mut rows = Vec::new();
-        let modes: [(&str, &[&str]); 3] = [
-            ("sqlite-normal", &["--storage", "sqlite", "--sync", "normal"]),
-            ("sqlite-full", &["--storage", "sqlite", "--sync", "full"]),
-            ("none", &["--storage", "none"]),
+        let postgres = servers.fresh_postgres("durable")?;
+        let mut modes: Vec<(&str, Vec<&str>)> = vec![
+            ("sqlite-normal", vec!["--storage", "sqlite", "--sync", "normal"]),
+            ("sqlite-full", vec!["--storage", "sqlite", "--sync", "full"]),
+            ("none", vec!["--storage", "none"]),
         ];
+        if let Some(url) = &postgres {
+            modes.push(("postgres", vec!["--db", url]));
+        }
         for (mode, flags) in modes {
+            let flags = &flags[..];
             eprintln!("durable writes: weft {mode}");
             let server = servers.start(Kind::Weft, &format!("durable-{mode}"), flags, None)?;
             let target = server.target().await?;

@@ -174,6 +174,10 @@ enum Cmd {
         /// Only these scenarios: fanout, manydocs, idle, replay, coldload, durable, hostile.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// A PostgreSQL server (postgres://...): weft also runs on a fresh
+        /// database of it in the durable and manydocs scenarios.
+        #[arg(long)]
+        postgres: Option<String>,
         /// The hostile scenario's attacker does only these: answers,
         /// stalled, flood, fragments (default: all).
         #[arg(long, value_delimiter = ',')]
@@ -353,6 +357,7 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
             server_cores,
             quick,
             only,
+            postgres,
             attack_parts,
         } => {
             std::fs::create_dir_all(&out)?;
@@ -362,6 +367,7 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
                 relay: std::env::current_exe()?,
                 cores: server_cores,
                 work: std::fs::canonicalize(&out)?,
+                postgres,
             };
             let mut plan = Plan::new(quick);
             if !attack_parts.is_empty() {

@@ -49,6 +49,10 @@ pub struct Servers {
     /// The core list the servers are pinned to (`taskset -c`); empty: none.
     pub cores: String,
     pub work: PathBuf,
+    /// A PostgreSQL server's URL (`--store postgres`): weft also runs on a
+    /// fresh database of it in the durable-writes and many-documents
+    /// scenarios.
+    pub postgres: Option<String>,
 }
 
 /// A running server process.
@@ -72,6 +76,38 @@ extern "C" {
 }
 
 impl Servers {
+    /// A fresh database named after `label` on the PostgreSQL server, by
+    /// URL; `None` without `--store postgres`.
+    pub fn fresh_postgres(&self, label: &str) -> Result<Option<String>, Error> {
+        let Some(server) = &self.postgres else {
+            return Ok(None);
+        };
+        let name = format!("bench_{}", label.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            let out = std::process::Command::new("psql")
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", server, "-c", &sql])
+                .output()?;
+            if !out.status.success() {
+                return Err(format!("psql {sql}: {}", String::from_utf8_lossy(&out.stderr)).into());
+            }
+        }
+        let (base, query) = server.split_once('?').map_or((server.as_str(), ""), |(b, q)| (b, q));
+        let authority_end = base.find("://").map_or(0, |i| i + 3);
+        let base = match base[authority_end..].find('/') {
+            Some(i) => &base[..authority_end + i],
+            None => base,
+        };
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        Ok(Some(format!("{base}/{name}{query}")))
+    }
+
     /// Starts a server of `kind`; weft gets `extra` flags and a fresh database
     /// named after `label` (or `db` to reuse one), and its abuse limits off.
     pub fn start(&self, kind: Kind, label: &str, extra: &[&str], db: Option<PathBuf>) -> Result<Server, Error> {
@@ -103,20 +139,32 @@ impl Servers {
                         db
                     }
                 };
-                db_path = Some(db.clone());
                 let mut v = vec![
                     self.weft.display().to_string(),
                     "--addr".into(),
                     addr.clone(),
-                    "--db".into(),
-                    db.display().to_string(),
                     "--log".into(),
                     "warn".into(),
                 ];
+                // A PostgreSQL URL among the flags replaces the file.
+                if !extra.contains(&"--db") {
+                    db_path = Some(db.clone());
+                    v.extend(["--db".into(), db.display().to_string()]);
+                }
                 if limits == Limits::Off {
                     // The abuse limits are for the open internet: a load
                     // generator is one client IP sending as fast as it can.
-                    v.extend(["--rate-limit", "0", "--max-connections-per-ip", "0"].map(String::from));
+                    v.extend(
+                        [
+                            "--rate-limit",
+                            "0",
+                            "--max-connections-per-ip",
+                            "0",
+                            "--max-new-docs-per-minute",
+                            "0",
+                        ]
+                        .map(String::from),
+                    );
                 }
                 v.extend(extra.iter().map(|s| s.to_string()));
                 v

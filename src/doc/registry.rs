@@ -145,6 +145,11 @@ impl Registry {
         docs.iter().map(|(n, slot)| (n.clone(), slot.handle.clone())).collect()
     }
 
+    /// Whether the store can commit, as far as it knows (`/healthz`).
+    pub fn store_healthy(&self) -> bool {
+        self.shared.store.healthy()
+    }
+
     /// Number of documents in memory.
     pub fn loaded_count(&self) -> usize {
         self.inner.docs.lock().unwrap().len()

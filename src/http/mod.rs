@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, Method};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -141,7 +141,12 @@ async fn refuse_upgrade_to_reserved(request: Request, next: Next) -> Response {
 /// What README says about names, for refusals.
 const RESERVED_HINT: &str = "a document name may not be empty nor start with api/, assets/, healthz or metrics";
 
-async fn healthz() -> Response {
+/// 503 while the store cannot commit (PostgreSQL unreachable): edits are
+/// refused meanwhile, so a load balancer should send clients elsewhere.
+async fn healthz(State(state): State<AppState>) -> Response {
+    if !state.registry.store_healthy() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
+    }
     healthz_response()
 }
 

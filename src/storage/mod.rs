@@ -10,8 +10,12 @@
 //! SQLite without touching the actor. Its methods return boxed futures so the
 //! store can sit behind `Arc<dyn DocStore>`.
 
+mod job;
 mod memory;
+mod pack;
+mod postgres;
 mod sqlite;
+pub mod transfer;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +26,7 @@ use serde::Serialize;
 use crate::name::DocName;
 
 pub use memory::MemoryStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteStore, SyncMode};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -31,6 +36,14 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    /// The database cannot be reached (PostgreSQL down, the network gone);
+    /// weft keeps trying to reconnect.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Config(String),
     #[error("stored data of document '{doc}' is corrupt ({what})")]
     Corrupt { doc: String, what: String },
     #[error("database schema version {found} is newer than this weft supports ({supported}); upgrade weft")]
@@ -193,4 +206,10 @@ pub trait DocStore: Send + Sync + 'static {
 
     /// Finishes pending writes and releases the store.
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    /// Whether the store can commit right now, as far as it knows (`/healthz`).
+    /// A store on a server (PostgreSQL) is down while it cannot reach it.
+    fn healthy(&self) -> bool {
+        true
+    }
 }

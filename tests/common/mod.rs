@@ -15,8 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use weft_bench::client::Client;
 
+pub mod postgres;
 pub mod tokens;
 pub mod ydoc;
+
+pub use postgres::Store;
 
 pub const SECOND: Duration = Duration::from_secs(1);
 
@@ -48,6 +51,8 @@ pub struct Server {
     args: Vec<String>,
     env: Vec<(String, String)>,
     _dir: Option<Arc<tempfile::TempDir>>,
+    /// The test's own PostgreSQL database, when it runs against PostgreSQL.
+    pub pg: Option<Arc<postgres::Database>>,
 }
 
 pub struct Builder {
@@ -55,6 +60,9 @@ pub struct Builder {
     env: Vec<(String, String)>,
     db: Option<PathBuf>,
     bare: bool,
+    store: Store,
+    /// A PostgreSQL database another server used (`on_database_of`).
+    pg: Option<Arc<postgres::Database>>,
 }
 
 impl Builder {
@@ -90,7 +98,34 @@ impl Builder {
         self
     }
 
-    pub fn start(self) -> Server {
+    /// Uses the database `server` used (stopped by now), whichever store.
+    pub fn on_database_of(mut self, server: &Server) -> Self {
+        match &server.pg {
+            Some(pg) => {
+                self.pg = Some(pg.clone());
+                self.arg("--db", &pg.url)
+            }
+            None => self.db(&server.db),
+        }
+    }
+
+    /// Runs against `store`: SQLite (a fresh file, the default) or a fresh
+    /// database on the shared PostgreSQL server.
+    pub fn store(mut self, store: Store) -> Self {
+        self.store = store;
+        self
+    }
+
+    pub fn start(mut self) -> Server {
+        let pg = match self.store {
+            Store::Postgres if self.db.is_none() => {
+                let server = postgres::shared_server().expect("a PostgreSQL test without WEFT_TEST_POSTGRES");
+                let db = Arc::new(postgres::Database::create(&server));
+                self = self.arg("--db", &db.url);
+                Some(db)
+            }
+            _ => self.pg.take(),
+        };
         let args = self.with_defaults();
         let (db, dir) = match self.db {
             Some(db) => (db, None),
@@ -99,7 +134,9 @@ impl Builder {
                 (dir.path().join("weft.db"), Some(dir))
             }
         };
-        Server::spawn(db, args, self.env, dir)
+        let mut server = Server::spawn(db, args, self.env, dir);
+        server.pg = pg;
+        server
     }
 
     /// The test's flags, and the harness's where the test gives none.
@@ -190,7 +227,62 @@ impl Server {
             env: Vec::new(),
             db: None,
             bare: false,
+            store: Store::Sqlite,
+            pg: None,
         }
+    }
+
+    /// A server with default settings on a fresh database of `store`.
+    pub fn start_on(store: Store) -> Server {
+        Self::builder().store(store).start()
+    }
+
+    /// Runs `sql` on the server's database (SQLite file or PostgreSQL);
+    /// rows as lists of text fields (NULL as "", blobs as hex).
+    pub fn sql(&self, sql: &str) -> Vec<Vec<String>> {
+        if let Some(pg) = &self.pg {
+            return pg.query(sql);
+        }
+        let db = rusqlite::Connection::open(&self.db).unwrap();
+        let mut stmt = db.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let columns = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                (0..columns)
+                    .map(|i| {
+                        Ok(match r.get_ref(i)? {
+                            rusqlite::types::ValueRef::Null => String::new(),
+                            rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                            rusqlite::types::ValueRef::Real(f) => f.to_string(),
+                            rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                            rusqlite::types::ValueRef::Blob(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        rows
+    }
+
+    /// Bytes of the database as the disk holds it while weft runs: the
+    /// SQLite file and its WAL, or the PostgreSQL database's size.
+    pub fn db_bytes(&self) -> u64 {
+        if self.pg.is_some() {
+            return self.sql_count("SELECT pg_database_size(current_database())") as u64;
+        }
+        let wal = PathBuf::from(format!("{}-wal", self.db.display()));
+        [self.db.clone(), wal]
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum()
+    }
+
+    /// The one number `sql` selects.
+    pub fn sql_count(&self, sql: &str) -> i64 {
+        let rows = self.sql(sql);
+        rows[0][0].parse().unwrap_or_else(|_| panic!("{sql}: {rows:?}"))
     }
 
     /// A server with default settings and a fresh database.
@@ -250,6 +342,7 @@ impl Server {
             args,
             env,
             _dir: dir,
+            pg: None,
         }
     }
 
@@ -371,7 +464,10 @@ impl Server {
     pub fn restart(mut self) -> Server {
         self.kill();
         let dir = self._dir.take();
-        Server::spawn(self.db.clone(), self.args.clone(), self.env.clone(), dir)
+        let pg = self.pg.take();
+        let mut server = Server::spawn(self.db.clone(), self.args.clone(), self.env.clone(), dir);
+        server.pg = pg;
+        server
     }
 
     pub async fn connect(&self, room: &str) -> Client {
@@ -432,7 +528,7 @@ impl Drop for Server {
 
 extern "C" {
     #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
+    pub(crate) fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// The value under `key` in the map "m" of a client's document, as a string.

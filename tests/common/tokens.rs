@@ -22,8 +22,13 @@ pub fn key_file() -> (tempfile::TempDir, PathBuf) {
 /// A server in token mode, with `extra` flags; the directory holds its key
 /// file.
 pub fn token_server(extra: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
+    token_server_on(super::Store::Sqlite, extra)
+}
+
+/// `token_server` on a fresh database of `store`.
+pub fn token_server_on(store: super::Store, extra: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
     let (dir, path) = key_file();
-    let mut builder = Server::builder().arg("--auth-key-file", path.display());
+    let mut builder = Server::builder().store(store).arg("--auth-key-file", path.display());
     for (flag, value) in extra {
         builder = builder.arg(flag, value);
     }

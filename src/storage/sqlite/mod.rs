@@ -17,10 +17,11 @@
 //! - [`schema`]: opening connections, the schema and its migrations;
 //! - [`read`]: the reader pool and every read query (`load` included);
 //! - [`writer`]: the writer thread, group commit, one function per job kind;
-//! - [`pack`]: how one log row holds the updates of one actor batch.
+//! - `storage::pack` (shared with PostgreSQL): how one log row holds the
+//!   updates of one actor batch.
 
-mod pack;
 mod read;
+pub(crate) mod rows;
 mod schema;
 mod writer;
 
@@ -33,7 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::read::ReadPool;
 use self::schema::{migrate, open_connection};
-use self::writer::{Job, Writer, WRITE_QUEUE};
+use self::writer::Writer;
+use super::job::{Job, JobQueue, WRITE_QUEUE};
 use super::{
     BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState,
 };
@@ -49,7 +51,7 @@ pub use crate::config::SyncMode;
 const CHECKPOINT_PAGES: u32 = 250;
 
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Job>,
+    jobs: JobQueue,
     readers: Arc<ReadPool>,
 }
 
@@ -85,23 +87,16 @@ impl SqliteStore {
             .name("weft-sqlite-writer".into())
             .spawn(move || Writer::new(conn, metrics).run(rx))?;
         Ok(Self {
-            jobs: tx,
+            jobs: JobQueue(tx),
             readers: Arc::new(ReadPool::new(path.to_owned(), busy_timeout)),
         })
     }
 
-    /// Queues the job `job` makes with its reply channel for the writer, and
-    /// waits for the answer.
     fn write<T: Send + 'static>(
         &self,
         job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
     ) -> BoxFuture<'_, Result<T, StoreError>> {
-        let (reply, answer) = oneshot::channel();
-        let job = job(reply);
-        Box::pin(async move {
-            self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
-        })
+        self.jobs.submit(job)
     }
 
     /// Runs a read query on a pooled connection, off the async workers.
@@ -229,11 +224,6 @@ impl DocStore for SqliteStore {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let (reply, rx) = oneshot::channel();
-            if self.jobs.send(Job::Close { reply }).await.is_ok() {
-                let _ = rx.await;
-            }
-        })
+        self.jobs.close()
     }
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::pack::unpack;
 use super::schema::open_connection;
 use crate::name::DocName;
-use crate::storage::{DocMeta, LogEntry, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState};
+use crate::storage::pack::log_entries;
+use crate::storage::{DocMeta, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState};
 
 /// Idle reader connections kept for reuse; more are opened when needed and
 /// closed after.
@@ -85,26 +85,7 @@ pub(super) fn load(conn: &Connection, doc: &DocName) -> Result<StoredDoc, StoreE
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut log = Vec::new();
-    for (seq, count, data) in rows {
-        let updates = unpack(data, count).ok_or_else(|| StoreError::Corrupt {
-            doc: doc.to_string(),
-            what: format!(
-                "log row of updates {seq}..{} does not split into {count} updates",
-                seq + count - 1
-            ),
-        })?;
-        log.extend(
-            updates
-                .into_iter()
-                .enumerate()
-                .map(|(i, data)| LogEntry {
-                    seq: seq + i as u64,
-                    data,
-                })
-                .filter(|e| e.seq > after as u64),
-        );
-    }
+    let log = log_entries(doc, rows, after as u64)?;
     let last = log.last().map_or(after as u64, |e| e.seq);
     Ok(StoredDoc {
         snapshot: snapshot.map(|(_, state)| state),

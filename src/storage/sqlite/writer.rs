@@ -13,72 +13,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::pack::pack;
 use super::read::{doc_id, version_row, VERSION_COLUMNS};
 use crate::clock::now_ms;
 use crate::metrics::{Commit, Metrics};
 use crate::name::DocName;
+use crate::storage::job::{appended, finish, take_batch, Done, Job};
+use crate::storage::pack::pack;
 use crate::storage::{LogEntry, Snapshot, StoreError, VersionKind, VersionMeta};
 
-/// Jobs waiting for the writer; senders wait (asynchronously) when it is full.
-pub(super) const WRITE_QUEUE: usize = 4096;
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 2048;
-
-pub(super) enum Job {
-    Append {
-        doc: DocName,
-        entries: Vec<LogEntry>,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
-    Compact {
-        doc: DocName,
-        snapshot: Snapshot,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
-    Delete {
-        doc: DocName,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
-    SaveVersion {
-        doc: DocName,
-        snapshot: Snapshot,
-        kind: VersionKind,
-        label: Option<String>,
-        digest: Vec<u8>,
-        reply: oneshot::Sender<Result<VersionMeta, StoreError>>,
-    },
-    NameVersion {
-        doc: DocName,
-        id: i64,
-        label: Option<String>,
-        reply: oneshot::Sender<Result<Option<VersionMeta>, StoreError>>,
-    },
-    DeleteVersions {
-        doc: DocName,
-        ids: Vec<i64>,
-        reply: oneshot::Sender<Result<usize, StoreError>>,
-    },
-    Revoke {
-        token_id: String,
-        expires_at: u64,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
-    Close {
-        reply: oneshot::Sender<()>,
-    },
-}
-
-/// What a job produced, before the batch commits.
-enum Done {
-    Unit,
-    Bool(bool),
-    Count(usize),
-    Version(VersionMeta),
-    Found(Option<VersionMeta>),
-}
 
 pub(super) struct Writer {
     conn: Connection,
@@ -100,30 +46,11 @@ impl Writer {
     /// Takes batches off the queue until it closes or a `Close` job comes.
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            let mut close = None;
-            batch.retain_mut(|job| match job {
-                Job::Close { .. } => {
-                    close = Some(std::mem::replace(
-                        job,
-                        Job::Close {
-                            reply: oneshot::channel().0,
-                        },
-                    ));
-                    false
-                }
-                _ => true,
-            });
+            let (batch, close) = take_batch(first, &mut rx, MAX_BATCH);
             if !batch.is_empty() {
                 self.commit(batch);
             }
-            if let Some(Job::Close { reply }) = close {
+            if let Some(reply) = close {
                 // Fold the WAL back into the main file so that a copied
                 // weft.db is complete on its own after a clean shutdown.
                 if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
@@ -415,49 +342,6 @@ impl<'a> Tx<'a> {
     }
 }
 
-/// The updates a committed batch appended, and their bytes.
-fn appended(batch: &[Job], results: &[Result<Done, StoreError>]) -> (usize, u64) {
-    let committed = batch.iter().zip(results).filter(|(_, result)| result.is_ok());
-    committed.fold((0, 0), |(updates, bytes), (job, _)| match job {
-        Job::Append { entries, .. } => (
-            updates + entries.len(),
-            bytes + entries.iter().map(|e| e.data.len() as u64).sum::<u64>(),
-        ),
-        _ => (updates, bytes),
-    })
-}
-
-/// Answers a job with what it produced, in the type its caller waits for.
-fn finish(job: Job, result: Result<Done, StoreError>) {
-    match job {
-        Job::Append { reply, .. } | Job::Compact { reply, .. } | Job::Revoke { reply, .. } => {
-            let _ = reply.send(result.map(|_| ()));
-        }
-        Job::Delete { reply, .. } => {
-            let _ = reply.send(result.map(|done| matches!(done, Done::Bool(true))));
-        }
-        Job::SaveVersion { reply, .. } => {
-            let _ = reply.send(result.and_then(|done| match done {
-                Done::Version(meta) => Ok(meta),
-                _ => Err(StoreError::Commit("version not saved".into())),
-            }));
-        }
-        Job::NameVersion { reply, .. } => {
-            let _ = reply.send(result.map(|done| match done {
-                Done::Found(meta) => meta,
-                _ => None,
-            }));
-        }
-        Job::DeleteVersions { reply, .. } => {
-            let _ = reply.send(result.map(|done| match done {
-                Done::Count(n) => n,
-                _ => 0,
-            }));
-        }
-        Job::Close { .. } => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -481,7 +365,7 @@ mod tests {
         let mut writer = Writer::new(conn, Arc::new(Metrics::default()));
         let doc = |n: &str| DocName::parse(n).unwrap();
         let append = |name: &str, seq: u64| {
-            let (reply, rx) = oneshot::channel();
+            let (reply, rx) = tokio::sync::oneshot::channel();
             let entries = vec![LogEntry {
                 seq,
                 data: Bytes::from_static(b"x"),

@@ -7,11 +7,12 @@ use bytes::Bytes;
 use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
 
-use crate::storage::LogEntry;
+use crate::name::DocName;
+use crate::storage::{LogEntry, StoreError};
 
 /// A log row's data: the update itself when alone, otherwise each update
 /// prefixed by its length (lib0 varUint).
-pub(super) fn pack(entries: &[LogEntry]) -> Vec<u8> {
+pub(crate) fn pack(entries: &[LogEntry]) -> Vec<u8> {
     if let [only] = entries {
         return only.data.to_vec();
     }
@@ -24,7 +25,7 @@ pub(super) fn pack(entries: &[LogEntry]) -> Vec<u8> {
 }
 
 /// The inverse of [`pack`]; `None` if the row is not `count` updates.
-pub(super) fn unpack(data: Vec<u8>, count: u64) -> Option<Vec<Bytes>> {
+pub(crate) fn unpack(data: Vec<u8>, count: u64) -> Option<Vec<Bytes>> {
     if count == 1 {
         return Some(vec![Bytes::from(data)]);
     }
@@ -39,6 +40,36 @@ pub(super) fn unpack(data: Vec<u8>, count: u64) -> Option<Vec<Bytes>> {
         cursor.next = end;
     }
     (updates.len() as u64 == count).then_some(updates)
+}
+
+/// Log rows `(seq, count, data)` in order, unpacked into the entries after
+/// `after` (a snapshot may cover part of a row).
+pub(crate) fn log_entries(
+    doc: &DocName,
+    rows: Vec<(u64, u64, Vec<u8>)>,
+    after: u64,
+) -> Result<Vec<LogEntry>, StoreError> {
+    let mut log = Vec::new();
+    for (seq, count, data) in rows {
+        let updates = unpack(data, count).ok_or_else(|| StoreError::Corrupt {
+            doc: doc.to_string(),
+            what: format!(
+                "log row of updates {seq}..{} does not split into {count} updates",
+                seq + count - 1
+            ),
+        })?;
+        log.extend(
+            updates
+                .into_iter()
+                .enumerate()
+                .map(|(i, data)| LogEntry {
+                    seq: seq + i as u64,
+                    data,
+                })
+                .filter(|e| e.seq > after),
+        );
+    }
+    Ok(log)
 }
 
 #[cfg(test)]

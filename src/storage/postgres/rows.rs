@@ -1,0 +1,191 @@
+//! Raw rows in and out of a PostgreSQL database, for `weft migrate`.
+
+use tokio_postgres::{Client, Row};
+
+use super::connect::Target;
+use super::pg_error;
+use super::schema::migrate;
+use crate::storage::transfer::rows::{
+    DocDump, DocRow, RevokedRow, SnapshotRow, UpdateRow, DOC_COLUMNS, REVOKED_COLUMNS, SNAPSHOT_COLUMNS, UPDATE_COLUMNS,
+};
+use crate::storage::StoreError;
+
+pub(crate) struct PostgresRows {
+    client: Client,
+}
+
+impl PostgresRows {
+    /// Connects and brings the schema up to date, as weft does at start-up.
+    pub(crate) async fn open(options: &super::PostgresOptions) -> Result<Self, StoreError> {
+        let Target { config, tls } = super::target(options)?;
+        let (mut client, connection) = config.connect(tls).await.map_err(pg_error)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        migrate(&mut client).await?;
+        Ok(Self { client })
+    }
+
+    pub(crate) async fn documents(&self) -> Result<Vec<DocRow>, StoreError> {
+        let rows = self
+            .client
+            .query(&format!("SELECT {DOC_COLUMNS} FROM documents ORDER BY id"), &[])
+            .await
+            .map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| DocRow {
+                id: r.get(0),
+                name: r.get(1),
+                created: r.get(2),
+                updated: r.get(3),
+                size: r.get(4),
+            })
+            .collect())
+    }
+
+    pub(crate) async fn dump(&self, doc: DocRow) -> Result<DocDump, StoreError> {
+        let updates = self
+            .client
+            .query(
+                &format!("SELECT {UPDATE_COLUMNS} FROM updates WHERE doc_id = $1 ORDER BY seq"),
+                &[&doc.id],
+            )
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| UpdateRow {
+                seq: r.get(0),
+                data: r.get(1),
+                created: r.get(2),
+                count: r.get(3),
+            })
+            .collect();
+        let snapshots = self
+            .client
+            .query(
+                &format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE doc_id = $1 ORDER BY id"),
+                &[&doc.id],
+            )
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(snapshot_row)
+            .collect();
+        Ok(DocDump {
+            doc,
+            updates,
+            snapshots,
+        })
+    }
+
+    pub(crate) async fn revoked(&self) -> Result<Vec<RevokedRow>, StoreError> {
+        let rows = self
+            .client
+            .query(&format!("SELECT {REVOKED_COLUMNS} FROM revoked_tokens"), &[])
+            .await
+            .map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| RevokedRow {
+                token_id: r.get(0),
+                revoked_at: r.get(1),
+                expires_at: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Writes one document with its ids, in one transaction.
+    pub(crate) async fn write(&mut self, dump: &DocDump) -> Result<(), StoreError> {
+        let tx = self.client.transaction().await.map_err(pg_error)?;
+        let d = &dump.doc;
+        tx.execute(
+            &format!("INSERT INTO documents ({DOC_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
+            &[&d.id, &d.name, &d.created, &d.updated, &d.size],
+        )
+        .await
+        .map_err(pg_error)?;
+        let insert = tx
+            .prepare(&format!(
+                "INSERT INTO updates (doc_id, {UPDATE_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
+            ))
+            .await
+            .map_err(pg_error)?;
+        for u in &dump.updates {
+            tx.execute(&insert, &[&d.id, &u.seq, &u.data, &u.created, &u.count])
+                .await
+                .map_err(pg_error)?;
+        }
+        for s in &dump.snapshots {
+            tx.execute(
+                &format!(
+                    "INSERT INTO snapshots (doc_id, {SNAPSHOT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                ),
+                &[
+                    &d.id,
+                    &s.id,
+                    &s.kind,
+                    &s.trigger,
+                    &s.label,
+                    &s.upto_seq,
+                    &s.state,
+                    &s.state_vector,
+                    &s.created,
+                    &s.digest,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
+    pub(crate) async fn write_revoked(&mut self, rows: &[RevokedRow]) -> Result<(), StoreError> {
+        let tx = self.client.transaction().await.map_err(pg_error)?;
+        for r in rows {
+            tx.execute(
+                &format!(
+                    "INSERT INTO revoked_tokens ({REVOKED_COLUMNS}) VALUES ($1, $2, $3)
+                     ON CONFLICT (token_id) DO UPDATE SET revoked_at = $2, expires_at = $3"
+                ),
+                &[&r.token_id, &r.revoked_at, &r.expires_at],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
+    /// Moves the id sequences past the ids copied in, so that new rows do
+    /// not collide with them.
+    pub(crate) async fn finish(&mut self) -> Result<(), StoreError> {
+        for table in ["documents", "snapshots"] {
+            self.client
+                .execute(
+                    &format!(
+                        "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {table}"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(pg_error)?;
+        }
+        Ok(())
+    }
+}
+
+fn snapshot_row(r: &Row) -> SnapshotRow {
+    SnapshotRow {
+        id: r.get(0),
+        kind: r.get(1),
+        trigger: r.get(2),
+        label: r.get(3),
+        upto_seq: r.get(4),
+        state: r.get(5),
+        state_vector: r.get(6),
+        created: r.get(7),
+        digest: r.get(8),
+    }
+}

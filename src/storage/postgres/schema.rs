@@ -1,0 +1,83 @@
+//! Bringing a PostgreSQL database to the schema this weft writes, at
+//! start-up, under an advisory lock: weft processes that start together
+//! against one database (a cluster's nodes) wait for each other, and the
+//! first one creates the tables while the others find them made.
+
+use tokio_postgres::Client;
+
+use super::pg_error;
+use crate::storage::StoreError;
+
+/// The schema this weft writes: the same version number as `schema.sql`,
+/// since a change of the schema is a step for both stores.
+pub(super) const SCHEMA_VERSION: i32 = 3;
+const SCHEMA: &str = include_str!("../../../schema.postgres.sql");
+/// Steps from each older version to the next, `(from, sql)`. PostgreSQL
+/// support began at version 3, so there are none yet.
+const MIGRATIONS: &[(i32, &str)] = &[];
+/// The advisory lock's key: any constant other applications are unlikely to
+/// use ("weft" in ASCII).
+const LOCK_KEY: i64 = 0x7765_6674;
+
+/// What [`migrate`] did, for the log and the tests.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Migrated {
+    Created,
+    Upgraded { from: i32 },
+    Current,
+}
+
+/// Creates the schema in a database without weft's tables, or runs the
+/// steps from an older version, in one transaction holding the advisory
+/// lock (released at its end). A newer version is refused untouched.
+pub(super) async fn migrate(client: &mut Client) -> Result<Migrated, StoreError> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+        .await
+        .map_err(pg_error)?;
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('weft_schema') IS NOT NULL", &[])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    let found: Option<i32> = if exists {
+        tx.query_opt("SELECT max(version) FROM weft_schema", &[])
+            .await
+            .map_err(pg_error)?
+            .and_then(|row| row.get(0))
+    } else {
+        None
+    };
+    let outcome = match found {
+        Some(found) if found > SCHEMA_VERSION => {
+            return Err(StoreError::SchemaTooNew {
+                found: found.into(),
+                supported: SCHEMA_VERSION.into(),
+            })
+        }
+        Some(found) if found == SCHEMA_VERSION => Migrated::Current,
+        None => {
+            tx.batch_execute(SCHEMA).await.map_err(pg_error)?;
+            tx.execute("INSERT INTO weft_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])
+                .await
+                .map_err(pg_error)?;
+            Migrated::Created
+        }
+        Some(found) => {
+            for version in found..SCHEMA_VERSION {
+                let (_, step) = MIGRATIONS.iter().find(|(from, _)| *from == version).ok_or_else(|| {
+                    StoreError::Config(format!(
+                        "weft_schema says version {found}, which no weft wrote for PostgreSQL"
+                    ))
+                })?;
+                tx.batch_execute(step).await.map_err(pg_error)?;
+            }
+            tx.execute("UPDATE weft_schema SET version = $1", &[&SCHEMA_VERSION])
+                .await
+                .map_err(pg_error)?;
+            Migrated::Upgraded { from: found }
+        }
+    };
+    tx.commit().await.map_err(pg_error)?;
+    Ok(outcome)
+}

@@ -1,0 +1,704 @@
+//! The write side: one task owns the writing connection and commits every
+//! job waiting in its queue, from every document, in one transaction (group
+//! commit). Appends, nearly every job, go in one multi-row `INSERT` over
+//! arrays; the statements of a batch of appends (`BEGIN`, new documents'
+//! rows, the log rows, the documents' sizes, `COMMIT`) do not wait for each
+//! other's answers, so tokio-postgres pipelines them: one round trip per
+//! batch, whatever its size.
+//!
+//! A job that fails (a database error: a sequence number stored twice, a
+//! lock held too long) fails its batch, which then runs again job by job,
+//! each in its own transaction, so that it fails alone. A lost connection
+//! fails the whole batch at once and marks the store down
+//! ([`Health`](super::Health)); the task reconnects with backoff, while
+//! jobs that arrive meanwhile fail at once: their senders are closed with
+//! 4500 and resend their updates once they reconnect.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Object, Pool};
+use tokio::sync::mpsc;
+
+use super::read::{version_row, VERSION_COLUMNS};
+use super::{is_outage, pg_error, Health};
+use crate::clock::now_ms;
+use crate::metrics::{Commit, Metrics};
+use crate::name::DocName;
+use crate::storage::job::{appended, finish, take_batch, Done, Job};
+use crate::storage::pack::pack;
+use crate::storage::{Snapshot, StoreError, VersionKind, VersionMeta};
+
+/// Most jobs committed in one transaction: bounds the arrays of one
+/// statement (and its memory) when thousands of documents wait at once.
+const MAX_BATCH: usize = 2048;
+
+/// Why a transaction did not commit.
+enum Failed {
+    /// A job's statement failed: run the batch again job by job.
+    Job(StoreError),
+    /// The connection is gone or does not answer: fail everything.
+    Outage(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Failed {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if is_outage(&e) {
+            Failed::Outage(pg_error(e))
+        } else {
+            Failed::Job(pg_error(e))
+        }
+    }
+}
+
+pub(super) struct Writer {
+    pool: Pool,
+    conn: Option<Object>,
+    /// Documents known to have a row, so that most batches need not create
+    /// any; forgotten whenever a transaction fails (it may have created
+    /// some that were rolled back) and on delete.
+    known: HashSet<DocName>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    /// Bounds each transaction, also when the server does not answer at all
+    /// (its own `statement_timeout` needs a server that answers).
+    timeout: Duration,
+}
+
+impl Writer {
+    pub(super) fn new(pool: Pool, health: Arc<Health>, metrics: Arc<Metrics>, timeout: Duration) -> Self {
+        Self {
+            pool,
+            conn: None,
+            known: HashSet::new(),
+            health,
+            metrics,
+            timeout,
+        }
+    }
+
+    /// Takes batches off the queue until it closes or a `Close` job comes.
+    /// While the store is down, also tries to reconnect with backoff, so
+    /// that it comes back (and `/healthz` says so) without any traffic.
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        loop {
+            let first = match self.health.next_attempt() {
+                Some(at) => tokio::select! {
+                    job = rx.recv() => job,
+                    () = tokio::time::sleep_until(at.into()) => {
+                        self.reconnect().await;
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            let Some(first) = first else { return };
+            let (batch, close) = take_batch(first, &mut rx, MAX_BATCH);
+            if !batch.is_empty() {
+                self.commit(batch).await;
+            }
+            if let Some(reply) = close {
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    /// One attempt to reach the server again; the next one is scheduled by
+    /// [`Health`] if it fails.
+    async fn reconnect(&mut self) {
+        // Judged down (by this task or a reader): start afresh.
+        self.drop_connection();
+        match self.connection().await {
+            Ok(_) => {}
+            Err(e) => self.health.failed(&e),
+        }
+    }
+
+    /// The writing connection, opened (and checked) if there is none.
+    async fn connection(&mut self) -> Result<&mut Object, StoreError> {
+        if self.conn.is_none() {
+            let conn = tokio::time::timeout(self.timeout, async {
+                let conn = self
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                conn.simple_query("").await.map_err(pg_error)?;
+                Ok::<_, StoreError>(conn)
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable("no answer from the server".into()))??;
+            self.conn = Some(conn);
+            self.health.up();
+        }
+        Ok(self.conn.as_mut().expect("just opened"))
+    }
+
+    /// Drops the writing connection for good (not back to the pool: it may
+    /// be inside a transaction, or stuck).
+    fn drop_connection(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(Object::take(conn));
+        }
+    }
+
+    /// Commits `batch` and answers each job (see the module comment for
+    /// what happens when one fails).
+    async fn commit(&mut self, batch: Vec<Job>) {
+        let started = Instant::now();
+        let now = now_ms();
+        let jobs = batch.len();
+        if self.health.next_attempt().is_some_and(|at| Instant::now() < at) {
+            // Down, and not yet time to try again: fail at once rather than
+            // make every sender wait for a connection timeout.
+            let e = StoreError::Unavailable("waiting to reconnect".into());
+            return self.fail_all(batch, &e);
+        }
+        let results = match self.transact(&batch, now).await {
+            Ok(results) => results.into_iter().map(Ok).collect(),
+            Err(Failed::Job(e)) => {
+                tracing::debug!(error = %e, jobs, "a job failed its batch; running each alone");
+                self.known.clear();
+                let mut results = Vec::with_capacity(jobs);
+                for job in &batch {
+                    match self.transact(std::slice::from_ref(job), now).await {
+                        Ok(mut done) => results.push(Ok(done.pop().unwrap_or(Done::Unit))),
+                        Err(Failed::Job(e)) => {
+                            self.known.clear();
+                            results.push(Err(e));
+                        }
+                        Err(Failed::Outage(e)) => {
+                            // Those done so far are committed; the rest fail.
+                            self.outage(&e);
+                            results.resize_with(jobs, || Err(StoreError::Unavailable(e.to_string())));
+                            break;
+                        }
+                    }
+                }
+                results
+            }
+            Err(Failed::Outage(e)) => {
+                self.outage(&e);
+                return self.fail_all(batch, &e);
+            }
+        };
+        let (updates, bytes) = appended(&batch, &results);
+        self.metrics.record_commit(Commit {
+            took: started.elapsed(),
+            jobs,
+            updates,
+            bytes,
+        });
+        if results.iter().any(Result::is_err) {
+            self.metrics.storage_error();
+        }
+        for (job, result) in batch.into_iter().zip(results) {
+            finish(job, result);
+        }
+    }
+
+    fn outage(&mut self, e: &StoreError) {
+        self.known.clear();
+        self.drop_connection();
+        self.health.failed(e);
+    }
+
+    fn fail_all(&mut self, batch: Vec<Job>, e: &StoreError) {
+        self.metrics.storage_error();
+        let message = e.to_string();
+        for job in batch {
+            finish(job, Err(StoreError::Unavailable(message.clone())));
+        }
+    }
+
+    /// Runs `batch` in one transaction, bounded by the timeout.
+    async fn transact(&mut self, batch: &[Job], now: i64) -> Result<Vec<Done>, Failed> {
+        let timeout = self.timeout;
+        let known = std::mem::take(&mut self.known);
+        let conn = self.connection().await.map_err(Failed::Outage)?;
+        let mut tx = Tx { conn, known, now };
+        let outcome = match tokio::time::timeout(timeout, tx.run(batch)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Failed::Outage(StoreError::Unavailable(format!(
+                "no answer within {} ms",
+                timeout.as_millis()
+            )))),
+        };
+        self.known = tx.known;
+        outcome
+    }
+}
+
+/// One transaction on the writing connection, at the batch's time `now`
+/// (Unix milliseconds).
+struct Tx<'a> {
+    conn: &'a Object,
+    known: HashSet<DocName>,
+    now: i64,
+}
+
+impl Tx<'_> {
+    /// Runs the jobs in order: each run of consecutive appends as one
+    /// pipelined group, every other job on its own. Ends with the
+    /// transaction committed, or not open (rolled back) on any error.
+    async fn run(&mut self, batch: &[Job]) -> Result<Vec<Done>, Failed> {
+        let all_appends = batch.iter().all(|j| matches!(j, Job::Append { .. }));
+        if all_appends {
+            // The common case, in one round trip.
+            self.appends(batch, true).await?;
+            return Ok(batch.iter().map(|_| Done::Unit).collect());
+        }
+        self.conn.batch_execute("BEGIN").await?;
+        let mut results = Vec::with_capacity(batch.len());
+        let outcome: Result<(), Failed> = async {
+            let mut i = 0;
+            while i < batch.len() {
+                let run = batch[i..]
+                    .iter()
+                    .take_while(|j| matches!(j, Job::Append { .. }))
+                    .count();
+                if run > 0 {
+                    self.appends(&batch[i..i + run], false).await?;
+                    results.extend((0..run).map(|_| Done::Unit));
+                    i += run;
+                } else {
+                    results.push(self.apply(&batch[i]).await?);
+                    i += 1;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                self.conn.batch_execute("COMMIT").await?;
+                Ok(results)
+            }
+            Err(e) => {
+                if let Failed::Job(_) = e {
+                    self.conn.batch_execute("ROLLBACK").await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The appends `jobs` (one log row each, see `pack`): new documents'
+    /// rows, the log rows in one `INSERT`, the documents' sizes in one
+    /// `UPDATE`, all sent without waiting for each other. With `own_tx`
+    /// the transaction is begun and committed in the same pipeline; a
+    /// failing statement aborts it and the `COMMIT` then rolls it back.
+    async fn appends(&mut self, jobs: &[Job], own_tx: bool) -> Result<(), Failed> {
+        let mut names = Vec::with_capacity(jobs.len());
+        let mut seqs = Vec::with_capacity(jobs.len());
+        let mut counts = Vec::with_capacity(jobs.len());
+        let mut data = Vec::with_capacity(jobs.len());
+        let mut grown: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut new_docs: Vec<&str> = Vec::new();
+        for job in jobs {
+            let Job::Append { doc, entries, .. } = job else {
+                continue;
+            };
+            let Some(first) = entries.first() else { continue };
+            let row = pack(entries);
+            *grown.entry(doc.as_str()).or_default() += row.len() as i64;
+            if !self.known.contains(doc) && !new_docs.contains(&doc.as_str()) {
+                new_docs.push(doc.as_str());
+            }
+            names.push(doc.as_str());
+            seqs.push(first.seq as i64);
+            counts.push(entries.len() as i64);
+            data.push(row);
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        let data: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let (grown_names, grown_bytes): (Vec<&str>, Vec<i64>) = grown.into_iter().unzip();
+        let conn = self.conn;
+        let begin = conn.prepare_cached("BEGIN");
+        let create = conn.prepare_cached(
+            "INSERT INTO documents (name, created_at, updated_at)
+             SELECT n, $2, $2 FROM unnest($1::text[]) AS n ON CONFLICT (name) DO NOTHING",
+        );
+        // A scalar subquery, not a join: a document missing here (deleted
+        // meanwhile by another process) makes doc_id NULL and the
+        // statement fail, instead of dropping its rows silently.
+        let insert = conn.prepare_cached(
+            "INSERT INTO updates (doc_id, seq, count, data, created_at)
+             SELECT (SELECT id FROM documents WHERE name = v.name), v.seq, v.count, v.data, $5
+             FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bytea[]) AS v(name, seq, count, data)",
+        );
+        let sizes = conn.prepare_cached(
+            "UPDATE documents d SET updated_at = $1, size_bytes = d.size_bytes + v.bytes
+             FROM unnest($2::text[], $3::int8[]) AS v(name, bytes) WHERE d.name = v.name",
+        );
+        let commit = conn.prepare_cached("COMMIT");
+        let (begin, create, insert, sizes, commit) = tokio::try_join!(begin, create, insert, sizes, commit)?;
+        let now = self.now;
+        let no_params: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
+        let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&names, &seqs, &counts, &data, &now];
+        let sizes_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&now, &grown_names, &grown_bytes];
+        let (r_begin, r_create, r_insert, r_sizes, r_commit) = tokio::join!(
+            async {
+                if own_tx {
+                    conn.execute(&begin, &no_params).await.map(|_| ())
+                } else {
+                    Ok(())
+                }
+            },
+            async {
+                if new_docs.is_empty() {
+                    Ok(0)
+                } else {
+                    conn.execute(&create, &[&new_docs, &now]).await
+                }
+            },
+            conn.execute(&insert, &insert_params),
+            conn.execute(&sizes, &sizes_params),
+            async {
+                if own_tx {
+                    conn.execute(&commit, &no_params).await.map(|_| ())
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        // The first error is the cause; those after it are "transaction
+        // aborted", and the COMMIT of an aborted transaction rolls it back.
+        r_begin?;
+        r_create?;
+        let inserted = r_insert?;
+        r_sizes?;
+        r_commit?;
+        if inserted != names.len() as u64 {
+            return Err(Failed::Job(StoreError::Commit(format!(
+                "{inserted} log rows stored of {}",
+                names.len()
+            ))));
+        }
+        for job in jobs {
+            if let Job::Append { doc, .. } = job {
+                self.known.insert(doc.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, job: &Job) -> Result<Done, Failed> {
+        {
+            Ok(match job {
+                Job::Append { .. } => {
+                    self.appends(std::slice::from_ref(job), false).await?;
+                    Done::Unit
+                }
+                Job::Compact { doc, snapshot, .. } => {
+                    self.compact(doc, snapshot).await?;
+                    Done::Unit
+                }
+                Job::Delete { doc, .. } => Done::Bool(self.delete(doc).await?),
+                Job::SaveVersion {
+                    doc,
+                    snapshot,
+                    kind,
+                    label,
+                    digest,
+                    ..
+                } => Done::Version(self.save_version(doc, snapshot, *kind, label, digest).await?),
+                Job::NameVersion { doc, id, label, .. } => Done::Found(self.name_version(doc, *id, label).await?),
+                Job::DeleteVersions { doc, ids, .. } => Done::Count(self.delete_versions(doc, ids).await?),
+                Job::Revoke {
+                    token_id, expires_at, ..
+                } => {
+                    self.revoke(token_id, *expires_at).await?;
+                    Done::Unit
+                }
+                Job::Close { .. } => Done::Unit,
+            })
+        }
+    }
+
+    /// The document's row id, the row created if it is new.
+    async fn doc_id_or_create(&mut self, doc: &DocName) -> Result<i64, Failed> {
+        let stmt = self
+            .conn
+            .prepare_cached(
+                "WITH new AS (INSERT INTO documents (name, created_at, updated_at) VALUES ($1, $2, $2)
+                              ON CONFLICT (name) DO NOTHING RETURNING id)
+                 SELECT id FROM new UNION ALL SELECT id FROM documents WHERE name = $1",
+            )
+            .await?;
+        let row = self.conn.query_one(&stmt, &[&doc.as_str(), &self.now]).await?;
+        self.known.insert(doc.clone());
+        Ok(row.get(0))
+    }
+
+    async fn doc_id(&mut self, doc: &DocName) -> Result<Option<i64>, Failed> {
+        let stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM documents WHERE name = $1")
+            .await?;
+        Ok(self.conn.query_opt(&stmt, &[&doc.as_str()]).await?.map(|r| r.get(0)))
+    }
+
+    /// The new compaction snapshot replaces the previous one and the log
+    /// rows it covers.
+    async fn compact(&mut self, doc: &DocName, snapshot: &Snapshot) -> Result<(), Failed> {
+        let doc_id = self.doc_id_or_create(doc).await?;
+        let upto = snapshot.upto_seq as i64;
+        let c = self.conn;
+        let insert = c
+            .prepare_cached(
+                "INSERT INTO snapshots (doc_id, kind, upto_seq, state, state_vector, created_at)
+                 VALUES ($1, 'compaction', $2, $3, $4, $5) RETURNING id",
+            )
+            .await?;
+        let id: i64 = c
+            .query_one(
+                &insert,
+                &[&doc_id, &upto, &snapshot.state, &snapshot.state_vector, &self.now],
+            )
+            .await?
+            .get(0);
+        let old = c
+            .prepare_cached("DELETE FROM snapshots WHERE doc_id = $1 AND kind = 'compaction' AND id != $2")
+            .await?;
+        c.execute(&old, &[&doc_id, &id]).await?;
+        let covered = c
+            .prepare_cached("DELETE FROM updates WHERE doc_id = $1 AND seq + count - 1 <= $2")
+            .await?;
+        c.execute(&covered, &[&doc_id, &upto]).await?;
+        let size = c
+            .prepare_cached(
+                "UPDATE documents SET size_bytes = $2 +
+                   (SELECT COALESCE(SUM(octet_length(data)), 0) FROM updates WHERE doc_id = $1)
+                 WHERE id = $1",
+            )
+            .await?;
+        c.execute(&size, &[&doc_id, &(snapshot.state.len() as i64)]).await?;
+        Ok(())
+    }
+
+    async fn delete(&mut self, doc: &DocName) -> Result<bool, Failed> {
+        self.known.remove(doc);
+        // The log and snapshots go with it (ON DELETE CASCADE).
+        let stmt = self
+            .conn
+            .prepare_cached("DELETE FROM documents WHERE name = $1")
+            .await?;
+        Ok(self.conn.execute(&stmt, &[&doc.as_str()]).await? > 0)
+    }
+
+    async fn save_version(
+        &mut self,
+        doc: &DocName,
+        snapshot: &Snapshot,
+        kind: VersionKind,
+        label: &Option<String>,
+        digest: &[u8],
+    ) -> Result<VersionMeta, Failed> {
+        let doc_id = self.doc_id_or_create(doc).await?;
+        let stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO snapshots (doc_id, kind, trigger, label, upto_seq, state, state_vector, created_at, digest)
+                 VALUES ($1, 'version', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .await?;
+        let id: i64 = self
+            .conn
+            .query_one(
+                &stmt,
+                &[
+                    &doc_id,
+                    &kind.as_str(),
+                    label,
+                    &(snapshot.upto_seq as i64),
+                    &snapshot.state,
+                    &snapshot.state_vector,
+                    &self.now,
+                    &digest,
+                ],
+            )
+            .await?
+            .get(0);
+        Ok(VersionMeta {
+            id,
+            created: self.now,
+            label: label.clone(),
+            kind,
+            size: snapshot.state.len() as u64,
+            state_vector: snapshot.state_vector.clone(),
+            digest: Some(digest.to_vec()),
+        })
+    }
+
+    /// Makes a version named, keeping its label if it has one.
+    async fn name_version(
+        &mut self,
+        doc: &DocName,
+        id: i64,
+        label: &Option<String>,
+    ) -> Result<Option<VersionMeta>, Failed> {
+        let Some(doc_id) = self.doc_id(doc).await? else {
+            return Ok(None);
+        };
+        let stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "UPDATE snapshots s SET trigger = 'named', label = COALESCE(s.label, $3)
+                 WHERE s.doc_id = $1 AND s.kind = 'version' AND s.id = $2
+                 RETURNING {VERSION_COLUMNS}"
+            ))
+            .await?;
+        let row = self.conn.query_opt(&stmt, &[&doc_id, &id, label]).await?;
+        Ok(row.as_ref().map(version_row))
+    }
+
+    async fn delete_versions(&mut self, doc: &DocName, versions: &[i64]) -> Result<usize, Failed> {
+        let Some(doc_id) = self.doc_id(doc).await? else {
+            return Ok(0);
+        };
+        let stmt = self
+            .conn
+            .prepare_cached("DELETE FROM snapshots WHERE doc_id = $1 AND kind = 'version' AND id = ANY($2)")
+            .await?;
+        Ok(self.conn.execute(&stmt, &[&doc_id, &versions]).await? as usize)
+    }
+
+    async fn revoke(&mut self, token_id: &str, expires_at: u64) -> Result<(), Failed> {
+        let stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO revoked_tokens (token_id, revoked_at, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (token_id) DO UPDATE SET revoked_at = $2, expires_at = $3",
+            )
+            .await?;
+        self.conn
+            .execute(&stmt, &[&token_id, &self.now, &(expires_at as i64)])
+            .await?;
+        // Forget revocations of tokens that expired anyway.
+        let old = self
+            .conn
+            .prepare_cached("DELETE FROM revoked_tokens WHERE expires_at < $1")
+            .await?;
+        self.conn.execute(&old, &[&(self.now / 1000)]).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+    use tokio::sync::oneshot;
+
+    use super::super::{connect, schema};
+    use super::*;
+    use crate::storage::LogEntry;
+
+    /// The shared test server, as the integration tests find it
+    /// (`tests/common/postgres.rs`): required unless `WEFT_TEST_POSTGRES=skip`.
+    fn test_server() -> Option<String> {
+        match std::env::var("WEFT_TEST_POSTGRES") {
+            Ok(url) if url == "skip" => None,
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => panic!("WEFT_TEST_POSTGRES is not set (a PostgreSQL URL, or `skip`): see README, Development"),
+        }
+    }
+
+    /// A pool on a fresh database of the test server, with weft's schema.
+    async fn fresh_pool(server: &str, name: &str) -> Pool {
+        let second = Duration::from_secs(5);
+        let env = |_: &str| None;
+        let admin = connect::resolve(server, None, second, second, &env).unwrap();
+        let (client, conn) = admin.config.connect(admin.tls).await.unwrap();
+        tokio::spawn(conn);
+        // Two statements: a multi-statement query is one transaction, which
+        // neither may run in.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            client.batch_execute(&sql).await.unwrap();
+        }
+        let mut config = connect::resolve(server, None, second, second, &env).unwrap();
+        config.config.dbname(name);
+        let manager = Manager::from_config(
+            config.config,
+            config.tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager).max_size(2).build().unwrap();
+        let mut conn = pool.get().await.unwrap();
+        let client: &mut tokio_postgres::Client = &mut conn;
+        schema::migrate(client).await.unwrap();
+        pool
+    }
+
+    /// A job that fails (here: a sequence number stored already) fails
+    /// alone; the batch's other jobs are committed.
+    #[tokio::test]
+    async fn one_failing_job_does_not_fail_its_batch() {
+        let Some(server) = test_server() else {
+            return;
+        };
+        let name = format!("weft_unit_batch_{}", std::process::id());
+        let pool = fresh_pool(&server, &name).await;
+        let mut writer = Writer::new(
+            pool.clone(),
+            Arc::new(Health::default()),
+            Arc::new(Metrics::default()),
+            Duration::from_secs(5),
+        );
+        let append = |doc: &str, seq: u64| {
+            let (reply, rx) = oneshot::channel();
+            let entries = vec![LogEntry {
+                seq,
+                data: Bytes::from_static(b"x"),
+            }];
+            let doc = DocName::parse(doc).unwrap();
+            (Job::Append { doc, entries, reply }, rx)
+        };
+        let (first, _) = append("a", 1);
+        writer.commit(vec![first]).await;
+        let (ok_before, rx1) = append("b", 1);
+        let (dup, rx2) = append("a", 1);
+        let (ok_after, rx3) = append("c", 1);
+        writer.commit(vec![ok_before, dup, ok_after]).await;
+        assert!(rx1.await.unwrap().is_ok());
+        assert!(rx2.await.unwrap().is_err(), "the duplicate fails");
+        assert!(rx3.await.unwrap().is_ok());
+        let conn = pool.get().await.unwrap();
+        let rows: i64 = conn
+            .query_one("SELECT COUNT(*) FROM updates", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 3);
+        let docs: i64 = conn
+            .query_one("SELECT COUNT(*) FROM documents", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(docs, 3, "b and c created in the batch that failed first");
+        drop(conn);
+        pool.close();
+        drop_database(&server, &name).await;
+    }
+
+    async fn drop_database(server: &str, name: &str) {
+        let second = Duration::from_secs(5);
+        let admin = connect::resolve(server, None, second, second, &|_| None).unwrap();
+        let (client, conn) = admin.config.connect(admin.tls).await.unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .unwrap();
+    }
+}
