@@ -457,8 +457,12 @@ async fn a_big_document_sent_to_many_peers_leaves_no_copy_with_each() {
         readers.push(reader);
     }
     let grown = rss(server.pid()).saturating_sub(base);
+    // A kept copy is the document's size per peer (3.8 MiB each before the
+    // fix); what each connection costs besides (its buffers, and what the
+    // allocator keeps of the transient ones) measured 0.3 to 0.5 MiB, so the
+    // line is drawn at a quarter of the document.
     assert!(
-        grown < PEERS as u64 * MIB / 2,
+        grown < PEERS as u64 * BYTES as u64 / 4,
         "RSS grew by {} KiB per synced peer",
         grown / 1024 / PEERS as u64
     );
