@@ -22,9 +22,11 @@
 //!   connection configuration, TLS included;
 //! - [`schema`]: the schema and its migrations, under an advisory lock;
 //! - [`read`]: every read query;
-//! - [`writer`]: the writer task and group commit.
+//! - [`writer`]: the writer task and group commit; [`jobs`]: the jobs
+//!   other than appends.
 
 mod connect;
+mod jobs;
 mod read;
 pub(crate) mod rows;
 mod schema;

@@ -1,0 +1,178 @@
+//! The writer's jobs other than appends, each inside the open transaction
+//! (see [`super::writer`]): compaction, deletion, versions, revocations.
+//! They are rare next to appends, so they run one statement after another.
+
+use super::read::{version_row, VERSION_COLUMNS};
+use super::writer::{Failed, Tx};
+use crate::name::DocName;
+use crate::storage::{Snapshot, VersionKind, VersionMeta};
+
+impl Tx<'_> {
+    /// The document's row id, the row created if it is new.
+    pub(super) async fn doc_id_or_create(&mut self, doc: &DocName) -> Result<i64, Failed> {
+        let stmt = self
+            .conn
+            .prepare_cached(
+                "WITH new AS (INSERT INTO documents (name, created_at, updated_at) VALUES ($1, $2, $2)
+                              ON CONFLICT (name) DO NOTHING RETURNING id)
+                 SELECT id FROM new UNION ALL SELECT id FROM documents WHERE name = $1",
+            )
+            .await?;
+        let row = self.conn.query_one(&stmt, &[&doc.as_str(), &self.now]).await?;
+        self.known.insert(doc.clone());
+        Ok(row.get(0))
+    }
+
+    pub(super) async fn doc_id(&mut self, doc: &DocName) -> Result<Option<i64>, Failed> {
+        let stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM documents WHERE name = $1")
+            .await?;
+        Ok(self.conn.query_opt(&stmt, &[&doc.as_str()]).await?.map(|r| r.get(0)))
+    }
+
+    /// The new compaction snapshot replaces the previous one and the log
+    /// rows it covers.
+    pub(super) async fn compact(&mut self, doc: &DocName, snapshot: &Snapshot) -> Result<(), Failed> {
+        let doc_id = self.doc_id_or_create(doc).await?;
+        let upto = snapshot.upto_seq as i64;
+        let c = self.conn;
+        let insert = c
+            .prepare_cached(
+                "INSERT INTO snapshots (doc_id, kind, upto_seq, state, state_vector, created_at)
+                 VALUES ($1, 'compaction', $2, $3, $4, $5) RETURNING id",
+            )
+            .await?;
+        let id: i64 = c
+            .query_one(
+                &insert,
+                &[&doc_id, &upto, &snapshot.state, &snapshot.state_vector, &self.now],
+            )
+            .await?
+            .get(0);
+        let old = c
+            .prepare_cached("DELETE FROM snapshots WHERE doc_id = $1 AND kind = 'compaction' AND id != $2")
+            .await?;
+        c.execute(&old, &[&doc_id, &id]).await?;
+        let covered = c
+            .prepare_cached("DELETE FROM updates WHERE doc_id = $1 AND seq + count - 1 <= $2")
+            .await?;
+        c.execute(&covered, &[&doc_id, &upto]).await?;
+        let size = c
+            .prepare_cached(
+                "UPDATE documents SET size_bytes = $2 +
+                   (SELECT COALESCE(SUM(octet_length(data)), 0) FROM updates WHERE doc_id = $1)
+                 WHERE id = $1",
+            )
+            .await?;
+        c.execute(&size, &[&doc_id, &(snapshot.state.len() as i64)]).await?;
+        Ok(())
+    }
+
+    pub(super) async fn delete(&mut self, doc: &DocName) -> Result<bool, Failed> {
+        self.known.remove(doc);
+        // The log and snapshots go with it (ON DELETE CASCADE).
+        let stmt = self
+            .conn
+            .prepare_cached("DELETE FROM documents WHERE name = $1")
+            .await?;
+        Ok(self.conn.execute(&stmt, &[&doc.as_str()]).await? > 0)
+    }
+
+    pub(super) async fn save_version(
+        &mut self,
+        doc: &DocName,
+        snapshot: &Snapshot,
+        kind: VersionKind,
+        label: &Option<String>,
+        digest: &[u8],
+    ) -> Result<VersionMeta, Failed> {
+        let doc_id = self.doc_id_or_create(doc).await?;
+        let stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO snapshots (doc_id, kind, trigger, label, upto_seq, state, state_vector, created_at, digest)
+                 VALUES ($1, 'version', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .await?;
+        let id: i64 = self
+            .conn
+            .query_one(
+                &stmt,
+                &[
+                    &doc_id,
+                    &kind.as_str(),
+                    label,
+                    &(snapshot.upto_seq as i64),
+                    &snapshot.state,
+                    &snapshot.state_vector,
+                    &self.now,
+                    &digest,
+                ],
+            )
+            .await?
+            .get(0);
+        Ok(VersionMeta {
+            id,
+            created: self.now,
+            label: label.clone(),
+            kind,
+            size: snapshot.state.len() as u64,
+            state_vector: snapshot.state_vector.clone(),
+            digest: Some(digest.to_vec()),
+        })
+    }
+
+    /// Makes a version named, keeping its label if it has one.
+    pub(super) async fn name_version(
+        &mut self,
+        doc: &DocName,
+        id: i64,
+        label: &Option<String>,
+    ) -> Result<Option<VersionMeta>, Failed> {
+        let Some(doc_id) = self.doc_id(doc).await? else {
+            return Ok(None);
+        };
+        let stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "UPDATE snapshots s SET trigger = 'named', label = COALESCE(s.label, $3)
+                 WHERE s.doc_id = $1 AND s.kind = 'version' AND s.id = $2
+                 RETURNING {VERSION_COLUMNS}"
+            ))
+            .await?;
+        let row = self.conn.query_opt(&stmt, &[&doc_id, &id, label]).await?;
+        Ok(row.as_ref().map(version_row))
+    }
+
+    pub(super) async fn delete_versions(&mut self, doc: &DocName, versions: &[i64]) -> Result<usize, Failed> {
+        let Some(doc_id) = self.doc_id(doc).await? else {
+            return Ok(0);
+        };
+        let stmt = self
+            .conn
+            .prepare_cached("DELETE FROM snapshots WHERE doc_id = $1 AND kind = 'version' AND id = ANY($2)")
+            .await?;
+        Ok(self.conn.execute(&stmt, &[&doc_id, &versions]).await? as usize)
+    }
+
+    pub(super) async fn revoke(&mut self, token_id: &str, expires_at: u64) -> Result<(), Failed> {
+        let stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO revoked_tokens (token_id, revoked_at, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (token_id) DO UPDATE SET revoked_at = $2, expires_at = $3",
+            )
+            .await?;
+        self.conn
+            .execute(&stmt, &[&token_id, &self.now, &(expires_at as i64)])
+            .await?;
+        // Forget revocations of tokens that expired anyway.
+        let old = self
+            .conn
+            .prepare_cached("DELETE FROM revoked_tokens WHERE expires_at < $1")
+            .await?;
+        self.conn.execute(&old, &[&(self.now / 1000)]).await?;
+        Ok(())
+    }
+}
