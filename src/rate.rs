@@ -74,6 +74,15 @@ impl TokenBucket {
         }
     }
 
+    /// Takes `n` tokens even when there are fewer, leaving the bucket in
+    /// debt; then says how long until the debt is paid. For what has
+    /// already happened (bytes read) and can only be paced, not refused.
+    fn spend(&mut self, n: f64, now: Instant) -> Option<Duration> {
+        self.refill(now);
+        self.tokens -= n;
+        (self.tokens < 0.0).then(|| self.wait_for(0.0))
+    }
+
     /// How long until the bucket holds `n` tokens (as of its last refill).
     fn wait_for(&self, n: f64) -> Duration {
         Duration::try_from_secs_f64((n - self.tokens).max(0.0) / self.rate).unwrap_or(Duration::MAX)
@@ -355,6 +364,12 @@ impl RateLimiter {
     /// Takes `n` tokens; `false` when there are fewer (and then takes none).
     pub fn take(&mut self, n: usize) -> bool {
         self.bucket.take(n as f64, Instant::now()).is_ok()
+    }
+
+    /// Takes `n` tokens even when there are fewer; when that leaves the
+    /// bucket in debt, how long until it is paid (the holder pauses).
+    pub fn spend(&mut self, n: usize) -> Option<Duration> {
+        self.bucket.spend(n as f64, Instant::now())
     }
 
     /// `Ok` when the bucket holds a handshake's worth of tokens, otherwise

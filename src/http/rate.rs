@@ -1,7 +1,8 @@
 //! The rate limits the HTTP edge applies, each a [`RateBook`] of clients:
-//! messages on a WebSocket (the bucket a connection holds), API requests,
-//! and new documents. Refusals are 429 with a JSON reason and `Retry-After`,
-//! before anything is done: for a WebSocket, before the upgrade.
+//! messages and bytes on a WebSocket (the buckets a connection holds), API
+//! requests, and new documents. Refusals are 429 with a JSON reason and
+//! `Retry-After`, before anything is done: for a WebSocket, before the
+//! upgrade. Bytes are never refused, only paced (`http::metered`).
 //!
 //! A client is its IP (`Limits::client_ip`, so behind a trusted proxy the
 //! forwarded one) and, in token mode, its token's id. The admin key is not
@@ -36,6 +37,8 @@ enum Creator {
 pub struct Rates {
     /// WebSocket messages: each connection checks out its bucket.
     messages: Option<Arc<RateBook<ClientKey>>>,
+    /// Bytes read from a WebSocket: each connection checks out its bucket.
+    bytes: Option<Arc<RateBook<ClientKey>>>,
     /// API requests.
     requests: Option<RateBook<ClientKey>>,
     /// New documents, by any route.
@@ -55,6 +58,10 @@ impl Rates {
                 let book = RateBook::new(f64::from(rate), f64::from(burst), clients);
                 Arc::new(book.with_handshake(HANDSHAKE))
             }),
+            bytes: config.byte_rate_limit().map(|(rate, burst)| {
+                let book = RateBook::new(rate as f64, burst as f64, clients);
+                Arc::new(book.with_handshake(BYTES_HANDSHAKE))
+            }),
             requests: (config.http_rate_limit > 0).then(|| {
                 RateBook::new(
                     f64::from(config.http_rate_limit),
@@ -71,6 +78,10 @@ impl Rates {
         }
     }
 }
+
+/// Bytes a reconnecting client may send at once whatever its bucket holds:
+/// its hello (step1, its step2, awareness) when it has little to sync.
+const BYTES_HANDSHAKE: f64 = 64.0 * 1024.0;
 
 /// Whole seconds to tell a client, at least 1.
 fn secs(wait: Duration) -> u64 {
@@ -184,4 +195,13 @@ pub fn encode_budget(state: &AppState, ip: IpAddr, caller: &Caller) -> Option<Sh
     let book = state.rates.encodes.as_ref()?;
     let key = client(state, ip, Some(caller))?;
     Some(SharedBucket::new(book.clone(), key))
+}
+
+/// The byte bucket of a new WebSocket connection, checked out of its
+/// client's book (`None`: no limit, or the admin key in token mode). Never
+/// refused at the upgrade: a client in debt is only read more slowly.
+pub fn byte_bucket(state: &AppState, ip: IpAddr, caller: &Caller) -> Option<RateLimiter> {
+    let book = state.rates.bytes.as_ref()?;
+    let key = client(state, ip, Some(caller))?;
+    Some(RateLimiter::from_book(book.clone(), key))
 }

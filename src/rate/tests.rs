@@ -139,3 +139,22 @@ fn a_limiter_goes_back_to_its_book_when_dropped() {
     let wait = third.ready().unwrap_err();
     assert!(wait > Duration::from_secs(6), "{wait:?}");
 }
+
+/// Bytes already read cannot be refused, only paced: a spend goes into
+/// debt, says how long until it is paid, and a reconnect gets the debt back.
+#[test]
+fn a_spend_leaves_a_debt_that_outlives_the_connection() {
+    let t0 = Instant::now();
+    let mut b = TokenBucket::full(1000.0, 4000.0, t0);
+    assert_eq!(b.spend(3000.0, t0), None, "within the burst: no pause");
+    assert_eq!(b.spend(2000.0, t0), Some(1000 * MS), "1000 in debt at 1000/s");
+    assert_eq!(b.spend(0.0, t0 + 500 * MS), Some(500 * MS));
+    assert_eq!(b.spend(0.0, t0 + 1000 * MS), None, "paid");
+
+    let book = RateBook::new(1000.0, 4000.0, 100).with_handshake(100.0);
+    let mut bucket = book.check_out(&"10.0.0.1", t0);
+    assert_eq!(bucket.spend(6000.0, t0), Some(2000 * MS));
+    book.check_in("10.0.0.1", bucket, t0);
+    let mut again = book.check_out(&"10.0.0.1", t0);
+    assert!(again.available(t0) < 0.0, "the debt comes back: {}", again.available(t0));
+}
