@@ -287,6 +287,30 @@ impl<K: Hash + Eq + Clone> RateBook<K> {
         Ok(())
     }
 
+    /// Takes `n` tokens from the shared bucket of `key` even when there are
+    /// fewer; when that leaves it in debt, says how long until the debt is
+    /// paid. For what has happened already (bytes read), which can only be
+    /// paced.
+    pub fn spend(&self, key: &K, n: f64, now: Instant) -> Option<Duration> {
+        let mut inner = self.inner.lock().unwrap();
+        if !inner.clients.contains_key(key) {
+            self.make_room(&mut inner, 2, now);
+        }
+        let inner = &mut *inner;
+        let entry = inner.clients.entry(key.clone()).or_insert_with(|| {
+            inner.slots += 1;
+            Entry {
+                buckets: Vec::new(),
+                allowance: TokenBucket::full(self.rate, 0.0, now),
+            }
+        });
+        if entry.buckets.is_empty() {
+            entry.buckets.push(self.fresh(now));
+            inner.slots += 1;
+        }
+        entry.buckets[0].spend(n, now)
+    }
+
     /// Clients remembered right now.
     pub fn clients(&self) -> usize {
         self.inner.lock().unwrap().clients.len()
@@ -341,6 +365,12 @@ impl SharedBucket {
     pub fn take(&self, n: f64, now: Instant) -> Result<(), Duration> {
         self.book.take(std::slice::from_ref(&self.key), n, now)
     }
+
+    /// Takes `n` tokens at `now` even when there are fewer; when that
+    /// leaves the bucket in debt, how long until it is paid.
+    pub fn spend(&self, n: f64, now: Instant) -> Option<Duration> {
+        self.book.spend(&self.key, n, now)
+    }
 }
 
 /// The bucket a connection holds for its lifetime. Checked out of a book, it
@@ -364,12 +394,6 @@ impl RateLimiter {
     /// Takes `n` tokens; `false` when there are fewer (and then takes none).
     pub fn take(&mut self, n: usize) -> bool {
         self.bucket.take(n as f64, Instant::now()).is_ok()
-    }
-
-    /// Takes `n` tokens even when there are fewer; when that leaves the
-    /// bucket in debt, how long until it is paid (the holder pauses).
-    pub fn spend(&mut self, n: usize) -> Option<Duration> {
-        self.bucket.spend(n as f64, Instant::now())
     }
 
     /// `Ok` when the bucket holds a handshake's worth of tokens, otherwise

@@ -2,8 +2,9 @@
 //! hostile-peer benchmark's target for honest latency): the message rate
 //! limit counts messages, so a client could make weft read
 //! `--max-message-size` per message, as fast as it could write. Now each
-//! connection has a byte bucket (`--byte-rate-limit`) and is read no faster
-//! than it allows, while other connections are read as before.
+//! client (IP and token) has a byte bucket (`--byte-rate-limit`), shared by
+//! its connections, and is read no faster than it allows, while other
+//! clients are read as before.
 
 mod common;
 
@@ -53,8 +54,8 @@ async fn raw_websocket(server: &Server, local: &str, path: &str) -> WebSocketStr
 /// `--max-awareness-state`, which the session reads and drops: bytes that
 /// cost weft only their reading) was read at once. Now it is read at
 /// `--byte-rate-limit` after its burst: its writes wait on TCP, it is not
-/// closed, and an honest client on another connection, pasting a message
-/// of nearly the largest size, is untouched.
+/// closed, and an honest client (another IP) pasting a message of nearly
+/// the largest size is untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sending_bytes_too_fast_is_read_slower_and_others_are_not() {
     // 64 KiB/s, a burst of twice the largest message (128 KiB).
@@ -108,5 +109,24 @@ async fn a_client_sending_bytes_too_fast_is_read_slower_and_others_are_not() {
     assert!(
         !matches!(closed, Ok(Some(Ok(Message::Close(_))))),
         "the flooding connection was closed: {closed:?}"
+    );
+}
+
+/// A byte rate so low that a message of the largest size could not arrive
+/// within its deadline would close honest clients: weft refuses to start
+/// with it, and says which flags disagree.
+#[test]
+fn a_byte_rate_too_low_for_the_largest_message_is_refused_at_start_up() {
+    let out = Server::builder()
+        .arg("--byte-rate-limit", 1000)
+        .arg("--max-message-size", MIB)
+        .arg("--message-deadline-ms", 1000)
+        .arg("--storage", "none")
+        .run_to_exit();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--byte-rate-limit (1000 bytes/s) is too low for --max-message-size"),
+        "{stderr}"
     );
 }

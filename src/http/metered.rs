@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::budget::{Budget, Charge, Unfinished};
-use crate::rate::{ClientKey, RateLimiter};
+use crate::rate::{ClientKey, SharedBucket};
 
 /// A data frame with more than this left to arrive is read ahead.
 const READ_AHEAD_FROM: u64 = 4 << 10;
@@ -182,7 +182,7 @@ impl FrameScanner {
 /// message and freed when the message has ended and the buffer is drained,
 /// so an idle connection holds nothing more than before.
 ///
-/// Bytes read are taken from the connection's byte bucket; a bucket in debt
+/// Bytes read are taken from the client's byte bucket; a bucket in debt
 /// pauses reading until the debt is paid. Pausing, not closing: a client
 /// over the rate only sees TCP slow it down, so an honest one that sends a
 /// lot (an import, a paste beyond the burst) is slowed, never cut off and
@@ -206,13 +206,19 @@ pub struct Metered<T> {
     ahead: Vec<u8>,
     ahead_unread: std::ops::Range<usize>,
     /// `--byte-rate-limit` (`None`: no limit), and the pause it imposed.
-    bytes: Option<RateLimiter>,
+    bytes: Option<SharedBucket>,
     pause: Option<Pin<Box<Sleep>>>,
     paused_until: Instant,
 }
 
 impl<T> Metered<T> {
-    pub fn new(io: T, budget: Arc<Budget>, client: ClientKey, times: MessageTimes, bytes: Option<RateLimiter>) -> Self {
+    pub fn new(
+        io: T,
+        budget: Arc<Budget>,
+        client: ClientKey,
+        times: MessageTimes,
+        bytes: Option<SharedBucket>,
+    ) -> Self {
         let now = Instant::now();
         Self {
             io,
@@ -309,8 +315,9 @@ impl<T> Metered<T> {
     /// Takes `n` bytes read from the byte bucket; pauses reading while it
     /// is in debt.
     fn pace(&mut self, n: usize) {
-        if let Some(wait) = self.bytes.as_mut().and_then(|b| b.spend(n)) {
-            let until = Instant::now() + wait;
+        let now = Instant::now();
+        if let Some(wait) = self.bytes.as_ref().and_then(|b| b.spend(n as f64, now.into_std())) {
+            let until = now + wait;
             self.paused_until = until;
             self.pause = Some(Box::pin(tokio::time::sleep_until(until)));
         }

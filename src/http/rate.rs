@@ -37,7 +37,8 @@ enum Creator {
 pub struct Rates {
     /// WebSocket messages: each connection checks out its bucket.
     messages: Option<Arc<RateBook<ClientKey>>>,
-    /// Bytes read from a WebSocket: each connection checks out its bucket.
+    /// Bytes read from WebSockets: one bucket per client, shared by its
+    /// connections.
     bytes: Option<Arc<RateBook<ClientKey>>>,
     /// API requests.
     requests: Option<RateBook<ClientKey>>,
@@ -58,10 +59,9 @@ impl Rates {
                 let book = RateBook::new(f64::from(rate), f64::from(burst), clients);
                 Arc::new(book.with_handshake(HANDSHAKE))
             }),
-            bytes: config.byte_rate_limit().map(|(rate, burst)| {
-                let book = RateBook::new(rate as f64, burst as f64, clients);
-                Arc::new(book.with_handshake(BYTES_HANDSHAKE))
-            }),
+            bytes: config
+                .byte_rate_limit()
+                .map(|(rate, burst)| Arc::new(RateBook::new(rate as f64, burst as f64, clients))),
             requests: (config.http_rate_limit > 0).then(|| {
                 RateBook::new(
                     f64::from(config.http_rate_limit),
@@ -78,10 +78,6 @@ impl Rates {
         }
     }
 }
-
-/// Bytes a reconnecting client may send at once whatever its bucket holds:
-/// its hello (step1, its step2, awareness) when it has little to sync.
-const BYTES_HANDSHAKE: f64 = 64.0 * 1024.0;
 
 /// Whole seconds to tell a client, at least 1.
 fn secs(wait: Duration) -> u64 {
@@ -197,11 +193,17 @@ pub fn encode_budget(state: &AppState, ip: IpAddr, caller: &Caller) -> Option<Sh
     Some(SharedBucket::new(book.clone(), key))
 }
 
-/// The byte bucket of a new WebSocket connection, checked out of its
-/// client's book (`None`: no limit, or the admin key in token mode). Never
-/// refused at the upgrade: a client in debt is only read more slowly.
-pub fn byte_bucket(state: &AppState, ip: IpAddr, caller: &Caller) -> Option<RateLimiter> {
+/// The byte bucket a new WebSocket connection is read under: its
+/// client's, shared with the client's other connections (`None`: no limit,
+/// or the admin key in token mode). Shared, unlike the message bucket,
+/// because what it bounds is what a client makes weft read however many
+/// connections it opens: a bucket per connection let a client that
+/// reconnects while its closing connections still held theirs mint a fresh
+/// burst each time. Never refused at the upgrade: a client in debt is only
+/// read more slowly, so a neighbour behind the same address and token is
+/// at worst slowed, never closed.
+pub fn byte_bucket(state: &AppState, ip: IpAddr, caller: &Caller) -> Option<SharedBucket> {
     let book = state.rates.bytes.as_ref()?;
     let key = client(state, ip, Some(caller))?;
-    Some(RateLimiter::from_book(book.clone(), key))
+    Some(SharedBucket::new(book.clone(), key))
 }
