@@ -31,6 +31,11 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
 pub const DEFAULT_RATE_LIMIT: u32 = 200;
 /// At most what a peer queue holds (`DEFAULT_PEER_QUEUE`): see `Config::rate_limit`.
 pub const DEFAULT_RATE_BURST: u32 = 2000;
+/// Bytes per second one client (IP and token) may send on average: a
+/// typist sends a few hundred, and a paste up to `--max-message-size` fits
+/// in the burst (`Config::byte_rate_limit`), so only a sustained stream is
+/// paced.
+pub const DEFAULT_BYTE_RATE_LIMIT: u64 = 1 << 20;
 pub const DEFAULT_MAX_DOC_SIZE: u64 = 64 << 20;
 /// Far more shared types than real documents hold (a book in ProseMirror
 /// has a few tens of thousands of nodes).
@@ -342,6 +347,14 @@ pub struct Config {
     #[arg(long, env = "WEFT_RATE_BURST", default_value_t = DEFAULT_RATE_BURST)]
     pub rate_burst: u32,
 
+    /// Bytes per second one client (IP and token, all its WebSockets
+    /// together) may send, on average, in frames of any kind; beyond, weft
+    /// reads it more slowly (TCP slows the client; it is not closed). The
+    /// burst above the rate is twice --max-message-size, so the largest
+    /// paste is never slowed. 0 = no limit.
+    #[arg(long, env = "WEFT_BYTE_RATE_LIMIT", default_value_t = DEFAULT_BYTE_RATE_LIMIT)]
+    pub byte_rate_limit: u64,
+
     /// Largest stored size of a document, in bytes (its last snapshot plus the
     /// updates after it). An update that would grow it further is refused
     /// and not stored (close 4413, or HTTP 413). 0 = no limit.
@@ -473,6 +486,14 @@ impl Config {
     /// itself overflow another peer's queue.
     pub fn rate_limit(&self) -> Option<(u32, u32)> {
         (self.rate_limit > 0).then(|| (self.rate_limit, self.effective_rate_burst()))
+    }
+
+    /// Bytes per second and burst per client; `None`: no limit. The
+    /// burst holds two messages of the largest size (a client's step2 on
+    /// connecting, then a paste): an honest editor is never paced.
+    pub fn byte_rate_limit(&self) -> Option<(u64, u64)> {
+        let burst = (self.max_message_size as u64).saturating_mul(2);
+        (self.byte_rate_limit > 0).then_some((self.byte_rate_limit, burst))
     }
 
     fn effective_rate_burst(&self) -> u32 {

@@ -74,6 +74,15 @@ impl TokenBucket {
         }
     }
 
+    /// Takes `n` tokens even when there are fewer, leaving the bucket in
+    /// debt; then says how long until the debt is paid. For what has
+    /// already happened (bytes read) and can only be paced, not refused.
+    fn spend(&mut self, n: f64, now: Instant) -> Option<Duration> {
+        self.refill(now);
+        self.tokens -= n;
+        (self.tokens < 0.0).then(|| self.wait_for(0.0))
+    }
+
     /// How long until the bucket holds `n` tokens (as of its last refill).
     fn wait_for(&self, n: f64) -> Duration {
         Duration::try_from_secs_f64((n - self.tokens).max(0.0) / self.rate).unwrap_or(Duration::MAX)
@@ -278,6 +287,30 @@ impl<K: Hash + Eq + Clone> RateBook<K> {
         Ok(())
     }
 
+    /// Takes `n` tokens from the shared bucket of `key` even when there are
+    /// fewer; when that leaves it in debt, says how long until the debt is
+    /// paid. For what has happened already (bytes read), which can only be
+    /// paced.
+    pub fn spend(&self, key: &K, n: f64, now: Instant) -> Option<Duration> {
+        let mut inner = self.inner.lock().unwrap();
+        if !inner.clients.contains_key(key) {
+            self.make_room(&mut inner, 2, now);
+        }
+        let inner = &mut *inner;
+        let entry = inner.clients.entry(key.clone()).or_insert_with(|| {
+            inner.slots += 1;
+            Entry {
+                buckets: Vec::new(),
+                allowance: TokenBucket::full(self.rate, 0.0, now),
+            }
+        });
+        if entry.buckets.is_empty() {
+            entry.buckets.push(self.fresh(now));
+            inner.slots += 1;
+        }
+        entry.buckets[0].spend(n, now)
+    }
+
     /// Clients remembered right now.
     pub fn clients(&self) -> usize {
         self.inner.lock().unwrap().clients.len()
@@ -331,6 +364,12 @@ impl SharedBucket {
     /// are `n`.
     pub fn take(&self, n: f64, now: Instant) -> Result<(), Duration> {
         self.book.take(std::slice::from_ref(&self.key), n, now)
+    }
+
+    /// Takes `n` tokens at `now` even when there are fewer; when that
+    /// leaves the bucket in debt, how long until it is paid.
+    pub fn spend(&self, n: f64, now: Instant) -> Option<Duration> {
+        self.book.spend(&self.key, n, now)
     }
 }
 

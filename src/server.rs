@@ -135,6 +135,20 @@ fn check_limits(config: &Config) -> Result<(), ServerError> {
             config.partial_message_budget, config.max_message_size
         )));
     }
+    // A warning, not a refusal: the burst (two messages of the largest
+    // size) lets any client that is not already in debt send one at once,
+    // and a short --message-deadline-ms alone must not stop weft starting.
+    if config.byte_rate_limit != 0
+        && config.message_deadline_ms != 0
+        && u128::from(config.byte_rate_limit) * u128::from(config.message_deadline_ms)
+            < config.max_message_size as u128 * 1000
+    {
+        warn!(
+            "--byte-rate-limit ({} bytes/s) is low for --max-message-size ({}) and --message-deadline-ms ({}): \
+             a client that has spent its burst could not send a message of the largest size in time",
+            config.byte_rate_limit, config.max_message_size, config.message_deadline_ms
+        );
+    }
     if config.db_statement_timeout_ms == 0 {
         return Err(ServerError::Config(
             "--db-statement-timeout-ms must be at least 1: every query needs a bound".into(),

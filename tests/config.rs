@@ -163,6 +163,7 @@ const SETTINGS: &[Setting] = &[
     ),
     row("--rate-limit", "0", "WEFT_RATE_LIMIT", "rate_limit", "0"),
     row("--rate-burst", "17", "WEFT_RATE_BURST", "rate_burst", "17"),
+    row("--byte-rate-limit", "0", "WEFT_BYTE_RATE_LIMIT", "byte_rate_limit", "0"),
     row("--max-doc-size", "0", "WEFT_MAX_DOC_SIZE", "max_doc_size", "0"),
     row("--max-doc-types", "1234", "WEFT_MAX_DOC_TYPES", "max_doc_types", "1234"),
     row("--metrics", "admin", "WEFT_METRICS", "metrics", "admin"),

@@ -468,7 +468,10 @@ async fn an_attacker_holding_the_budget_gives_way_to_honest_clients() {
         .map(|_| async move {
             let socket = raw_websocket(server, "127.0.0.2", "/fair").await;
             let (mut sink, stream) = socket.split();
-            let chunk = vec![7u8; MIB];
+            // A little under 1 MiB a fragment: two such messages and their
+            // 64 KiB read-ahead buffers fit the budget, as 4 MiB did before
+            // weft read ahead.
+            let chunk = vec![7u8; MIB - 64 * 1024];
             for i in 0..4 {
                 let op = if i == 0 { Data::Binary } else { Data::Continue };
                 let frame = Frame::message(chunk.clone(), OpCode::Data(op), false);

@@ -165,6 +165,9 @@ impl Servers {
                         ]
                         .map(String::from),
                     );
+                    // As a variable, which a weft from before the flag
+                    // ignores (a flag would stop it from starting).
+                    env.push(("WEFT_BYTE_RATE_LIMIT".to_string(), "0".to_string()));
                 }
                 v.extend(extra.iter().map(|s| s.to_string()));
                 v

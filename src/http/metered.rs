@@ -4,6 +4,10 @@
 //! unfinished messages; a read fails when the message is refused (the
 //! budget evicted it, or it is late, or it stopped arriving). The session
 //! then closes the connection with 1009 and the reason.
+//!
+//! It also reads large frames ahead of tungstenite, which reads 1 KiB at a
+//! time (`ws::READ_BUFFER`), and paces a connection that sends more bytes
+//! than its byte bucket allows (`--byte-rate-limit`).
 
 use std::future::Future;
 use std::io;
@@ -16,7 +20,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::budget::{Budget, Charge, Unfinished};
-use crate::rate::ClientKey;
+use crate::rate::{ClientKey, SharedBucket};
+
+/// A data frame with more than this left to arrive is read ahead.
+const READ_AHEAD_FROM: u64 = 4 << 10;
+/// The most read from the socket at once while reading ahead: 64 reads of
+/// tungstenite's in one system call.
+const READ_AHEAD: u64 = 64 << 10;
 
 /// How long a message may take once begun: in all (`deadline`), and
 /// without a byte of its payload arriving (`stall`; pings between its
@@ -64,6 +74,15 @@ impl FrameScanner {
             self.partial().saturating_mul(2)
         } else {
             self.partial()
+        }
+    }
+
+    /// Payload bytes of the current frame still to come, if it is a data
+    /// frame.
+    pub fn frame_left(&self) -> u64 {
+        match self.payload_left {
+            Some(left) if self.frame_is_data => left,
+            _ => 0,
         }
     }
 
@@ -155,6 +174,19 @@ impl FrameScanner {
 /// charges the message in progress to the budget and refuses it when the
 /// budget evicts it, its deadline has passed or it stalled (the read fails
 /// with [`Unfinished`] inside an `io::Error`).
+///
+/// While a large data frame arrives, it reads up to [`READ_AHEAD`] bytes at
+/// once into a buffer of its own and hands tungstenite its 1 KiB reads from
+/// there: the attacker of the hostile-peer benchmark had weft make millions
+/// of 1 KiB reads a run. The buffer is charged to the budget with the
+/// message and freed when the message has ended and the buffer is drained,
+/// so an idle connection holds nothing more than before.
+///
+/// Bytes read are taken from the client's byte bucket; a bucket in debt
+/// pauses reading until the debt is paid. Pausing, not closing: a client
+/// over the rate only sees TCP slow it down, so an honest one that sends a
+/// lot (an import, a paste beyond the burst) is slowed, never cut off and
+/// sent into a reconnect loop; and a pause is not the client's stall.
 pub struct Metered<T> {
     io: T,
     scanner: FrameScanner,
@@ -169,10 +201,24 @@ pub struct Metered<T> {
     /// message's deadline or stall, whichever comes first.
     timer: Option<Pin<Box<Sleep>>>,
     refused: Option<Unfinished>,
+    /// Bytes read ahead (empty: none held), and the part of it not yet
+    /// handed to tungstenite.
+    ahead: Vec<u8>,
+    ahead_unread: std::ops::Range<usize>,
+    /// `--byte-rate-limit` (`None`: no limit), and the pause it imposed.
+    bytes: Option<SharedBucket>,
+    pause: Option<Pin<Box<Sleep>>>,
+    paused_until: Instant,
 }
 
 impl<T> Metered<T> {
-    pub fn new(io: T, budget: Arc<Budget>, client: ClientKey, times: MessageTimes) -> Self {
+    pub fn new(
+        io: T,
+        budget: Arc<Budget>,
+        client: ClientKey,
+        times: MessageTimes,
+        bytes: Option<SharedBucket>,
+    ) -> Self {
         let now = Instant::now();
         Self {
             io,
@@ -184,12 +230,45 @@ impl<T> Metered<T> {
             progress: (0, now),
             timer: None,
             refused: None,
+            ahead: Vec::new(),
+            ahead_unread: 0..0,
+            bytes,
+            pause: None,
+            paused_until: now,
+        }
+    }
+
+    /// What this connection holds for the message in progress: what
+    /// tungstenite holds, and the read-ahead buffer.
+    fn held(&self) -> u64 {
+        self.scanner.allocated() + self.ahead.len() as u64
+    }
+
+    /// Whether the next socket read goes into the read-ahead buffer: a
+    /// large data frame is arriving, or the buffer is still there and its
+    /// message has not ended.
+    fn reads_ahead(&self) -> bool {
+        self.scanner.frame_left() > READ_AHEAD_FROM || (!self.ahead.is_empty() && self.scanner.in_message())
+    }
+
+    /// Hands tungstenite what was read ahead, as much as `buf` takes; frees
+    /// the buffer once drained if its message has ended.
+    fn serve_ahead(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.ahead_unread.len().min(buf.remaining());
+        let from = self.ahead_unread.start;
+        buf.put_slice(&self.ahead[from..from + n]);
+        self.ahead_unread.start += n;
+        if self.ahead_unread.is_empty() && !self.scanner.in_message() {
+            self.ahead = Vec::new();
+            // Lowering a charge cannot be refused; an eviction shows at
+            // the next read.
+            let _ = self.charge.set(self.held());
         }
     }
 
     /// Charges what the scanner now holds, and times the message in progress.
     fn settle(&mut self) -> Result<(), Unfinished> {
-        self.charge.set(self.scanner.allocated())?;
+        self.charge.set(self.held())?;
         if !self.scanner.in_message() {
             return Ok(());
         }
@@ -216,23 +295,55 @@ impl<T> Metered<T> {
     }
 
     /// When the message in progress is refused if nothing changes, and why.
+    /// A stall counts from the end of weft's own pause, if later.
     fn due(&self) -> Option<(Instant, Unfinished)> {
         let late = self
             .times
             .deadline
             .map(|d| (self.began + d, Unfinished::Late(d.as_millis())));
+        let quiet_since = self.progress.1.max(self.paused_until);
         let stalled = self
             .times
             .stall
-            .map(|s| (self.progress.1 + s, Unfinished::Stalled(s.as_millis())));
+            .map(|s| (quiet_since + s, Unfinished::Stalled(s.as_millis())));
         match (late, stalled) {
             (Some(l), Some(s)) => Some(if s.0 < l.0 { s } else { l }),
             (l, s) => l.or(s),
         }
     }
 
+    /// Takes `n` bytes read from the byte bucket; pauses reading while it
+    /// is in debt.
+    fn pace(&mut self, n: usize) {
+        let now = Instant::now();
+        if let Some(wait) = self.bytes.as_ref().and_then(|b| b.spend(n as f64, now.into_std())) {
+            let until = now + wait;
+            self.paused_until = until;
+            self.pause = Some(Box::pin(tokio::time::sleep_until(until)));
+        }
+    }
+
+    /// Nothing to read yet (the socket, or a pause): while a message is in
+    /// progress the budget may evict it, and the timer wakes this read when
+    /// it is due.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.scanner.in_message() {
+            return Poll::Pending;
+        }
+        if let Some(why) = self.charge.poll_evicted(cx) {
+            return Poll::Ready(Err(self.refuse(why)));
+        }
+        let fired = self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        match self.due() {
+            Some((due, why)) if fired && Instant::now() >= due => Poll::Ready(Err(self.refuse(why))),
+            _ => Poll::Pending,
+        }
+    }
+
     fn refuse(&mut self, why: Unfinished) -> io::Error {
         self.charge.clear();
+        self.ahead = Vec::new();
+        self.ahead_unread = 0..0;
         self.refused = Some(why.clone());
         io::Error::other(why)
     }
@@ -247,27 +358,53 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
         if let Some(why) = this.charge.evicted() {
             return Poll::Ready(Err(this.refuse(why)));
         }
-        let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                this.scanner.feed(&buf.filled()[before..]);
-                match this.settle() {
-                    Ok(()) => Poll::Ready(Ok(())),
-                    Err(why) => Poll::Ready(Err(this.refuse(why))),
-                }
+        if !this.ahead_unread.is_empty() {
+            this.serve_ahead(buf);
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(pause) = &mut this.pause {
+            if pause.as_mut().poll(cx).is_pending() {
+                return this.wait(cx);
             }
-            Poll::Pending if this.scanner.in_message() => {
-                // Nothing arrives: the budget may evict this message, and
-                // the timer wakes this read when it is due.
-                if let Some(why) = this.charge.poll_evicted(cx) {
+            this.pause = None;
+        }
+        let ahead = this.reads_ahead();
+        if ahead && this.ahead.is_empty() {
+            let size = this.scanner.frame_left().clamp(READ_AHEAD_FROM, READ_AHEAD);
+            this.ahead = vec![0; size as usize];
+            if let Err(why) = this.charge.set(this.held()) {
+                return Poll::Ready(Err(this.refuse(why)));
+            }
+        }
+        let before = buf.filled().len();
+        let read = if ahead {
+            let mut into = ReadBuf::new(&mut this.ahead);
+            let read = Pin::new(&mut this.io).poll_read(cx, &mut into);
+            let n = into.filled().len();
+            this.ahead_unread = 0..n;
+            read
+        } else {
+            Pin::new(&mut this.io).poll_read(cx, buf)
+        };
+        match read {
+            Poll::Ready(Ok(())) => {
+                let n = if ahead {
+                    this.scanner.feed(&this.ahead[this.ahead_unread.clone()]);
+                    this.ahead_unread.len()
+                } else {
+                    this.scanner.feed(&buf.filled()[before..]);
+                    buf.filled().len() - before
+                };
+                this.pace(n);
+                if let Err(why) = this.settle() {
                     return Poll::Ready(Err(this.refuse(why)));
                 }
-                let fired = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
-                match this.due() {
-                    Some((due, why)) if fired && Instant::now() >= due => Poll::Ready(Err(this.refuse(why))),
-                    _ => Poll::Pending,
+                if ahead {
+                    this.serve_ahead(buf);
                 }
+                Poll::Ready(Ok(()))
             }
+            Poll::Pending => this.wait(cx),
             other => other,
         }
     }
@@ -387,6 +524,107 @@ mod tests {
         assert_eq!((s.partial(), s.allocated()), (200, 400));
         s.feed(&data(Data::Continue, true, 1));
         assert_eq!(s.allocated(), 0);
+    }
+
+    /// A socket that hands out what it holds, as much as each read asks
+    /// for, and counts the reads.
+    struct Counting {
+        data: Vec<u8>,
+        at: usize,
+        reads: usize,
+    }
+
+    impl AsyncRead for Counting {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            this.reads += 1;
+            let n = buf.remaining().min(this.data.len() - this.at);
+            buf.put_slice(&this.data[this.at..this.at + n]);
+            this.at += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// tungstenite reads 1 KiB at a time: a 1 MiB frame was 1,024 reads of
+    /// the socket. It is read ahead in 64 KiB, charged to the budget while
+    /// it arrives, and the buffer goes with the message: a connection
+    /// between messages holds nothing more.
+    #[tokio::test]
+    async fn a_large_frame_is_read_ahead_and_the_buffer_freed() {
+        use tokio::io::AsyncReadExt;
+        let mut bytes = data(Data::Binary, true, 1 << 20);
+        bytes.extend(data(Data::Binary, true, 10));
+        let budget = Budget::new(64 << 20);
+        let client = ClientKey {
+            ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            token: None,
+        };
+        let times = MessageTimes {
+            deadline: None,
+            stall: None,
+        };
+        let io = Counting {
+            data: bytes.clone(),
+            at: 0,
+            reads: 0,
+        };
+        let mut m = Metered::new(io, budget.clone(), client, times, None);
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let mut charged_midway = 0;
+        loop {
+            let n = m.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&chunk[..n]);
+            if out.len() == 512 << 10 {
+                charged_midway = budget.used();
+            }
+        }
+        assert_eq!(out, bytes);
+        assert!(m.io.reads <= 20, "{} reads of the socket", m.io.reads);
+        assert!(
+            charged_midway >= (512 << 10) + READ_AHEAD,
+            "the read-ahead buffer is charged with the message: {charged_midway}"
+        );
+        assert!(m.ahead.is_empty(), "freed with its message");
+        assert_eq!(budget.used(), 0);
+    }
+
+    /// Small frames are read as before, into tungstenite's own buffer.
+    #[tokio::test]
+    async fn small_frames_are_not_read_ahead() {
+        use tokio::io::AsyncReadExt;
+        let mut bytes = Vec::new();
+        for _ in 0..8 {
+            bytes.extend(data(Data::Binary, true, 2000));
+        }
+        let io = Counting {
+            data: bytes.clone(),
+            at: 0,
+            reads: 0,
+        };
+        let client = ClientKey {
+            ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            token: None,
+        };
+        let times = MessageTimes {
+            deadline: None,
+            stall: None,
+        };
+        let mut m = Metered::new(io, Budget::new(1 << 20), client, times, None);
+        let mut chunk = [0u8; 1024];
+        let mut total = 0;
+        loop {
+            let n = m.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n;
+            assert!(m.ahead.is_empty());
+        }
+        assert_eq!(total, bytes.len());
     }
 
     proptest! {

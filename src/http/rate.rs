@@ -1,7 +1,8 @@
 //! The rate limits the HTTP edge applies, each a [`RateBook`] of clients:
-//! messages on a WebSocket (the bucket a connection holds), API requests,
-//! and new documents. Refusals are 429 with a JSON reason and `Retry-After`,
-//! before anything is done: for a WebSocket, before the upgrade.
+//! messages and bytes on a WebSocket (the buckets a connection holds), API
+//! requests, and new documents. Refusals are 429 with a JSON reason and
+//! `Retry-After`, before anything is done: for a WebSocket, before the
+//! upgrade. Bytes are never refused, only paced (`http::metered`).
 //!
 //! A client is its IP (`Limits::client_ip`, so behind a trusted proxy the
 //! forwarded one) and, in token mode, its token's id. The admin key is not
@@ -36,6 +37,9 @@ enum Creator {
 pub struct Rates {
     /// WebSocket messages: each connection checks out its bucket.
     messages: Option<Arc<RateBook<ClientKey>>>,
+    /// Bytes read from WebSockets: one bucket per client, shared by its
+    /// connections.
+    bytes: Option<Arc<RateBook<ClientKey>>>,
     /// API requests.
     requests: Option<RateBook<ClientKey>>,
     /// New documents, by any route.
@@ -55,6 +59,9 @@ impl Rates {
                 let book = RateBook::new(f64::from(rate), f64::from(burst), clients);
                 Arc::new(book.with_handshake(HANDSHAKE))
             }),
+            bytes: config
+                .byte_rate_limit()
+                .map(|(rate, burst)| Arc::new(RateBook::new(rate as f64, burst as f64, clients))),
             requests: (config.http_rate_limit > 0).then(|| {
                 RateBook::new(
                     f64::from(config.http_rate_limit),
@@ -182,6 +189,21 @@ pub fn message_bucket(state: &AppState, ip: IpAddr, caller: &Caller) -> Result<O
 /// (`None`: no limit, or the admin key in token mode).
 pub fn encode_budget(state: &AppState, ip: IpAddr, caller: &Caller) -> Option<SharedBucket> {
     let book = state.rates.encodes.as_ref()?;
+    let key = client(state, ip, Some(caller))?;
+    Some(SharedBucket::new(book.clone(), key))
+}
+
+/// The byte bucket a new WebSocket connection is read under: its
+/// client's, shared with the client's other connections (`None`: no limit,
+/// or the admin key in token mode). Shared, unlike the message bucket,
+/// because what it bounds is what a client makes weft read however many
+/// connections it opens: a bucket per connection let a client that
+/// reconnects while its closing connections still held theirs mint a fresh
+/// burst each time. Never refused at the upgrade: a client in debt is only
+/// read more slowly, so a neighbour behind the same address and token is
+/// at worst slowed, never closed.
+pub fn byte_bucket(state: &AppState, ip: IpAddr, caller: &Caller) -> Option<SharedBucket> {
+    let book = state.rates.bytes.as_ref()?;
     let key = client(state, ip, Some(caller))?;
     Some(SharedBucket::new(book.clone(), key))
 }

@@ -168,6 +168,7 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
     let admission = state.limits.admit_forwarded(ip)?;
     let rate = rate::message_bucket(state, ip, &caller)?;
     let encodes = rate::encode_budget(state, ip, &caller);
+    let bytes = rate::byte_bucket(state, ip, &caller);
     rate::admit_new_doc(state, &name, ip, &caller).await?;
     // Load the document before accepting, so that a document that cannot be
     // loaded is refused with a status instead of a socket that closes at once.
@@ -224,7 +225,7 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
                 return;
             }
         };
-        let io = Metered::new(TokioIo::new(upgraded), budget, client, times);
+        let io = Metered::new(TokioIo::new(upgraded), budget, client, times, bytes);
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         serve(socket, name, peer, grant, ctx).await
     });

@@ -139,3 +139,29 @@ fn a_limiter_goes_back_to_its_book_when_dropped() {
     let wait = third.ready().unwrap_err();
     assert!(wait > Duration::from_secs(6), "{wait:?}");
 }
+
+/// Bytes already read cannot be refused, only paced: a spend goes into
+/// debt and says how long until it is paid; every connection of the client
+/// spends from one bucket, so reconnecting or opening more connections
+/// gains nothing.
+#[test]
+fn a_spend_leaves_a_debt_shared_by_the_clients_connections() {
+    let t0 = Instant::now();
+    let mut b = TokenBucket::full(1000.0, 4000.0, t0);
+    assert_eq!(b.spend(3000.0, t0), None, "within the burst: no pause");
+    assert_eq!(b.spend(2000.0, t0), Some(1000 * MS), "1000 in debt at 1000/s");
+    assert_eq!(b.spend(0.0, t0 + 500 * MS), Some(500 * MS));
+    assert_eq!(b.spend(0.0, t0 + 1000 * MS), None, "paid");
+
+    let book = Arc::new(RateBook::new(1000.0, 4000.0, 100));
+    let key = |ip: [u8; 4]| ClientKey {
+        ip: IpAddr::from(ip),
+        token: None,
+    };
+    let one = SharedBucket::new(book.clone(), key([10, 0, 0, 1]));
+    let same = SharedBucket::new(book.clone(), key([10, 0, 0, 1]));
+    let other = SharedBucket::new(book, key([10, 0, 0, 2]));
+    assert_eq!(one.spend(5000.0, t0), Some(1000 * MS));
+    assert_eq!(same.spend(1000.0, t0), Some(2000 * MS), "the same client's debt");
+    assert_eq!(other.spend(1000.0, t0), None, "another client's bucket is full");
+}
