@@ -124,6 +124,7 @@ impl World {
             closer,
             writable: true,
             encodes: None,
+            hocuspocus: false,
         };
         self.handle().join(link).await.unwrap();
         Peer {
