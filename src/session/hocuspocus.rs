@@ -282,7 +282,7 @@ where
         match self.slots.get_mut(&address) {
             Some(Slot::Attached(a)) => {
                 let (handle, peer) = (a.handle.clone(), a.peer);
-                self.to_doc(&address, &handle, peer, message).await;
+                self.deliver(&address, &handle, peer, message).await;
             }
             Some(Slot::Waiting(..)) if matches!(message, Message::Auth { .. }) => {
                 let Message::Auth { token } = message else {
@@ -345,7 +345,7 @@ where
     }
 
     /// A message for an attached document.
-    async fn to_doc(&mut self, address: &Arc<str>, handle: &DocHandle, peer: PeerId, message: Message) {
+    async fn deliver(&mut self, address: &Arc<str>, handle: &DocHandle, peer: PeerId, message: Message) {
         let sent = match message {
             Message::Sync(inbound) => {
                 let mut messages = vec![inbound];
@@ -410,19 +410,17 @@ where
         };
         info!(doc = %name, %peer, writable = access.writable, "attached");
         self.authenticated = true;
-        let forwarder = tokio::spawn(
-            forward(
-                self.sink.clone(),
-                address.clone(),
-                peer,
-                outbox_rx,
-                close_rx,
-                access.lease,
-                self.ended_tx.clone(),
-                self.hctx.ctx.metrics.clone(),
-            )
-            .in_current_span(),
-        );
+        let forwarder = Forwarder {
+            sink: self.sink.clone(),
+            address: address.clone(),
+            peer,
+            outbox: outbox_rx,
+            close_rx,
+            lease: access.lease,
+            ended: self.ended_tx.clone(),
+            metrics: self.hctx.ctx.metrics.clone(),
+        };
+        let forwarder = tokio::spawn(forwarder.run().in_current_span());
         self.slots.insert(
             address.clone(),
             Slot::Attached(Attached {
@@ -432,7 +430,7 @@ where
             }),
         );
         for message in queued {
-            self.to_doc(&address, &handle, peer, message).await;
+            self.deliver(&address, &handle, peer, message).await;
             if !matches!(self.slots.get(&address), Some(Slot::Attached(a)) if a.peer == peer) {
                 break;
             }
@@ -499,66 +497,82 @@ fn provider_reason(reason: &CloseReason) -> &str {
     }
 }
 
-/// Drains one attachment's queue into the socket, each frame behind the
-/// address, until the actor lets go of the peer, kicks it, or its token
-/// ends; then tells the reader.
-async fn forward<K>(
+/// One attachment's writer: drains the peer's queue into the socket, each
+/// frame behind the address, until the actor lets go of the peer, kicks
+/// it, or its token ends; then tells the reader.
+struct Forwarder<K> {
     sink: SharedSink<K>,
     address: Arc<str>,
     peer: PeerId,
-    mut outbox: OutboxReceiver,
-    mut close_rx: mpsc::Receiver<CloseReason>,
-    mut lease: Option<Lease>,
+    outbox: OutboxReceiver,
+    close_rx: mpsc::Receiver<CloseReason>,
+    lease: Option<Lease>,
     ended: mpsc::UnboundedSender<Ended>,
     metrics: Arc<crate::metrics::Metrics>,
-) where
+}
+
+impl<K> Forwarder<K>
+where
     K: Sink<Outgoing> + Unpin + Send + 'static,
     K::Error: std::fmt::Display,
 {
-    let mut batch: Vec<Bytes> = Vec::with_capacity(16);
-    let reason = loop {
-        tokio::select! {
-            biased;
-            Some(reason) = close_rx.recv() => break Some(reason),
-            reason = Lease::end(lease.as_mut()) => {
-                // The actor counts its own kicks; the token's end is ours.
-                if let Some(kick) = reason.kick {
-                    metrics.kick(kick);
+    async fn run(self) {
+        let Self {
+            sink,
+            address,
+            peer,
+            mut outbox,
+            mut close_rx,
+            mut lease,
+            ended,
+            metrics,
+        } = self;
+        let mut batch: Vec<Bytes> = Vec::with_capacity(16);
+        let reason = loop {
+            tokio::select! {
+                biased;
+                Some(reason) = close_rx.recv() => break Some(reason),
+                reason = Lease::end(lease.as_mut()) => {
+                    // The actor counts its own kicks; the token's end is ours.
+                    if let Some(kick) = reason.kick {
+                        metrics.kick(kick);
+                    }
+                    break Some(reason);
                 }
-                break Some(reason);
-            }
-            n = outbox.recv_many(&mut batch, WRITE_BATCH) => {
-                if n == 0 {
-                    // The actor let go; when it kicked the peer, the reason
-                    // was sent just before.
-                    break close_rx.try_recv().ok();
-                }
-                let mut socket = sink.lock().await;
-                for frame in &batch {
-                    if socket.feed(Outgoing::Binary(hp::address(&address, frame))).await.is_err() {
+                n = outbox.recv_many(&mut batch, WRITE_BATCH) => {
+                    if n == 0 {
+                        // The actor let go; when it kicked the peer, the reason
+                        // was sent just before.
+                        break close_rx.try_recv().ok();
+                    }
+                    let mut socket = sink.lock().await;
+                    for frame in &batch {
+                        if socket.feed(Outgoing::Binary(hp::address(&address, frame))).await.is_err() {
+                            return;
+                        }
+                    }
+                    if socket.flush().await.is_err() {
                         return;
                     }
+                    drop(socket);
+                    outbox.written(&batch);
+                    batch.clear();
                 }
-                if socket.flush().await.is_err() {
-                    return;
-                }
-                drop(socket);
-                outbox.written(&batch);
-                batch.clear();
             }
-        }
-    };
-    let reason = reason.unwrap_or_else(|| CloseReason::new(close::GOING_AWAY, "Server closed the connection", None));
-    let socket = if comes_back(&reason) {
-        Some(reason)
-    } else {
-        warn!(%peer, code = reason.code, reason = %reason.reason, "detaching the document");
-        let frame = hp::address(&address, &hp::close(provider_reason(&reason)));
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            sink.lock().await.send(Outgoing::Binary(frame)).await
-        })
-        .await;
-        None
-    };
-    let _ = ended.send(Ended { address, peer, socket });
+        };
+        let reason =
+            reason.unwrap_or_else(|| CloseReason::new(close::GOING_AWAY, "Server closed the connection", None));
+        let socket = if comes_back(&reason) {
+            Some(reason)
+        } else {
+            warn!(%peer, code = reason.code, reason = %reason.reason, "detaching the document");
+            let frame = hp::address(&address, &hp::close(provider_reason(&reason)));
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                sink.lock().await.send(Outgoing::Binary(frame)).await
+            })
+            .await;
+            None
+        };
+        let _ = ended.send(Ended { address, peer, socket });
+    }
 }
