@@ -208,3 +208,58 @@ test('providers reconnect after the server restarts and keep editing', async (t)
   await waitFor('b has both', () => b.text() === 'before after', 20000)
   await stored(a)
 })
+
+/** lib0's varString: a varUint length (these are all < 128 bytes) and UTF-8. */
+const varString = (s) => { const b = Buffer.from(s); assert.ok(b.length < 128); return [b.length, ...b] }
+/** A raw client of the endpoint: its frames, and how it was closed. */
+async function rawClient (server) {
+  const ws = new WebSocket(url(server))
+  const frames = []
+  ws.on('message', (data) => frames.push(new Uint8Array(data)))
+  const closed = new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })))
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
+  return { ws, frames, closed }
+}
+const auth = (address, token = '') => Uint8Array.from([...varString(address), 2, 0, ...varString(token), ...varString('4.8.0')])
+/** Whether a frame `address · auth · <kind>` came (1 PermissionDenied, 2 Authenticated). */
+const authAnswer = (frames, address, kind) => {
+  const head = Buffer.from([...varString(address), 2, kind])
+  return frames.some((f) => Buffer.from(f.slice(0, head.length)).equals(head))
+}
+const denied = (frames, address) => authAnswer(frames, address, 1)
+
+test('hostile input: documents per socket, bytes before the token, pings, bad frames, reserved names', async (t) => {
+  const server = await weft({ args: ['--hocuspocus-max-docs', '2', '--hocuspocus-pending-bytes', '1000'] })
+  // Two documents attach; a third is refused, and the socket stays.
+  const a = await rawClient(server)
+  t.after(() => a.ws.terminate())
+  a.ws.send(auth('d1')); a.ws.send(auth('d2')); a.ws.send(auth('d3'))
+  await waitFor('the third is refused', () => denied(a.frames, 'd3'))
+  assert.ok(!denied(a.frames, 'd1') && !denied(a.frames, 'd2'))
+  // A ping (one byte, no address) is answered with a pong.
+  a.ws.send(Uint8Array.from([9]))
+  await waitFor('a pong', () => a.frames.some((f) => f.length === 1 && f[0] === 10))
+  // An invalid document name is refused by name, and the socket stays.
+  a.ws.send(auth('hocuspocus'))
+  await waitFor('a reserved name is refused', () => denied(a.frames, 'hocuspocus'))
+  // Closing a document (type 7) makes room for another.
+  a.ws.send(Uint8Array.from([...varString('d1'), 7]))
+  a.ws.send(auth('d4'))
+  await waitFor('d4 fits once d1 is closed', () => authAnswer(a.frames, 'd4', 2))
+  // More than --hocuspocus-pending-bytes before a token: closed with 1009.
+  const b = await rawClient(server)
+  t.after(() => b.ws.terminate())
+  const awareness = Uint8Array.from([...varString('waiting'), 1, 100, ...new Uint8Array(100)])
+  for (let i = 0; i < 11; i++) b.ws.send(awareness)
+  assert.equal((await b.closed).code, 1009)
+  // An undecodable frame: closed with 4400 and the reason.
+  const c = await rawClient(server)
+  c.ws.send(Uint8Array.from([...varString('x'), 0, 1, 50, 1]))
+  const bad = await c.closed
+  assert.equal(bad.code, 4400)
+  assert.match(bad.reason, /bad message/)
+  // The server still serves.
+  const d = hocus(server, 'after')
+  t.after(() => d.destroy())
+  await synced(d)
+})
