@@ -34,12 +34,16 @@ pub(super) enum Refusal {
 impl DocActor {
     pub(super) fn join(&mut self, link: PeerLink) {
         let id = link.id;
+        let hocuspocus = link.hocuspocus;
         let joined = self.presence.join();
         self.peers.insert(link, joined);
         self.life.busy();
-        // step1 first, then the awareness states, each in its own frame.
-        let sv = self.doc().transact().state_vector();
-        self.send(id, protocol::encode_step1(&sv));
+        // step1 first, then the awareness states, each in its own frame. A
+        // Hocuspocus peer gets its step1 in answer to its own instead.
+        if !hocuspocus {
+            let sv = self.doc().transact().state_vector();
+            self.send(id, protocol::encode_step1(&sv));
+        }
         self.send_awareness_states(id);
         debug!(peer = %id, peers = self.peers.len(), "peer joined");
     }
@@ -60,7 +64,17 @@ impl DocActor {
                 return; // kicked earlier in this batch
             };
             match message {
-                Inbound::SyncStep1(sv) => self.effects.push(Effect::Step2 { peer: id, sv }),
+                Inbound::SyncStep1(sv) => {
+                    // Hocuspocus answers a step1 with its own step1, then
+                    // step2: the provider's step2 in reply is what its
+                    // sync status acknowledges, bringing `unsyncedChanges`
+                    // (set to 1 by every sync it starts) back to 0.
+                    if self.peers.hocuspocus(id) {
+                        let own = self.doc().transact().state_vector();
+                        self.send(id, protocol::encode_step1(&own));
+                    }
+                    self.effects.push(Effect::Step2 { peer: id, sv })
+                }
                 Inbound::Update(update) => {
                     let hocuspocus = self.peers.hocuspocus(id);
                     if !writable {

@@ -448,7 +448,16 @@ async fn sync_status_follows_the_commit_and_never_an_unstored_update() {
     let mut writer = world.join_as(1, 64, true).await;
     let mut y_websocket = world.join(2, 64).await;
     let editor = Editor::new(7);
-    let _ = writer.frames().await; // step1 on joining
+    assert!(
+        writer.frames().await.is_empty(),
+        "no step1 on joining: it answers the provider's"
+    );
+    // The provider's step1 is answered with step1, then step2 (Hocuspocus's order).
+    world
+        .send(writer.id, vec![Inbound::SyncStep1(yrs::StateVector::default())])
+        .await;
+    let answer: Vec<u8> = writer.frames().await.iter().map(|f| f[1]).collect();
+    assert_eq!(answer, vec![protocol::SYNC_STEP1, protocol::SYNC_STEP2]);
     world.send(writer.id, editor.type_text("stored ")).await;
     assert_eq!(world.stored_text().await, "stored ");
     assert_eq!(writer.frames().await, vec![stored.clone()]);
