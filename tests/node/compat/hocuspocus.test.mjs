@@ -31,7 +31,7 @@ const url = (server) => `${server.ws}/hocuspocus`
  * (authentication, closes, stateless messages). `websocketProvider` shares
  * one socket between providers.
  */
-function hocus (server, name, { token, websocketProvider } = {}) {
+function hocus (server, name, { token, websocketProvider, sessionAwareness = false } = {}) {
   const doc = new Y.Doc()
   const seen = { authenticated: null, failed: null, closes: [], stateless: [] }
   const p = new HocuspocusProvider({
@@ -39,6 +39,7 @@ function hocus (server, name, { token, websocketProvider } = {}) {
     name,
     document: doc,
     token: token ?? null,
+    sessionAwareness,
     onAuthenticated: ({ scope }) => { seen.authenticated = scope },
     onAuthenticationFailed: ({ reason }) => { seen.failed = reason },
     onClose: ({ event }) => { seen.closes.push(event.reason) },
@@ -92,6 +93,20 @@ test('one socket, three documents; closing one leaves the others', async (t) => 
   assert.equal(docs[0].text(), 'doc 0', 'a detached document hears nothing more')
   const listed = await server.api('GET', '/api/docs/two')
   assert.equal(listed.status, 200)
+})
+
+test('session awareness: two providers of one document on one socket, each answered at its own address', async (t) => {
+  const server = await weft()
+  const ws = socket(server)
+  const a = hocus(server, 'shared', { websocketProvider: ws, sessionAwareness: true })
+  const b = hocus(server, 'shared', { websocketProvider: ws, sessionAwareness: true })
+  t.after(() => { a.destroy(); b.destroy(); ws.destroy() })
+  await synced(a); await synced(b)
+  a.doc.getText('t').insert(0, 'from a ')
+  await waitFor('b has it over the same socket', () => b.text() === 'from a ')
+  b.doc.getText('t').insert(0, 'from b ')
+  await waitFor('a has it', () => a.text() === 'from b from a ')
+  await stored(a); await stored(b)
 })
 
 test('a Hocuspocus provider and a y-websocket provider co-edit, and see each other\'s awareness', async (t) => {
