@@ -576,3 +576,6 @@ where
         let _ = ended.send(Ended { address, peer, socket });
     }
 }
+
+#[cfg(test)]
+mod tests;
