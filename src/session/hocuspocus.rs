@@ -460,7 +460,8 @@ where
             self.detach(&ended.address).await;
         }
         match ended.socket {
-            Some(reason) => Err(reason),
+            // The actor counted its kick already.
+            Some(reason) => Err(CloseReason { kick: None, ..reason }),
             None => Ok(()),
         }
     }
