@@ -92,6 +92,11 @@ if [ "$fuzz_secs" -gt 0 ]; then
   (cd fuzz && cargo fuzz run --sanitizer none -O frame "$corpus" corpus/frame -- \
       -max_total_time="$fuzz_secs" -seed=1 -print_final_stats=1 2>&1 | tail -n 12)
   rm -rf "$corpus"
+  step "Fuzzing: the Hocuspocus endpoint's frames with cargo fuzz for ${fuzz_secs} s"
+  corpus=$(mktemp -d)
+  (cd fuzz && cargo fuzz run --sanitizer none -O hocuspocus "$corpus" -- \
+      -max_total_time="$fuzz_secs" -seed=1 -print_final_stats=1 2>&1 | tail -n 12)
+  rm -rf "$corpus"
 fi
 
 echo

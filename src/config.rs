@@ -74,6 +74,12 @@ pub const DEFAULT_MESSAGE_STALL_MS: u64 = 10_000;
 /// Bytes queued for one peer: enough for bursts of large updates; a full
 /// state larger than this still goes through (see `doc::outbox`).
 pub const DEFAULT_PEER_QUEUE_BYTES: usize = 32 << 20;
+/// Documents one Hocuspocus socket may hold (Hocuspocus's own
+/// `maxPendingDocuments` is 100 too).
+pub const DEFAULT_HOCUSPOCUS_MAX_DOCS: usize = 100;
+/// Bytes a Hocuspocus socket may send for documents before their token; a
+/// provider sends its token first, so this is only ever a few frames.
+pub const DEFAULT_HOCUSPOCUS_PENDING_BYTES: usize = 1 << 20;
 /// A browser tab is one awareness client; a few more leave room for pages
 /// that open several providers over one connection.
 pub const DEFAULT_MAX_AWARENESS_CLIENTS: usize = 4;
@@ -475,6 +481,16 @@ pub struct Config {
     /// 0 = no limit.
     #[arg(long, env = "WEFT_MAX_AWARENESS_STATE", default_value_t = DEFAULT_MAX_AWARENESS_STATE)]
     pub max_awareness_state: usize,
+
+    /// Documents one Hocuspocus connection (`/hocuspocus`) may have attached
+    /// or waiting for their token; more are refused (PermissionDenied).
+    #[arg(long, env = "WEFT_HOCUSPOCUS_MAX_DOCS", default_value_t = DEFAULT_HOCUSPOCUS_MAX_DOCS)]
+    pub hocuspocus_max_docs: usize,
+
+    /// Bytes one Hocuspocus connection may send for documents whose token
+    /// has not been checked yet (close 1009 beyond).
+    #[arg(long, env = "WEFT_HOCUSPOCUS_PENDING_BYTES", default_value_t = DEFAULT_HOCUSPOCUS_PENDING_BYTES)]
+    pub hocuspocus_pending_bytes: usize,
 }
 
 impl Config {

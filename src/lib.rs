@@ -1,7 +1,8 @@
 //! weft: a Yjs-compatible real-time collaboration server.
 //!
 //! Editors built on Yjs connect with the standard y-websocket provider to
-//! `ws://host:port/{document-name}`. Each document is held by one actor that
+//! `ws://host:port/{document-name}`, or with `@hocuspocus/provider` to
+//! `ws://host:port/hocuspocus` (many documents over one socket). Each document is held by one actor that
 //! applies updates, stores them before anyone sees them, and relays them and
 //! the awareness states (presence, cursors) to the document's other peers.
 //!

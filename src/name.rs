@@ -13,7 +13,8 @@ const MAX_NAME_BYTES: usize = 512;
 
 /// Top-level paths the HTTP layer keeps for itself. A document may not be
 /// named after them, or no WebSocket client could ever reach it.
-const RESERVED: &[&str] = &["api", "assets", "healthz", "metrics"];
+/// `hocuspocus` is the Hocuspocus endpoint (`http/hocuspocus.rs`).
+const RESERVED: &[&str] = &["api", "assets", "healthz", "hocuspocus", "metrics"];
 
 /// Whether a URL path is one weft keeps for itself (its first segment is
 /// reserved, or it is `/`, the web demo) rather than a document's.

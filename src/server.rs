@@ -149,6 +149,13 @@ fn check_limits(config: &Config) -> Result<(), ServerError> {
             config.byte_rate_limit, config.max_message_size, config.message_deadline_ms
         );
     }
+    if config.hocuspocus_max_docs == 0 || config.hocuspocus_pending_bytes == 0 {
+        return Err(ServerError::Config(
+            "--hocuspocus-max-docs and --hocuspocus-pending-bytes must be at least 1: a Hocuspocus \
+             connection holds at least one document, and sends a frame or two before its token"
+                .into(),
+        ));
+    }
     if config.db_statement_timeout_ms == 0 {
         return Err(ServerError::Config(
             "--db-statement-timeout-ms must be at least 1: every query needs a bound".into(),
@@ -232,6 +239,10 @@ pub async fn run(
         rates: Arc::new(http::rate::Rates::new(&config)),
         budget: Budget::new(config.partial_message_budget),
         metrics_access: config.metrics,
+        hocuspocus: crate::session::hocuspocus::HocuspocusLimits {
+            max_docs: config.hocuspocus_max_docs,
+            max_pending_bytes: config.hocuspocus_pending_bytes,
+        },
         timeouts: Timeouts {
             idle: millis(config.idle_timeout_ms),
             message_deadline: millis(config.message_deadline_ms),

@@ -162,6 +162,7 @@ where
         closer: closer.clone(),
         writable,
         encodes,
+        hocuspocus: false,
     };
     let handle = match join(&ctx.registry, &name, link).await {
         Ok(handle) => handle,
@@ -427,6 +428,8 @@ where
         batch.clear();
     }
 }
+
+pub mod hocuspocus;
 
 #[cfg(test)]
 mod tests;

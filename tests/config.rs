@@ -215,6 +215,20 @@ const SETTINGS: &[Setting] = &[
         "max_awareness_state",
         "1234",
     ),
+    row(
+        "--hocuspocus-max-docs",
+        "7",
+        "WEFT_HOCUSPOCUS_MAX_DOCS",
+        "hocuspocus_max_docs",
+        "7",
+    ),
+    row(
+        "--hocuspocus-pending-bytes",
+        "1234",
+        "WEFT_HOCUSPOCUS_PENDING_BYTES",
+        "hocuspocus_pending_bytes",
+        "1234",
+    ),
     row("--max-versions", "0", "WEFT_MAX_VERSIONS", "max_versions", "0"),
     row("--max-doc-storage", "0", "WEFT_MAX_DOC_STORAGE", "max_doc_storage", "0"),
     row(

@@ -421,6 +421,69 @@ proptest! {
         let seed = &seeds[which % seeds.len()];
         run(&mutate(seed, &flips, cut, &insert));
     }
+
+    /// The Hocuspocus endpoint's decoder: every y-sync seed behind an
+    /// address, and Hocuspocus's own messages, mutated, never panic it.
+    #[test]
+    fn mutated_hocuspocus_frames_never_panic(
+        which in any::<usize>(),
+        flips in proptest::collection::vec((any::<usize>(), 1u8..=255), 0..4),
+        insert in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+        cut in proptest::option::of(any::<usize>()),
+    ) {
+        let seeds = hocuspocus_seeds();
+        let seed = &seeds[which % seeds.len()];
+        run_hocuspocus(&mutate(seed, &flips, cut, &insert));
+    }
+
+    #[test]
+    fn random_hocuspocus_frames_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        run_hocuspocus(&data);
+    }
+}
+
+/// Valid frames of the Hocuspocus endpoint: the y-sync seeds behind an
+/// address, and one of each of Hocuspocus's own messages.
+fn hocuspocus_seeds() -> Vec<Vec<u8>> {
+    use weft_core::hocuspocus as hp;
+    // A Hocuspocus frame holds one message: the seeds that are several are left out.
+    let one = |s: &Vec<u8>| weft::protocol::decode_frame(&s.clone().into()).is_ok_and(|m| m.len() == 1);
+    let mut seeds: Vec<Vec<u8>> = seeds()
+        .iter()
+        .filter(|s| one(s))
+        .map(|s| hp::address("doc", s).to_vec())
+        .collect();
+    seeds.push(
+        hp::address(
+            "doc\0session",
+            &[2, 0, 3, b'a', b'b', b'c', 5, b'4', b'.', b'8', b'.', b'0'],
+        )
+        .to_vec(),
+    );
+    seeds.push(hp::address("doc", &hp::stateless("{\"x\":1}")).to_vec());
+    seeds.push(hp::address("doc", &[hp::CLOSE as u8]).to_vec());
+    seeds.push(vec![hp::PONG]);
+    seeds
+}
+
+fn run_hocuspocus(input: &[u8]) -> Outcome {
+    let mut awareness = seeded_awareness();
+    let mut clocks = weft_core::Clocks::default();
+    let mut last = Outcome::Handled;
+    for frame in frames(input) {
+        last = weft_core::fuzz::hocuspocus_frame(&mut awareness, &mut clocks, frame);
+        if last != Outcome::Handled {
+            break;
+        }
+    }
+    last
+}
+
+#[test]
+fn hocuspocus_seeds_are_handled() {
+    for seed in hocuspocus_seeds() {
+        assert_eq!(run_hocuspocus(&seed), Outcome::Handled, "{seed:?}");
+    }
 }
 
 /// The real server under a stream of mutated frames from many connections:

@@ -117,6 +117,11 @@ async fn a_foreign_origin_is_refused_on_every_route_and_changes_nothing() {
         "{}",
         refused.body
     );
+    // and the Hocuspocus endpoint's
+    let refused = Client::refused_headers(&server.ws, "/hocuspocus", &[("Origin", EVIL)])
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 403, "{}", refused.body);
 }
 
 /// Guards against CORS answers that let any page in: an allowed origin's

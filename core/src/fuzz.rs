@@ -8,6 +8,7 @@ use yrs::sync::Awareness;
 use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, StateVector, Transact, Update};
 
+use crate::hocuspocus;
 use crate::protocol::{self, Inbound};
 use crate::{apply_update, Clocks};
 
@@ -30,6 +31,32 @@ pub fn incoming_frame(awareness: &mut Awareness, clocks: &mut Clocks, frame: &[u
     let Ok(messages) = protocol::decode_frame(&frame) else {
         return Outcome::Undecodable;
     };
+    apply_messages(awareness, clocks, messages)
+}
+
+/// The same for a frame of the Hocuspocus endpoint: decoded as its session
+/// does, and the y-sync message it may carry applied as the actor does.
+pub fn hocuspocus_frame(awareness: &mut Awareness, clocks: &mut Clocks, frame: &[u8]) -> Outcome {
+    let frame = Bytes::copy_from_slice(frame);
+    match hocuspocus::decode(&frame) {
+        Err(_) => Outcome::Undecodable,
+        Ok(hocuspocus::Frame::Doc { address, message }) => {
+            // What the session answers with must encode whatever came in.
+            let _ = hocuspocus::address(&address, &hocuspocus::sync_status(true));
+            match message {
+                hocuspocus::Message::Sync(inbound) => apply_messages(awareness, clocks, vec![inbound]),
+                hocuspocus::Message::Stateless(payload) => {
+                    let _ = hocuspocus::address(&address, &hocuspocus::stateless(&payload));
+                    Outcome::Handled
+                }
+                _ => Outcome::Handled,
+            }
+        }
+        Ok(_) => Outcome::Handled,
+    }
+}
+
+fn apply_messages(awareness: &mut Awareness, clocks: &mut Clocks, messages: Vec<Inbound>) -> Outcome {
     for message in messages {
         match message {
             Inbound::SyncStep1(sv) => {

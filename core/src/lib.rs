@@ -4,6 +4,8 @@
 //! builds in seconds.
 //!
 //! - [`protocol`]: the y-sync and awareness wire format.
+//! - [`hocuspocus`]: the Hocuspocus wire format (many documents, one
+//!   socket), built on [`protocol`].
 //! - [`validate`]: structural limits checked before yrs reads untrusted bytes.
 //! - [`apply_update`]: the one way an update from outside reaches a document.
 //! - [`fuzz`]: the incoming-frame path as one function, for fuzzing.
@@ -11,6 +13,7 @@
 mod apply;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod hocuspocus;
 pub mod protocol;
 pub mod validate;
 

@@ -81,6 +81,12 @@ enum Effect {
         peer: PeerId,
         sv: StateVector,
     },
+    /// Tell a Hocuspocus peer that an update it sent was stored (or
+    /// refused): after the batch's commit, in the order it sent them.
+    SyncStatus {
+        peer: PeerId,
+        applied: bool,
+    },
     /// Answer a query-awareness with every state.
     AwarenessStates {
         peer: PeerId,
@@ -281,6 +287,12 @@ impl DocActor {
                     let _ = reply.send(Ok(()));
                 }
                 Command::Leave { peer } => self.leave(peer),
+                Command::Stateless { from, payload, reply } => {
+                    let sent = self.stateless(from, &payload);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(sent));
+                    }
+                }
                 Command::Messages {
                     peer,
                     messages,
@@ -384,9 +396,14 @@ impl DocActor {
                     }
                     Origin::Actor => {}
                 },
+                // An update it sent may have been known only through one
+                // that was not stored: it is not told "stored" either.
+                Effect::SyncStatus { peer, applied: true } => senders.push(peer),
                 other => self.effects.push(other),
             }
         }
+        senders.sort_unstable();
+        senders.dedup();
         for id in senders {
             self.kick(id, CloseReason::storage_failed());
         }

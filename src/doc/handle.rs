@@ -38,6 +38,13 @@ pub(super) enum Command {
         /// When the session handed them over (the relay delay's start).
         received: Instant,
     },
+    /// A Hocuspocus stateless message for the document's other Hocuspocus
+    /// peers (all of them when from the API); answers how many got it.
+    Stateless {
+        from: Option<PeerId>,
+        payload: String,
+        reply: Option<Reply<u64>>,
+    },
     /// An update from the HTTP API: applied, stored and relayed like a peer's.
     Update {
         update: InboundUpdate,
@@ -88,6 +95,11 @@ impl Command {
             Command::TakeVersion { reply, .. } => answer(reply, err),
             Command::Restore { reply, .. } => answer(reply, err),
             Command::Delete { reply } => answer(reply, err),
+            Command::Stateless { reply, .. } => {
+                if let Some(reply) = reply {
+                    answer(reply, err)
+                }
+            }
             Command::Leave { .. } | Command::Messages { .. } => {}
         }
     }
@@ -171,6 +183,30 @@ impl DocHandle {
             })
             .await
             .map_err(|_| DocError::Unloaded)
+    }
+
+    /// A peer's stateless message, for the document's other Hocuspocus
+    /// peers. Waits while the mailbox is full, like [`Self::messages`].
+    pub async fn peer_stateless(&self, peer: PeerId, payload: String) -> Result<(), DocError> {
+        self.tx
+            .send(Command::Stateless {
+                from: Some(peer),
+                payload,
+                reply: None,
+            })
+            .await
+            .map_err(|_| DocError::Unloaded)
+    }
+
+    /// A stateless message from the HTTP API for every Hocuspocus peer of
+    /// the document; how many got it.
+    pub async fn stateless(&self, payload: String) -> Result<u64, DocError> {
+        self.request(|reply| Command::Stateless {
+            from: None,
+            payload,
+            reply: Some(reply),
+        })
+        .await
     }
 
     pub async fn apply_update(&self, update: InboundUpdate) -> Result<(), DocError> {

@@ -222,4 +222,9 @@ pub struct PeerLink {
     /// Its client's budget of encodings for step1 answers (`None`: no
     /// limit); answers beyond it wait.
     pub encodes: Option<SharedBucket>,
+    /// It speaks the Hocuspocus protocol: each update it sends is answered
+    /// with a sync status once stored (or refused), it gets the document's
+    /// stateless messages, and a read-only refusal is a sync status rather
+    /// than y-websocket's auth message.
+    pub hocuspocus: bool,
 }

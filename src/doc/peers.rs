@@ -102,6 +102,27 @@ impl Peers {
         self.peers.get(&id).map(|p| p.link.writable)
     }
 
+    /// Whether the peer speaks Hocuspocus (`false` when it is not here).
+    pub fn hocuspocus(&self, id: PeerId) -> bool {
+        self.peers.get(&id).is_some_and(|p| p.link.hocuspocus)
+    }
+
+    /// Queues a frame for every Hocuspocus peer but `except`; how many got it.
+    pub fn fan_out_hocuspocus(&mut self, frame: &Bytes, except: Option<PeerId>) -> u64 {
+        let mut sent = 0;
+        for (id, peer) in &self.peers {
+            if Some(*id) == except || !peer.link.hocuspocus {
+                continue;
+            }
+            match peer.link.outbox.try_send(frame.clone()) {
+                Ok(_) => sent += 1,
+                Err(Refused::Full) => self.slow.push(*id),
+                Err(Refused::Closed) => {}
+            }
+        }
+        sent
+    }
+
     /// The peer's join number (`None`: not here).
     pub fn joined(&self, id: PeerId) -> Option<u64> {
         self.peers.get(&id).map(|p| p.joined)
@@ -241,6 +262,7 @@ mod tests {
             closer,
             writable,
             encodes: None,
+            hocuspocus: false,
         };
         (link, rx)
     }

@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/docs", get(list_docs))
         .route("/docs/{name}", get(get_doc).delete(delete_doc))
         .route("/docs/{name}/update", get(get_update).post(post_update))
+        .route("/docs/{name}/stateless", post(super::hocuspocus::post_stateless))
         .route("/docs/{name}/versions", get(list_versions).post(take_version))
         .route("/docs/{name}/versions/{id}", get(get_version).delete(delete_version))
         .route("/docs/{name}/versions/{id}/update", get(get_version_update))

@@ -11,12 +11,15 @@
 //!   under tungstenite that charges it and times each message.
 //! - `ws`: the upgrade, its checks and handshake, and the socket adapter for
 //!   the session; `api`: the JSON API; `assets`: the web demo.
+//! - `hocuspocus`: the Hocuspocus endpoint (`/hocuspocus`, many documents
+//!   per socket, a token per document) and the stateless-message API.
 
 pub mod access;
 mod api;
 mod assets;
 pub mod budget;
 mod error;
+mod hocuspocus;
 pub mod limits;
 pub mod listener;
 mod metered;
@@ -69,6 +72,8 @@ pub struct AppState {
     pub timeouts: Timeouts,
     /// `--metrics`: who may read `/metrics`.
     pub metrics_access: MetricsAccess,
+    /// What one Hocuspocus socket may hold (`--hocuspocus-*`).
+    pub hocuspocus: crate::session::hocuspocus::HocuspocusLimits,
 }
 
 /// How long weft waits for a client to make progress; `None`: no limit.
@@ -110,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{*path}", get(assets::asset))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route(hocuspocus::PATH, get(hocuspocus::upgrade))
         .nest("/api", api)
         // Every other path is a document name for a WebSocket upgrade.
         .fallback(ws::upgrade)
@@ -129,7 +135,7 @@ async fn refuse_upgrade_to_reserved(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"));
     let path = request.uri().path();
-    if upgrade && crate::name::is_reserved_path(path) {
+    if upgrade && path != hocuspocus::PATH && crate::name::is_reserved_path(path) {
         return ApiError::bad_request(format!(
             "'{path}' is reserved for weft itself, not a document: {RESERVED_HINT}"
         ))
@@ -139,7 +145,8 @@ async fn refuse_upgrade_to_reserved(request: Request, next: Next) -> Response {
 }
 
 /// What README says about names, for refusals.
-const RESERVED_HINT: &str = "a document name may not be empty nor start with api/, assets/, healthz or metrics";
+const RESERVED_HINT: &str =
+    "a document name may not be empty nor start with api/, assets/, healthz, hocuspocus or metrics";
 
 /// 503 while the store cannot commit (PostgreSQL unreachable): edits are
 /// refused meanwhile, so a load balancer should send clients elsewhere.

@@ -96,13 +96,13 @@ fn open_in_demo(name: &DocName, query: Option<&str>) -> Response {
 }
 
 /// What a WebSocket handshake request brings (RFC 6455 section 4.2.1).
-struct Handshake {
+pub(super) struct Handshake {
     key: HeaderValue,
-    on_upgrade: OnUpgrade,
+    pub on_upgrade: OnUpgrade,
 }
 
 impl Handshake {
-    fn take(parts: &mut Parts) -> Option<Self> {
+    pub fn take(parts: &mut Parts) -> Option<Self> {
         let headers = &parts.headers;
         let has_token = |name: header::HeaderName, token: &str| {
             headers
@@ -124,7 +124,7 @@ impl Handshake {
         Some(Self { key, on_upgrade })
     }
 
-    fn accept(&self) -> Response {
+    pub fn accept(&self) -> Response {
         let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -197,11 +197,7 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
         metrics: state.metrics.clone(),
         shutdown: state.shutdown.clone(),
     };
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(Some(state.max_message_size))
-        .max_frame_size(Some(state.max_message_size));
+    let config = socket_config(state.max_message_size);
     let budget = state.budget.clone();
     let times = MessageTimes {
         deadline: state.timeouts.message_deadline,
@@ -232,8 +228,17 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
     Ok(response)
 }
 
+/// tungstenite's settings for an upgraded socket (both endpoints).
+pub(super) fn socket_config(max_message_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+}
+
 /// A token's connection ends when the token expires or is revoked.
-fn lease(access: &Arc<Access>, claims: &Claims) -> Lease {
+pub(super) fn lease(access: &Arc<Access>, claims: &Claims) -> Lease {
     let remaining = claims.exp.saturating_sub(access::now_secs());
     let mut revocations = access.watch_revocations();
     let access = access.clone();
@@ -281,7 +286,7 @@ where
 /// What tungstenite is asked to write for one [`Outgoing`]: one message,
 /// or a binary message over [`FRAGMENT`] bytes as its fragments, sliced
 /// from it (no copy).
-fn messages(out: Outgoing) -> impl Stream<Item = Result<Message, tungstenite::Error>> {
+pub(super) fn messages(out: Outgoing) -> impl Stream<Item = Result<Message, tungstenite::Error>> {
     let whole = match out {
         Outgoing::Binary(bytes) if bytes.len() > FRAGMENT => {
             let count = bytes.len().div_ceil(FRAGMENT);
@@ -305,7 +310,7 @@ fn messages(out: Outgoing) -> impl Stream<Item = Result<Message, tungstenite::Er
 /// Tells a message over the size limit, or an unfinished one refused by
 /// the budget or its deadline, apart from other transport failures: both
 /// close with 1009 and the reason.
-fn classify(e: tungstenite::Error) -> TransportError {
+pub(super) fn classify(e: tungstenite::Error) -> TransportError {
     match e {
         tungstenite::Error::Capacity(detail) => TransportError::TooBig(detail.to_string()),
         tungstenite::Error::Io(io) => match io.get_ref().and_then(|e| e.downcast_ref::<Unfinished>()) {

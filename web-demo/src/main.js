@@ -1,5 +1,6 @@
 // The weft web demo: one shared document per page (/?doc=<name>), edited in
-// ProseMirror, synced through weft with the standard y-websocket provider.
+// ProseMirror, synced through weft with the standard y-websocket provider,
+// or with @hocuspocus/provider when the URL says `?provider=hocuspocus`.
 //
 // The page first asks the server how it authenticates (GET /api/info). In
 // open mode it connects at once. In token mode it needs ?token= in its URL:
@@ -22,6 +23,7 @@ import { mountStatus } from './status.js'
 import { mountDocs, DEFAULT_DOC, docUrl, nameProblem } from './docs.js'
 import { mountVersions } from './versions.js'
 import { seedWelcome } from './welcome.js'
+import { HocuspocusAdapter } from './hocuspocus.js'
 import { mountShare } from './share.js'
 import { tokenClaims, patternMatches, showNoToken, showRefused, showWrongDocument } from './access.js'
 import { $, toast } from './ui.js'
@@ -60,11 +62,16 @@ const api = new Api(token)
 // below has decided that it may.
 const ydoc = new Y.Doc()
 const serverUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`
-const provider = new WebsocketProvider(serverUrl, encodeURIComponent(docName), ydoc, {
-  params: token ? { token } : {},
-  disableBc: true,
-  connect: false
-})
+const provider = params.get('provider') === 'hocuspocus'
+  ? new HocuspocusAdapter(`${serverUrl}/hocuspocus`, docName, ydoc, {
+    token,
+    onReadOnly: () => becomeReadOnly('Your link lets you read this document, not change it.')
+  })
+  : new WebsocketProvider(serverUrl, encodeURIComponent(docName), ydoc, {
+    params: token ? { token } : {},
+    disableBc: true,
+    connect: false
+  })
 
 /** The token's claims, when it has readable ones (the admin key has none). */
 const claims = token ? tokenClaims(token) : null

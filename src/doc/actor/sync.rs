@@ -19,6 +19,7 @@ use crate::doc::handle::Reply;
 use crate::doc::presence;
 use crate::doc::{DocError, PeerId, PeerLink};
 use crate::protocol::{self, Inbound, InboundUpdate};
+use weft_core::hocuspocus;
 
 /// Why `apply` refused an update.
 pub(super) enum Refusal {
@@ -33,12 +34,16 @@ pub(super) enum Refusal {
 impl DocActor {
     pub(super) fn join(&mut self, link: PeerLink) {
         let id = link.id;
+        let hocuspocus = link.hocuspocus;
         let joined = self.presence.join();
         self.peers.insert(link, joined);
         self.life.busy();
-        // step1 first, then the awareness states, each in its own frame.
-        let sv = self.doc().transact().state_vector();
-        self.send(id, protocol::encode_step1(&sv));
+        // step1 first, then the awareness states, each in its own frame. A
+        // Hocuspocus peer gets its step1 in answer to its own instead.
+        if !hocuspocus {
+            let sv = self.doc().transact().state_vector();
+            self.send(id, protocol::encode_step1(&sv));
+        }
         self.send_awareness_states(id);
         debug!(peer = %id, peers = self.peers.len(), "peer joined");
     }
@@ -59,18 +64,46 @@ impl DocActor {
                 return; // kicked earlier in this batch
             };
             match message {
-                Inbound::SyncStep1(sv) => self.effects.push(Effect::Step2 { peer: id, sv }),
+                Inbound::SyncStep1(sv) => {
+                    // Hocuspocus answers a step1 with its own step1, then
+                    // step2: the provider's step2 in reply is what its
+                    // sync status acknowledges, bringing `unsyncedChanges`
+                    // (set to 1 by every sync it starts) back to 0.
+                    if self.peers.hocuspocus(id) {
+                        let own = self.doc().transact().state_vector();
+                        self.send(id, protocol::encode_step1(&own));
+                    }
+                    self.effects.push(Effect::Step2 { peer: id, sv })
+                }
                 Inbound::Update(update) => {
+                    let hocuspocus = self.peers.hocuspocus(id);
                     if !writable {
                         // Never applied, stored or relayed. An empty update
                         // is what every client sends as its first step2.
-                        if !update.update.is_empty() {
+                        let empty = update.update.is_empty();
+                        if !empty {
                             self.refuse_read_only(id);
+                        }
+                        if hocuspocus {
+                            self.effects.push(Effect::SyncStatus {
+                                peer: id,
+                                applied: empty,
+                            });
                         }
                         continue;
                     }
                     let reason = match self.apply(update, Origin::Peer(id), received) {
-                        Ok(()) => continue,
+                        Ok(()) => {
+                            // Sent after this batch's commit (`flush`): "1"
+                            // means stored, not only applied in memory.
+                            if hocuspocus {
+                                self.effects.push(Effect::SyncStatus {
+                                    peer: id,
+                                    applied: true,
+                                });
+                            }
+                            continue;
+                        }
                         Err(Refusal::TooLarge(limit)) => CloseReason::doc_too_large(limit),
                         Err(Refusal::TooManyTypes(limit)) => CloseReason::too_many_types(limit),
                         Err(Refusal::Invalid(reason)) => {
@@ -113,8 +146,11 @@ impl DocActor {
         self.metrics.updates_refused.fetch_add(1, Relaxed);
         if self.peers.first_read_only_refusal(id) {
             warn!(peer = %id, "read-only peer sent an update; refused (logged once per connection)");
-            let frame = protocol::encode_auth_denied("read-only access: your changes are not saved");
-            self.send(id, frame);
+            // A Hocuspocus peer is told by its sync status instead.
+            if !self.peers.hocuspocus(id) {
+                let frame = protocol::encode_auth_denied("read-only access: your changes are not saved");
+                self.send(id, frame);
+            }
         }
     }
 
@@ -291,6 +327,9 @@ impl DocActor {
                 }
             }
             Effect::Step2 { peer, sv } => self.answer_step1(peer, sv),
+            Effect::SyncStatus { peer, applied } => {
+                self.send(peer, hocuspocus::sync_status(applied));
+            }
             Effect::AwarenessStates { peer } => self.send_awareness_states(peer),
             Effect::EncodeState { sv, reply } => {
                 let sv = sv.unwrap_or_default();
@@ -300,6 +339,19 @@ impl DocActor {
                 let _ = reply.send(Ok(crate::doc::content::doc_to_json(self.doc())));
             }
         }
+    }
+
+    /// Sends a stateless message to every Hocuspocus peer but its sender;
+    /// how many got it. Nothing is stored: it is the application's
+    /// ephemeral event (Hocuspocus's `onStateless` + `broadcastStateless`).
+    pub(super) fn stateless(&mut self, from: Option<PeerId>, payload: &str) -> u64 {
+        if from.is_some_and(|id| !self.peers.contains(id)) {
+            return 0;
+        }
+        let sent = self.peers.fan_out_hocuspocus(&hocuspocus::stateless(payload), from);
+        self.metrics.frames_sent.fetch_add(sent, Relaxed);
+        self.drop_slow_peers();
+        sent
     }
 
     /// Answers a step1: nothing while a waiting answer covers it, the

@@ -116,6 +116,10 @@ impl World {
 
     /// A peer with a queue of `frames` frames.
     async fn join(&self, id: u64, frames: usize) -> Peer {
+        self.join_as(id, frames, false).await
+    }
+
+    async fn join_as(&self, id: u64, frames: usize, hocuspocus: bool) -> Peer {
         let (outbox, queue) = outbox(frames, 0);
         let (closer, closed) = mpsc::channel(1);
         let link = PeerLink {
@@ -124,6 +128,7 @@ impl World {
             closer,
             writable: true,
             encodes: None,
+            hocuspocus,
         };
         self.handle().join(link).await.unwrap();
         Peer {
@@ -180,6 +185,18 @@ impl Peer {
             .iter()
             .flat_map(|frame| protocol::decode_frame(frame).expect("the actor sends frames that decode"))
             .collect()
+    }
+
+    /// The frames queued so far, undecoded.
+    async fn frames(&mut self) -> Vec<Bytes> {
+        let mut frames = Vec::new();
+        while let Ok(n) = tokio::time::timeout(Duration::ZERO, self.queue.recv_many(&mut frames, 64)).await {
+            if n == 0 {
+                break;
+            }
+        }
+        self.queue.written(&frames);
+        frames
     }
 
     fn close_code(&mut self) -> Option<u16> {
@@ -418,4 +435,44 @@ async fn a_failed_write_closes_its_sender_and_relays_nothing() {
     world.send(observer.id, editor.type_text("again")).await;
     assert_eq!(observer.close_code(), None);
     assert_eq!(world.stored_text().await, "stored again");
+}
+
+/// A Hocuspocus peer is told "stored" (sync status 1) for each update it
+/// sends, once the append has committed, and never for one the store
+/// refused: with the status sent on apply, as Hocuspocus does, the second
+/// half fails.
+#[tokio::test(start_paused = true)]
+async fn sync_status_follows_the_commit_and_never_an_unstored_update() {
+    let stored = weft_core::hocuspocus::sync_status(true);
+    let world = World::new(DocConfig::default());
+    let mut writer = world.join_as(1, 64, true).await;
+    let mut y_websocket = world.join(2, 64).await;
+    let editor = Editor::new(7);
+    assert!(
+        writer.frames().await.is_empty(),
+        "no step1 on joining: it answers the provider's"
+    );
+    // The provider's step1 is answered with step1, then step2 (Hocuspocus's order).
+    world
+        .send(writer.id, vec![Inbound::SyncStep1(yrs::StateVector::default())])
+        .await;
+    let answer: Vec<u8> = writer.frames().await.iter().map(|f| f[1]).collect();
+    assert_eq!(answer, vec![protocol::SYNC_STEP1, protocol::SYNC_STEP2]);
+    world.send(writer.id, editor.type_text("stored ")).await;
+    assert_eq!(world.stored_text().await, "stored ");
+    assert_eq!(writer.frames().await, vec![stored.clone()]);
+    let y_frames = y_websocket.frames().await;
+    assert!(!y_frames.contains(&stored), "a y-websocket peer gets no sync status");
+    // An empty step2 (what a provider answers our step1 with) is acknowledged too.
+    let empty = protocol::InboundUpdate::from_raw(Bytes::from_static(&[0, 0])).unwrap();
+    world.send(writer.id, vec![Inbound::Update(empty)]).await;
+    assert_eq!(writer.frames().await, vec![stored.clone()]);
+
+    world.store.fail_appends.store(true, Ordering::Relaxed);
+    world.send(writer.id, Editor::new(8).type_text("lost")).await;
+    assert!(
+        !writer.frames().await.contains(&stored),
+        "no \"stored\" for an update the store refused"
+    );
+    assert_eq!(writer.close_code(), Some(close::STORAGE_FAILED));
 }
