@@ -74,7 +74,8 @@ fn admit(
     // One bucket for the socket, whatever documents it attaches: the
     // tokens come later, per document.
     let rate = rate::message_bucket(state, ip, &Caller::Admin)?;
-    let encodes = rate::encode_budget(state, ip, &Caller::Admin);
+    let encodes = rate::encode_budget(state, ip, None);
+    let bytes = rate::byte_bucket(state, ip, None);
     if *state.shutdown.borrow() {
         return Err(DocError::ShuttingDown.into());
     }
@@ -108,7 +109,7 @@ fn admit(
                 return;
             }
         };
-        let io = Metered::new(hyper_util::rt::TokioIo::new(upgraded), budget, client, times);
+        let io = Metered::new(hyper_util::rt::TokioIo::new(upgraded), budget, client, times, bytes);
         let socket_io = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         serve(socket_io, socket, hctx).await
     });

@@ -186,10 +186,12 @@ pub fn message_bucket(state: &AppState, ip: IpAddr, caller: &Caller) -> Result<O
 
 /// The budget of encodings a new WebSocket connection's step1 answers are
 /// charged to: its client's, shared with the client's other connections
-/// (`None`: no limit, or the admin key in token mode).
-pub fn encode_budget(state: &AppState, ip: IpAddr, caller: &Caller) -> Option<SharedBucket> {
+/// (`None`: no limit, or the admin key in token mode). A connection that
+/// shows no credential at the upgrade (a Hocuspocus socket: its tokens come
+/// later, per document) passes no caller and is charged by its IP.
+pub fn encode_budget(state: &AppState, ip: IpAddr, caller: Option<&Caller>) -> Option<SharedBucket> {
     let book = state.rates.encodes.as_ref()?;
-    let key = client(state, ip, Some(caller))?;
+    let key = client(state, ip, caller)?;
     Some(SharedBucket::new(book.clone(), key))
 }
 
@@ -202,8 +204,8 @@ pub fn encode_budget(state: &AppState, ip: IpAddr, caller: &Caller) -> Option<Sh
 /// burst each time. Never refused at the upgrade: a client in debt is only
 /// read more slowly, so a neighbour behind the same address and token is
 /// at worst slowed, never closed.
-pub fn byte_bucket(state: &AppState, ip: IpAddr, caller: &Caller) -> Option<SharedBucket> {
+pub fn byte_bucket(state: &AppState, ip: IpAddr, caller: Option<&Caller>) -> Option<SharedBucket> {
     let book = state.rates.bytes.as_ref()?;
-    let key = client(state, ip, Some(caller))?;
+    let key = client(state, ip, caller)?;
     Some(SharedBucket::new(book.clone(), key))
 }

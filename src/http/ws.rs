@@ -167,8 +167,8 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
     let ip = state.limits.client_ip(remote, headers);
     let admission = state.limits.admit_forwarded(ip)?;
     let rate = rate::message_bucket(state, ip, &caller)?;
-    let encodes = rate::encode_budget(state, ip, &caller);
-    let bytes = rate::byte_bucket(state, ip, &caller);
+    let encodes = rate::encode_budget(state, ip, Some(&caller));
+    let bytes = rate::byte_bucket(state, ip, Some(&caller));
     rate::admit_new_doc(state, &name, ip, &caller).await?;
     // Load the document before accepting, so that a document that cannot be
     // loaded is refused with a status instead of a socket that closes at once.
