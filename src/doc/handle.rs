@@ -70,6 +70,9 @@ pub(super) enum Command {
     Shutdown {
         reply: Reply<()>,
     },
+    /// Cluster mode: another node deleted the document. Disconnects every
+    /// peer (4404) and unloads without saving anything.
+    Evict,
 }
 
 impl Command {
@@ -88,7 +91,7 @@ impl Command {
             Command::TakeVersion { reply, .. } => answer(reply, err),
             Command::Restore { reply, .. } => answer(reply, err),
             Command::Delete { reply } => answer(reply, err),
-            Command::Leave { .. } | Command::Messages { .. } => {}
+            Command::Leave { .. } | Command::Messages { .. } | Command::Evict => {}
         }
     }
 }
@@ -208,6 +211,11 @@ impl DocHandle {
 
     pub async fn delete(&self) -> Result<bool, DocError> {
         self.request(|reply| Command::Delete { reply }).await
+    }
+
+    /// See [`Command::Evict`]; not waited on.
+    pub(super) async fn evict(&self) {
+        let _ = self.tx.send(Command::Evict).await;
     }
 
     pub(super) async fn shutdown(&self) -> Result<(), DocError> {
