@@ -105,6 +105,7 @@ pub struct Metrics {
     apply_seconds: Histogram<Seconds>,
     relay_seconds: Histogram<Seconds>,
     stream_append_seconds: Histogram<Seconds>,
+    stream_lag_seconds: Histogram<Seconds>,
 }
 
 /// One storage transaction committed (a group commit), as a store reports it.
@@ -144,6 +145,11 @@ impl Metrics {
     /// Cluster mode: one pipeline of XADDs (an actor's batch) was answered.
     pub fn record_stream_append(&self, took: Duration) {
         self.stream_append_seconds.observe_duration(took);
+    }
+
+    /// Cluster mode: the age of the newest entry of a batch a follower read.
+    pub fn record_stream_lag(&self, lag: Duration) {
+        self.stream_lag_seconds.observe_duration(lag);
     }
 
     pub fn record_apply(&self, took: Duration) {
@@ -289,7 +295,7 @@ const DISCONNECTS: (&str, &str) = ("weft_disconnects_total", "Connections closed
 type HistogramOf = fn(&Metrics) -> &dyn EncodeMetric;
 
 /// The histograms: name, help, the histogram.
-const HISTOGRAMS: [(&str, &str, HistogramOf); 6] = [
+const HISTOGRAMS: [(&str, &str, HistogramOf); 7] = [
     (
         "weft_storage_commit_duration_seconds",
         "Time each storage transaction (group commit) took to commit.",
@@ -319,6 +325,11 @@ const HISTOGRAMS: [(&str, &str, HistogramOf); 6] = [
         "weft_stream_append_duration_seconds",
         "Cluster mode: time one batch of updates took to be appended to its Redis stream.",
         |m| &m.stream_append_seconds,
+    ),
+    (
+        "weft_stream_lag_seconds",
+        "Cluster mode: replication lag, the age of the newest entry of each batch a node read from a document's stream (Redis's clock against the node's).",
+        |m| &m.stream_lag_seconds,
     ),
 ];
 
@@ -409,6 +420,7 @@ mod tests {
                 "weft_update_apply_duration_seconds histogram",
                 "weft_update_relay_delay_seconds histogram",
                 "weft_stream_append_duration_seconds histogram",
+                "weft_stream_lag_seconds histogram",
             ]
         );
         assert!(out.contains("weft_disconnects_total{reason=\"slow_consumer\"} 0\n"));

@@ -116,6 +116,17 @@ async fn clients_on_three_nodes_converge_and_a_late_joiner_gets_everything() {
     let (seen_a, seen_b) = (a.seen().updates, b.seen().updates);
     assert!(seen_a <= 1 + 60, "a got {seen_a} update frames for b's 60 updates");
     assert!(seen_b <= 1 + 60, "b got {seen_b} update frames for a's 60 updates");
+
+    // What to watch: append latency and replication lag, and health.
+    for node in &nodes[..2] {
+        assert!(node.metric("weft_stream_append_duration_seconds_count").await >= 1.0);
+        assert!(node.metric("weft_stream_lag_seconds_count").await >= 1.0);
+        let health = node.get("/healthz").await;
+        assert_eq!(
+            (health.status, health.text()),
+            (200, "postgres: ok\nredis: ok\n".to_string())
+        );
+    }
 }
 
 /// Peers on different nodes see each other's awareness (cursors); a late
@@ -307,6 +318,10 @@ async fn redis_restarted_mid_edit_loses_nothing_and_every_node_converges() {
         "an edit that cannot be appended is refused"
     );
     let seen = observer.text("t");
+    let health = nodes[1].get("/healthz").await;
+    // (as JSON, like every error answer)
+    assert_eq!(health.status, 503);
+    assert!(health.text().contains("postgres: ok") && health.text().contains("redis: unavailable"));
     redis.start_again();
 
     // A writer (a client that reconnected) goes on, on the same node.
@@ -335,6 +350,7 @@ async fn redis_restarted_mid_edit_loses_nothing_and_every_node_converges() {
             .unwrap();
         assert_eq!(client.text("t"), observer.text("t"));
     }
+    assert!(nodes[1].metric("weft_redis_reconnects_total").await >= 1.0);
 }
 
 /// Connects, retrying while the node refuses (its document could not be

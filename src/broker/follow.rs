@@ -82,6 +82,14 @@ async fn follow(broker: &Broker, doc: &DocName, last: &mut Cursors, tx: &mpsc::S
     }
 }
 
+/// How old an entry is, by the milliseconds of its id (set by Redis's
+/// clock); `None` when the clocks disagree the other way.
+fn age(id: &str) -> Option<Duration> {
+    let ms: i64 = id.split_once('-')?.0.parse().ok()?;
+    let age = crate::clock::now_ms().checked_sub(ms)?;
+    u64::try_from(age).ok().map(Duration::from_millis)
+}
+
 /// Reads until the actor is gone (`Ok`) or Redis fails (`Err`).
 async fn read(
     broker: &Broker,
@@ -124,6 +132,9 @@ async fn read(
         }
         if batch.updates.is_empty() && batch.awareness.is_empty() {
             continue;
+        }
+        if let Some(lag) = batch.updates.last().and_then(|e| age(&e.id)) {
+            broker.metrics.record_stream_lag(lag);
         }
         debug!(
             updates = batch.updates.len(),

@@ -356,16 +356,6 @@ impl DocActor {
         self.unload(rx).await;
     }
 
-    /// Another node deleted the document: as `delete`, but the store and
-    /// the stream are already done with.
-    async fn evict(&mut self, rx: &mut mpsc::Receiver<Command>) {
-        self.kick_all(CloseReason::deleted());
-        info!("document deleted on another node; its peers here are disconnected");
-        self.log.forget();
-        self.versions.taken();
-        self.unload(rx).await;
-    }
-
     /// The server stops: every peer is told 1001, the log is compacted, and
     /// what is still in the mailbox is refused. The registry has already
     /// forgotten this actor.

@@ -25,8 +25,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -35,6 +36,7 @@ use yrs::ClientID;
 use super::{build_doc, DocActor, Shared};
 use crate::broker::{Batch, Broker, Entry, EntryId, Follower, START};
 use crate::close::CloseReason;
+use crate::doc::handle::Command;
 use crate::doc::DocName;
 use crate::protocol::{self, InboundUpdate};
 use crate::storage::StoredDoc;
@@ -218,6 +220,16 @@ impl DocActor {
         self.broadcast(frame, None);
         self.versions.edited(Instant::now());
         Ok(())
+    }
+
+    /// Another node deleted the document: as `delete`, but the store and
+    /// the stream are already done with.
+    pub(super) async fn evict(&mut self, rx: &mut mpsc::Receiver<Command>) {
+        self.kick_all(CloseReason::deleted());
+        info!("document deleted on another node; its peers here are disconnected");
+        self.log.forget();
+        self.versions.taken();
+        self.unload(rx).await;
     }
 
     /// Every entry of the document's stream (none outside cluster mode).
