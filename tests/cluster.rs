@@ -241,47 +241,57 @@ async fn revocation_and_deletion_on_one_node_close_peers_on_another() {
     assert_eq!(fresh.text("t"), "", "deleted everywhere, its stream too");
 }
 
-/// A node SIGKILLed while its client writes: everything an observer on
-/// another node saw is there afterwards, on a third node.
+/// Nodes SIGKILLed in turn while their clients write: everything an
+/// observer on another node saw is there afterwards, on every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_loses_nothing_an_observer_on_another_node_saw() {
     let Some(redis) = servers() else { return };
     let doc = room("crash/notes");
     let mut nodes = nodes(&redis, 3);
-    let writer = nodes[0].connect(&doc).await;
     let observer = nodes[1].connect(&doc).await;
-    let text = writer.doc.get_or_insert_text("t");
-    for i in 0..40 {
-        writer.edit(|txn| text.push(txn, &format!("w{i} ")));
+    let mut seen_at_kills = vec![];
+    for round in 0..4 {
+        // Nodes 1 and 3 die in turn; the observer's node 2 stays.
+        let victim = if round % 2 == 0 { 0 } else { 2 };
+        let writer = nodes[victim].connect(&doc).await;
+        let text = writer.doc.get_or_insert_text("t");
+        for i in 0..20 {
+            writer.edit(|txn| text.push(txn, &format!("r{round}w{i} ")));
+        }
+        let last = format!("r{round}w19 ");
+        observer
+            .wait_for("this round's first edits", 10 * SECOND, |o| o.text("t").contains(&last))
+            .await
+            .unwrap();
+        assert_eq!(
+            writer.seen().updates,
+            1,
+            "only the initial step2: the writer must not get its own edits back"
+        );
+        // More edits, and the node dies while they are on their way.
+        for i in 20..120 {
+            writer.edit(|txn| text.push(txn, &format!("r{round}w{i} ")));
+        }
+        nodes[victim].kill();
+        // Whatever the observer has now is part of what anyone saw.
+        seen_at_kills.push(observer.text("t"));
+        let node = nodes.remove(victim);
+        nodes.insert(victim, node.restart());
     }
-    observer
-        .wait_for("the first 40 edits", 10 * SECOND, |o| o.text("t").contains("w39 "))
-        .await
-        .unwrap();
-    assert_eq!(
-        writer.seen().updates,
-        1,
-        "only the initial step2: the writer must not get its own edits back"
-    );
 
-    // More edits, and the node dies while they are on their way.
-    for i in 40..200 {
-        writer.edit(|txn| text.push(txn, &format!("w{i} ")));
-    }
-    nodes[0].kill();
-    // What the observer has now (and whatever reaches it still) is all
-    // that anyone can have seen.
     let seen = observer.text("t");
-    assert!(seen.contains("w39 "));
-
-    let after = nodes[2].connect(&doc).await;
-    after
-        .wait_for("what the observer saw, on node 3", 10 * SECOND, |c| {
-            c.text("t").starts_with(&observer.text("t"))
-        })
-        .await
-        .unwrap();
-    assert!(after.text("t").starts_with(&seen));
+    for (i, node) in nodes.iter().enumerate() {
+        let after = node.connect(&doc).await;
+        after
+            .wait_for(&format!("what the observer saw, on node {}", i + 1), 10 * SECOND, |c| {
+                c.text("t").starts_with(&seen)
+            })
+            .await
+            .unwrap();
+        for at_kill in &seen_at_kills {
+            assert!(after.text("t").starts_with(at_kill));
+        }
+    }
 }
 
 /// Redis killed (SIGKILL, `appendfsync always`) and started again while
