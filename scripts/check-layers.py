@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks weft's dependency rule by reading the crate paths in src/.
 
-    http → session → doc → {weft-core, storage}
+    http → session → doc → {weft-core, storage, broker}
 
 and the leaf modules (auth, clock, close, config, metrics, name, rate)
 import nothing but other leaves. A module may use any layer below its own,
@@ -35,6 +35,7 @@ LAYERS = {
     "doc": 2,
     "weft-core": 1,
     "storage": 1,
+    "broker": 1,
     "auth": 0,
     "clock": 0,
     "close": 0,
@@ -43,7 +44,7 @@ LAYERS = {
     "name": 0,
     "rate": 0,
 }
-LAYER_NAMES = {5: "top", 4: "http", 3: "session", 2: "doc", 1: "weft-core/storage", 0: "leaf"}
+LAYER_NAMES = {5: "top", 4: "http", 3: "session", 2: "doc", 1: "weft-core/storage/broker", 0: "leaf"}
 
 # lib.rs re-exports weft-core's modules under these names.
 ALIASES = {"protocol": "weft-core", "fuzz": "weft-core"}

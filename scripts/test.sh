@@ -26,7 +26,8 @@ started=$(date +%s)
 # walkthrough as printed (tests/readme_walkthrough.rs), python3 runs its
 # Python token minter (tests/readme_minters.rs) and the layer check,
 # PostgreSQL (server and psql) backs the PostgreSQL half of the store tests
-# (openssl makes the certificates of its TLS test),
+# (openssl makes the certificates of its TLS test), redis-server carries
+# the cluster tests' streams (tests/cluster.rs),
 # Chromium runs the browser tests.
 missing=()
 command -v strace >/dev/null || missing+=(strace)
@@ -38,6 +39,7 @@ command -v openssl >/dev/null || missing+=(openssl)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null; then
   missing+=(postgresql)
 fi
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ "$browser" = 1 ] && [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
 if [ "${#missing[@]}" -gt 0 ]; then
   step "Installing ${missing[*]} (Debian packages)"
@@ -61,6 +63,14 @@ eval "$pg_env"
 trap 'scripts/pg-server.sh stop "$PG_DIR"' EXIT
 export WEFT_TEST_POSTGRES="$PG_URL"
 echo "PostgreSQL $(psql -X -At -d "$PG_URL" -c 'SHOW server_version') running as pid $PG_PID"
+
+step "Redis: a throwaway server for the cluster tests (127.0.0.1, a free port, appendfsync always)"
+# The cluster tests fail without it (they never skip silently). Stopped by
+# its PID on exit, success or failure, with PostgreSQL.
+redis_env=$(scripts/redis-server.sh start)
+eval "$redis_env"
+trap 'scripts/redis-server.sh stop "$REDIS_DIR"; scripts/pg-server.sh stop "$PG_DIR"' EXIT
+echo "Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') running as pid $REDIS_PID at $WEFT_TEST_REDIS"
 
 step "Rust: build (release)"
 cargo build --release --workspace --locked

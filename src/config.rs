@@ -9,7 +9,9 @@ use serde::Serialize;
 use crate::auth::{AuthError, AuthKey};
 
 mod db;
+mod redis_url;
 pub use db::{DbLocation, PostgresUrl};
+pub use redis_url::RedisUrl;
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:1234";
 pub const DEFAULT_DB: &str = "weft.db";
@@ -234,6 +236,13 @@ pub struct Config {
     /// the URL, `PGPASSWORD` or a `PGPASSFILE`).
     #[arg(long, env = "WEFT_DB_PASSWORD_FILE")]
     pub db_password_file: Option<PathBuf>,
+
+    /// Cluster mode: the Redis server every node shares
+    /// (`redis://host:6379`); needs a PostgreSQL `--db`. Documents' updates
+    /// go through Redis Streams (docs/CLUSTER.md). A password in it is
+    /// never printed.
+    #[arg(long, env = "WEFT_REDIS")]
+    pub redis: Option<RedisUrl>,
 
     /// PostgreSQL: how long any one query may run before the server cancels
     /// it (`statement_timeout`), in milliseconds; weft also gives up waiting

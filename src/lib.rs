@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //!
-//! Layers depend downwards only: `http → session → doc → {protocol, storage}`,
+//! Layers depend downwards only: `http → session → doc → {protocol, storage, broker}`,
 //! and the leaves (`auth`, `clock`, `close`, `config`, `metrics`, `name`,
 //! `rate`) import only each other. `scripts/check-layers.py` checks it (run
 //! by `scripts/test.sh`).
@@ -35,6 +35,9 @@
 //!   fuzz target builds without the server.
 //! - [`storage`]: the [`storage::DocStore`] trait, SQLite (group-committed
 //!   update log plus snapshots) and an in-memory store.
+//! - [`broker`]: cluster mode only (`--redis`): each document's Redis
+//!   stream, which the actor appends to before relaying and follows for
+//!   other nodes' updates (docs/CLUSTER.md).
 //! - [`name`]: [`name::DocName`], a validated document name, which every
 //!   layer uses (and [`doc`] re-exports).
 //! - [`auth`]: the access-token format (JWT HS256): mint, verify, patterns.
@@ -50,6 +53,7 @@
 //! is*).
 
 pub mod auth;
+pub mod broker;
 pub mod clock;
 pub mod close;
 pub mod config;

@@ -92,6 +92,8 @@ pub struct Metrics {
     pub answers_deferred: AtomicU64,
     pub compactions: AtomicU64,
     pub actor_panics: AtomicU64,
+    /// Cluster mode: reconnections to Redis by the stream followers.
+    pub redis_reconnects: AtomicU64,
     storage_jobs: AtomicU64,
     storage_errors: AtomicU64,
     kicks: [AtomicU64; Kick::ALL.len()],
@@ -102,6 +104,8 @@ pub struct Metrics {
     commit_bytes: Histogram<Bytes>,
     apply_seconds: Histogram<Seconds>,
     relay_seconds: Histogram<Seconds>,
+    stream_append_seconds: Histogram<Seconds>,
+    stream_lag_seconds: Histogram<Seconds>,
 }
 
 /// One storage transaction committed (a group commit), as a store reports it.
@@ -138,6 +142,16 @@ impl Metrics {
     }
 
     /// yrs's work on one update in the actor, whether it applied or not.
+    /// Cluster mode: one pipeline of XADDs (an actor's batch) was answered.
+    pub fn record_stream_append(&self, took: Duration) {
+        self.stream_append_seconds.observe_duration(took);
+    }
+
+    /// Cluster mode: the age of the newest entry of a batch a follower read.
+    pub fn record_stream_lag(&self, lag: Duration) {
+        self.stream_lag_seconds.observe_duration(lag);
+    }
+
     pub fn record_apply(&self, took: Duration) {
         self.apply_seconds.observe_duration(took);
     }
@@ -172,7 +186,7 @@ fn load(value: &AtomicU64) -> u64 {
 }
 
 /// The plain series: name as exposed, help, value.
-const PLAIN: [(&str, &str, Value); 19] = [
+const PLAIN: [(&str, &str, Value); 20] = [
     (
         "weft_connections_open",
         "WebSocket connections now open.",
@@ -249,6 +263,11 @@ const PLAIN: [(&str, &str, Value); 19] = [
         Value::Counter(|m| load(&m.actor_panics)),
     ),
     (
+        "weft_redis_reconnects_total",
+        "Cluster mode: times a stream follower lost Redis and connected again.",
+        Value::Counter(|m| load(&m.redis_reconnects)),
+    ),
+    (
         "weft_storage_commits_total",
         "Storage transactions committed (group commits).",
         Value::Counter(|m| m.commit_seconds.count()),
@@ -276,7 +295,7 @@ const DISCONNECTS: (&str, &str) = ("weft_disconnects_total", "Connections closed
 type HistogramOf = fn(&Metrics) -> &dyn EncodeMetric;
 
 /// The histograms: name, help, the histogram.
-const HISTOGRAMS: [(&str, &str, HistogramOf); 5] = [
+const HISTOGRAMS: [(&str, &str, HistogramOf); 7] = [
     (
         "weft_storage_commit_duration_seconds",
         "Time each storage transaction (group commit) took to commit.",
@@ -301,6 +320,16 @@ const HISTOGRAMS: [(&str, &str, HistogramOf); 5] = [
         "weft_update_relay_delay_seconds",
         "Time from the receipt of an update to its relay to the other peers, its commit included.",
         |m| &m.relay_seconds,
+    ),
+    (
+        "weft_stream_append_duration_seconds",
+        "Cluster mode: time one batch of updates took to be appended to its Redis stream.",
+        |m| &m.stream_append_seconds,
+    ),
+    (
+        "weft_stream_lag_seconds",
+        "Cluster mode: replication lag, the age of the newest entry of each batch a node read from a document's stream (Redis's clock against the node's).",
+        |m| &m.stream_lag_seconds,
     ),
 ];
 
@@ -379,6 +408,7 @@ mod tests {
                 "weft_answers_deferred_total counter",
                 "weft_compactions_total counter",
                 "weft_actor_panics_total counter",
+                "weft_redis_reconnects_total counter",
                 "weft_storage_commits_total counter",
                 "weft_storage_jobs_total counter",
                 "weft_storage_commit_seconds_total counter",
@@ -389,6 +419,8 @@ mod tests {
                 "weft_storage_commit_bytes histogram",
                 "weft_update_apply_duration_seconds histogram",
                 "weft_update_relay_delay_seconds histogram",
+                "weft_stream_append_duration_seconds histogram",
+                "weft_stream_lag_seconds histogram",
             ]
         );
         assert!(out.contains("weft_disconnects_total{reason=\"slow_consumer\"} 0\n"));

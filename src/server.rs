@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::broker::{Broker, Control};
 use crate::config::{Config, DbLocation, StorageKind};
 use crate::doc::{DocConfig, Registry, VersionPolicy, VersionQuota};
 use crate::http::access::{Access, OriginPolicy};
@@ -161,6 +162,14 @@ fn check_limits(config: &Config) -> Result<(), ServerError> {
             "--db-statement-timeout-ms must be at least 1: every query needs a bound".into(),
         ));
     }
+    if let Some(redis) = &config.redis {
+        if config.storage == StorageKind::None || !config.db.is_postgres() {
+            return Err(ServerError::Config(format!(
+                "--redis {redis} needs a PostgreSQL --db (postgres://...): the nodes of a cluster share \
+                 their documents, and a SQLite file (or --storage none) cannot be shared between machines"
+            )));
+        }
+    }
     if config.db_password_file.is_some() && !config.db.is_postgres() {
         // Harmless (a SQLite file has no password), but likely a mistake.
         warn!(db = %config.db, "--db-password-file is ignored: --db is a SQLite file, not a postgres:// URL");
@@ -194,6 +203,16 @@ fn doc_config(config: &Config) -> DocConfig {
     }
 }
 
+/// Cluster mode: what other nodes tell every node (`broker::Control`).
+async fn control_events(mut events: tokio::sync::mpsc::Receiver<Control>, registry: Registry, access: Arc<Access>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            Control::Revoked { token_id } => access.revoked_elsewhere(&token_id),
+            Control::Deleted { doc } => registry.evict(&doc).await,
+        }
+    }
+}
+
 fn millis(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
 }
@@ -223,7 +242,22 @@ pub async fn run(
             path: config.db.to_string(),
             source,
         })?;
-    let registry = Registry::new(store.clone(), doc_config(&config), metrics.clone());
+    let mut registry = Registry::new(store.clone(), doc_config(&config), metrics.clone());
+    if let Some(url) = &config.redis {
+        let broker = Broker::connect(url.secret(), metrics.clone())
+            .await
+            .map_err(|e| ServerError::Config(format!("--redis {url}: {e}")))?;
+        info!(redis = %url, "cluster mode: documents' updates go through Redis Streams");
+        registry = registry.with_broker(Arc::new(broker));
+    }
+    let access = Arc::new(access);
+    if let Some(broker) = registry.broker() {
+        tokio::spawn(control_events(
+            broker.control_events(),
+            registry.clone(),
+            access.clone(),
+        ));
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let sessions = TaskTracker::new();
     let state = AppState {
@@ -233,7 +267,7 @@ pub async fn run(
         sessions: sessions.clone(),
         max_message_size: config.max_message_size,
         next_peer: Arc::new(AtomicU64::new(1)),
-        access: Arc::new(access),
+        access,
         limits: limits.clone(),
         origins: Arc::new(origins),
         rates: Arc::new(http::rate::Rates::new(&config)),

@@ -98,7 +98,7 @@ impl Serialize for DbLocation {
 /// `password=` query parameter likewise. Anything that does not parse is
 /// left as it is only up to the authority, so a malformed URL cannot leak
 /// what follows the user name either.
-fn redact(url: &str) -> String {
+pub(super) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

@@ -18,6 +18,7 @@
 //! ([`Answers`]). What the actor does with a peer's messages is in `sync`;
 //! compaction, versions and restore in `history`.
 
+mod cluster;
 mod history;
 mod sync;
 #[cfg(test)]
@@ -43,6 +44,7 @@ use super::peers::Peers;
 use super::presence::Presence;
 use super::versions::Versions;
 use super::{DocConfig, DocError, DocName, PeerId};
+use crate::broker::{Broker, Entry};
 use crate::close::CloseReason;
 use crate::metrics::Metrics;
 use crate::storage::{DocStore, StoredDoc};
@@ -57,6 +59,8 @@ pub(super) struct Shared {
     pub store: Arc<dyn DocStore>,
     pub config: Arc<DocConfig>,
     pub metrics: Arc<Metrics>,
+    /// Cluster mode: updates go through Redis Streams (`cluster`).
+    pub broker: Option<Arc<Broker>>,
 }
 
 /// Where an update came from; decides who is told when it is stored.
@@ -143,6 +147,8 @@ pub(super) struct DocActor {
     store: Arc<dyn DocStore>,
     config: Arc<DocConfig>,
     metrics: Arc<Metrics>,
+    /// Cluster mode: the document's stream.
+    cluster: Option<cluster::Cluster>,
 }
 
 /// Loads the document, then serves its mailbox until it unloads. Commands
@@ -152,11 +158,7 @@ pub(super) struct DocActor {
 pub(super) async fn run(name: DocName, mailbox: Mailbox, shared: Shared, deregister: Deregister) {
     let Mailbox { mut rx, peers } = mailbox;
     let started = std::time::Instant::now();
-    let loaded = match shared.store.load(&name).await {
-        Ok(stored) => build_doc(&stored).map(|rebuilt| (stored, rebuilt)),
-        Err(e) => Err(e.to_string()),
-    };
-    let (stored, rebuilt) = match loaded {
+    let loaded = match cluster::load(&name, &shared).await {
         Ok(loaded) => loaded,
         Err(reason) => {
             error!(error = %reason, "document could not be loaded");
@@ -173,21 +175,28 @@ pub(super) async fn run(name: DocName, mailbox: Mailbox, shared: Shared, deregis
     };
     shared.metrics.docs_loaded_total.fetch_add(1, Relaxed);
     debug!(
-        updates = stored.log.len(),
-        snapshot = stored.snapshot.as_ref().map_or(0, Vec::len),
+        updates = loaded.stored.log.len(),
+        streamed = loaded.streamed.0,
+        snapshot = loaded.stored.snapshot.as_ref().map_or(0, Vec::len),
         took_ms = started.elapsed().as_secs_f64() * 1e3,
         "document loaded"
     );
-    DocActor::new(name, &stored, rebuilt, Peers::new(peers), shared, deregister)
-        .serve(rx)
-        .await;
+    let mut loaded = loaded;
+    let awareness = std::mem::take(&mut loaded.awareness);
+    let mut actor = DocActor::new(name, loaded, Peers::new(peers), shared, deregister);
+    actor.apply_remote_awareness(awareness);
+    actor.serve(rx).await;
 }
 
-/// Rebuilds a document from its snapshot and log.
-fn build_doc(stored: &StoredDoc) -> Result<Rebuilt, String> {
+/// Rebuilds a document from its snapshot and log, and (cluster mode) the
+/// entries of its stream.
+fn build_doc(stored: &StoredDoc, entries: &[Entry]) -> Result<Rebuilt, String> {
     let snapshot = stored.snapshot.iter().map(|s| ("snapshot".to_string(), &s[..]));
     let log = stored.log.iter().map(|e| (format!("update #{}", e.seq), &e.data[..]));
-    let rebuilt = weft_core::rebuild(snapshot.chain(log))?;
+    let stream = entries
+        .iter()
+        .map(|e| (format!("stream entry {}", e.id), &e.update[..]));
+    let rebuilt = weft_core::rebuild(snapshot.chain(log).chain(stream))?;
     for reason in &rebuilt.left_out {
         warn!(%reason, "stored update left out");
     }
@@ -195,15 +204,19 @@ fn build_doc(stored: &StoredDoc) -> Result<Rebuilt, String> {
 }
 
 impl DocActor {
-    fn new(
-        name: DocName,
-        stored: &StoredDoc,
-        rebuilt: Rebuilt,
-        peers: Peers,
-        shared: Shared,
-        deregister: Deregister,
-    ) -> Self {
-        let Shared { store, config, metrics } = shared;
+    fn new(name: DocName, loaded: cluster::Loaded, peers: Peers, shared: Shared, deregister: Deregister) -> Self {
+        let Shared {
+            store, config, metrics, ..
+        } = shared;
+        let cluster::Loaded {
+            stored,
+            rebuilt,
+            cluster,
+            streamed: (streamed, streamed_bytes),
+            ..
+        } = loaded;
+        let mut log = Log::loaded(&stored);
+        log.appended(streamed, streamed_bytes);
         let now = Instant::now();
         let clock = Millis(now);
         Self {
@@ -216,13 +229,14 @@ impl DocActor {
             presence: Presence::new(config.max_awareness_clients),
             awareness_changed: HashSet::new(),
             answers: Answers::new(config.peer_queue),
-            log: Log::loaded(stored),
+            log,
             versions: Versions::loaded(stored.log.is_empty(), now),
             life: Lifecycle::new(deregister, &metrics, now),
             effects: Vec::new(),
             store,
             config,
             metrics,
+            cluster,
         }
     }
 
@@ -243,6 +257,13 @@ impl DocActor {
                     if self.process(&mut batch, &mut rx).await == Flow::Stop {
                         return;
                     }
+                    if self.life.is_poisoned() {
+                        self.unload(&mut rx).await;
+                        return;
+                    }
+                }
+                entries = cluster::next_entries(&mut self.cluster) => {
+                    self.stream_entries(entries).await;
                     if self.life.is_poisoned() {
                         self.unload(&mut rx).await;
                         return;
@@ -321,6 +342,10 @@ impl DocActor {
                     self.shut_down(reply, rx).await;
                     return Flow::Stop;
                 }
+                Command::Evict => {
+                    self.evict(rx).await;
+                    return Flow::Stop;
+                }
             }
         }
         self.flush().await;
@@ -332,6 +357,7 @@ impl DocActor {
     async fn delete(&mut self, reply: Reply<bool>, rx: &mut mpsc::Receiver<Command>) {
         self.flush().await;
         self.kick_all(CloseReason::deleted());
+        self.delete_stream().await;
         let result = self.store.delete(&self.name).await;
         info!(stored = ?result.as_ref().ok(), "document deleted");
         let _ = reply.send(result.map_err(|e| DocError::Storage(e.to_string())));
@@ -364,12 +390,22 @@ impl DocActor {
         if !entries.is_empty() {
             let count = entries.len() as u64;
             let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
-            match self.store.append(&self.name, entries).await {
+            let appended = if self.cluster.is_some() {
+                self.append_to_stream(entries.into_iter().map(|e| e.data).collect())
+                    .await
+            } else {
+                self.store.append(&self.name, entries).await.map_err(|e| e.to_string())
+            };
+            match appended {
                 Ok(()) => self.log.appended(count, bytes),
                 Err(e) => {
                     error!(error = %e, updates = count, "could not store updates; they are not relayed and their senders are disconnected");
-                    self.drop_unstored_updates(&e.to_string());
-                    self.reload().await;
+                    self.drop_unstored_updates(&e);
+                    if self.cluster.is_some() {
+                        self.stream_append_failed().await;
+                    } else {
+                        self.reload().await;
+                    }
                     stored = false;
                 }
             }
@@ -442,14 +478,23 @@ impl DocActor {
     /// Replaces the in-memory document with the stored one. Called with no
     /// update pending: the store holds all the log there is.
     async fn reload(&mut self) {
+        // The follower goes on: what it hands over that the stream read
+        // here already holds changes nothing.
         let rebuilt = match self.store.load(&self.name).await {
-            Ok(stored) => build_doc(&stored).map(|rebuilt| (rebuilt, stored)),
+            Ok(stored) => match self.read_stream().await {
+                Ok(entries) => build_doc(&stored, &entries).map(|rebuilt| (rebuilt, stored, entries)),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e.to_string()),
         };
         match rebuilt {
-            Ok((Rebuilt { doc, clocks, types, .. }, stored)) => {
+            Ok((Rebuilt { doc, clocks, types, .. }, stored, entries)) => {
                 self.clocks = clocks;
                 self.log = Log::loaded(&stored);
+                self.log.appended(
+                    entries.len() as u64,
+                    entries.iter().map(|e| e.update.len() as u64).sum(),
+                );
                 self.type_items = types;
                 *self.awareness.doc_mut() = doc;
                 self.answers.doc_changed();

@@ -77,6 +77,9 @@ pub(super) enum Command {
     Shutdown {
         reply: Reply<()>,
     },
+    /// Cluster mode: another node deleted the document. Disconnects every
+    /// peer (4404) and unloads without saving anything.
+    Evict,
 }
 
 impl Command {
@@ -100,7 +103,7 @@ impl Command {
                     answer(reply, err)
                 }
             }
-            Command::Leave { .. } | Command::Messages { .. } => {}
+            Command::Leave { .. } | Command::Messages { .. } | Command::Evict => {}
         }
     }
 }
@@ -244,6 +247,11 @@ impl DocHandle {
 
     pub async fn delete(&self) -> Result<bool, DocError> {
         self.request(|reply| Command::Delete { reply }).await
+    }
+
+    /// See [`Command::Evict`]; not waited on.
+    pub(super) async fn evict(&self) {
+        let _ = self.tx.send(Command::Evict).await;
     }
 
     pub(super) async fn shutdown(&self) -> Result<(), DocError> {

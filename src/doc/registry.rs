@@ -25,6 +25,7 @@ use tracing::{error, Instrument};
 use super::actor::{self, Shared};
 use super::handle::{self, DocHandle};
 use super::{DocConfig, DocError, DocMeta, DocName, VersionMeta};
+use crate::broker::Broker;
 use crate::metrics::Metrics;
 use crate::storage::{DocStore, StoreError};
 
@@ -77,8 +78,35 @@ impl Registry {
                 store,
                 config: Arc::new(config),
                 metrics,
+                broker: None,
             },
         }
+    }
+
+    /// Cluster mode: documents' updates go through Redis Streams.
+    pub fn with_broker(mut self, broker: Arc<Broker>) -> Self {
+        self.shared.broker = Some(broker);
+        self
+    }
+
+    /// Cluster mode: another node deleted `name`; if it is loaded here, its
+    /// peers are disconnected (4404) and it unloads without saving.
+    pub async fn evict(&self, name: &DocName) {
+        let handle = self
+            .inner
+            .docs
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|slot| slot.handle.clone());
+        if let Some(handle) = handle {
+            handle.evict().await;
+        }
+    }
+
+    /// The cluster's broker, when in cluster mode (for `/healthz`).
+    pub fn broker(&self) -> Option<&Arc<Broker>> {
+        self.shared.broker.as_ref()
     }
 
     pub fn config(&self) -> &DocConfig {

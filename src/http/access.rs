@@ -118,6 +118,13 @@ impl Access {
         Ok(())
     }
 
+    /// Cluster mode: another node revoked a token id (and stored it):
+    /// refused here too from now on, and live connections holding it close.
+    pub fn revoked_elsewhere(&self, token_id: &str) {
+        self.revoked.write().unwrap().insert(token_id.to_string());
+        let _ = self.revocations.send(token_id.to_string());
+    }
+
     pub fn is_revoked(&self, token_id: &str) -> bool {
         self.revoked.read().unwrap().contains(token_id)
     }

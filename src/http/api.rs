@@ -227,7 +227,19 @@ async fn delete_doc(State(state): State<AppState>, caller: Caller, Path(name): P
         .registry
         .with_doc(&name, |h| async move { h.delete().await })
         .await?;
+    tell_cluster(&state, crate::broker::Control::Deleted { doc: name.clone() }).await;
     Ok(Json(json!({ "deleted": name.as_str() })))
+}
+
+/// Cluster mode: tells the other nodes of a change already stored. A lost
+/// event delays its effect elsewhere (what is stored is checked anyway),
+/// so a failure is logged, not returned.
+pub(super) async fn tell_cluster(state: &AppState, event: crate::broker::Control) {
+    if let Some(broker) = state.registry.broker() {
+        if let Err(e) = broker.publish_control(&event).await {
+            tracing::warn!(error = %e, ?event, "the other nodes were not told");
+        }
+    }
 }
 
 #[derive(Deserialize)]

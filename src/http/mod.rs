@@ -150,11 +150,25 @@ const RESERVED_HINT: &str =
 
 /// 503 while the store cannot commit (PostgreSQL unreachable): edits are
 /// refused meanwhile, so a load balancer should send clients elsewhere.
+/// In cluster mode Redis is asked too, and each is reported on its own line.
 async fn healthz(State(state): State<AppState>) -> Response {
-    if !state.registry.store_healthy() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
-    }
-    healthz_response()
+    let store = state.registry.store_healthy();
+    let Some(broker) = state.registry.broker() else {
+        if !store {
+            return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
+        }
+        return healthz_response();
+    };
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(1), broker.healthy()).await;
+    let redis = matches!(ping, Ok(Ok(())));
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let body = format!("postgres: {}\nredis: {}\n", word(store), word(redis));
+    let status = if store && redis {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
 }
 
 /// Also answered on connections over the caps (`listener`).

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub use weft_bench::client::Client;
 
 pub mod postgres;
+pub mod redis;
 pub mod tokens;
 pub mod ydoc;
 

@@ -247,6 +247,7 @@ impl DocActor {
                 }
                 // Renewals (same state, higher clock) count as changes and are
                 // relayed too: they keep idle clients' 30 s timers fed.
+                self.note_local_awareness(summary.all_changes());
                 self.awareness_changed.extend(summary.all_changes());
                 self.answers.awareness_changed();
             }
@@ -258,6 +259,7 @@ impl DocActor {
     /// The awareness clients a connection owns, removed as it goes.
     pub(super) fn release_clients(&mut self, id: PeerId) {
         let mine = self.presence.leave(id);
+        self.note_local_awareness(mine.iter().copied());
         self.remove_states(mine);
     }
 
@@ -297,6 +299,7 @@ impl DocActor {
     /// caused them, each peer gets one frame with the latest state of each
     /// client that changed.
     pub(super) fn publish_awareness(&mut self) {
+        self.share_awareness();
         while !self.awareness_changed.is_empty() {
             let changed = std::mem::take(&mut self.awareness_changed);
             if let Ok(update) = self.awareness.update_with_clients(changed) {
@@ -447,7 +450,7 @@ impl DocActor {
         Some(ticket)
     }
 
-    fn broadcast(&mut self, frame: Bytes, except: Option<PeerId>) {
+    pub(super) fn broadcast(&mut self, frame: Bytes, except: Option<PeerId>) {
         let sent = self.peers.fan_out(&frame, except);
         self.metrics.frames_sent.fetch_add(sent, Relaxed);
     }

@@ -82,5 +82,12 @@ pub(super) async fn revoke(State(state): State<AppState>, caller: Caller, body: 
     }
     state.access.revoke(&req.token_id).await?;
     tracing::info!(token_id = %req.token_id, "token revoked");
+    super::tell_cluster(
+        &state,
+        crate::broker::Control::Revoked {
+            token_id: req.token_id.clone(),
+        },
+    )
+    .await;
     Ok(Json(json!({ "revoked": req.token_id })))
 }

@@ -1,0 +1,402 @@
+//! Cluster mode (`--redis`, docs/CLUSTER.md): three real weft nodes on one
+//! machine, one PostgreSQL database (`WEFT_TEST_POSTGRES`) and one Redis
+//! (`WEFT_TEST_REDIS`, or a redis-server of the test's own when it kills
+//! it), clients spread over the nodes. Like the PostgreSQL tests, these
+//! fail when their servers are missing, unless the variable says `skip`.
+
+mod common;
+
+use common::redis::{shared_redis, OwnRedis};
+use common::tokens::{self, KEY};
+use common::{enc, http, map_get, Client, Server, Store, SECOND};
+use weft::auth::Perm;
+use yrs::{Map, ReadTxn, StateVector, Text, Transact};
+
+/// `n` nodes sharing a fresh PostgreSQL database and the Redis at
+/// `redis` (no password: the summary shows it as given).
+fn nodes(redis: &str, n: usize) -> Vec<Server> {
+    nodes_with(redis, n, &[])
+}
+
+/// `nodes`, each also given `args` (flag, value).
+fn nodes_with(redis: &str, n: usize, args: &[(&str, &str)]) -> Vec<Server> {
+    let first = builder_with(args).store(Store::Postgres).arg("--redis", redis).start();
+    let mut nodes = vec![];
+    for i in 1..n {
+        // The flag and the variable both make a node (the wiring test in
+        // tests/config.rs cannot start one).
+        let builder = builder_with(args).on_database_of(&first);
+        let builder = if i % 2 == 0 {
+            builder.env("WEFT_REDIS", redis)
+        } else {
+            builder.arg("--redis", redis)
+        };
+        let node = builder.start();
+        assert_eq!(node.summary().get("redis").map(String::as_str), Some(redis));
+        nodes.push(node);
+    }
+    nodes.insert(0, first);
+    nodes
+}
+
+fn builder_with(args: &[(&str, &str)]) -> common::Builder {
+    let mut builder = Server::builder();
+    for &(flag, value) in args {
+        builder = builder.arg(flag, value);
+    }
+    builder
+}
+
+/// Both servers the cluster needs, or `None` to skip (each says why).
+fn servers() -> Option<String> {
+    let redis = shared_redis();
+    common::postgres::shared_server()?;
+    redis
+}
+
+/// A document name no other run has used: the shared Redis keeps streams
+/// between runs, and a test must not find its document already written.
+fn room(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+fn state_vector(client: &Client) -> StateVector {
+    client.doc.transact().state_vector()
+}
+
+/// The guarantee of a cluster: clients on different nodes edit one
+/// document at once and converge; a late joiner on a third node loads
+/// everything from the stream; nobody gets its own edits back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_three_nodes_converge_and_a_late_joiner_gets_everything() {
+    let Some(redis) = servers() else { return };
+    let doc = room("team/plan");
+    let nodes = nodes(&redis, 3);
+    let a = nodes[0].connect(&doc).await;
+    let b = nodes[1].connect(&doc).await;
+    let (ta, tb) = (a.doc.get_or_insert_text("t"), b.doc.get_or_insert_text("t"));
+    let (ma, mb) = (a.doc.get_or_insert_map("m"), b.doc.get_or_insert_map("m"));
+    for i in 0..30 {
+        a.edit(|txn| ta.insert(txn, 0, &format!("a{i} ")));
+        b.edit(|txn| tb.insert(txn, 0, &format!("b{i} ")));
+        a.edit(|txn| {
+            ma.insert(txn, "shared", format!("a{i}"));
+        });
+        b.edit(|txn| {
+            mb.insert(txn, "shared", format!("b{i}"));
+        });
+    }
+    a.wait_for("b's edits on node 1", 10 * SECOND, |a| {
+        state_vector(a) == state_vector(&b)
+    })
+    .await
+    .unwrap();
+    b.wait_for("a's edits on node 2", 10 * SECOND, |b| {
+        state_vector(b) == state_vector(&a)
+    })
+    .await
+    .unwrap();
+    assert_eq!(a.text("t"), b.text("t"));
+    assert_eq!(map_get(&a, "shared"), map_get(&b, "shared"));
+    assert!(a.text("t").contains("a29 ") && a.text("t").contains("b0 "));
+
+    let late = nodes[2].connect(&doc).await;
+    late.wait_for("everything, on node 3", 10 * SECOND, |c| {
+        state_vector(c) == state_vector(&a) && c.text("t") == a.text("t")
+    })
+    .await
+    .unwrap();
+
+    // Each got the other's edits (one frame per update at most) but never
+    // its own back: a node does not relay what it reads back of its own.
+    let (seen_a, seen_b) = (a.seen().updates, b.seen().updates);
+    assert!(seen_a <= 1 + 60, "a got {seen_a} update frames for b's 60 updates");
+    assert!(seen_b <= 1 + 60, "b got {seen_b} update frames for a's 60 updates");
+
+    // What to watch: append latency and replication lag, and health.
+    for node in &nodes[..2] {
+        assert!(node.metric("weft_stream_append_duration_seconds_count").await >= 1.0);
+        assert!(node.metric("weft_stream_lag_seconds_count").await >= 1.0);
+        let health = node.get("/healthz").await;
+        assert_eq!(
+            (health.status, health.text()),
+            (200, "postgres: ok\nredis: ok\n".to_string())
+        );
+    }
+}
+
+/// Peers on different nodes see each other's awareness (cursors); a late
+/// joiner on a third node sees both at once; a client that leaves is
+/// removed everywhere, and a node that dies has its clients' states
+/// removed by the others within the awareness timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awareness_crosses_nodes_and_a_dead_nodes_clients_expire() {
+    let Some(redis) = servers() else { return };
+    let doc = room("team/cursors");
+    let mut nodes = nodes_with(&redis, 3, &[("--awareness-timeout-ms", "2000")]);
+    let mut a = nodes[0].connect(&doc).await;
+    let mut b = nodes[1].connect(&doc).await;
+    a.set_awareness(r#"{"user":{"name":"alice"}}"#);
+    b.set_awareness(r#"{"user":{"name":"bob"}}"#);
+    let (alice, bob) = (a.client_id(), b.client_id());
+    let both = {
+        let mut ids = vec![alice, bob];
+        ids.sort();
+        ids
+    };
+    for (who, client) in [("a", &a), ("b", &b)] {
+        client
+            .wait_for(&format!("both cursors at {who}"), 5 * SECOND, |c| {
+                c.seen().present() == both
+            })
+            .await
+            .unwrap();
+    }
+    let late = nodes[2].connect(&doc).await;
+    late.wait_for("both cursors on node 3", 5 * SECOND, |c| c.seen().present() == both)
+        .await
+        .unwrap();
+
+    // bob leaves: removed on the other nodes at once (null, clock + 1).
+    b.close();
+    for (who, client) in [("a", &a), ("the late joiner", &late)] {
+        client
+            .wait_for(&format!("bob gone at {who}"), 5 * SECOND, |c| {
+                c.seen().present() == vec![alice]
+            })
+            .await
+            .unwrap();
+    }
+
+    // alice's node dies: nobody says goodbye for her; her state expires on
+    // node 3 once not renewed for the timeout (2 s here).
+    nodes[0].kill();
+    late.wait_for("alice expired on node 3", 10 * SECOND, |c| {
+        c.seen().present().is_empty()
+    })
+    .await
+    .unwrap();
+}
+
+/// Control events reach every node: a token revoked through node 1 closes
+/// the connection holding it on node 2 (4403), others untouched; a
+/// document deleted through node 1 closes its peers on node 2 (4404), and
+/// node 2 then serves it empty (its stream went with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_deletion_on_one_node_close_peers_on_another() {
+    let Some(redis) = servers() else { return };
+    let doc = room("control/doc");
+    let (_dir, key) = tokens::key_file();
+    let key = key.display().to_string();
+    let nodes = nodes_with(&redis, 2, &[("--auth-key-file", &key)]);
+    let connect = |node: usize, token: String| {
+        let url = format!("{}?token={token}", enc(&doc).replace("%2F", "/"));
+        let ws = nodes[node].ws.clone();
+        async move {
+            let client = Client::connect(&ws, &url).await.expect("connect");
+            client.wait_synced().await.unwrap();
+            client
+        }
+    };
+    let claims = tokens::claims(&doc, Perm::Write, 3600);
+    let victim_id = claims.jti.clone();
+    let writer = connect(0, tokens::token(&doc, Perm::Write, 3600)).await;
+    let victim = connect(1, tokens::mint(&claims)).await;
+    let bystander = connect(1, tokens::token(&doc, Perm::Write, 3600)).await;
+    let text = writer.doc.get_or_insert_text("t");
+    writer.edit(|txn| text.push(txn, "to be deleted"));
+    bystander
+        .wait_for("the edit on node 2", 10 * SECOND, |c| c.text("t") == "to be deleted")
+        .await
+        .unwrap();
+
+    let admin = format!("Bearer {KEY}");
+    let body = serde_json::json!({ "token_id": victim_id }).to_string();
+    let headers = [("Authorization", admin.as_str()), ("Content-Type", "application/json")];
+    let res = http(
+        &nodes[0].addr,
+        "POST",
+        "/api/tokens/revoke",
+        &headers,
+        Some(body.as_bytes()),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(victim.wait_closed(5 * SECOND).await.unwrap().map(|c| c.0), Some(4403));
+    assert!(!bystander.seen().ended, "other tokens are untouched");
+
+    let path = format!("/api/docs/{}", enc(&doc));
+    let res = http(&nodes[0].addr, "DELETE", &path, &[("Authorization", &admin)], None).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(writer.wait_closed(5 * SECOND).await.unwrap().map(|c| c.0), Some(4404));
+    assert_eq!(
+        bystander.wait_closed(5 * SECOND).await.unwrap().map(|c| c.0),
+        Some(4404)
+    );
+    let fresh = connect(1, tokens::token(&doc, Perm::Write, 3600)).await;
+    assert_eq!(fresh.text("t"), "", "deleted everywhere, its stream too");
+}
+
+/// Nodes SIGKILLed in turn while their clients write: everything an
+/// observer on another node saw is there afterwards, on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_loses_nothing_an_observer_on_another_node_saw() {
+    let Some(redis) = servers() else { return };
+    let doc = room("crash/notes");
+    let mut nodes = nodes(&redis, 3);
+    let observer = nodes[1].connect(&doc).await;
+    let mut seen_at_kills = vec![];
+    for round in 0..4 {
+        // Nodes 1 and 3 die in turn; the observer's node 2 stays.
+        let victim = if round % 2 == 0 { 0 } else { 2 };
+        let writer = nodes[victim].connect(&doc).await;
+        let text = writer.doc.get_or_insert_text("t");
+        for i in 0..20 {
+            writer.edit(|txn| text.push(txn, &format!("r{round}w{i} ")));
+        }
+        let last = format!("r{round}w19 ");
+        observer
+            .wait_for("this round's first edits", 10 * SECOND, |o| o.text("t").contains(&last))
+            .await
+            .unwrap();
+        assert_eq!(
+            writer.seen().updates,
+            1,
+            "only the initial step2: the writer must not get its own edits back"
+        );
+        // More edits, and the node dies while they are on their way.
+        for i in 20..120 {
+            writer.edit(|txn| text.push(txn, &format!("r{round}w{i} ")));
+        }
+        nodes[victim].kill();
+        // Whatever the observer has now is part of what anyone saw.
+        seen_at_kills.push(observer.text("t"));
+        let node = nodes.remove(victim);
+        nodes.insert(victim, node.restart());
+    }
+
+    let seen = observer.text("t");
+    for (i, node) in nodes.iter().enumerate() {
+        let after = node.connect(&doc).await;
+        after
+            .wait_for(&format!("what the observer saw, on node {}", i + 1), 10 * SECOND, |c| {
+                c.text("t").starts_with(&seen)
+            })
+            .await
+            .unwrap();
+        for at_kill in &seen_at_kills {
+            assert!(after.text("t").starts_with(at_kill));
+        }
+    }
+}
+
+/// Redis killed (SIGKILL, `appendfsync always`) and started again while
+/// clients edit: the node that could not append closes its peers (4500);
+/// the followers reconnect and catch up; nothing the observer saw is lost
+/// and every node converges on one state vector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_mid_edit_loses_nothing_and_every_node_converges() {
+    if servers().is_none() {
+        return;
+    }
+    let doc = room("outage/doc");
+    let mut redis = OwnRedis::start();
+    let nodes = nodes(&redis.url(), 3);
+    let writer = nodes[0].connect(&doc).await;
+    let observer = nodes[1].connect(&doc).await;
+    let text = writer.doc.get_or_insert_text("t");
+    for i in 0..50 {
+        writer.edit(|txn| text.push(txn, &format!("x{i} ")));
+    }
+    observer
+        .wait_for("the edits before the outage", 10 * SECOND, |o| {
+            o.text("t").contains("x49 ")
+        })
+        .await
+        .unwrap();
+
+    redis.kill();
+    writer.edit(|txn| text.push(txn, "lost? "));
+    let close = writer.wait_closed(15 * SECOND).await.unwrap();
+    assert_eq!(
+        close.map(|(code, _)| code),
+        Some(4500),
+        "an edit that cannot be appended is refused"
+    );
+    let seen = observer.text("t");
+    let health = nodes[1].get("/healthz").await;
+    // (as JSON, like every error answer)
+    assert_eq!(health.status, 503);
+    assert!(health.text().contains("postgres: ok") && health.text().contains("redis: unavailable"));
+    redis.start_again();
+
+    // A writer (a client that reconnected) goes on, on the same node.
+    let writer = loop_connect(&nodes[0], &doc).await;
+    let text = writer.doc.get_or_insert_text("t");
+    for i in 50..80 {
+        writer.edit(|txn| text.push(txn, &format!("x{i} ")));
+    }
+    observer
+        .wait_for("the edits after the outage, on node 2", 20 * SECOND, |o| {
+            o.text("t").contains("x79 ")
+        })
+        .await
+        .unwrap();
+    assert!(observer.text("t").starts_with(&seen), "the observer lost what it saw");
+    let mut fresh = vec![];
+    for node in &nodes {
+        fresh.push(loop_connect(node, &doc).await);
+    }
+    for client in &fresh {
+        client
+            .wait_for("the same state on every node", 10 * SECOND, |c| {
+                state_vector(c) == state_vector(&observer)
+            })
+            .await
+            .unwrap();
+        assert_eq!(client.text("t"), observer.text("t"));
+    }
+    assert!(nodes[1].metric("weft_redis_reconnects_total").await >= 1.0);
+}
+
+/// Connects, retrying while the node refuses (its document could not be
+/// loaded while Redis was down), for at most 20 s.
+async fn loop_connect(server: &Server, room: &str) -> Client {
+    let deadline = std::time::Instant::now() + 20 * SECOND;
+    loop {
+        if let Ok(client) = Client::connect(&server.ws, room).await {
+            if client.wait_synced().await.is_ok() {
+                return client;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "could not connect to {room} for 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A SQLite file cannot be shared between machines: `--redis` with one is
+/// refused at start-up, and the Redis password is not printed.
+#[test]
+fn redis_with_a_sqlite_db_is_refused() {
+    let out = Server::builder()
+        .arg("--redis", "redis://:s3cret@127.0.0.1:1")
+        .run_to_exit();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("needs a PostgreSQL --db") || stdout.contains("needs a PostgreSQL --db"),
+        "{stderr}{stdout}"
+    );
+    assert!(
+        !stderr.contains("s3cret") && !stdout.contains("s3cret"),
+        "{stderr}{stdout}"
+    );
+}
