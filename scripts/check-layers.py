@@ -242,11 +242,11 @@ def main() -> int:
         print(f"error: {problem}")
     if problems:
         print(
-            f"\n{len(problems)} problem(s): the rule is http → session → doc → {{weft-core, storage}}, "
+            f"\n{len(problems)} problem(s): the rule is http → session → doc → {{weft-core, storage, broker}}, "
             "leaves import only leaves (docs/ARCHITECTURE.md)"
         )
         return 1
-    print("layers: ok (http → session → doc → {weft-core, storage}; leaves import only leaves)")
+    print("layers: ok (http → session → doc → {weft-core, storage, broker}; leaves import only leaves)")
     return 0
 
 

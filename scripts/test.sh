@@ -49,7 +49,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-step "Layers: http → session → doc → {weft-core, storage}, leaves below (docs/ARCHITECTURE.md)"
+step "Layers: http → session → doc → {weft-core, storage, broker}, leaves below (docs/ARCHITECTURE.md)"
 scripts/check-layers.py
 
 step "Web demo: the committed bundle is what web-demo/src builds to"
