@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::attack::Attack;
 use crate::conn::{Error, Target};
+use crate::hocus::{self, HocusPlan};
 use crate::hostile::{self, Hostile};
 use crate::load::{self, Durable, FanoutSearch, Idle, ManyDocs};
 use crate::replay::{self, Trace};
@@ -36,6 +37,7 @@ pub struct Plan {
     pub cold_runs: usize,
     pub durable: Durable,
     pub hostile: Hostile,
+    pub hocus: HocusPlan,
 }
 
 impl Plan {
@@ -90,6 +92,29 @@ impl Plan {
                     paste_bytes: 16 << 10,
                     attack: Attack::issue_11(),
                 },
+                hocus: HocusPlan {
+                    fanout_readers: vec![32],
+                    fanout: FanoutSearch {
+                        readers: 0,
+                        start_deliveries: 5_000.0,
+                        max_deliveries: 4_000_000.0,
+                        refine: 0,
+                        max_trials: 8,
+                        warmup: ms(200),
+                        measure: ms(600),
+                        p99_limit_ms: 50.0,
+                    },
+                    many: ManyDocs {
+                        docs: 50,
+                        clients: 4,
+                        rate: 1.0,
+                        warmup: ms(1000),
+                        measure: ms(2000),
+                    },
+                    crash_edits: 200,
+                    crash_rate: 200.0,
+                    crash_ack_wait: ms(3000),
+                },
             }
         } else {
             Plan {
@@ -139,6 +164,29 @@ impl Plan {
                     measure: ms(20_000),
                     paste_bytes: 16 << 10,
                     attack: Attack::issue_11(),
+                },
+                hocus: HocusPlan {
+                    fanout_readers: vec![32, 256],
+                    fanout: FanoutSearch {
+                        readers: 0,
+                        start_deliveries: 5_000.0,
+                        max_deliveries: 8_000_000.0,
+                        refine: 2,
+                        max_trials: 16,
+                        warmup: ms(500),
+                        measure: ms(2000),
+                        p99_limit_ms: 50.0,
+                    },
+                    many: ManyDocs {
+                        docs: 1000,
+                        clients: 4,
+                        rate: 1.0,
+                        warmup: ms(3000),
+                        measure: ms(20_000),
+                    },
+                    crash_edits: 2000,
+                    crash_rate: 500.0,
+                    crash_ack_wait: ms(5000),
                 },
             }
         }
@@ -394,6 +442,10 @@ pub async fn run(
         // weft only: the reference server has none of the limits under test
         // (see hostile.rs); the attack would only measure how it falls over.
         results["scenarios"]["hostile"] = hostile::run(servers, &plan.hostile, trace_path).await?;
+        save(&mut results)?;
+    }
+    if wanted("hocuspocus") && servers.hocuspocus.is_some() {
+        results["scenarios"]["hocuspocus"] = hocus::run(servers, &plan.hocus).await?;
         save(&mut results)?;
     }
     save(&mut results)?;

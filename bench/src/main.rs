@@ -175,7 +175,7 @@ enum Cmd {
         /// Small sizes and short durations, for CI.
         #[arg(long)]
         quick: bool,
-        /// Only these scenarios: fanout, manydocs, idle, replay, coldload, durable, hostile.
+        /// Only these scenarios: fanout, manydocs, idle, replay, coldload, durable, hostile, hocuspocus.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// A PostgreSQL server (postgres://...): weft also runs on a fresh
