@@ -18,6 +18,9 @@
 #   bench/compare.sh --only hostile --out target/bench-hostile-1    the hostile peer (weft only); the
 #       median of three such runs goes into docs/BENCHMARKS.md with
 #       python3 bench/report.py --hostile target/bench-hostile-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench
+#   bench/compare.sh --only hocuspocus --out target/bench-hocus-1    weft's /hocuspocus beside
+#       @hocuspocus/server (fan-out, many documents, crash); the median of three such runs goes in with
+#       python3 bench/report.py --hocuspocus target/bench-hocus-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench
 #
 # Environment: WEFT_TRACE (default tests/data/automerge-paper.json.gz),
 # SERVER_CORES (default 0), GEN_CORES (default 1), BENCH_NICE=0 to run at normal priority.
@@ -39,7 +42,7 @@ while [ $# -gt 0 ]; do
         --weft-bin) WEFT_BIN="$2"; shift ;;
         --weft-bin=*) WEFT_BIN="${1#--weft-bin=}" ;;
         --store) STORE="$2"; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
