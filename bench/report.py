@@ -636,6 +636,18 @@ def hocus_section(runs, command, quick=False):
                "socket); readers count every update of a frame, since @hocuspocus/server merges the updates it broadcasts. "
                f"Servers pinned to one core, the load generator to the other. {'Median (range) of ' + str(n) + ' runs.' if n > 1 else 'One run: not a headline.'}")
     out.append("")
+    m = runs[0].get("machine") or {}
+    others = sorted(v for run in runs for v in walk((run.get("scenarios") or {}).get("hocuspocus"), "other_cpu")
+                    if isinstance(v, (int, float)))
+    pressure = sorted(v for run in runs for v in walk((run.get("scenarios") or {}).get("hocuspocus"), "cpu_pressure")
+                      if isinstance(v, (int, float)))
+    out.append(f"- machine: {m.get('nproc')} cores online ({m.get('cpus_online')}), {m.get('cpu_model')}, kernel "
+               f"{m.get('kernel')}, {fmt(m.get('mem_gib'))} GiB; weft commit `{ver.get('weft_commit', '?')}`, "
+               f"load generator and servers at nice {ver.get('nice', '?')}")
+    if others:
+        out.append(f"- other work on the machine during the measurements: other CPU median {fmt(others[len(others) // 2], 2)}, "
+                   f"max {fmt(others[-1], 2)} cores; CPU pressure median {fmt(pressure[len(pressure) // 2] if pressure else None)}")
+    out.append("")
     out.append("| scenario | metric | weft | @hocuspocus/server | weft / hocuspocus | target | verdict |")
     out.append("| --- | --- | ---: | ---: | ---: | --- | --- |")
     readers = sorted({r.get("readers") for run in runs for r in rows(run, "fanout") if r.get("readers")})
