@@ -679,6 +679,8 @@ def hocus_section(runs, command, quick=False):
             c = {s: figure([get(pick(run, "manydocs", s)) for run in runs])[0] for s in ("weft", "hocuspocus")}
             rr = figure([ratio(get(pick(run, "manydocs", "weft")), get(pick(run, "manydocs", "hocuspocus"))) for run in runs], 2)[0]
             out.append(f"| {name} | {label} | {c['weft']} | {c['hocuspocus']} | {rr if key != 'missing' else ''} |  |  |")
+    silent = [s for s in ("weft", "hocuspocus") for run in runs
+              if pick(run, "manydocs", s).get("deliveries_s") == 0 and pick(run, "manydocs", s).get("missing")]
     crash = {s: [pick(run, "crash", s) for run in runs] for s in ("weft", "hocuspocus")}
     if any(crash["weft"]) or any(crash["hocuspocus"]):
         def listed(s, key):
@@ -691,6 +693,12 @@ def hocus_section(runs, command, quick=False):
         out.append(f"| crash (same runs) | acknowledged edits lost (↓), per run | {listed('weft', 'lost_acknowledged')} | "
                    f"{listed('hocuspocus', 'lost_acknowledged')} |  | weft 0 | {verdict(ok)} |")
     out.append("")
+    if silent:
+        out.append(f"**Not measured: many documents on {', '.join(sorted(set(silent)))}.** No update reached any reader "
+                   "in the measured window, with no disconnect (the same scenario at 50 documents delivers them all): "
+                   "not explained yet, possibly the load generator's Hocuspocus mode at this size. Read these rows as a "
+                   "failed measurement, not as the server's latency.")
+        out.append("")
     out.append("Fan-out and many documents are measured as the y-websocket scenarios above are (open-loop writer, trials "
                "of warm-up + measured window on a fresh document, a failing trial repeated once); the Hocuspocus fan-out "
                "search starts at 5,000 deliveries/s. Crash: a fresh client on a new document sends its edits at a fixed "
@@ -714,9 +722,15 @@ def hocus_main(args):
             raise SystemExit(f"{path}: no hocuspocus scenario in it (bench/compare.sh --only hocuspocus)")
         versions = os.path.join(os.path.dirname(os.path.abspath(path)), "versions.json")
         res["_versions"] = json.load(open(versions)) if os.path.exists(versions) else {}
+        run = os.path.join(os.path.dirname(os.path.abspath(path)), "run.json")
+        res["_command"] = json.load(open(run)).get("command") if os.path.exists(run) else None
         runs.append(res)
     quick = any(r.get("quick") for r in runs)
-    merge_section(args.merge_into, hocus_section(runs, HOCUS_COMMAND, quick=quick), HOCUS_BEGIN, HOCUS_END)
+    measured = [r["_command"] for r in runs if r.get("_command")]
+    command = HOCUS_COMMAND
+    if measured:
+        command = "# as measured:\n" + "\n".join(measured) + "\n# the record: the median of three runs\n" + HOCUS_COMMAND
+    merge_section(args.merge_into, hocus_section(runs, command, quick=quick), HOCUS_BEGIN, HOCUS_END)
 
 
 # ---------------------------------------------------------------- the report
