@@ -92,29 +92,7 @@ impl Plan {
                     paste_bytes: 16 << 10,
                     attack: Attack::issue_11(),
                 },
-                hocus: HocusPlan {
-                    fanout_readers: vec![32],
-                    fanout: FanoutSearch {
-                        readers: 0,
-                        start_deliveries: 5_000.0,
-                        max_deliveries: 4_000_000.0,
-                        refine: 0,
-                        max_trials: 8,
-                        warmup: ms(200),
-                        measure: ms(600),
-                        p99_limit_ms: 50.0,
-                    },
-                    many: ManyDocs {
-                        docs: 50,
-                        clients: 4,
-                        rate: 1.0,
-                        warmup: ms(1000),
-                        measure: ms(2000),
-                    },
-                    crash_edits: 200,
-                    crash_rate: 200.0,
-                    crash_ack_wait: ms(3000),
-                },
+                hocus: HocusPlan::new(quick),
             }
         } else {
             Plan {
@@ -165,29 +143,7 @@ impl Plan {
                     paste_bytes: 16 << 10,
                     attack: Attack::issue_11(),
                 },
-                hocus: HocusPlan {
-                    fanout_readers: vec![32, 256],
-                    fanout: FanoutSearch {
-                        readers: 0,
-                        start_deliveries: 5_000.0,
-                        max_deliveries: 8_000_000.0,
-                        refine: 2,
-                        max_trials: 16,
-                        warmup: ms(500),
-                        measure: ms(2000),
-                        p99_limit_ms: 50.0,
-                    },
-                    many: ManyDocs {
-                        docs: 1000,
-                        clients: 4,
-                        rate: 1.0,
-                        warmup: ms(3000),
-                        measure: ms(20_000),
-                    },
-                    crash_edits: 2000,
-                    crash_rate: 500.0,
-                    crash_ack_wait: ms(5000),
-                },
+                hocus: HocusPlan::new(quick),
             }
         }
     }

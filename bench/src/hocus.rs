@@ -37,6 +37,41 @@ pub struct HocusPlan {
     pub crash_ack_wait: Duration,
 }
 
+impl HocusPlan {
+    /// `--quick` for CI, the default for the record.
+    pub fn new(quick: bool) -> Self {
+        let ms = Duration::from_millis;
+        let (readers, max_deliveries, refine, max_trials, warmup, measure) = if quick {
+            (vec![32], 4_000_000.0, 0, 8, ms(200), ms(600))
+        } else {
+            (vec![32, 256], 8_000_000.0, 2, 16, ms(500), ms(2000))
+        };
+        HocusPlan {
+            fanout_readers: readers,
+            fanout: FanoutSearch {
+                readers: 0,
+                start_deliveries: 5_000.0,
+                max_deliveries,
+                refine,
+                max_trials,
+                warmup,
+                measure,
+                p99_limit_ms: 50.0,
+            },
+            many: ManyDocs {
+                docs: if quick { 50 } else { 1000 },
+                clients: 4,
+                rate: 1.0,
+                warmup: if quick { ms(1000) } else { ms(3000) },
+                measure: if quick { ms(2000) } else { ms(20_000) },
+            },
+            crash_edits: if quick { 200 } else { 2000 },
+            crash_rate: if quick { 200.0 } else { 500.0 },
+            crash_ack_wait: if quick { ms(3000) } else { ms(5000) },
+        }
+    }
+}
+
 const KINDS: [Kind; 2] = [Kind::Weft, Kind::Hocuspocus];
 
 async fn hocus_target(server: &Server) -> Result<Target, Error> {
