@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every benchmark scenario against three servers in one run, on this
 # machine: weft (--storage sqlite), the reference Node server
-# @y/websocket-server 0.1.1, and weft-bench's null relay. Servers are pinned
+# @y/websocket-server 0.1.1, and weft-bench's null relay; and, in the
+# Hocuspocus scenarios, weft's /hocuspocus beside @hocuspocus/server 4.7.0 with
+# @hocuspocus/extension-sqlite (bench/hocuspocus, pinned by its lockfile). Servers are pinned
 # to core 0, the load generator to core 1.
 #
 #   bench/compare.sh            full run; writes docs/BENCHMARKS.md and docs/bench/*.svg
@@ -16,6 +18,9 @@
 #   bench/compare.sh --only hostile --out target/bench-hostile-1    the hostile peer (weft only); the
 #       median of three such runs goes into docs/BENCHMARKS.md with
 #       python3 bench/report.py --hostile target/bench-hostile-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench
+#   bench/compare.sh --only hocuspocus --out target/bench-hocus-1    weft's /hocuspocus beside
+#       @hocuspocus/server (fan-out, many documents, crash); the median of three such runs goes in with
+#       python3 bench/report.py --hocuspocus target/bench-hocus-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench
 #
 # Environment: WEFT_TRACE (default tests/data/automerge-paper.json.gz),
 # SERVER_CORES (default 0), GEN_CORES (default 1), BENCH_NICE=0 to run at normal priority.
@@ -37,7 +42,7 @@ while [ $# -gt 0 ]; do
         --weft-bin) WEFT_BIN="$2"; shift ;;
         --weft-bin=*) WEFT_BIN="${1#--weft-bin=}" ;;
         --store) STORE="$2"; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -94,6 +99,16 @@ trap cleanup EXIT
 REF_SERVER="$REF_DIR/node_modules/@y/websocket-server/src/server.js"
 [ -f "$REF_SERVER" ] || { echo "the reference server did not install" >&2; exit 1; }
 
+# @hocuspocus/server with its SQLite extension: exact versions from the
+# committed lockfile (better-sqlite3 may compile from source the first time).
+echo "== installing @hocuspocus/server (bench/hocuspocus, npm ci)" >&2
+# Once per lockfile: npm ci starts by deleting node_modules.
+if [ ! -f bench/hocuspocus/node_modules/.package-lock.json ] \
+    || [ bench/hocuspocus/package-lock.json -nt bench/hocuspocus/node_modules/.package-lock.json ]; then
+    ( cd bench/hocuspocus && npm ci --no-audit --no-fund --loglevel=error >/dev/null )
+fi
+HOCUS_SERVER="$ROOT/bench/hocuspocus/server.js"
+
 PG_ARGS=()
 case "$STORE" in
     "") ;;
@@ -122,6 +137,8 @@ cat > "$OUT/versions.json" <<EOF
   "yjs": "$(pkg_version yjs)",
   "ws": "$(pkg_version ws)",
   "y_protocols": "$(pkg_version y-protocols)",
+  "hocuspocus_server": "$(node -p "require('$ROOT/bench/hocuspocus/node_modules/@hocuspocus/server/package.json').version")",
+  "hocuspocus_sqlite": "$(node -p "require('$ROOT/bench/hocuspocus/node_modules/@hocuspocus/extension-sqlite/package.json').version")",
   "trace": "$(basename "$TRACE")",
   "nice": "$(if [ ${#PIN_GEN[@]} -gt 0 ] && [ "${PIN_GEN[0]}" = nice ]; then echo -10; else echo 0; fi)",
   "cpu_pressure_avg300_before": "$(sed -n 's/^some .*avg300=\([0-9.]*\).*/\1/p' /proc/pressure/cpu 2>/dev/null)"
@@ -134,6 +151,7 @@ if [ -n "$ONLY" ]; then ONLY_ARGS=(--only "$ONLY"); fi
 "${PIN_GEN[@]}" target/release/weft-bench compare \
     --weft "$WEFT_BIN" \
     --reference "$REF_SERVER" \
+    --hocuspocus "$HOCUS_SERVER" \
     --trace "$TRACE" \
     --out "$OUT" \
     --server-cores "$SERVER_CORES" \

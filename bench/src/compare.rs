@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::attack::Attack;
 use crate::conn::{Error, Target};
+use crate::hocus::{self, HocusPlan};
 use crate::hostile::{self, Hostile};
 use crate::load::{self, Durable, FanoutSearch, Idle, ManyDocs};
 use crate::replay::{self, Trace};
@@ -36,6 +37,7 @@ pub struct Plan {
     pub cold_runs: usize,
     pub durable: Durable,
     pub hostile: Hostile,
+    pub hocus: HocusPlan,
 }
 
 impl Plan {
@@ -90,6 +92,7 @@ impl Plan {
                     paste_bytes: 16 << 10,
                     attack: Attack::issue_11(),
                 },
+                hocus: HocusPlan::new(quick),
             }
         } else {
             Plan {
@@ -140,6 +143,7 @@ impl Plan {
                     paste_bytes: 16 << 10,
                     attack: Attack::issue_11(),
                 },
+                hocus: HocusPlan::new(quick),
             }
         }
     }
@@ -394,6 +398,10 @@ pub async fn run(
         // weft only: the reference server has none of the limits under test
         // (see hostile.rs); the attack would only measure how it falls over.
         results["scenarios"]["hostile"] = hostile::run(servers, &plan.hostile, trace_path).await?;
+        save(&mut results)?;
+    }
+    if wanted("hocuspocus") && servers.hocuspocus.is_some() {
+        results["scenarios"]["hocuspocus"] = hocus::run(servers, &plan.hocus).await?;
         save(&mut results)?;
     }
     save(&mut results)?;

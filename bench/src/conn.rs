@@ -1,21 +1,136 @@
 //! Load-generator connections: a WebSocket per simulated client, opened from a
 //! chosen loopback source address, synced the way y-websocket syncs.
+//!
+//! A [`Target`] in Hocuspocus mode speaks the Hocuspocus protocol instead
+//! (`/hocuspocus`, one document per socket): [`Ws`] puts the document's
+//! address in front of every frame it sends and takes it off every frame it
+//! reads, so the scenarios see y-websocket frames either way; the frames
+//! Hocuspocus adds (auth answers, SyncStatus `8`) reach them as frames of
+//! their own type, which [`wire::kind`] calls `Other`.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
+use yrs::encoding::read::{Cursor, Read};
+use yrs::encoding::write::Write;
 
 use crate::wire::{self, Kind};
 
-pub type Ws = WebSocketStream<TcpStream>;
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The path of weft's Hocuspocus endpoint; `@hocuspocus/server` takes any.
+pub const HOCUSPOCUS_PATH: &str = "hocuspocus";
+/// Hocuspocus message types the load generator uses.
+pub const HOCUS_SYNC: u64 = 0;
+pub const HOCUS_AUTH: u64 = 2;
+pub const HOCUS_SYNC_REPLY: u64 = 4;
+pub const HOCUS_SYNC_STATUS: u64 = 8;
+
+/// A load-generator socket. Without an address it is a y-websocket socket
+/// as is; with one (Hocuspocus mode) see the module's comment.
+pub struct Ws {
+    inner: WebSocketStream<TcpStream>,
+    /// `varString(document)`, the prefix of every frame; `None`: y-websocket.
+    address: Option<Vec<u8>>,
+}
+
+impl Ws {
+    pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), WsError> {
+        self.inner.close(frame).await
+    }
+
+    pub fn is_hocuspocus(&self) -> bool {
+        self.address.is_some()
+    }
+
+    /// Sends a Hocuspocus frame of `kind` with `body` (after the address).
+    async fn send_hocus(&mut self, kind: u64, body: &[u8]) -> Result<(), WsError> {
+        let mut frame = Vec::with_capacity(body.len() + 8);
+        frame.write_var(kind);
+        frame.extend_from_slice(body);
+        self.send(Message::Binary(frame.into())).await
+    }
+}
+
+/// `varString(s)` as lib0 writes it.
+pub fn var_string(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    out.write_var(s.len());
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+/// A Hocuspocus frame without its address; SyncReply (4) is a sync message
+/// too and comes out as Sync (0). A frame that does not decode is left whole.
+fn strip_address(frame: tokio_tungstenite::tungstenite::Bytes) -> tokio_tungstenite::tungstenite::Bytes {
+    let mut cursor = Cursor::new(&frame);
+    let Ok(len) = cursor.read_var::<usize>() else {
+        return frame;
+    };
+    let at = cursor.next.saturating_add(len);
+    if at >= frame.len() {
+        return frame;
+    }
+    if frame[at] == HOCUS_SYNC_REPLY as u8 {
+        let mut out = frame[at..].to_vec();
+        out[0] = HOCUS_SYNC as u8;
+        return out.into();
+    }
+    frame.slice(at..)
+}
+
+impl Stream for Ws {
+    type Item = Result<Message, WsError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        match this.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(Message::Binary(frame)))) if this.address.is_some() => {
+                Poll::Ready(Some(Ok(Message::Binary(strip_address(frame)))))
+            }
+            other => other,
+        }
+    }
+}
+
+impl Sink<Message> for Ws {
+    type Error = WsError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        self.get_mut().inner.poll_ready_unpin(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+        let this = self.get_mut();
+        let item = match (item, &this.address) {
+            (Message::Binary(frame), Some(address)) => {
+                let mut out = Vec::with_capacity(address.len() + frame.len());
+                out.extend_from_slice(address);
+                out.extend_from_slice(&frame);
+                Message::Binary(out.into())
+            }
+            (item, _) => item,
+        };
+        this.inner.start_send_unpin(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        self.get_mut().inner.poll_flush_unpin(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        self.get_mut().inner.poll_close_unpin(cx)
+    }
+}
 
 /// How long a connect plus sync may take before it counts as failed.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
@@ -34,6 +149,8 @@ pub struct Target {
     /// One loopback source address for every connection (another client
     /// IP, as far as the server's per-IP limits can tell); overrides `sources`.
     pub source_ip: Option<Ipv4Addr>,
+    /// Speak the Hocuspocus protocol at `/hocuspocus`, one document per socket.
+    pub hocuspocus: bool,
 }
 
 impl Target {
@@ -56,6 +173,7 @@ impl Target {
             sources: 1,
             read_buffer: 16 << 10,
             source_ip: None,
+            hocuspocus: false,
         })
     }
 
@@ -69,12 +187,20 @@ impl Target {
         self
     }
 
+    pub fn with_hocuspocus(mut self) -> Self {
+        self.hocuspocus = true;
+        self
+    }
+
     pub fn with_source_ip(mut self, ip: Ipv4Addr) -> Self {
         self.source_ip = Some(ip);
         self
     }
 
-    /// Opens `ws://host:port/<doc>`; `nth` picks the source address.
+    /// Opens `ws://host:port/<doc>`; `nth` picks the source address. In
+    /// Hocuspocus mode: `ws://host:port/hocuspocus`, and sends the auth
+    /// message for `doc` (an empty token: open mode, or no auth hook), whose
+    /// answer the sync that follows skips.
     pub async fn connect(&self, doc: &str, nth: usize) -> Result<Ws, Error> {
         let socket = TcpSocket::new_v4()?;
         if let Some(ip) = self.source_ip {
@@ -90,8 +216,20 @@ impl Target {
             .write_buffer_size(16 << 10)
             .max_message_size(Some(256 << 20))
             .max_frame_size(Some(256 << 20));
-        let url = format!("{}/{}", self.base, doc);
-        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
+        let path = if self.hocuspocus { HOCUSPOCUS_PATH } else { doc };
+        let url = format!("{}/{}", self.base, path);
+        let (inner, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
+        let mut ws = Ws {
+            inner,
+            address: self.hocuspocus.then(|| var_string(doc)),
+        };
+        if self.hocuspocus {
+            // Auth · Token · token · the provider version it claims.
+            let mut body = vec![0u8];
+            body.extend(var_string(""));
+            body.extend(var_string("4.7.0"));
+            ws.send_hocus(HOCUS_AUTH, &body).await?;
+        }
         Ok(ws)
     }
 

@@ -24,6 +24,7 @@ pub mod bigdoc;
 pub mod client;
 pub mod compare;
 pub mod conn;
+pub mod hocus;
 pub mod hostile;
 pub mod load;
 pub mod relay;

@@ -105,8 +105,10 @@ impl Tally {
     ) -> bool {
         match msg {
             Some(Ok(Message::Binary(frame))) => {
-                if let Some(mark) = wire::find_mark(&frame) {
-                    let now = micros_since(epoch);
+                // Every mark: a server may merge updates into one frame
+                // (@hocuspocus/server batches its broadcasts).
+                let now = micros_since(epoch);
+                for mark in wire::frame_marks(&frame) {
                     if counts(&mark, now) {
                         self.hist.record(now.saturating_sub(mark.micros));
                         self.counted += 1;

@@ -160,6 +160,10 @@ enum Cmd {
         /// @y/websocket-server's src/server.js (skipped when absent).
         #[arg(long)]
         reference: Option<PathBuf>,
+        /// bench/hocuspocus/server.js (@hocuspocus/server; the Hocuspocus
+        /// scenarios are skipped when absent).
+        #[arg(long)]
+        hocuspocus: Option<PathBuf>,
         #[arg(long, default_value = "tests/data/automerge-paper.json.gz")]
         trace: PathBuf,
         /// Where results.json, databases and server logs go.
@@ -171,7 +175,7 @@ enum Cmd {
         /// Small sizes and short durations, for CI.
         #[arg(long)]
         quick: bool,
-        /// Only these scenarios: fanout, manydocs, idle, replay, coldload, durable, hostile.
+        /// Only these scenarios: fanout, manydocs, idle, replay, coldload, durable, hostile, hocuspocus.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// A PostgreSQL server (postgres://...): weft also runs on a fresh
@@ -352,6 +356,7 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
         Cmd::Compare {
             weft,
             reference,
+            hocuspocus,
             trace,
             out,
             server_cores,
@@ -364,6 +369,7 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
             let servers = Servers {
                 weft: std::fs::canonicalize(&weft).map_err(|e| format!("{}: {e}", weft.display()))?,
                 reference,
+                hocuspocus,
                 relay: std::env::current_exe()?,
                 cores: server_cores,
                 work: std::fs::canonicalize(&out)?,

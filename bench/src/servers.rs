@@ -17,6 +17,8 @@ pub enum Kind {
     Weft,
     Reference,
     Relay,
+    /// `@hocuspocus/server` with its SQLite extension (bench/hocuspocus).
+    Hocuspocus,
 }
 
 impl Kind {
@@ -25,6 +27,7 @@ impl Kind {
             Kind::Weft => "weft",
             Kind::Reference => "reference",
             Kind::Relay => "relay",
+            Kind::Hocuspocus => "hocuspocus",
         }
     }
 }
@@ -44,6 +47,8 @@ pub struct Servers {
     pub weft: PathBuf,
     /// `@y/websocket-server`'s `src/server.js`; `None` skips the reference.
     pub reference: Option<PathBuf>,
+    /// bench/hocuspocus/server.js; `None` skips the Hocuspocus scenarios.
+    pub hocuspocus: Option<PathBuf>,
     /// This very binary, for `weft-bench relay`.
     pub relay: PathBuf,
     /// The core list the servers are pinned to (`taskset -c`); empty: none.
@@ -127,18 +132,28 @@ impl Servers {
         let addr = format!("127.0.0.1:{port}");
         let mut env = Vec::new();
         let mut db_path = None;
+        let fresh_db = |db: Option<PathBuf>| match db {
+            Some(db) => db,
+            None => {
+                let db = self.work.join(format!("{label}.db"));
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+                }
+                db
+            }
+        };
         let mut argv: Vec<String> = match kind {
+            Kind::Hocuspocus => {
+                let script = self.hocuspocus.as_ref().ok_or("no Hocuspocus server")?;
+                let db = fresh_db(db);
+                env.push(("HOST".to_string(), "127.0.0.1".to_string()));
+                env.push(("PORT".to_string(), port.to_string()));
+                env.push(("DB".to_string(), db.display().to_string()));
+                db_path = Some(db);
+                vec!["node".into(), script.display().to_string()]
+            }
             Kind::Weft => {
-                let db = match db {
-                    Some(db) => db,
-                    None => {
-                        let db = self.work.join(format!("{label}.db"));
-                        for suffix in ["", "-wal", "-shm"] {
-                            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-                        }
-                        db
-                    }
-                };
+                let db = fresh_db(db);
                 let mut v = vec![
                     self.weft.display().to_string(),
                     "--addr".into(),

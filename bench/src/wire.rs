@@ -155,6 +155,25 @@ pub fn find_mark(frame: &[u8]) -> Option<Mark> {
         .find_map(Mark::parse)
 }
 
+/// Every mark of an update frame: one, unless the server merged updates.
+pub fn frame_marks(frame: &[u8]) -> impl Iterator<Item = Mark> + '_ {
+    let update = if kind(frame) == Kind::Update {
+        sync_payload(frame).unwrap_or_default()
+    } else {
+        &[]
+    };
+    all_marks(update)
+}
+
+/// Every mark in an update (a document's whole state: one client's appends
+/// may be merged into one string there, so marks are found by scanning).
+pub fn all_marks(update: &[u8]) -> impl Iterator<Item = Mark> + '_ {
+    update
+        .windows(MARK_LEN)
+        .filter(|w| w[0] == MARK_BYTE)
+        .filter_map(Mark::parse)
+}
+
 /// Appends text to the root text [`ROOT`] as one client, each append an update
 /// of its own, encoded by hand (Yjs v1): one struct, a string item whose left
 /// origin is this client's previous character.
@@ -238,6 +257,7 @@ mod tests {
                 };
                 let frame = app.frame(mark);
                 assert_eq!(find_mark(&frame), Some(mark));
+                assert_eq!(frame_marks(&frame).collect::<Vec<_>>(), vec![mark]);
                 let update = Update::decode_v1(sync_payload(&frame).unwrap()).unwrap();
                 let mut txn = doc.transact_mut();
                 txn.apply_update(update).unwrap();
