@@ -532,3 +532,57 @@ async fn a_restore_through_one_node_reaches_another_nodes_peers() {
         .await
         .unwrap();
 }
+
+/// A node stalled (SIGSTOP) past the grace period while the others edit,
+/// compact and trim: when it runs again it finds the entries it had not
+/// read trimmed, reloads from PostgreSQL, and its peer gets everything
+/// without reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_trim_reloads_from_postgres() {
+    const SIGSTOP: i32 = 19;
+    const SIGCONT: i32 = 18;
+    let Some(redis) = servers() else { return };
+    let doc = room("compact/behind");
+    let args = [("--compact-updates", "20"), ("--trim-grace-ms", "200")];
+    let nodes = nodes_with(&redis, 3, &args);
+    let mut clients = vec![];
+    for node in &nodes {
+        clients.push(node.connect(&doc).await);
+    }
+    eventually("a lease holder", 10 * SECOND, || async {
+        total(&nodes, "weft_leases_held").await == 1.0
+    })
+    .await;
+    let mut holder = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        if node.metric("weft_leases_held").await == 1.0 {
+            holder = i;
+        }
+    }
+    let stalled = (holder + 1) % 3;
+    let live: Vec<usize> = (0..3).filter(|&i| i != stalled).collect();
+    nodes[stalled].signal(SIGSTOP);
+    for i in 0..15 {
+        for &n in &live {
+            let text = clients[n].doc.get_or_insert_text("t");
+            clients[n].edit(|txn| text.push(txn, &format!("{n}:{i} ")));
+        }
+    }
+    let live_nodes: Vec<&Server> = live.iter().map(|&i| &nodes[i]).collect();
+    eventually("the stream trimmed while a node is stalled", 10 * SECOND, || async {
+        let mut sum = 0.0;
+        for node in &live_nodes {
+            sum += node.metric("weft_stream_trims_total").await;
+        }
+        sum >= 1.0
+    })
+    .await;
+    nodes[stalled].signal(SIGCONT);
+    let want = clients[live[0]].text("t");
+    clients[stalled]
+        .wait_for("everything, after the stall", 10 * SECOND, |c| c.text("t") == want)
+        .await
+        .unwrap();
+    assert!(!clients[stalled].seen().ended, "its peer stays connected");
+    assert!(nodes[stalled].log().contains("trimmed past what this node read"));
+}

@@ -213,8 +213,10 @@ impl DocActor {
     pub(super) async fn stream_entries(&mut self, batch: Batch) {
         let Batch { updates, awareness } = batch;
         let mut rebuild = false;
+        let mut prior = START.to_string();
         for entry in updates {
             if let Some(cluster) = &mut self.cluster {
+                prior = cluster.last_read.clone();
                 cluster.last_read = broker::later(std::mem::take(&mut cluster.last_read), entry.id.clone());
                 if cluster.own.remove(&entry.id) {
                     continue;
@@ -229,8 +231,15 @@ impl DocActor {
             }
         }
         if rebuild {
-            self.kick_all(CloseReason::storage_failed());
-            self.reload().await;
+            if self.trimmed_past(&prior).await {
+                // Entries this node had not read were trimmed (it was
+                // stalled past the grace period): the snapshot covers them.
+                warn!(last_read = %prior, "the stream was trimmed past what this node read; the document is loaded again");
+                self.catch_up_from_store().await;
+            } else {
+                self.kick_all(CloseReason::storage_failed());
+                self.reload().await;
+            }
         }
         self.drop_slow_peers();
         self.apply_remote_awareness(awareness);
@@ -341,7 +350,7 @@ impl DocActor {
     pub(super) fn holds_lease(&self) -> bool {
         self.cluster
             .as_ref()
-            .is_none_or(|c| c.lease_until.is_some_and(|until| Instant::now() < until))
+            .map_or(true, |c| c.lease_until.is_some_and(|until| Instant::now() < until))
     }
 
     /// At every tick (cluster mode): takes or renews the lease, reloads
@@ -373,6 +382,18 @@ impl DocActor {
             }
         }
         self.trim_if_due().await;
+    }
+
+    /// Whether the stream was trimmed past `last_read` (entries after it
+    /// are gone); `false` when Redis cannot say.
+    async fn trimmed_past(&mut self, last_read: &str) -> bool {
+        let Some(broker) = self.cluster.as_ref().map(|c| c.broker.clone()) else {
+            return false;
+        };
+        match broker.trimmed(&self.name).await {
+            Ok(Some(trimmed)) => before(last_read, &trimmed),
+            _ => false,
+        }
     }
 
     /// Reloads the document from PostgreSQL and the stream, and sends this
