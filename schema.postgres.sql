@@ -1,6 +1,7 @@
--- weft storage schema for PostgreSQL, version 3: the same tables, columns
--- and meaning as schema.sql (SQLite), in PostgreSQL's types. The version
--- numbers are shared: a change of the schema is a step for both stores.
+-- weft storage schema for PostgreSQL, version 4: the same tables, columns
+-- and meaning as schema.sql (SQLite), in PostgreSQL's types, and one
+-- column of cluster mode's (`snapshots.stream_id`). Versions up to 3 are
+-- shared with SQLite; 4 is PostgreSQL's alone (migrations/postgres/).
 --
 -- Applied at start-up to a database without weft's tables, inside one
 -- transaction holding an advisory lock, so that two weft processes starting
@@ -54,7 +55,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
     state         BYTEA   NOT NULL,
     state_vector  BYTEA   NOT NULL,
     created_at    BIGINT  NOT NULL,
-    digest        BYTEA
+    digest        BYTEA,
+    -- cluster mode: the last Redis stream entry this snapshot covers
+    stream_id     TEXT
 );
 
 CREATE INDEX IF NOT EXISTS snapshots_by_doc ON snapshots (doc_id, upto_seq);

@@ -20,6 +20,11 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
 /// default burst: see `Config::rate_limit`.
 pub const DEFAULT_PEER_QUEUE: usize = 2048;
 pub const DEFAULT_UNLOAD_AFTER_MS: u64 = 10_000;
+/// A minute: far longer than a healthy node is behind its streams (one
+/// blocking read of 1 s, reconnects backing off to 2 s, commands giving up
+/// after 5 s), so only a node stalled for most of a minute finds entries
+/// it needs trimmed, and it reloads from PostgreSQL (docs/CLUSTER.md).
+pub const DEFAULT_TRIM_GRACE_MS: u64 = 60_000;
 pub const DEFAULT_AWARENESS_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_COMPACT_UPDATES: u64 = 1000;
 pub const DEFAULT_COMPACT_BYTES: u64 = 4 << 20;
@@ -243,6 +248,13 @@ pub struct Config {
     /// never printed.
     #[arg(long, env = "WEFT_REDIS")]
     pub redis: Option<RedisUrl>,
+
+    /// Cluster mode: how long after a compaction snapshot its document's
+    /// stream is trimmed up to it, in milliseconds: the time a lagging
+    /// node (or one loading the document) has to read the entries the
+    /// snapshot covers (docs/CLUSTER.md).
+    #[arg(long, env = "WEFT_TRIM_GRACE_MS", default_value_t = DEFAULT_TRIM_GRACE_MS)]
+    pub trim_grace_ms: u64,
 
     /// PostgreSQL: how long any one query may run before the server cancels
     /// it (`statement_timeout`), in milliseconds; weft also gives up waiting

@@ -94,6 +94,11 @@ pub struct Metrics {
     pub actor_panics: AtomicU64,
     /// Cluster mode: reconnections to Redis by the stream followers.
     pub redis_reconnects: AtomicU64,
+    /// Cluster mode: compaction leases this node holds (one per document
+    /// it compacts).
+    pub leases_held: AtomicU64,
+    /// Cluster mode: streams this node trimmed after a compaction.
+    pub stream_trims: AtomicU64,
     storage_jobs: AtomicU64,
     storage_errors: AtomicU64,
     kicks: [AtomicU64; Kick::ALL.len()],
@@ -186,7 +191,7 @@ fn load(value: &AtomicU64) -> u64 {
 }
 
 /// The plain series: name as exposed, help, value.
-const PLAIN: [(&str, &str, Value); 20] = [
+const PLAIN: [(&str, &str, Value); 22] = [
     (
         "weft_connections_open",
         "WebSocket connections now open.",
@@ -254,7 +259,7 @@ const PLAIN: [(&str, &str, Value); 20] = [
     ),
     (
         "weft_compactions_total",
-        "Update logs compacted into a snapshot.",
+        "Update logs compacted into a snapshot (cluster mode: by this node, as the document's lease holder).",
         Value::Counter(|m| load(&m.compactions)),
     ),
     (
@@ -266,6 +271,16 @@ const PLAIN: [(&str, &str, Value); 20] = [
         "weft_redis_reconnects_total",
         "Cluster mode: times a stream follower lost Redis and connected again.",
         Value::Counter(|m| load(&m.redis_reconnects)),
+    ),
+    (
+        "weft_leases_held",
+        "Cluster mode: documents whose compaction lease this node holds (it alone compacts them, trims their streams and takes their automatic versions).",
+        Value::Gauge(|m| load(&m.leases_held)),
+    ),
+    (
+        "weft_stream_trims_total",
+        "Cluster mode: document streams this node trimmed (XTRIM MINID) up to a compaction snapshot.",
+        Value::Counter(|m| load(&m.stream_trims)),
     ),
     (
         "weft_storage_commits_total",
@@ -409,6 +424,8 @@ mod tests {
                 "weft_compactions_total counter",
                 "weft_actor_panics_total counter",
                 "weft_redis_reconnects_total counter",
+                "weft_leases_held gauge",
+                "weft_stream_trims_total counter",
                 "weft_storage_commits_total counter",
                 "weft_storage_jobs_total counter",
                 "weft_storage_commit_seconds_total counter",

@@ -188,6 +188,7 @@ fn doc_config(config: &Config) -> DocConfig {
         awareness_timeout: Duration::from_millis(config.awareness_timeout_ms),
         compact_after_updates: config.compact_updates.max(1),
         compact_after_bytes: config.compact_bytes.max(1),
+        trim_grace: Duration::from_millis(config.trim_grace_ms),
         max_doc_size: config.max_doc_size,
         max_doc_types: config.max_doc_types.max(1),
         versions: VersionPolicy {

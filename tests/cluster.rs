@@ -400,3 +400,189 @@ fn redis_with_a_sqlite_db_is_refused() {
         "{stderr}{stdout}"
     );
 }
+
+/// The sum of a metric over the nodes.
+async fn total(nodes: &[Server], metric: &str) -> f64 {
+    let mut sum = 0.0;
+    for node in nodes {
+        sum += node.metric(metric).await;
+    }
+    sum
+}
+
+/// Waits until `check` holds, polling, or panics after `timeout`.
+async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Entries of a document's updates stream.
+fn stream_len(redis: &str, doc: &str) -> u64 {
+    let mut conn = redis::Client::open(redis).unwrap().get_connection().unwrap();
+    redis::cmd("XLEN")
+        .arg(format!("weft:{{{doc}}}:updates"))
+        .query(&mut conn)
+        .unwrap()
+}
+
+/// Compaction exactly once: with three nodes holding a document, one of
+/// them (the lease holder) compacts it once its log passes the limit and
+/// trims the stream after the grace period; a node that loads it after
+/// the trim gets everything (the snapshot, then the stream after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_runs_once_the_stream_is_trimmed_and_a_later_load_gets_everything() {
+    let Some(redis) = servers() else { return };
+    let doc = room("compact/once");
+    let args = [("--compact-updates", "20"), ("--trim-grace-ms", "300")];
+    let nodes = nodes_with(&redis, 3, &args);
+    let mut clients = vec![];
+    for node in &nodes {
+        clients.push(node.connect(&doc).await);
+    }
+    // 30 updates: past the limit of 20 once, not twice.
+    for i in 0..10 {
+        for (n, client) in clients.iter().enumerate() {
+            let text = client.doc.get_or_insert_text("t");
+            client.edit(|txn| text.push(txn, &format!("{n}:{i} ")));
+        }
+    }
+    for client in &clients[1..] {
+        client
+            .wait_for("every edit", 10 * SECOND, |c| {
+                state_vector(c) == state_vector(&clients[0])
+            })
+            .await
+            .unwrap();
+    }
+    eventually("a compaction", 10 * SECOND, || async {
+        total(&nodes, "weft_compactions_total").await >= 1.0
+    })
+    .await;
+    eventually("the stream trimmed", 10 * SECOND, || async {
+        total(&nodes, "weft_stream_trims_total").await >= 1.0
+    })
+    .await;
+    assert_eq!(
+        total(&nodes, "weft_compactions_total").await,
+        1.0,
+        "one node compacts, once"
+    );
+    assert_eq!(
+        total(&nodes, "weft_leases_held").await,
+        1.0,
+        "one lease for the document"
+    );
+    assert_eq!(total(&nodes, "weft_stream_trims_total").await, 1.0);
+    let left = stream_len(&redis, &doc);
+    assert!(left < 30, "the stream keeps {left} of 30 entries after the trim");
+
+    // A fourth node loads the document after the trim: snapshot + rest.
+    let late_node = Server::builder()
+        .on_database_of(&nodes[0])
+        .arg("--redis", &redis)
+        .start();
+    let late = late_node.connect(&doc).await;
+    let text = clients[0].text("t");
+    late.wait_for("everything, after the trim", 10 * SECOND, |c| c.text("t") == text)
+        .await
+        .unwrap();
+    // And it goes on with the others.
+    let lt = late.doc.get_or_insert_text("t");
+    late.edit(|txn| lt.push(txn, "late"));
+    clients[0]
+        .wait_for("the late node's edit", 10 * SECOND, |c| c.text("t").ends_with("late"))
+        .await
+        .unwrap();
+}
+
+/// A restore through one node's API reaches another node's peers as an
+/// ordinary update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_through_one_node_reaches_another_nodes_peers() {
+    let Some(redis) = servers() else { return };
+    let doc = room("restore/doc");
+    let nodes = nodes(&redis, 2);
+    let a = nodes[0].connect(&doc).await;
+    let b = nodes[1].connect(&doc).await;
+    let ta = a.doc.get_or_insert_text("t");
+    a.edit(|txn| ta.push(txn, "original"));
+    b.wait_for("the original", 10 * SECOND, |b| b.text("t") == "original")
+        .await
+        .unwrap();
+    let versions = format!("/api/docs/{}/versions", enc(&doc));
+    let res = nodes[0]
+        .post(&versions, "application/json", br#"{"label":"original"}"#)
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let id = res.json()["id"].as_i64().unwrap();
+    a.edit(|txn| ta.push(txn, " changed"));
+    b.wait_for("the change", 10 * SECOND, |b| b.text("t") == "original changed")
+        .await
+        .unwrap();
+    let res = nodes[0].post(&format!("{versions}/{id}/restore"), "", b"").await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    b.wait_for("the restore, on node 2", 10 * SECOND, |b| b.text("t") == "original")
+        .await
+        .unwrap();
+}
+
+/// A node stalled (SIGSTOP) past the grace period while the others edit,
+/// compact and trim: when it runs again it finds the entries it had not
+/// read trimmed, reloads from PostgreSQL, and its peer gets everything
+/// without reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_trim_reloads_from_postgres() {
+    const SIGSTOP: i32 = 19;
+    const SIGCONT: i32 = 18;
+    let Some(redis) = servers() else { return };
+    let doc = room("compact/behind");
+    let args = [("--compact-updates", "20"), ("--trim-grace-ms", "200")];
+    let nodes = nodes_with(&redis, 3, &args);
+    let mut clients = vec![];
+    for node in &nodes {
+        clients.push(node.connect(&doc).await);
+    }
+    eventually("a lease holder", 10 * SECOND, || async {
+        total(&nodes, "weft_leases_held").await == 1.0
+    })
+    .await;
+    let mut holder = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        if node.metric("weft_leases_held").await == 1.0 {
+            holder = i;
+        }
+    }
+    let stalled = (holder + 1) % 3;
+    let live: Vec<usize> = (0..3).filter(|&i| i != stalled).collect();
+    nodes[stalled].signal(SIGSTOP);
+    for i in 0..15 {
+        for &n in &live {
+            let text = clients[n].doc.get_or_insert_text("t");
+            clients[n].edit(|txn| text.push(txn, &format!("{n}:{i} ")));
+        }
+    }
+    let live_nodes: Vec<&Server> = live.iter().map(|&i| &nodes[i]).collect();
+    eventually("the stream trimmed while a node is stalled", 10 * SECOND, || async {
+        let mut sum = 0.0;
+        for node in &live_nodes {
+            sum += node.metric("weft_stream_trims_total").await;
+        }
+        sum >= 1.0
+    })
+    .await;
+    nodes[stalled].signal(SIGCONT);
+    let want = clients[live[0]].text("t");
+    clients[stalled]
+        .wait_for("everything, after the stall", 10 * SECOND, |c| c.text("t") == want)
+        .await
+        .unwrap();
+    assert!(!clients[stalled].seen().ended, "its peer stays connected");
+    assert!(nodes[stalled].log().contains("trimmed past what this node read"));
+}

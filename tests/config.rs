@@ -44,6 +44,7 @@ const SETTINGS: &[Setting] = &[
         "redis",
         "redis://127.0.0.1:1",
     ),
+    row("--trim-grace-ms", "4321", "WEFT_TRIM_GRACE_MS", "trim_grace_ms", "4321"),
     row("--sync", "full", "WEFT_SYNC", "sync", "full"),
     row(
         "--db-password-file",

@@ -119,7 +119,7 @@ async fn two_processes_on_a_fresh_database_migrate_once() {
     assert_eq!(created, 1, "exactly one process creates the schema");
     assert_eq!(
         db.query("SELECT COUNT(*), MAX(version) FROM weft_schema"),
-        vec![vec!["1".to_string(), "3".to_string()]]
+        vec![vec!["1".to_string(), "4".to_string()]]
     );
     // Both serve the same documents.
     let a = servers[0].connect("shared").await;
@@ -316,4 +316,40 @@ async fn tls_with_sslmode_require_and_verify_full() {
         stderr.contains("no encryption") || stderr.contains("pg_hba.conf"),
         "{stderr}"
     );
+}
+
+/// A database of schema version 3 (before snapshots kept their stream
+/// position) is brought to version 4 at start-up, keeping what it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_database_is_migrated_to_4() {
+    let Some(shared) = common::postgres::shared_server() else {
+        return;
+    };
+    let db = Database::create(&shared);
+    let mut first = Server::builder().arg("--db", db.url.clone()).start();
+    let a = first.connect("kept").await;
+    let text = a.doc.get_or_insert_text("t");
+    a.edit(|txn| text.push(txn, "before the upgrade"));
+    let observer = first.connect("kept").await;
+    observer
+        .wait_for("the edit", 5 * SECOND, |o| o.text("t") == "before the upgrade")
+        .await
+        .unwrap();
+    // Stored before it was relayed; SIGTERM writes the snapshot too.
+    assert!(first.terminate().success());
+    db.query("ALTER TABLE snapshots DROP COLUMN stream_id; UPDATE weft_schema SET version = 3");
+    let second = Server::builder().arg("--db", db.url.clone()).start();
+    assert!(second.log().contains("database schema migrated"), "{}", second.log());
+    assert_eq!(
+        db.query("SELECT MAX(version) FROM weft_schema"),
+        vec![vec!["4".to_string()]]
+    );
+    assert_eq!(
+        db.query("SELECT COUNT(*) FROM information_schema.columns WHERE table_name = 'snapshots' AND column_name = 'stream_id'"),
+        vec![vec!["1".to_string()]]
+    );
+    let b = second.connect("kept").await;
+    b.wait_for("the stored text", 5 * SECOND, |b| b.text("t") == "before the upgrade")
+        .await
+        .unwrap();
 }

@@ -21,6 +21,7 @@
 
 mod control;
 mod follow;
+mod lease;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +36,7 @@ use crate::name::DocName;
 
 pub use control::Control;
 pub use follow::Follower;
+pub use lease::{LeaseState, LEASE_TTL};
 
 /// An append or a read that waits longer than this fails (the append's
 /// senders are closed with 4500 and resend when they reconnect).
@@ -75,6 +77,21 @@ pub type EntryId = String;
 /// The id before every entry: a stream read from here is read whole.
 pub const START: &str = "0-0";
 
+/// An entry id as numbers, to compare ids (`None`: not an id).
+pub fn id_key(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// The later of two ids (an id that does not parse counts as the start).
+pub fn later(a: EntryId, b: EntryId) -> EntryId {
+    if id_key(&b).unwrap_or_default() > id_key(&a).unwrap_or_default() {
+        b
+    } else {
+        a
+    }
+}
+
 /// One entry of a document's stream.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -90,6 +107,16 @@ pub fn updates_key(doc: &DocName) -> String {
 /// The Redis stream key of a document's awareness updates.
 pub fn awareness_key(doc: &DocName) -> String {
     format!("weft:{{{doc}}}:awareness")
+}
+
+/// The Redis key of a document's compaction lease (`broker/lease.rs`).
+fn lease_key(doc: &DocName) -> String {
+    format!("weft:{{{doc}}}:lease")
+}
+
+/// The Redis key holding how far a document's stream was trimmed.
+fn trimmed_key(doc: &DocName) -> String {
+    format!("weft:{{{doc}}}:trimmed")
 }
 
 /// What a follower hands its actor at a time: other nodes' entries.
@@ -170,9 +197,10 @@ impl Broker {
         }
     }
 
-    /// Deletes a document's streams (the document was deleted).
+    /// Deletes a document's streams and keys (the document was deleted).
     pub async fn delete(&self, doc: &DocName) -> Result<(), BrokerError> {
-        let _: i64 = self.conn.clone().del(&[updates_key(doc), awareness_key(doc)]).await?;
+        let keys = [updates_key(doc), awareness_key(doc), lease_key(doc), trimmed_key(doc)];
+        let _: i64 = self.conn.clone().del(&keys).await?;
         Ok(())
     }
 

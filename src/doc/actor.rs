@@ -286,6 +286,7 @@ impl DocActor {
         self.answer_deferred();
         self.drop_slow_peers();
         self.publish_awareness();
+        self.lease_tick().await;
         self.auto_version_if_due().await;
         if self
             .life
@@ -375,6 +376,7 @@ impl DocActor {
         self.flush().await;
         self.kick_all(CloseReason::going_away());
         self.compact_if_needed(true).await;
+        self.release_lease().await;
         let _ = reply.send(Ok(()));
         rx.close();
         while let Some(cmd) = rx.recv().await {
@@ -481,7 +483,7 @@ impl DocActor {
         // The follower goes on: what it hands over that the stream read
         // here already holds changes nothing.
         let rebuilt = match self.store.load(&self.name).await {
-            Ok(stored) => match self.read_stream().await {
+            Ok(stored) => match self.read_stream(stored.stream_id.as_deref()).await {
                 Ok(entries) => build_doc(&stored, &entries).map(|rebuilt| (rebuilt, stored, entries)),
                 Err(e) => Err(e),
             },
@@ -496,6 +498,7 @@ impl DocActor {
                     entries.iter().map(|e| e.update.len() as u64).sum(),
                 );
                 self.type_items = types;
+                self.reloaded_up_to(stored.stream_id.as_deref(), &entries);
                 *self.awareness.doc_mut() = doc;
                 self.answers.doc_changed();
                 info!("document rebuilt from storage");
@@ -516,6 +519,7 @@ impl DocActor {
     async fn unload(&mut self, rx: &mut mpsc::Receiver<Command>) {
         self.auto_version().await;
         self.compact_if_needed(true).await;
+        self.release_lease().await;
         self.life.deregister();
         rx.close();
         while let Some(cmd) = rx.recv().await {

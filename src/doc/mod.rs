@@ -122,6 +122,8 @@ pub struct DocConfig {
     pub max_doc_types: u64,
     /// Automatic versions: when to take them and how to thin them.
     pub versions: VersionPolicy,
+    /// Cluster mode: how long after a compaction its stream is trimmed.
+    pub trim_grace: Duration,
 }
 
 impl Default for DocConfig {
@@ -130,7 +132,7 @@ impl Default for DocConfig {
         use crate::config::{
             DEFAULT_AWARENESS_TIMEOUT_MS, DEFAULT_COMPACT_BYTES, DEFAULT_COMPACT_UPDATES,
             DEFAULT_MAX_AWARENESS_CLIENTS, DEFAULT_MAX_AWARENESS_STATE, DEFAULT_MAX_DOC_SIZE, DEFAULT_MAX_DOC_TYPES,
-            DEFAULT_PEER_QUEUE, DEFAULT_PEER_QUEUE_BYTES, DEFAULT_UNLOAD_AFTER_MS,
+            DEFAULT_PEER_QUEUE, DEFAULT_PEER_QUEUE_BYTES, DEFAULT_TRIM_GRACE_MS, DEFAULT_UNLOAD_AFTER_MS,
         };
         Self {
             peer_queue: DEFAULT_PEER_QUEUE,
@@ -144,6 +146,7 @@ impl Default for DocConfig {
             max_doc_size: DEFAULT_MAX_DOC_SIZE,
             max_doc_types: DEFAULT_MAX_DOC_TYPES,
             versions: VersionPolicy::default(),
+            trim_grace: Duration::from_millis(DEFAULT_TRIM_GRACE_MS),
         }
     }
 }

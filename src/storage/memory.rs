@@ -79,6 +79,7 @@ impl DocStore for MemoryStore {
                     snapshot: newest.map(|s| s.state.clone()),
                     log: e.log.iter().filter(|l| l.seq > after).cloned().collect(),
                     next_seq: e.log.last().map_or(after, |l| l.seq.max(after)) + 1,
+                    stream_id: None,
                 }
             }
         };

@@ -72,6 +72,9 @@ pub struct StoredDoc {
     pub log: Vec<LogEntry>,
     /// The sequence number the next accepted update gets.
     pub next_seq: u64,
+    /// Cluster mode (PostgreSQL only): the last entry of the document's
+    /// Redis stream the snapshot covers; the stream is read after it.
+    pub stream_id: Option<String>,
 }
 
 impl StoredDoc {
@@ -90,6 +93,9 @@ pub struct Snapshot {
     /// Its state vector (v1), kept so that a version can be compared without
     /// decoding it.
     pub state_vector: Vec<u8>,
+    /// Cluster mode: the last entry of the document's Redis stream this
+    /// state holds (and every one before it). Kept by PostgreSQL only.
+    pub stream_id: Option<String>,
 }
 
 /// Who took a version.

@@ -15,10 +15,15 @@
 //!   peer here: their states expire when not renewed, which is how a dead
 //!   node's clients disappear everywhere within the awareness timeout.
 //!
+//! - One node at a time holds the document's lease (`broker/lease.rs`),
+//!   taken or renewed at every tick: only the holder writes compaction
+//!   snapshots (each records the last stream entry it covers), takes
+//!   automatic versions, and trims the stream up to a snapshot once
+//!   `trim_grace` has passed. A node whose position is below the trim point
+//!   reloads from PostgreSQL and sends its peers what they missed.
+//!
 //! PostgreSQL gets no per-update writes: the stream is the log. It gets the
-//! compaction snapshots (full states) any node writes, versions and
-//! revocations. The stream is not trimmed (docs/CLUSTER.md says why and
-//! what that costs).
+//! compaction snapshots, versions and revocations.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
@@ -31,13 +36,14 @@ use tracing::{debug, error, info, warn};
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::ClientID;
+use yrs::{ClientID, ReadTxn, Transact, Update};
 
 use super::{build_doc, DocActor, Shared};
-use crate::broker::{Batch, Broker, Entry, EntryId, Follower, START};
+use crate::broker::{self, Batch, Broker, Entry, EntryId, Follower, LEASE_TTL, START};
 use crate::close::CloseReason;
 use crate::doc::handle::Command;
 use crate::doc::DocName;
+use crate::metrics::Metrics;
 use crate::protocol::{self, InboundUpdate};
 use crate::storage::StoredDoc;
 use weft_core::Rebuilt;
@@ -48,9 +54,53 @@ pub(super) struct Cluster {
     follower: Follower,
     /// Ids this node appended and the follower has not read back yet.
     own: HashSet<EntryId>,
+    /// The last entry of the stream the document holds, with every entry
+    /// before it: what a snapshot written now covers.
+    last_read: EntryId,
     /// Awareness clients this node's peers changed since the last share.
     local_awareness: HashSet<ClientID>,
+    /// Until when this node may act as the lease holder (`None`: it does
+    /// not hold the lease): half the lease's life after it was renewed.
+    lease_until: Option<Instant>,
+    /// The stream is to be trimmed up to this id (covered by a snapshot)
+    /// at this time.
+    pending_trim: Option<(EntryId, Instant)>,
+    metrics: Arc<Metrics>,
 }
+
+impl Cluster {
+    /// Records whether the lease is held, in `weft_leases_held` too.
+    fn set_lease(&mut self, until: Option<Instant>) {
+        match (self.lease_until.is_some(), until.is_some()) {
+            (false, true) => {
+                self.metrics.leases_held.fetch_add(1, Relaxed);
+                debug!("compaction lease taken");
+            }
+            (true, false) => {
+                self.metrics.leases_held.fetch_sub(1, Relaxed);
+            }
+            _ => {}
+        }
+        self.lease_until = until;
+    }
+}
+
+impl Drop for Cluster {
+    /// However the actor ends, the gauge forgets its lease (Redis forgets
+    /// it within `LEASE_TTL` when it was not released).
+    fn drop(&mut self) {
+        self.set_lease(None);
+    }
+}
+
+/// Whether entry `a` comes before entry `b`.
+fn before(a: &str, b: &str) -> bool {
+    broker::id_key(a).unwrap_or_default() < broker::id_key(b).unwrap_or_default()
+}
+
+/// Loads tried before a document is loaded even though its stream was
+/// trimmed past the snapshot read (see [`load`]).
+const LOAD_ATTEMPTS: usize = 3;
 
 /// A document as loaded: what PostgreSQL holds, rebuilt with the stream's
 /// entries after it, and the follower that goes on from the last of them.
@@ -65,8 +115,9 @@ pub(super) struct Loaded {
 }
 
 /// Loads a document: the store's snapshot and log, then (cluster mode)
-/// every entry of its stream. Applying an entry the snapshot already holds
-/// changes nothing, so reading the whole stream is always right.
+/// the entries of its stream after the last one the snapshot covers (all
+/// of them when it records none: applying an entry the snapshot already
+/// holds changes nothing).
 pub(super) async fn load(name: &DocName, shared: &Shared) -> Result<Loaded, String> {
     let stored = shared.store.load(name).await.map_err(|e| e.to_string())?;
     let Some(broker) = &shared.broker else {
@@ -79,19 +130,43 @@ pub(super) async fn load(name: &DocName, shared: &Shared) -> Result<Loaded, Stri
             awareness: Vec::new(),
         });
     };
-    let entries = broker.range(name, START).await.map_err(|e| e.to_string())?;
+    let mut stored = stored;
+    let mut attempt = 1;
+    let (after, entries) = loop {
+        let after = stored.stream_id.clone().unwrap_or_else(|| START.to_string());
+        let entries = broker.range(name, &after).await.map_err(|e| e.to_string())?;
+        // A trim between the snapshot read and the stream read (the grace
+        // period passed while loading): the newer snapshot covers it.
+        let trimmed = broker.trimmed(name).await.map_err(|e| e.to_string())?;
+        match trimmed {
+            Some(trimmed) if before(&after, &trimmed) => {
+                if attempt == LOAD_ATTEMPTS {
+                    error!(snapshot = %after, %trimmed, "the stream is trimmed past every snapshot read; loaded without the entries between");
+                    break (after, entries);
+                }
+                warn!(snapshot = %after, %trimmed, "the stream was trimmed past the snapshot read; loading again");
+                attempt += 1;
+                stored = shared.store.load(name).await.map_err(|e| e.to_string())?;
+            }
+            _ => break (after, entries),
+        }
+    };
     let (awareness, awareness_last) = broker.awareness(name).await.map_err(|e| e.to_string())?;
     let rebuilt = build_doc(&stored, &entries)?;
-    let last = entries.last().map_or_else(|| START.to_string(), |e| e.id.clone());
+    let last = entries.last().map_or(after, |e| e.id.clone());
     let bytes = entries.iter().map(|e| e.update.len() as u64).sum();
     Ok(Loaded {
         stored,
         rebuilt,
         cluster: Some(Cluster {
-            follower: broker.follow(name, last, awareness_last),
+            follower: broker.follow(name, last.clone(), awareness_last),
             broker: broker.clone(),
             own: HashSet::new(),
+            last_read: last,
             local_awareness: HashSet::new(),
+            lease_until: None,
+            pending_trim: None,
+            metrics: shared.metrics.clone(),
         }),
         streamed: (entries.len() as u64, bytes),
         awareness,
@@ -138,8 +213,11 @@ impl DocActor {
     pub(super) async fn stream_entries(&mut self, batch: Batch) {
         let Batch { updates, awareness } = batch;
         let mut rebuild = false;
+        let mut prior = START.to_string();
         for entry in updates {
             if let Some(cluster) = &mut self.cluster {
+                prior = cluster.last_read.clone();
+                cluster.last_read = broker::later(std::mem::take(&mut cluster.last_read), entry.id.clone());
                 if cluster.own.remove(&entry.id) {
                     continue;
                 }
@@ -153,12 +231,21 @@ impl DocActor {
             }
         }
         if rebuild {
-            self.kick_all(CloseReason::storage_failed());
-            self.reload().await;
+            if self.trimmed_past(&prior).await {
+                // Entries this node had not read were trimmed (it was
+                // stalled past the grace period): the snapshot covers them.
+                warn!(last_read = %prior, "the stream was trimmed past what this node read; the document is loaded again");
+                self.catch_up_from_store().await;
+            } else {
+                self.kick_all(CloseReason::storage_failed());
+                self.reload().await;
+            }
         }
         self.drop_slow_peers();
         self.apply_remote_awareness(awareness);
         self.publish_awareness();
+        // Other nodes' edits grow the log too: the holder compacts on them.
+        self.compact_if_needed(false).await;
     }
 
     /// Other nodes' awareness updates: applied like a peer's, but owned by
@@ -232,13 +319,154 @@ impl DocActor {
         self.unload(rx).await;
     }
 
-    /// Every entry of the document's stream (none outside cluster mode).
-    pub(super) async fn read_stream(&mut self) -> Result<Vec<Entry>, String> {
+    /// The entries of the document's stream after `after` (the last one
+    /// a snapshot covers; the whole stream with `None`); none outside
+    /// cluster mode.
+    pub(super) async fn read_stream(&mut self, after: Option<&str>) -> Result<Vec<Entry>, String> {
         // Cloned out: the actor (not `Sync`) is not borrowed across the wait.
         let Some(broker) = self.cluster.as_ref().map(|c| c.broker.clone()) else {
             return Ok(Vec::new());
         };
-        broker.range(&self.name, START).await.map_err(|e| e.to_string())
+        broker
+            .range(&self.name, after.unwrap_or(START))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// After a reload: the document holds the stream up to the last entry
+    /// read, or the snapshot's position when none was.
+    pub(super) fn reloaded_up_to(&mut self, stored: Option<&str>, entries: &[Entry]) {
+        if let Some(cluster) = &mut self.cluster {
+            let last = entries.last().map(|e| e.id.as_str()).or(stored);
+            if let Some(last) = last {
+                cluster.last_read = broker::later(std::mem::take(&mut cluster.last_read), last.to_string());
+            }
+        }
+    }
+
+    /// Whether this node may compact the document and take its automatic
+    /// versions: outside cluster mode always; in it, while it holds the
+    /// lease.
+    pub(super) fn holds_lease(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .map_or(true, |c| c.lease_until.is_some_and(|until| Instant::now() < until))
+    }
+
+    /// At every tick (cluster mode): takes or renews the lease, reloads
+    /// when the stream was trimmed past what this node read, and trims the
+    /// stream when a trim is due.
+    pub(super) async fn lease_tick(&mut self) {
+        let Some(broker) = self.cluster.as_ref().map(|c| c.broker.clone()) else {
+            return;
+        };
+        let asked = Instant::now();
+        let state = broker.lease(&self.name).await;
+        let Some(cluster) = &mut self.cluster else { return };
+        let trimmed = match state {
+            Ok(state) => {
+                cluster.set_lease(state.held.then_some(asked + LEASE_TTL / 2));
+                state.trimmed
+            }
+            Err(e) => {
+                debug!(error = %e, "compaction lease not renewed");
+                cluster.set_lease(None);
+                return;
+            }
+        };
+        if let Some(trimmed) = trimmed {
+            if before(&cluster.last_read, &trimmed) {
+                let last_read = cluster.last_read.clone();
+                warn!(%last_read, %trimmed, "the stream was trimmed past what this node read; the document is loaded again");
+                self.catch_up_from_store().await;
+            }
+        }
+        self.trim_if_due().await;
+    }
+
+    /// Whether the stream was trimmed past `last_read` (entries after it
+    /// are gone); `false` when Redis cannot say.
+    async fn trimmed_past(&mut self, last_read: &str) -> bool {
+        let Some(broker) = self.cluster.as_ref().map(|c| c.broker.clone()) else {
+            return false;
+        };
+        match broker.trimmed(&self.name).await {
+            Ok(Some(trimmed)) => before(last_read, &trimmed),
+            _ => false,
+        }
+    }
+
+    /// Reloads the document from PostgreSQL and the stream, and sends this
+    /// node's peers what the reload brought (they stay connected).
+    async fn catch_up_from_store(&mut self) {
+        let known = self.awareness.doc().transact().state_vector();
+        self.reload().await;
+        if self.life.is_poisoned() {
+            return;
+        }
+        let missed = self.awareness.doc().transact().encode_diff_v1(&known);
+        if Update::decode_v1(&missed).map(|u| u.is_empty()).unwrap_or(false) {
+            return;
+        }
+        let raw = Bytes::from(missed);
+        let frame = protocol::encode_update(&raw);
+        self.broadcast(frame, None);
+        self.drop_slow_peers();
+    }
+
+    /// A compaction snapshot covering the stream up to `covered` was
+    /// written: the stream is trimmed up to it after the grace period,
+    /// unless an earlier trim is still waiting (it goes first).
+    pub(super) fn compacted_up_to(&mut self, covered: Option<String>) {
+        let grace = self.config.trim_grace;
+        if let (Some(cluster), Some(covered)) = (&mut self.cluster, covered) {
+            if cluster.pending_trim.is_none() && covered != START {
+                cluster.pending_trim = Some((covered, Instant::now() + grace));
+            }
+        }
+    }
+
+    async fn trim_if_due(&mut self) {
+        if !self.holds_lease() {
+            return;
+        }
+        let Some(cluster) = &mut self.cluster else { return };
+        let Some((keep, at)) = cluster.pending_trim.clone() else {
+            return;
+        };
+        if Instant::now() < at {
+            return;
+        }
+        let broker = cluster.broker.clone();
+        match broker.trim(&self.name, &keep).await {
+            Ok(deleted) => {
+                info!(%keep, deleted, "stream trimmed up to the compaction snapshot");
+                self.metrics.stream_trims.fetch_add(1, Relaxed);
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.pending_trim = None;
+                }
+            }
+            // Tried again at the next tick.
+            Err(e) => warn!(error = %e, "stream not trimmed"),
+        }
+    }
+
+    /// Gives the lease up (the document unloads or the node stops), so
+    /// that another node holding the document takes it at its next tick.
+    pub(super) async fn release_lease(&mut self) {
+        let Some(cluster) = &mut self.cluster else { return };
+        if cluster.lease_until.is_none() {
+            return;
+        }
+        cluster.set_lease(None);
+        if let Err(e) = cluster.broker.clone().release(&self.name).await {
+            debug!(error = %e, "compaction lease not released; it expires");
+        }
+    }
+
+    /// What a snapshot written now covers of the stream (cluster mode).
+    pub(super) fn stream_position(&self) -> Option<String> {
+        self.cluster.as_ref().map(|c| c.last_read.clone())
     }
 
     /// The document was deleted: its stream goes too, or the next load

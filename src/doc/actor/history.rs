@@ -31,10 +31,12 @@ impl DocActor {
             after_updates: self.config.compact_after_updates,
             after_bytes: self.config.compact_after_bytes,
         };
-        if self.life.is_poisoned() || !self.log.compaction_due(limits, force) {
+        // Cluster mode: the lease holder alone compacts (and trims).
+        if self.life.is_poisoned() || !self.log.compaction_due(limits, force) || !self.holds_lease() {
             return;
         }
         let snapshot = self.snapshot();
+        let covered = snapshot.stream_id.clone();
         let size = snapshot.state.len();
         match self.store.compact(&self.name, snapshot).await {
             Ok(()) => {
@@ -42,6 +44,7 @@ impl DocActor {
                 debug!(updates, bytes, snapshot = size, "log compacted");
                 self.metrics.compactions.fetch_add(1, Relaxed);
                 self.log.compacted(size as u64);
+                self.compacted_up_to(covered);
             }
             // The log is intact; compaction is retried after the next batch.
             Err(e) => warn!(error = %e, "compaction failed"),
@@ -56,6 +59,7 @@ impl DocActor {
             upto_seq: self.log.last_seq(),
             state: txn.encode_state_as_update_v1(&StateVector::default()),
             state_vector: txn.state_vector().encode_v1(),
+            stream_id: self.stream_position(),
         }
     }
 
@@ -117,8 +121,9 @@ impl DocActor {
     /// An automatic version of the edits since the last one. One that does
     /// not fit the quota is skipped until the next edit: only named versions
     /// are left to delete, and that is a person's call.
+    /// Cluster mode: the lease holder alone takes them, once per document.
     pub(super) async fn auto_version(&mut self) {
-        if self.life.is_poisoned() || !self.versions.is_edited() {
+        if self.life.is_poisoned() || !self.versions.is_edited() || !self.holds_lease() {
             return;
         }
         match self.take_version(VersionKind::Auto, None).await {

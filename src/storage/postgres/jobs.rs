@@ -39,14 +39,21 @@ impl Tx<'_> {
         let c = self.conn;
         let insert = c
             .prepare_cached(
-                "INSERT INTO snapshots (doc_id, kind, upto_seq, state, state_vector, created_at)
-                 VALUES ($1, 'compaction', $2, $3, $4, $5) RETURNING id",
+                "INSERT INTO snapshots (doc_id, kind, upto_seq, state, state_vector, created_at, stream_id)
+                 VALUES ($1, 'compaction', $2, $3, $4, $5, $6) RETURNING id",
             )
             .await?;
         let id: i64 = c
             .query_one(
                 &insert,
-                &[&doc_id, &upto, &snapshot.state, &snapshot.state_vector, &self.now],
+                &[
+                    &doc_id,
+                    &upto,
+                    &snapshot.state,
+                    &snapshot.state_vector,
+                    &self.now,
+                    &snapshot.stream_id,
+                ],
             )
             .await?
             .get(0);
@@ -91,8 +98,8 @@ impl Tx<'_> {
         let stmt = self
             .conn
             .prepare_cached(
-                "INSERT INTO snapshots (doc_id, kind, trigger, label, upto_seq, state, state_vector, created_at, digest)
-                 VALUES ($1, 'version', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                "INSERT INTO snapshots (doc_id, kind, trigger, label, upto_seq, state, state_vector, created_at, digest, stream_id)
+                 VALUES ($1, 'version', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
             )
             .await?;
         let id: i64 = self
@@ -108,6 +115,7 @@ impl Tx<'_> {
                     &snapshot.state_vector,
                     &self.now,
                     &digest,
+                    &snapshot.stream_id,
                 ],
             )
             .await?

@@ -14,11 +14,11 @@ use crate::storage::{DocMeta, StoreError, StoredDoc, VersionKind, VersionMeta, V
 /// cannot make the log miss what the snapshot read before it lacked.
 const LOAD: &str = "
     WITH d AS (SELECT id FROM documents WHERE name = $1),
-    s AS (SELECT upto_seq, state FROM snapshots WHERE doc_id = (SELECT id FROM d)
+    s AS (SELECT upto_seq, state, stream_id FROM snapshots WHERE doc_id = (SELECT id FROM d)
           ORDER BY upto_seq DESC, id DESC LIMIT 1)
-    SELECT 0 AS kind, upto_seq AS seq, 1::bigint AS count, state AS data FROM s
+    SELECT 0 AS kind, upto_seq AS seq, 1::bigint AS count, state AS data, stream_id FROM s
     UNION ALL
-    SELECT 1, seq, count, data FROM updates
+    SELECT 1, seq, count, data, NULL FROM updates
      WHERE doc_id = (SELECT id FROM d) AND seq + count - 1 > COALESCE((SELECT upto_seq FROM s), 0)
     ORDER BY kind, seq";
 
@@ -27,6 +27,7 @@ pub(super) async fn load(client: &ClientWrapper, doc: &DocName) -> Result<Stored
     let rows = client.query(&stmt, &[&doc.as_str()]).await.map_err(pg_error)?;
     let mut snapshot = None;
     let mut after = 0u64;
+    let mut stream_id = None;
     let mut log_rows = Vec::with_capacity(rows.len());
     for row in rows {
         let kind: i32 = row.get(0);
@@ -35,6 +36,7 @@ pub(super) async fn load(client: &ClientWrapper, doc: &DocName) -> Result<Stored
         if kind == 0 {
             after = seq;
             snapshot = Some(data);
+            stream_id = row.get(4);
         } else {
             log_rows.push((seq, row.get::<_, i64>(2) as u64, data));
         }
@@ -45,6 +47,7 @@ pub(super) async fn load(client: &ClientWrapper, doc: &DocName) -> Result<Stored
         snapshot,
         log,
         next_seq: last + 1,
+        stream_id,
     })
 }
 

@@ -8,13 +8,18 @@ use tokio_postgres::Client;
 use super::pg_error;
 use crate::storage::StoreError;
 
-/// The schema this weft writes: the same version number as `schema.sql`,
-/// since a change of the schema is a step for both stores.
-pub(super) const SCHEMA_VERSION: i32 = 3;
+/// The schema this weft writes. Up to 3 the numbers are `schema.sql`'s
+/// (a change of both stores' tables is a step for both); 4 is a step of
+/// PostgreSQL's alone (the stream position of a snapshot, which only
+/// cluster mode has), so SQLite's next step is 5.
+pub(super) const SCHEMA_VERSION: i32 = 4;
 const SCHEMA: &str = include_str!("../../../schema.postgres.sql");
 /// Steps from each older version to the next, `(from, sql)`. PostgreSQL
-/// support began at version 3, so there are none yet.
-const MIGRATIONS: &[(i32, &str)] = &[];
+/// support began at version 3.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    3,
+    include_str!("../../../migrations/postgres/0004_snapshot_stream_id.sql"),
+)];
 /// The advisory lock's key: any constant other applications are unlikely to
 /// use ("weft" in ASCII).
 const LOCK_KEY: i64 = 0x7765_6674;

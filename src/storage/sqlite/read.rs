@@ -91,6 +91,7 @@ pub(super) fn load(conn: &Connection, doc: &DocName) -> Result<StoredDoc, StoreE
         snapshot: snapshot.map(|(_, state)| state),
         log,
         next_seq: last + 1,
+        stream_id: None,
     })
 }
 
