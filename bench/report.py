@@ -696,8 +696,8 @@ def hocus_section(runs, command, quick=False):
         out.append(f"**Many documents on {', '.join(sorted(set(silent)))}: updates missing, not explained yet.** Updates "
                    "that never reached a reader within 1.5 s after the window count as 10 s late, so the latency rows "
                    "show 10,000 ms; there was no disconnect, and the same scenario at 50 documents delivers every "
-                   "update. Either the server fell that far behind (it had less than half of its core while other work "
-                   "took about one core of the machine) or the load generator's Hocuspocus mode fails at this size; "
+                   "update. Either the server fell that far behind (its CPU share and p50 are in the rows above: near "
+                   "its whole core on a quiet machine) or the load generator's Hocuspocus mode fails at this size; "
                    "not investigated. Read these rows as a failed measurement, not as the server's latency.")
         out.append("")
     out.append("Fan-out and many documents are measured as the y-websocket scenarios above are (open-loop writer, trials "
