@@ -23,7 +23,6 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::Role;
-use tungstenite::Message;
 
 use super::access::Caller;
 use super::metered::{MessageTimes, Metered};
@@ -32,7 +31,7 @@ use super::{rate, ApiError, AppState};
 use crate::doc::{DocError, DocName};
 use crate::rate::ClientKey;
 use crate::session::hocuspocus::{self as session, Authorize, DocAccess, HocuspocusContext};
-use crate::session::{Incoming, SessionContext};
+use crate::session::SessionContext;
 
 /// The path of the endpoint: reserved, so no document is named after it.
 pub const PATH: &str = "/hocuspocus";
@@ -121,13 +120,7 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, stream) = socket.split();
-    let stream = stream.map(|item| match item {
-        Ok(Message::Binary(bytes)) => Ok(Incoming::Binary(bytes)),
-        Ok(Message::Text(_)) => Ok(Incoming::Text),
-        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Ok(Incoming::Alive),
-        Ok(Message::Close(_)) => Ok(Incoming::Close),
-        Err(e) => Err(ws::classify(e)),
-    });
+    let stream = stream.map(ws::incoming);
     let sink = sink.with_flat_map(ws::messages);
     session::run(stream, sink, id, hctx).await;
 }

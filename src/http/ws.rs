@@ -272,15 +272,21 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, stream) = socket.split();
-    let stream = stream.map(|item| match item {
+    let stream = stream.map(incoming);
+    let sink = sink.with_flat_map(messages);
+    session::run(stream, sink, name, peer, grant, ctx).await;
+}
+
+/// What the session layer needs to know of a WebSocket message (both
+/// endpoints, y-websocket and Hocuspocus).
+pub(super) fn incoming(item: Result<Message, tungstenite::Error>) -> Result<Incoming, TransportError> {
+    match item {
         Ok(Message::Binary(bytes)) => Ok(Incoming::Binary(bytes)),
         Ok(Message::Text(_)) => Ok(Incoming::Text),
         Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Ok(Incoming::Alive),
         Ok(Message::Close(_)) => Ok(Incoming::Close),
         Err(e) => Err(classify(e)),
-    });
-    let sink = sink.with_flat_map(messages);
-    session::run(stream, sink, name, peer, grant, ctx).await;
+    }
 }
 
 /// What tungstenite is asked to write for one [`Outgoing`]: one message,
