@@ -85,6 +85,9 @@ pub struct Metrics {
     pub requests_refused: AtomicU64,
     pub awareness_updates: AtomicU64,
     pub frames_sent: AtomicU64,
+    /// Updates relayed inside a frame that joins several (`doc` joins a
+    /// batch's consecutive updates from one sender; see weft_core::concat).
+    pub updates_joined: AtomicU64,
     /// Step1 answers the actor encoded: the full state when the shared
     /// encoding was stale, or a diff (the costly part of an answer).
     pub state_encodes: AtomicU64,
@@ -191,7 +194,7 @@ fn load(value: &AtomicU64) -> u64 {
 }
 
 /// The plain series: name as exposed, help, value.
-const PLAIN: [(&str, &str, Value); 22] = [
+const PLAIN: [(&str, &str, Value); 23] = [
     (
         "weft_connections_open",
         "WebSocket connections now open.",
@@ -246,6 +249,11 @@ const PLAIN: [(&str, &str, Value); 22] = [
         "weft_frames_sent_total",
         "Frames queued to peers.",
         Value::Counter(|m| load(&m.frames_sent)),
+    ),
+    (
+        "weft_updates_joined_total",
+        "Updates relayed to peers inside one frame with others of the same batch and sender, instead of one frame each.",
+        Value::Counter(|m| load(&m.updates_joined)),
     ),
     (
         "weft_state_encodes_total",
@@ -419,6 +427,7 @@ mod tests {
                 "weft_requests_refused_total counter",
                 "weft_awareness_updates_total counter",
                 "weft_frames_sent_total counter",
+                "weft_updates_joined_total counter",
                 "weft_state_encodes_total counter",
                 "weft_answers_deferred_total counter",
                 "weft_compactions_total counter",

@@ -57,6 +57,7 @@ pub fn hocuspocus_frame(awareness: &mut Awareness, clocks: &mut Clocks, frame: &
 }
 
 fn apply_messages(awareness: &mut Awareness, clocks: &mut Clocks, messages: Vec<Inbound>) -> Outcome {
+    let mut accepted = Vec::new();
     for message in messages {
         match message {
             Inbound::SyncStep1(sv) => {
@@ -70,9 +71,11 @@ fn apply_messages(awareness: &mut Awareness, clocks: &mut Clocks, messages: Vec<
                 if update.update.is_empty() {
                     continue;
                 }
+                let raw = update.raw.clone();
                 if apply_update(awareness.doc(), update.update, &update.shape.spans, clocks).is_err() {
                     return Outcome::Refused;
                 }
+                accepted.push(raw);
             }
             Inbound::Awareness(update) => {
                 if let Ok(Some(summary)) = awareness.apply_update_summary(update) {
@@ -83,6 +86,15 @@ fn apply_messages(awareness: &mut Awareness, clocks: &mut Clocks, messages: Vec<
                 }
             }
             Inbound::QueryAwareness | Inbound::Ignored(_) => {}
+        }
+    }
+    // Accepted updates are relayed joined when they join: the join must pass
+    // the same checks as a client's frame.
+    if accepted.len() > 1 {
+        let slices: Vec<&[u8]> = accepted.iter().map(|u| u.as_ref()).collect();
+        if let Some(joined) = crate::concat::concat_v1(&slices) {
+            let frame = protocol::encode_update(&joined);
+            assert!(protocol::decode_frame(&frame).is_ok(), "a joined relay must decode");
         }
     }
     // What the actor stores and sends to newcomers must stay readable.

@@ -7,10 +7,12 @@
 //! - [`hocuspocus`]: the Hocuspocus wire format (many documents, one
 //!   socket), built on [`protocol`].
 //! - [`validate`]: structural limits checked before yrs reads untrusted bytes.
+//! - [`concat`]: several updates joined into one by moving bytes, for relays.
 //! - [`apply_update`]: the one way an update from outside reaches a document.
 //! - [`fuzz`]: the incoming-frame path as one function, for fuzzing.
 
 mod apply;
+pub mod concat;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod hocuspocus;

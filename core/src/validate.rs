@@ -34,7 +34,7 @@ impl fmt::Display for Invalid {
     }
 }
 
-type Result<T> = std::result::Result<T, Invalid>;
+pub(crate) type Result<T> = std::result::Result<T, Invalid>;
 
 fn invalid<T>(what: impl Into<String>) -> Result<T> {
     Err(Invalid(what.into()))
@@ -62,13 +62,13 @@ const HAS_PARENT_SUB: u8 = 0b0010_0000;
 /// Type refs (yrs `TYPE_REFS_*`) whose encoding carries a name.
 const XML_ELEMENT: u8 = 3;
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
-    pos: usize,
+    pub(crate) pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Self { buf, pos: 0 }
     }
 
@@ -97,7 +97,7 @@ impl<'a> Reader<'a> {
     /// Not yrs's `read_var`: that one shifts with wrap-around, so eleven
     /// bytes or bits past the 64th read as a smaller number, and a
     /// validator must refuse what yrs would silently misread.
-    fn var(&mut self) -> Result<u64> {
+    pub(crate) fn var(&mut self) -> Result<u64> {
         let mut value = 0u64;
         let mut shift = 0u32;
         loop {
@@ -125,7 +125,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A count of things that each take at least `min_bytes` bytes.
-    fn count(&mut self, min_bytes: u64) -> Result<u64> {
+    pub(crate) fn count(&mut self, min_bytes: u64) -> Result<u64> {
         let n = self.var()?;
         if n.saturating_mul(min_bytes) > self.left() as u64 {
             return invalid(format!("claims {n} entries where {} bytes are left", self.left()));
@@ -290,7 +290,7 @@ pub fn update_v1(buf: &[u8]) -> Result<Shape> {
 
 /// One block: how many clock ticks it spans, and whether it is a skip (a
 /// gap in the update).
-fn block(r: &mut Reader<'_>, shape: &mut Shape) -> Result<(u64, bool)> {
+pub(crate) fn block(r: &mut Reader<'_>, shape: &mut Shape) -> Result<(u64, bool)> {
     let info = r.u8()?;
     if info == content::GC || info == content::SKIP {
         return Ok((r.var()?, info == content::SKIP));

@@ -76,6 +76,8 @@ enum Effect {
     /// Send an accepted update to every peer but its sender.
     Relay {
         origin: Origin,
+        /// The update (Yjs v1) and its frame.
+        raw: Bytes,
         frame: Bytes,
         /// When a peer's or the API's update reached the actor's handle.
         received: Option<std::time::Instant>,
@@ -412,9 +414,8 @@ impl DocActor {
                 }
             }
         }
-        for effect in std::mem::take(&mut self.effects) {
-            self.perform(effect);
-        }
+        let effects = std::mem::take(&mut self.effects);
+        self.perform_all(effects);
         self.drop_slow_peers();
         self.publish_awareness();
         stored

@@ -148,3 +148,29 @@ test('a document far larger than one WebSocket frame syncs whole (weft fragments
   await waitFor('the large update', () => b.doc.getText('t').length === text.length + 200 * 1024)
   assert.equal(b.doc.getText('t').toString(), a.doc.getText('t').toString())
 })
+
+test('a burst of edits reaches a reader whole when weft joins them into fewer frames, keys in the order written', async (t) => {
+  const server = await weft()
+  const a = provider(server, 'burst')
+  const b = provider(server, 'burst')
+  t.after(() => { a.p.destroy(); b.p.destroy() })
+  await synced(a.p)
+  await synced(b.p)
+  const text = a.doc.getText('t')
+  const map = a.doc.getMap('m')
+  // One transaction, so one update and one frame, per edit: about 1,150
+  // messages, under the default burst of 2,000 (`--rate-burst`).
+  for (let i = 0; i < 1000; i++) {
+    text.insert(text.length, `${i % 10}`)
+    if (i % 100 === 0) map.set(`k${i}`, { i, tag: 'x', nested: { z: 1, a: 2 } })
+    if (i % 7 === 0) text.delete(0, 1)
+  }
+  const want = text.toString()
+  await waitFor('reader has every edit', () => b.doc.getText('t').toString() === want, 20000)
+  for (const [key, value] of map.entries()) {
+    assert.equal(JSON.stringify(b.doc.getMap('m').get(key)), JSON.stringify(value), `map ${key} at the reader`)
+  }
+  const metrics = await (await fetch(`${server.http}/metrics`)).text()
+  const joined = Number(/^weft_updates_joined_total (\d+)/m.exec(metrics)?.[1] ?? 0)
+  assert.ok(joined > 0, `a burst of 1,000 edits should reach the actor many to a batch and be relayed joined (weft_updates_joined_total ${joined})`)
+})
