@@ -64,6 +64,8 @@ impl Feed {
     /// Starts the feed's tasks (they end when the last handle is dropped
     /// and the store's signal closes, or with the runtime).
     pub async fn start(store: Arc<dyn DocStore>, config: FeedConfig) -> Result<Feed, StoreError> {
+        // Subscribed before the first read, so that no commit falls between.
+        let committed = store.committed_events();
         let first = store.last_event_seq().await?;
         let (latest, _) = watch::channel(first);
         let (events, _) = broadcast::channel(BROADCAST);
@@ -75,8 +77,8 @@ impl Feed {
                 floor: AtomicI64::new(i64::MAX),
             }),
         };
-        tokio::spawn(follow(Arc::downgrade(&feed.inner), config.poll));
-        tokio::spawn(pump(Arc::downgrade(&feed.inner), first));
+        tokio::spawn(follow(Arc::downgrade(&feed.inner), committed, config.poll));
+        tokio::spawn(pump(Arc::downgrade(&feed.inner), feed.latest(), first));
         tokio::spawn(prune(Arc::downgrade(&feed.inner), config.retention));
         Ok(feed)
     }
@@ -135,10 +137,10 @@ fn raise(latest: &watch::Sender<i64>, seq: i64) {
 
 /// Keeps `latest` up to date: from this process's writer, and in cluster
 /// mode from the store itself.
-async fn follow(inner: std::sync::Weak<Inner>, poll: Option<Duration>) {
-    let Some(mut committed) = inner.upgrade().map(|i| i.store.committed_events()) else {
-        return;
-    };
+async fn follow(inner: std::sync::Weak<Inner>, mut committed: watch::Receiver<i64>, poll: Option<Duration>) {
+    if let Some(inner) = inner.upgrade() {
+        raise(&inner.latest, *committed.borrow_and_update());
+    }
     let mut tick = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -163,11 +165,8 @@ async fn follow(inner: std::sync::Weak<Inner>, poll: Option<Duration>) {
 }
 
 /// Reads each new stretch of the outbox once and broadcasts it.
-async fn pump(inner: std::sync::Weak<Inner>, mut cursor: i64) {
-    let Some(mut latest) = inner.upgrade().map(|i| i.latest.subscribe()) else {
-        return;
-    };
-    while latest.changed().await.is_ok() {
+async fn pump(inner: std::sync::Weak<Inner>, mut latest: watch::Receiver<i64>, mut cursor: i64) {
+    loop {
         let target = *latest.borrow_and_update();
         let Some(inner) = inner.upgrade() else { return };
         while cursor < target {
@@ -187,6 +186,10 @@ async fn pump(inner: std::sync::Weak<Inner>, mut cursor: i64) {
                     break;
                 }
             }
+        }
+        drop(inner);
+        if latest.changed().await.is_err() {
+            return;
         }
     }
 }

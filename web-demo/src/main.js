@@ -22,6 +22,7 @@ import { mountPresence } from './presence.js'
 import { mountStatus } from './status.js'
 import { mountDocs, DEFAULT_DOC, docUrl, nameProblem } from './docs.js'
 import { mountVersions } from './versions.js'
+import { followEvents } from './feed.js'
 import { seedWelcome } from './welcome.js'
 import { HocuspocusAdapter } from './hocuspocus.js'
 import { mountShare } from './share.js'
@@ -254,6 +255,17 @@ provider.awareness.on('change', ({ added, updated, removed }) => {
     versionMarks.set(id, mark)
   }
   if (changed) versions?.refresh()
+})
+
+// Changes made elsewhere (another page, the API, another server of a
+// cluster) reach the lists at once through the server's event feed.
+followEvents({
+  token,
+  docName,
+  // A document that comes or goes changes the list now; edits and people
+  // change an entry's details, refreshed at most every 2 s.
+  onDocs: (type) => (type === 'document.created' || type === 'document.deleted' ? docs?.refresh() : docs?.refreshSoon()),
+  onVersions: () => versions?.refresh()
 })
 
 // Copy link: never this page's own token (see share.js).
