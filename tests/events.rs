@@ -494,6 +494,44 @@ async fn a_token_sees_its_documents_only(store: Store) {
     assert_eq!(none.status, 401, "{}", none.text());
 }
 
+/// Cluster mode: a node's feed carries the events another node wrote
+/// (it polls the shared database), once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_feed_sees_another_nodes_events() {
+    let Some(redis) = common::redis::shared_redis() else {
+        return;
+    };
+    if common::postgres::shared_server().is_none() {
+        return;
+    }
+    let first = Server::builder().store(Store::Postgres).arg("--redis", &redis).start();
+    let second = Server::builder().on_database_of(&first).arg("--redis", &redis).start();
+    let mut feed = Feed::open(&second, "?types=version.created", &[]).await;
+    let doc = format!("events-cluster-{}", std::process::id());
+    let client = first.connect(&doc).await;
+    edit(&client, "on the first node").await;
+    client
+        .wait_for("stored", 5 * SECOND, |c| c.text("t") == "on the first node")
+        .await
+        .unwrap();
+    let body = json!({ "label": "from the first node" }).to_string();
+    let taken = http(
+        &first.addr,
+        "POST",
+        &format!("/api/docs/{}/versions", enc(&doc)),
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+    )
+    .await;
+    assert_eq!(taken.status, 201, "{}", taken.text());
+    let seen = feed
+        .until("the first node's version", 10 * SECOND, |s| !s.is_empty())
+        .await;
+    assert_eq!(seen[0].json()["data"]["label"], "from the first node");
+    assert_eq!(seen[0].json()["document"], doc.as_str());
+    assert!(feed.next(SECOND).await.is_none(), "once");
+}
+
 for_both_stores!(
     every_event_type_has_its_envelope,
     document_updated_says_what_changed,
