@@ -16,14 +16,19 @@
 //! leaves.
 
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, warn};
 
 use crate::clock::now_ms;
-use crate::storage::{DocStore, StoreError, StoredEvent};
+use crate::name::DocName;
+use crate::storage::{BoxFuture, DocStore, StoreError, StoredEvent};
+
+/// Renders a document's content as JSON (`doc::content`, through the
+/// registry): given by the wiring, since this layer sits below `doc`.
+pub type ContentSource = Arc<dyn Fn(DocName) -> BoxFuture<'static, Result<serde_json::Value, String>> + Send + Sync>;
 
 /// Events read from the outbox at once, by the pump and by a subscriber
 /// catching up: what bounds a subscriber's memory.
@@ -58,6 +63,7 @@ struct Inner {
     events: broadcast::Sender<Arc<StoredEvent>>,
     /// No event above this is pruned: the lowest webhook cursor.
     floor: AtomicI64,
+    content: OnceLock<ContentSource>,
 }
 
 impl Feed {
@@ -75,6 +81,7 @@ impl Feed {
                 latest,
                 events,
                 floor: AtomicI64::new(i64::MAX),
+                content: OnceLock::new(),
             }),
         };
         tokio::spawn(follow(Arc::downgrade(&feed.inner), committed, config.poll));
@@ -96,6 +103,22 @@ impl Feed {
 
     pub fn store(&self) -> &Arc<dyn DocStore> {
         &self.inner.store
+    }
+
+    /// Set once by the wiring (`server.rs`): how [`content`](Self::content)
+    /// renders a document.
+    pub fn set_content_source(&self, source: ContentSource) {
+        let _ = self.inner.content.set(source);
+    }
+
+    /// A document's content as JSON, as `GET /api/docs/{name}` shows it
+    /// (for webhooks subscribed with `?content=1`). Loads the document if
+    /// it is not loaded.
+    pub async fn content(&self, doc: DocName) -> Result<serde_json::Value, String> {
+        match self.inner.content.get() {
+            Some(source) => source(doc).await,
+            None => Err("no content source wired".into()),
+        }
     }
 
     /// Events after `after`, as they come (see [`Subscription`]).
