@@ -1,7 +1,8 @@
--- weft storage schema for PostgreSQL, version 4: the same tables, columns
+-- weft storage schema for PostgreSQL, version 5: the same tables, columns
 -- and meaning as schema.sql (SQLite), in PostgreSQL's types, and one
 -- column of cluster mode's (`snapshots.stream_id`). Versions up to 3 are
--- shared with SQLite; 4 is PostgreSQL's alone (migrations/postgres/).
+-- shared with SQLite; 4 is PostgreSQL's alone (migrations/postgres/); 5
+-- (the events outbox) is SQLite's 4.
 --
 -- Applied at start-up to a database without weft's tables, inside one
 -- transaction holding an advisory lock, so that two weft processes starting
@@ -21,7 +22,9 @@ CREATE TABLE IF NOT EXISTS documents (
     created_at  BIGINT  NOT NULL,
     updated_at  BIGINT  NOT NULL,
     -- bytes of the latest snapshot plus the log after it
-    size_bytes  BIGINT  NOT NULL DEFAULT 0
+    size_bytes  BIGINT  NOT NULL DEFAULT 0,
+    -- the last update seq a document.updated event covers (events below)
+    reported_seq BIGINT NOT NULL DEFAULT 0
 );
 
 -- Append-only log of every accepted update. `seq` numbers the updates of one
@@ -69,3 +72,16 @@ CREATE TABLE IF NOT EXISTS revoked_tokens (
     revoked_at  BIGINT  NOT NULL,
     expires_at  BIGINT  NOT NULL
 );
+
+-- The outbox of events (schema.sql, README *Events*), written in the same
+-- transaction as the change each reports.
+CREATE TABLE IF NOT EXISTS events (
+    seq         BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          TEXT    NOT NULL UNIQUE,
+    type        TEXT    NOT NULL,
+    document    TEXT,
+    created_at  BIGINT  NOT NULL,
+    body        TEXT    NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);

@@ -1,4 +1,4 @@
--- weft storage schema, version 3: what a new database gets.
+-- weft storage schema, version 4: what a new database gets.
 --
 -- Applied at start-up when the database is new (PRAGMA user_version = 0) and
 -- recorded with PRAGMA user_version. An older database is brought up to date
@@ -14,7 +14,9 @@ CREATE TABLE IF NOT EXISTS documents (
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
     -- bytes of the latest snapshot plus the log after it
-    size_bytes  INTEGER NOT NULL DEFAULT 0
+    size_bytes  INTEGER NOT NULL DEFAULT 0,
+    -- the last update seq a document.updated event covers (events below)
+    reported_seq INTEGER NOT NULL DEFAULT 0
 );
 
 -- Append-only log of every accepted update. `seq` numbers the updates of one
@@ -60,3 +62,19 @@ CREATE TABLE IF NOT EXISTS revoked_tokens (
     revoked_at  INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL
 );
+
+-- The outbox of events (README, *Events*): a row is written in the same
+-- transaction as the change it reports. `seq` orders them (the SSE feed's
+-- `id:`, the webhooks' cursors); `id` is the envelope's `evt_` id; `body`
+-- is the envelope exactly as delivered. Pruned after --events-retention
+-- once every webhook has delivered them.
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT    NOT NULL UNIQUE,
+    type        TEXT    NOT NULL,
+    document    TEXT,
+    created_at  INTEGER NOT NULL,
+    body        TEXT    NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
