@@ -21,6 +21,7 @@
 mod cluster;
 mod events;
 mod history;
+mod relay;
 mod sync;
 #[cfg(test)]
 mod tests;
