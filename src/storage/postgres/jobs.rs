@@ -18,9 +18,20 @@ impl Tx<'_> {
                  SELECT id FROM new UNION ALL SELECT id FROM documents WHERE name = $1",
             )
             .await?;
-        let row = self.conn.query_one(&stmt, &[&doc.as_str(), &self.now]).await?;
+        let id = match self.conn.query_opt(&stmt, &[&doc.as_str(), &self.now]).await? {
+            Some(row) => row.get(0),
+            // Another node inserted the row meanwhile: the conflict waited
+            // for its commit, but this statement's SELECT cannot see it (its
+            // snapshot is older). The next statement's can. (Two cluster
+            // nodes compacting or versioning a new document at once.)
+            None => self.doc_id(doc).await?.ok_or_else(|| {
+                Failed::Job(crate::storage::StoreError::Postgres(format!(
+                    "document '{doc}' was neither inserted nor found"
+                )))
+            })?,
+        };
         self.known.insert(doc.clone());
-        Ok(row.get(0))
+        Ok(id)
     }
 
     pub(super) async fn doc_id(&mut self, doc: &DocName) -> Result<Option<i64>, Failed> {
