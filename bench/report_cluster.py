@@ -50,6 +50,25 @@ def mean_ms(t, nodes, series):
     return None if s is None or not c else s / c * 1000
 
 
+def bucket_quantile_ms(t, nodes, series, q=0.99):
+    """The upper bound (ms) of the /metrics bucket holding quantile `q` of a
+    histogram's observations over the trial, summed over some nodes."""
+    ms = t.get("weft_metrics") or []
+    cum = {}
+    for i in nodes:
+        for k, v in (ms[i] if i < len(ms) else {}).items():
+            if k.startswith(series + '_bucket{le="'):
+                le = k[len(series) + len('_bucket{le="'):-2]
+                cum[le] = cum.get(le, 0) + v
+    total = cum.pop("+Inf", None)
+    if not total:
+        return None
+    for le, c in sorted(((float(k), c) for k, c in cum.items())):
+        if c >= q * total:
+            return le * 1000
+    return None
+
+
 def updates_per_append(t):
     c = metric_sum(t, [0], "stream_append_duration_seconds_count")
     return None if not c else (t.get("sent") or 0) / c
@@ -117,7 +136,11 @@ def cluster_section(runs, command, quick=False):
         ("all processes, µs per update (↓)", total_us, None),
         ("stream append, mean ms (node 1)", lambda t: mean_ms(t, [0], "stream_append_duration_seconds"), None),
         ("updates per append (node 1)", updates_per_append, 1),
+        ("stream append, 99% within ms (bucket bound, node 1)",
+         lambda t: bucket_quantile_ms(t, [0], "stream_append_duration_seconds"), None),
         ("replication lag, mean ms (nodes 2, 3; whole ms)", lambda t: mean_ms(t, [1, 2], "stream_lag_seconds"), None),
+        ("replication lag, 99% within ms (bucket bound, nodes 2, 3)",
+         lambda t: bucket_quantile_ms(t, [1, 2], "stream_lag_seconds"), None),
     ]
     for rate in rates:
         for label, get, digits in rows:
@@ -132,7 +155,7 @@ def cluster_section(runs, command, quick=False):
             one = figure([get(pick(run, "single", rate)) for run in runs], digits)[0]
             many = figure([get(pick(run, "cluster", rate)) for run in runs], digits)[0]
             ratios = [r.ratio(get(pick(run, "cluster", rate)), get(pick(run, "single", rate))) for run in runs]
-            rr = figure(ratios, 2)[0] if "missing" not in label and "append" not in label and "lag" not in label else ""
+            rr = figure(ratios, 2)[0] if not any(w in label for w in ("missing", "append", "lag")) else ""
             if "Redis" in label:
                 one = "–"
                 rr = ""

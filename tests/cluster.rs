@@ -3,6 +3,10 @@
 //! (`WEFT_TEST_REDIS`, or a redis-server of the test's own when it kills
 //! it), clients spread over the nodes. Like the PostgreSQL tests, these
 //! fail when their servers are missing, unless the variable says `skip`.
+//!
+//! Over 500 lines on purpose: every test here starts the same three-node
+//! cluster with the helpers below, and each guards one promise of
+//! docs/CLUSTER.md; splitting them would split those helpers too.
 
 mod common;
 
