@@ -750,3 +750,40 @@ async fn nodes_storing_a_new_document_at_once_all_succeed() {
         }
     }
 }
+
+/// A node that fell behind the stream (stalled) reads what it missed in
+/// large batches when it runs again: its peers get each batch as one
+/// merged update, not a frame per entry, so a backlog larger than a peer's
+/// queue does not drop the peer as too slow (4503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_catching_up_on_the_stream_keeps_its_peers() {
+    const SIGSTOP: i32 = 19;
+    const SIGCONT: i32 = 18;
+    let Some(redis) = servers() else { return };
+    let doc = room("catch/up");
+    let first = nodes(&redis, 1).remove(0);
+    let behind = Server::builder()
+        .on_database_of(&first)
+        .arg("--redis", &redis)
+        .arg("--peer-queue", "64")
+        .start();
+    let writer = first.connect(&doc).await;
+    let reader = behind.connect(&doc).await;
+    behind.signal(SIGSTOP);
+    let text = writer.doc.get_or_insert_text("t");
+    for i in 0..300 {
+        writer.edit(|txn| text.push(txn, &format!("{i} ")));
+    }
+    eventually("the edits in the stream", 10 * SECOND, || async {
+        stream_len(&redis, &doc) >= 300
+    })
+    .await;
+    behind.signal(SIGCONT);
+    let want = writer.text("t");
+    reader
+        .wait_for("everything, after the stall", 10 * SECOND, |c| c.text("t") == want)
+        .await
+        .unwrap();
+    assert!(!reader.seen().ended, "the reader stays connected");
+    assert!(!behind.log().contains("too slow"), "no peer dropped as too slow");
+}
