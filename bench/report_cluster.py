@@ -37,6 +37,17 @@ def total_us(t):
     return sum(p for p in parts if p is not None)
 
 
+def other_cpu(t):
+    """Cores the rest of the machine used during a trial: the load
+    generator's `other_cpu` less every server process of the trial (the
+    trial names no one server, so its `other_cpu` still holds them)."""
+    other, span = t.get("other_cpu"), t.get("span_s")
+    if not isinstance(other, (int, float)) or not span:
+        return None
+    ours = sum(x for x in t.get("cpu_s") or [] if isinstance(x, (int, float)))
+    return max(0.0, other - ours / span)
+
+
 def metric_sum(t, nodes, name):
     """A /metrics series' change over the trial, summed over some nodes."""
     ms = t.get("weft_metrics") or []
@@ -108,7 +119,7 @@ def cluster_section(runs, command, quick=False):
         "each process over the trial (warm-up included, PostgreSQL's postmaster and backends summed) divided by "
         f"the updates the writer sent. {'Median (range) of ' + str(n) + ' runs.' if n > 1 else 'One run: not a headline.'}")
     out.append("")
-    others = sorted(v for run in runs for t in trials(run) for v in [t.get("other_cpu")] if isinstance(v, (int, float)))
+    others = sorted(v for run in runs for t in trials(run) for v in [other_cpu(t)] if v is not None)
     pressure = sorted(v for run in runs for t in trials(run) for v in [t.get("cpu_pressure")] if isinstance(v, (int, float)))
     out.append(f"- machine: {m.get('nproc')} cores online ({m.get('cpus_online')}), {m.get('cpu_model')}, kernel "
                f"{m.get('kernel')}, {r.fmt(m.get('mem_gib'))} GiB; weft commit `{ver.get('weft_commit', '?')}`, "
@@ -118,7 +129,8 @@ def cluster_section(runs, command, quick=False):
     out.append(f"- load average (1, 5, 15 min) before each run: {'; '.join(l for l in loads if l) or '?'}"
                + (f"; runs finished {', '.join(w for w in when if w)}" if any(when) else ""))
     if others:
-        out.append(f"- other work on the machine during the trials: other CPU median {r.fmt(others[len(others) // 2], 2)}, "
+        out.append(f"- other work on the machine during the trials (busy cores less the load generator and every server "
+                   f"process of the trial): median {r.fmt(others[len(others) // 2], 2)}, "
                    f"max {r.fmt(others[-1], 2)} cores; CPU pressure median {r.fmt(pressure[len(pressure) // 2] if pressure else None)}")
     out.append("")
     out.append("| writer updates/s | metric | one node | cluster (3 nodes) | cluster / one node |")
