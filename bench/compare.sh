@@ -18,6 +18,10 @@
 #   bench/compare.sh --only hostile --out target/bench-hostile-1    the hostile peer (weft only); the
 #       median of three such runs goes into docs/BENCHMARKS.md with
 #       python3 bench/report.py --hostile target/bench-hostile-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench
+#   bench/compare.sh --only cluster --out target/bench-cluster-1    three weft nodes (PostgreSQL and
+#       Redis, throwaway servers started here on free ports, pinned with the servers, stopped by PID
+#       at the end) beside one weft on the same PostgreSQL; the median of three such runs goes in with
+#       python3 bench/report.py --cluster target/bench-cluster-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md
 #   bench/compare.sh --only hocuspocus --out target/bench-hocus-1    weft's /hocuspocus beside
 #       @hocuspocus/server (fan-out, many documents, crash); the median of three such runs goes in with
 #       python3 bench/report.py --hocuspocus target/bench-hocus-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench
@@ -42,7 +46,7 @@ while [ $# -gt 0 ]; do
         --weft-bin) WEFT_BIN="$2"; shift ;;
         --weft-bin=*) WEFT_BIN="${1#--weft-bin=}" ;;
         --store) STORE="$2"; shift ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -90,8 +94,10 @@ cargo build --release --quiet -p weft -p weft-bench
 echo "== installing @y/websocket-server@$REF_VERSION into a temporary folder" >&2
 REF_DIR=$(mktemp -d "${TMPDIR:-/tmp}/weft-reference.XXXXXX")
 PG_DIR=""
+REDIS_DIR=""
 cleanup() {
     rm -rf "$REF_DIR"
+    if [ -n "$REDIS_DIR" ]; then scripts/redis-server.sh stop "$REDIS_DIR"; fi
     if [ -n "$PG_DIR" ]; then scripts/pg-server.sh stop "$PG_DIR"; fi
 }
 trap cleanup EXIT
@@ -109,20 +115,39 @@ if [ ! -f bench/hocuspocus/node_modules/.package-lock.json ] \
 fi
 HOCUS_SERVER="$ROOT/bench/hocuspocus/server.js"
 
+# A throwaway PostgreSQL, once, for --store postgres and the cluster scenario.
+start_postgres() {
+    if [ -n "$PG_DIR" ]; then return; fi
+    echo "== starting a throwaway PostgreSQL (scripts/pg-server.sh)" >&2
+    pg_env=$(scripts/pg-server.sh start)
+    eval "$pg_env"
+    # With the servers under test, so that weft on PostgreSQL gets the
+    # same cores as weft on SQLite (whose disk work is in its process).
+    if [ -n "$SERVER_CORES" ]; then taskset -a -p -c "$SERVER_CORES" "$PG_PID" >/dev/null; fi
+}
+
 PG_ARGS=()
 case "$STORE" in
     "") ;;
     postgres)
-        echo "== starting a throwaway PostgreSQL (scripts/pg-server.sh)" >&2
-        pg_env=$(scripts/pg-server.sh start)
-        eval "$pg_env"
-        # With the servers under test, so that weft on PostgreSQL gets the
-        # same cores as weft on SQLite (whose disk work is in its process).
-        if [ -n "$SERVER_CORES" ]; then taskset -a -p -c "$SERVER_CORES" "$PG_PID" >/dev/null; fi
+        start_postgres
         PG_ARGS=(--postgres "$PG_URL")
         ;;
     *) echo "--store: only postgres is known" >&2; exit 2 ;;
 esac
+
+# The cluster scenario (in a full run, --quick, or --only ...cluster...):
+# PostgreSQL and Redis (appendfsync always), pinned with the weft nodes.
+CLUSTER_ARGS=()
+if [ -z "$ONLY" ] || [[ ",$ONLY," == *,cluster,* ]]; then
+    start_postgres
+    echo "== starting a throwaway Redis (scripts/redis-server.sh)" >&2
+    redis_env=$(scripts/redis-server.sh start)
+    eval "$redis_env"
+    if [ -n "$SERVER_CORES" ]; then taskset -a -p -c "$SERVER_CORES" "$REDIS_PID" >/dev/null; fi
+    CLUSTER_ARGS=(--cluster-postgres "$PG_URL" --cluster-postgres-pid "$PG_PID"
+        --cluster-redis "$REDIS_URL" --cluster-redis-pid "$REDIS_PID")
+fi
 
 mkdir -p "$OUT"
 pkg_version() { node -p "require('$REF_DIR/node_modules/$1/package.json').version"; }
@@ -140,6 +165,9 @@ cat > "$OUT/versions.json" <<EOF
   "hocuspocus_server": "$(node -p "require('$ROOT/bench/hocuspocus/node_modules/@hocuspocus/server/package.json').version")",
   "hocuspocus_sqlite": "$(node -p "require('$ROOT/bench/hocuspocus/node_modules/@hocuspocus/extension-sqlite/package.json').version")",
   "trace": "$(basename "$TRACE")",
+  "redis": "$(redis-server --version 2>/dev/null | sed -n 's/.*v=\([^ ]*\).*/\1/p')",
+  "postgres": "$(pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1); [ -n "$pg_bin" ] && "$pg_bin/postgres" --version | sed 's/^postgres (PostgreSQL) //')",
+  "load_before": "$(cut -d' ' -f1-3 /proc/loadavg)",
   "nice": "$(if [ ${#PIN_GEN[@]} -gt 0 ] && [ "${PIN_GEN[0]}" = nice ]; then echo -10; else echo 0; fi)",
   "cpu_pressure_avg300_before": "$(sed -n 's/^some .*avg300=\([0-9.]*\).*/\1/p' /proc/pressure/cpu 2>/dev/null)"
 }
@@ -155,7 +183,7 @@ if [ -n "$ONLY" ]; then ONLY_ARGS=(--only "$ONLY"); fi
     --trace "$TRACE" \
     --out "$OUT" \
     --server-cores "$SERVER_CORES" \
-    $QUICK "${ONLY_ARGS[@]}" "${PG_ARGS[@]}"
+    $QUICK "${ONLY_ARGS[@]}" "${PG_ARGS[@]}" "${CLUSTER_ARGS[@]}"
 
 elapsed=$(( $(date +%s) - started ))
 cat > "$OUT/run.json" <<EOF

@@ -742,15 +742,23 @@ def main():
     ap.add_argument("--versions")
     ap.add_argument("--run")
     ap.add_argument("--md")
-    ap.add_argument("--svg-dir", required=True)
+    ap.add_argument("--svg-dir")
     ap.add_argument("--hostile", nargs="+", metavar="RESULTS",
                     help="results.json files of hostile runs: their median goes into --merge-into's hostile section")
     ap.add_argument("--postgres", nargs="+", metavar="RESULTS",
                     help="results.json files of --store postgres runs: their median goes into --merge-into's PostgreSQL section")
     ap.add_argument("--hocuspocus", nargs="+", metavar="RESULTS",
                     help="results.json files of --only hocuspocus runs: their median goes into --merge-into's Hocuspocus section")
-    ap.add_argument("--merge-into", metavar="MD", help="with --hostile, --postgres or --hocuspocus: the report to update; the rest of it is kept")
+    ap.add_argument("--cluster", nargs="+", metavar="RESULTS",
+                    help="results.json files of --only cluster runs: their median goes into --merge-into's Cluster section")
+    ap.add_argument("--merge-into", metavar="MD", help="with --hostile, --postgres, --hocuspocus or --cluster: the report to update; the rest of it is kept")
     args = ap.parse_args()
+    if args.cluster:
+        if not args.merge_into:
+            ap.error("--cluster needs --merge-into")
+        import report_cluster
+        report_cluster.cluster_main(args)
+        return
     if args.hocuspocus:
         if not args.merge_into:
             ap.error("--hocuspocus needs --merge-into")
@@ -762,12 +770,12 @@ def main():
         postgres_main(args)
         return
     if args.hostile:
-        if not args.merge_into:
-            ap.error("--hostile needs --merge-into")
+        if not args.merge_into or not args.svg_dir:
+            ap.error("--hostile needs --merge-into and --svg-dir")
         hostile_main(args)
         return
-    if not args.results or not args.md:
-        ap.error("--results and --md are needed (or --hostile and --merge-into)")
+    if not args.results or not args.md or not args.svg_dir:
+        ap.error("--results, --md and --svg-dir are needed (or --hostile, --postgres, --hocuspocus or --cluster, and --merge-into)")
     res = json.load(open(args.results))
     ver = json.load(open(args.versions)) if args.versions and os.path.exists(args.versions) else {}
     run = json.load(open(args.run)) if args.run and os.path.exists(args.run) else {}
@@ -973,7 +981,7 @@ def main():
     out.append("```sh")
     out.append("bench/compare.sh            # full run (well under 20 minutes): rewrites this file and docs/bench/*.svg")
     out.append("bench/compare.sh --quick    # CI-sized run (< 2 minutes): report in target/bench-quick/")
-    out.append("bench/compare.sh --only fanout,manydocs,idle,replay,coldload,durable,hostile,hocuspocus")
+    out.append("bench/compare.sh --only fanout,manydocs,idle,replay,coldload,durable,hostile,hocuspocus,cluster")
     out.append("# the load generator alone, against any y-websocket server:")
     out.append("target/release/weft-bench fanout --url ws://127.0.0.1:1234 --readers 32 [--rate 5000] [--pid PID]")
     out.append("target/release/weft-bench many-docs --url ws://127.0.0.1:1234 --docs 1000 --clients 4")
@@ -1013,6 +1021,13 @@ def main():
         one["_versions"] = ver
         command = f"{run.get('command', 'bench/compare.sh')}\n# the record: the median of three runs\n{HOCUS_COMMAND}"
         out.extend(hocus_section([one], command, quick=res.get("quick")))
+        out.append("")
+    if sc.get("cluster"):
+        import report_cluster
+        one = dict(res)
+        one["_versions"] = ver
+        command = f"{run.get('command', 'bench/compare.sh')}\n# the record: the median of three runs\n{report_cluster.CLUSTER_COMMAND}"
+        out.extend(report_cluster.cluster_section([one], command, quick=res.get("quick")))
         out.append("")
     out.append("## Charts")
     out.append("")

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::attack::Attack;
+use crate::cluster::{self, ClusterPlan};
 use crate::conn::{Error, Target};
 use crate::hocus::{self, HocusPlan};
 use crate::hostile::{self, Hostile};
@@ -38,6 +39,7 @@ pub struct Plan {
     pub durable: Durable,
     pub hostile: Hostile,
     pub hocus: HocusPlan,
+    pub cluster: ClusterPlan,
 }
 
 impl Plan {
@@ -93,6 +95,7 @@ impl Plan {
                     attack: Attack::issue_11(),
                 },
                 hocus: HocusPlan::new(quick),
+                cluster: ClusterPlan::new(quick),
             }
         } else {
             Plan {
@@ -144,6 +147,7 @@ impl Plan {
                     attack: Attack::issue_11(),
                 },
                 hocus: HocusPlan::new(quick),
+                cluster: ClusterPlan::new(quick),
             }
         }
     }
@@ -403,6 +407,16 @@ pub async fn run(
     if wanted("hocuspocus") && servers.hocuspocus.is_some() {
         results["scenarios"]["hocuspocus"] = hocus::run(servers, &plan.hocus).await?;
         save(&mut results)?;
+    }
+    if wanted("cluster") {
+        match &servers.cluster {
+            Some(backends) => {
+                results["scenarios"]["cluster"] = cluster::run(servers, backends, &plan.cluster).await?;
+                save(&mut results)?;
+            }
+            None if only.is_empty() => eprintln!("cluster: skipped (no --cluster-postgres and --cluster-redis)"),
+            None => return Err("--only cluster needs --cluster-postgres and --cluster-redis".into()),
+        }
     }
     save(&mut results)?;
     Ok(results)

@@ -17,11 +17,14 @@
 //!   without [`attack`], one hostile peer doing three of issue 11's attacks
 //!   at once.
 //! - [`servers`]: the three servers' processes: start, stop, kill, restart.
+//! - [`cluster`]: three weft nodes over Redis and PostgreSQL beside one,
+//!   the same clients spread over the nodes.
 //! - [`compare`]: every scenario on each server, one run, one JSON file.
 
 pub mod attack;
 pub mod bigdoc;
 pub mod client;
+pub mod cluster;
 pub mod compare;
 pub mod conn;
 pub mod hocus;

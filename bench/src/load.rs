@@ -175,13 +175,40 @@ pub struct FanoutTrial {
 
 /// One document, one writer at a fixed rate, `readers` readers.
 pub async fn fanout_trial(target: &Target, pid: Option<u32>, doc: &str, p: &FanoutTrial) -> Result<Value, Error> {
+    let spread = Spread {
+        writer: target,
+        readers: std::slice::from_ref(target),
+        watched: &[],
+    };
+    fanout_spread(&spread, pid, doc, p).await
+}
+
+/// Where a fan-out trial's clients connect: the writer to one server, the
+/// readers spread round-robin over others (the nodes of a cluster); and
+/// other processes whose CPU time the trial reads (`cpu_s` in its result,
+/// in the order given), beside the one `pid` it reports as `server_cpu`.
+pub struct Spread<'a> {
+    pub writer: &'a Target,
+    pub readers: &'a [Target],
+    pub watched: &'a [u32],
+}
+
+/// [`fanout_trial`] with its clients spread as `spread` says. Its result
+/// also has `sent` (every update the writer sent, warm-up included) and
+/// `span_s`, the time over which CPU was read (from the first send to the
+/// last update drained): CPU per update is `cpu_s / sent`.
+pub async fn fanout_spread(spread: &Spread<'_>, pid: Option<u32>, doc: &str, p: &FanoutTrial) -> Result<Value, Error> {
+    let targets = spread.readers;
+    if targets.is_empty() {
+        return Err("a fan-out trial needs somewhere to put its readers".into());
+    }
     let readers = open_many(p.readers, 64, |i| {
-        let target = target.clone();
+        let target = targets[i % targets.len()].clone();
         let doc = doc.to_string();
         async move { target.join(&doc, i).await }
     })
     .await?;
-    let mut writer = target.join(doc, p.readers).await?;
+    let mut writer = spread.writer.join(doc, p.readers).await?;
 
     let epoch = Instant::now();
     let window = Window::new(p.warmup, p.measure);
@@ -201,6 +228,7 @@ pub async fn fanout_trial(target: &Target, pid: Option<u32>, doc: &str, p: &Fano
         .collect();
 
     let meter = CpuMeter::start(pid);
+    let watched_before: Vec<_> = spread.watched.iter().map(|&w| stats::sample(w)).collect();
     let total = ((window.to_us as f64 / 1e6) * p.rate).ceil() as u64;
     let scheduled = |seq: u64| (seq as f64 * 1e6 / p.rate) as u64;
     let mut appender = Appender::new(1);
@@ -244,6 +272,16 @@ pub async fn fanout_trial(target: &Target, pid: Option<u32>, doc: &str, p: &Fano
     let expected = in_window * p.readers as u64;
     drain(&counter, expected).await;
     let usage = meter.finish();
+    let watched_cpu: Vec<Value> = spread
+        .watched
+        .iter()
+        .zip(&watched_before)
+        .map(|(&w, before)| match (before, stats::sample(w)) {
+            (Some(a), Some(b)) => json!(round3(b.cpu_s - a.cpu_s)),
+            _ => Value::Null,
+        })
+        .collect();
+    let span_s = epoch.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
     let mut totals = Totals::gather(tasks).await?;
     let _ = writer.close(None).await;
@@ -259,7 +297,12 @@ pub async fn fanout_trial(target: &Target, pid: Option<u32>, doc: &str, p: &Fano
         "disconnects": totals.disconnects,
         "writer_error": writer_error,
         "latency": totals.hist.summary_ms(),
+        "sent": seq,
+        "span_s": round3(span_s),
     });
+    if !spread.watched.is_empty() {
+        out["cpu_s"] = json!(watched_cpu);
+    }
     merge(&mut out, usage);
     Ok(out)
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use weft_bench::attack::{self, Attack};
+use weft_bench::cluster::Backends;
 use weft_bench::compare::{self, Plan};
 use weft_bench::conn::{Error, Target};
 use weft_bench::load::{self, Durable, FanoutTrial, Idle, ManyDocs};
@@ -175,13 +176,24 @@ enum Cmd {
         /// Small sizes and short durations, for CI.
         #[arg(long)]
         quick: bool,
-        /// Only these scenarios: fanout, manydocs, idle, replay, coldload, durable, hostile, hocuspocus.
+        /// Only these scenarios: fanout, manydocs, idle, replay, coldload, durable, hostile, hocuspocus, cluster.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// A PostgreSQL server (postgres://...): weft also runs on a fresh
         /// database of it in the durable and manydocs scenarios.
         #[arg(long)]
         postgres: Option<String>,
+        /// The cluster scenario's PostgreSQL server (postgres://...) and
+        /// its postmaster's pid (bench/compare.sh starts one).
+        #[arg(long, requires_all = ["cluster_postgres_pid", "cluster_redis", "cluster_redis_pid"])]
+        cluster_postgres: Option<String>,
+        #[arg(long)]
+        cluster_postgres_pid: Option<u32>,
+        /// The cluster scenario's Redis server (redis://...) and its pid.
+        #[arg(long)]
+        cluster_redis: Option<String>,
+        #[arg(long)]
+        cluster_redis_pid: Option<u32>,
         /// The hostile scenario's attacker does only these: answers,
         /// stalled, flood, fragments (default: all).
         #[arg(long, value_delimiter = ',')]
@@ -363,8 +375,21 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
             quick,
             only,
             postgres,
+            cluster_postgres,
+            cluster_postgres_pid,
+            cluster_redis,
+            cluster_redis_pid,
             attack_parts,
         } => {
+            let cluster = match (cluster_postgres, cluster_postgres_pid, cluster_redis, cluster_redis_pid) {
+                (Some(postgres), Some(postgres_pid), Some(redis), Some(redis_pid)) => Some(Backends {
+                    postgres,
+                    postgres_pid,
+                    redis,
+                    redis_pid,
+                }),
+                _ => None,
+            };
             std::fs::create_dir_all(&out)?;
             let servers = Servers {
                 weft: std::fs::canonicalize(&weft).map_err(|e| format!("{}: {e}", weft.display()))?,
@@ -374,6 +399,7 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
                 cores: server_cores,
                 work: std::fs::canonicalize(&out)?,
                 postgres,
+                cluster,
             };
             let mut plan = Plan::new(quick);
             if !attack_parts.is_empty() {

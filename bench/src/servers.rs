@@ -58,6 +58,8 @@ pub struct Servers {
     /// fresh database of it in the durable-writes and many-documents
     /// scenarios.
     pub postgres: Option<String>,
+    /// PostgreSQL and Redis for the cluster scenario; `None` skips it.
+    pub cluster: Option<crate::cluster::Backends>,
 }
 
 /// A running server process.
@@ -84,33 +86,10 @@ impl Servers {
     /// A fresh database named after `label` on the PostgreSQL server, by
     /// URL; `None` without `--store postgres`.
     pub fn fresh_postgres(&self, label: &str) -> Result<Option<String>, Error> {
-        let Some(server) = &self.postgres else {
-            return Ok(None);
-        };
-        let name = format!("bench_{}", label.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            let out = std::process::Command::new("psql")
-                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", server, "-c", &sql])
-                .output()?;
-            if !out.status.success() {
-                return Err(format!("psql {sql}: {}", String::from_utf8_lossy(&out.stderr)).into());
-            }
+        match &self.postgres {
+            Some(server) => fresh_database(server, label).map(Some),
+            None => Ok(None),
         }
-        let (base, query) = server.split_once('?').map_or((server.as_str(), ""), |(b, q)| (b, q));
-        let authority_end = base.find("://").map_or(0, |i| i + 3);
-        let base = match base[authority_end..].find('/') {
-            Some(i) => &base[..authority_end + i],
-            None => base,
-        };
-        let query = if query.is_empty() {
-            String::new()
-        } else {
-            format!("?{query}")
-        };
-        Ok(Some(format!("{base}/{name}{query}")))
     }
 
     /// Starts a server of `kind`; weft gets `extra` flags and a fresh database
@@ -206,6 +185,35 @@ impl Servers {
         let log = self.work.join(format!("{label}.log"));
         Server::launch(kind, argv, env, log, format!("ws://{addr}"), db_path)
     }
+}
+
+/// A fresh database named after `label` on the PostgreSQL server at
+/// `server` (dropped first if a run left it), by URL.
+pub fn fresh_database(server: &str, label: &str) -> Result<String, Error> {
+    let name = format!("bench_{}", label.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        let out = std::process::Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", server, "-c", &sql])
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("psql {sql}: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+    }
+    let (base, query) = server.split_once('?').unwrap_or((server, ""));
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_end..].find('/') {
+        Some(i) => &base[..authority_end + i],
+        None => base,
+    };
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    Ok(format!("{base}/{name}{query}"))
 }
 
 fn spawn(argv: &[String], env: &[(String, String)], log: &Path) -> Result<Child, Error> {

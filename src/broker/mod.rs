@@ -197,6 +197,14 @@ impl Broker {
         }
     }
 
+    /// Whether a document has an updates stream: some node appended to it,
+    /// and PostgreSQL may hold no snapshot of it yet. (A stream trimmed
+    /// empty still exists; a deleted document's is gone.)
+    pub async fn has_stream(&self, doc: &DocName) -> Result<bool, BrokerError> {
+        let found: i64 = self.conn.clone().exists(updates_key(doc)).await?;
+        Ok(found > 0)
+    }
+
     /// Deletes a document's streams and keys (the document was deleted).
     pub async fn delete(&self, doc: &DocName) -> Result<(), BrokerError> {
         let keys = [updates_key(doc), awareness_key(doc), lease_key(doc), trimmed_key(doc)];

@@ -192,14 +192,28 @@ async fn list_docs(State(state): State<AppState>, caller: Caller) -> ApiResult<J
     Ok(Json(json!({ "docs": docs })))
 }
 
-/// A document exists once it is stored or someone is connected to it.
+/// A document exists once it is stored or someone is connected to it; in
+/// cluster mode also once it has a stream (edited through another node,
+/// not snapshotted yet).
 async fn existing(state: &AppState, name: &DocName) -> ApiResult<Option<DocMeta>> {
     let meta = state.registry.stored(name).await?;
     let live = state.registry.loaded(name).is_some_and(|h| h.peers() > 0);
-    if meta.is_none() && !live {
+    if meta.is_none() && !live && !in_stream(state, name).await? {
         return Err(ApiError::not_found(format!("no document '{name}'")));
     }
     Ok(meta)
+}
+
+/// Whether the document has a stream in the cluster's Redis (never outside
+/// cluster mode).
+async fn in_stream(state: &AppState, name: &DocName) -> ApiResult<bool> {
+    let Some(broker) = state.registry.broker() else {
+        return Ok(false);
+    };
+    broker
+        .has_stream(name)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 
 /// `GET /api/docs/{name}`: metadata and content as JSON.

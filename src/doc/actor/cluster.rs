@@ -214,6 +214,7 @@ impl DocActor {
         let Batch { updates, awareness } = batch;
         let mut rebuild = false;
         let mut prior = START.to_string();
+        let mut relays = Vec::new();
         for entry in updates {
             if let Some(cluster) = &mut self.cluster {
                 prior = cluster.last_read.clone();
@@ -222,14 +223,18 @@ impl DocActor {
                     continue;
                 }
             }
-            if let Err(reason) = self.apply_entry(entry.update) {
-                // Accepted by another node, so this should not happen; the
-                // document may be half changed.
-                error!(id = %entry.id, %reason, "stream entry refused; the document is loaded again");
-                rebuild = true;
-                break;
+            match self.apply_entry(entry.update) {
+                Ok(relay) => relays.extend(relay),
+                Err(reason) => {
+                    // Accepted by another node, so this should not happen;
+                    // the document may be half changed.
+                    error!(id = %entry.id, %reason, "stream entry refused; the document is loaded again");
+                    rebuild = true;
+                    break;
+                }
             }
         }
+        self.relay_entries(relays);
         if rebuild {
             if self.trimmed_past(&prior).await {
                 // Entries this node had not read were trimmed (it was
@@ -289,14 +294,16 @@ impl DocActor {
         }
     }
 
-    fn apply_entry(&mut self, raw: Bytes) -> Result<(), String> {
+    /// Applies another node's entry; gives its update and frame to relay
+    /// when it changed the document.
+    fn apply_entry(&mut self, raw: Bytes) -> Result<Option<(Bytes, Bytes)>, String> {
         let update = InboundUpdate::from_raw(raw).map_err(|e| e.to_string())?;
         let InboundUpdate { raw, update, shape, .. } = update;
         let started = std::time::Instant::now();
         let changed = weft_core::apply_update(self.awareness.doc(), update, &shape.spans, &mut self.clocks)?;
         self.metrics.record_apply(started.elapsed());
         if !changed {
-            return Ok(());
+            return Ok(None);
         }
         self.type_items += shape.types;
         self.metrics.updates_applied.fetch_add(1, Relaxed);
@@ -304,9 +311,48 @@ impl DocActor {
         let frame = protocol::encode_update(&raw);
         self.answers.accepted(&raw, &frame);
         self.log.appended(1, raw.len() as u64);
-        self.broadcast(frame, None);
         self.versions.edited(Instant::now());
-        Ok(())
+        Ok(Some((raw, frame)))
+    }
+
+    /// Relays other nodes' updates of one read to every peer: a frame
+    /// each, or one merged frame when they are more than an eighth of a
+    /// peer queue. A node catching up on the stream (stalled, or behind
+    /// under load) reads up to 1,000 entries at once; a frame each would
+    /// fill its peers' queues faster than their sockets drain them, and
+    /// drop them as too slow (4503), where one peer's own writes would
+    /// have been slowed by TCP instead.
+    ///
+    /// Consecutive entries are first joined by moving bytes, as a batch's
+    /// own updates are (`weft_core::concat`, see `relay.rs`); only entries
+    /// that do not join and are that many are merged by yrs, which
+    /// re-encodes them.
+    fn relay_entries(&mut self, relays: Vec<(Bytes, Bytes)>) {
+        let updates: Vec<&[u8]> = relays.iter().map(|(raw, _)| &raw[..]).collect();
+        if updates.len() > 1 {
+            if let Some(joined) = weft_core::concat::concat_v1(&updates) {
+                self.metrics
+                    .updates_joined
+                    .fetch_add(updates.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                self.broadcast(protocol::encode_update(&joined), None);
+                return;
+            }
+        }
+        if relays.len() > (self.config.peer_queue / 8).max(1) {
+            match yrs::merge_updates_v1(&updates) {
+                Ok(merged) => {
+                    debug!(updates = relays.len(), "other nodes' updates relayed as one frame");
+                    self.broadcast(protocol::encode_update(&merged), None);
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, updates = relays.len(), "other nodes' updates did not merge; relayed one by one")
+                }
+            }
+        }
+        for (_, frame) in relays {
+            self.broadcast(frame, None);
+        }
     }
 
     /// Another node deleted the document: as `delete`, but the store and

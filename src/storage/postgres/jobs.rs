@@ -26,12 +26,27 @@ impl Tx<'_> {
                  SELECT id, true FROM new UNION ALL SELECT id, false FROM documents WHERE name = $1",
             )
             .await?;
-        let row = self.conn.query_one(&stmt, &[&doc.as_str(), &self.now]).await?;
+        let (id, created) = match self.conn.query_opt(&stmt, &[&doc.as_str(), &self.now]).await? {
+            Some(row) => (row.get(0), row.get::<_, bool>(1)),
+            // Another node inserted the row meanwhile: the conflict waited
+            // for its commit, but this statement's SELECT cannot see it (its
+            // snapshot is older). The next statement's can. (Two cluster
+            // nodes compacting or versioning a new document at once.) That
+            // node reported it created.
+            None => (
+                self.doc_id(doc).await?.ok_or_else(|| {
+                    Failed::Job(crate::storage::StoreError::Postgres(format!(
+                        "document '{doc}' was neither inserted nor found"
+                    )))
+                })?,
+                false,
+            ),
+        };
         self.known.insert(doc.clone());
-        if row.get::<_, bool>(1) {
+        if created {
             self.events(&[outbox::document_created(doc)]).await?;
         }
-        Ok(row.get(0))
+        Ok(id)
     }
 
     /// Writes events to the outbox, under [`EVENTS_LOCK`].
