@@ -414,6 +414,7 @@ impl Tx<'_> {
                     self.revoke(token_id, *expires_at).await?;
                     Done::Unit
                 }
+                Job::Webhook { op, .. } => Done::Bool(self.webhook(op).await?),
                 Job::Close { .. } => Done::Unit,
             })
         }
