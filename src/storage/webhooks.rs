@@ -46,16 +46,23 @@ pub enum WebhookWrite {
     Add(StoredWebhook),
     /// Removes the subscription, its cursor and its failures; `false` if
     /// there was none of them.
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
     /// Delivery has dealt with every event up to `seq`.
-    Cursor { webhook_id: String, seq: i64 },
+    Cursor {
+        webhook_id: String,
+        seq: i64,
+    },
     /// An event given up on, and the cursor moved past it, in one commit.
     Failed(WebhookFailure),
 }
 
 /// `events` as stored: a JSON array, or NULL.
 pub(crate) fn events_to_text(events: &Option<Vec<String>>) -> Option<String> {
-    events.as_ref().map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()))
+    events
+        .as_ref()
+        .map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()))
 }
 
 pub(crate) fn events_from_text(text: Option<String>) -> Option<Vec<String>> {

@@ -31,8 +31,12 @@ impl Tx<'_> {
             }
             WebhookWrite::Delete { id } => {
                 let mut n = c.execute("DELETE FROM webhooks WHERE id = $1", &[id]).await?;
-                n += c.execute("DELETE FROM webhook_cursors WHERE webhook_id = $1", &[id]).await?;
-                n += c.execute("DELETE FROM webhook_failures WHERE webhook_id = $1", &[id]).await?;
+                n += c
+                    .execute("DELETE FROM webhook_cursors WHERE webhook_id = $1", &[id])
+                    .await?;
+                n += c
+                    .execute("DELETE FROM webhook_failures WHERE webhook_id = $1", &[id])
+                    .await?;
                 Ok(n > 0)
             }
             WebhookWrite::Cursor { webhook_id, seq } => {
