@@ -151,19 +151,7 @@ pub struct DocMeta {
     pub size: u64,
 }
 
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    pub seq: i64,
-    pub id: String,
-    pub kind: String,
-    pub document: Option<String>,
-    pub created_ms: i64,
-    pub body: String,
-}
 pub trait DocStore: Send + Sync + 'static {
-    fn events_after(&self, _after_seq: i64, _limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        Box::pin(async { Ok(vec![]) })
-    }
     /// Loads a document; an unknown one loads as empty.
     fn load<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<StoredDoc, StoreError>>;
 
