@@ -27,6 +27,11 @@ pub const DEFAULT_UNLOAD_AFTER_MS: u64 = 10_000;
 /// after 5 s), so only a node stalled for most of a minute finds entries
 /// it needs trimmed, and it reloads from PostgreSQL (docs/CLUSTER.md).
 pub const DEFAULT_TRIM_GRACE_MS: u64 = 60_000;
+/// Events: at most one document.updated per document this often, at least
+/// one this often while edits go on (milliseconds); the outbox's retention.
+pub const DEFAULT_WEBHOOK_DEBOUNCE_MS: u64 = 2_000;
+pub const DEFAULT_WEBHOOK_MAX_WAIT_MS: u64 = 10_000;
+pub const DEFAULT_EVENTS_RETENTION: &str = "24h";
 pub const DEFAULT_AWARENESS_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_COMPACT_UPDATES: u64 = 1000;
 pub const DEFAULT_COMPACT_BYTES: u64 = 4 << 20;
@@ -481,6 +486,27 @@ pub struct Config {
     /// milliseconds (close 1009 beyond). 0 = no limit.
     #[arg(long, env = "WEFT_MESSAGE_STALL_MS", default_value_t = DEFAULT_MESSAGE_STALL_MS)]
     pub message_stall_ms: u64,
+
+    /// Events: a document's `document.updated` waits until its edits have
+    /// paused this long (milliseconds), so it comes at most this often.
+    #[arg(long, env = "WEFT_WEBHOOK_DEBOUNCE_MS", default_value_t = DEFAULT_WEBHOOK_DEBOUNCE_MS)]
+    pub webhook_debounce_ms: u64,
+
+    /// Events: while edits go on without a pause, a `document.updated`
+    /// comes at least this often (milliseconds); at least the debounce.
+    #[arg(long, env = "WEFT_WEBHOOK_MAX_WAIT_MS", default_value_t = DEFAULT_WEBHOOK_MAX_WAIT_MS)]
+    pub webhook_max_wait_ms: u64,
+
+    /// Events: also emit `peer.joined` and `peer.left` (one outbox row per
+    /// connection to a document, each way).
+    #[arg(long, env = "WEFT_EVENTS_PEERS")]
+    pub events_peers: bool,
+
+    /// Events: how long the outbox keeps an event (once every webhook has
+    /// delivered it), e.g. 90m, 24h, 7d: how far back `Last-Event-ID` can
+    /// resume the feed.
+    #[arg(long, env = "WEFT_EVENTS_RETENTION", default_value = DEFAULT_EVENTS_RETENTION, value_parser = crate::auth::parse_ttl)]
+    pub events_retention: u64,
 
     /// In open mode, a host name (or address) requests may name in their
     /// `Host` besides loopback ones, e.g. `weft.lan` or `192.168.1.5:1234`

@@ -58,6 +58,8 @@ pub mod clock;
 pub mod close;
 pub mod config;
 pub mod doc;
+pub mod event;
+pub mod events;
 #[doc(hidden)]
 pub use weft_core::fuzz;
 pub mod http;

@@ -14,7 +14,8 @@ use tracing::{info, warn};
 
 use crate::broker::{Broker, Control};
 use crate::config::{Config, DbLocation, StorageKind};
-use crate::doc::{DocConfig, Registry, VersionPolicy, VersionQuota};
+use crate::doc::{DocConfig, EventPolicy, Registry, VersionPolicy, VersionQuota};
+use crate::events::{self, Feed, FeedConfig};
 use crate::http::access::{Access, OriginPolicy};
 use crate::http::budget::Budget;
 use crate::http::limits::{Limits, REFUSAL_RESERVE};
@@ -159,6 +160,13 @@ fn check_limits(config: &Config) -> Result<(), ServerError> {
                 .into(),
         ));
     }
+    if config.webhook_max_wait_ms == 0 || config.webhook_max_wait_ms < config.webhook_debounce_ms {
+        return Err(ServerError::Config(format!(
+            "--webhook-max-wait-ms ({}) must be at least 1 and at least --webhook-debounce-ms ({}): \
+             it is how long edits that never pause wait for their document.updated",
+            config.webhook_max_wait_ms, config.webhook_debounce_ms
+        )));
+    }
     if config.db_statement_timeout_ms == 0 {
         return Err(ServerError::Config(
             "--db-statement-timeout-ms must be at least 1: every query needs a bound".into(),
@@ -193,6 +201,11 @@ fn doc_config(config: &Config) -> DocConfig {
         trim_grace: Duration::from_millis(config.trim_grace_ms),
         max_doc_size: config.max_doc_size,
         max_doc_types: config.max_doc_types.max(1),
+        events: EventPolicy {
+            debounce: Duration::from_millis(config.webhook_debounce_ms),
+            max_wait: Duration::from_millis(config.webhook_max_wait_ms),
+            peers: config.events_peers,
+        },
         versions: VersionPolicy {
             after_idle: Duration::from_secs(config.version_idle_secs),
             every: Duration::from_secs(config.version_every_secs),
@@ -262,11 +275,27 @@ pub async fn run(
             access.clone(),
         ));
     }
-    let feed = crate::events::Feed::stub();
-    let webhooks = webhooks::start(webhook_settings, store.clone(), feed, &registry, metrics.clone()).await?;
+    let feed = Feed::start(
+        store.clone(),
+        FeedConfig {
+            retention: Duration::from_secs(config.events_retention),
+            poll: config.redis.is_some().then_some(events::CLUSTER_POLL),
+        },
+    )
+    .await
+    .map_err(|source| ServerError::Store {
+        path: config.db.to_string(),
+        source,
+    })?;
+    {
+        let registry = registry.clone();
+        tokio::spawn(async move { registry.report_unreported().await });
+    }
+    let webhooks = webhooks::start(webhook_settings, store.clone(), feed.clone(), &registry, metrics.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let sessions = TaskTracker::new();
     let state = AppState {
+        feed,
         registry: registry.clone(),
         metrics: metrics.clone(),
         shutdown: stop_rx,

@@ -86,6 +86,8 @@ pub struct Grant {
     pub rate: Option<RateLimiter>,
     /// Its client's budget of encodings for step1 answers (`None`: no limit).
     pub encodes: Option<SharedBucket>,
+    /// Whom its token names (`sub`, `name`), for events.
+    pub user: Option<doc::User>,
 }
 
 /// The end of a token-bound connection: the token's expiry, or its
@@ -153,6 +155,7 @@ where
         mut lease,
         rate,
         encodes,
+        user,
     } = grant;
     let (outbox, outbox_rx) = doc::outbox(config.peer_queue, config.peer_queue_bytes);
     let (closer, close_rx) = mpsc::channel(1);
@@ -163,6 +166,7 @@ where
         writable,
         encodes,
         hocuspocus: false,
+        user,
     };
     let handle = match join(&ctx.registry, &name, link).await {
         Ok(handle) => handle,

@@ -45,6 +45,28 @@ const SETTINGS: &[Setting] = &[
         "redis://127.0.0.1:1",
     ),
     row("--trim-grace-ms", "4321", "WEFT_TRIM_GRACE_MS", "trim_grace_ms", "4321"),
+    row(
+        "--webhook-debounce-ms",
+        "1500",
+        "WEFT_WEBHOOK_DEBOUNCE_MS",
+        "webhook_debounce_ms",
+        "1500",
+    ),
+    row(
+        "--webhook-max-wait-ms",
+        "12000",
+        "WEFT_WEBHOOK_MAX_WAIT_MS",
+        "webhook_max_wait_ms",
+        "12000",
+    ),
+    switch("--events-peers", "WEFT_EVENTS_PEERS", "events_peers"),
+    row(
+        "--events-retention",
+        "2h",
+        "WEFT_EVENTS_RETENTION",
+        "events_retention",
+        "7200",
+    ),
     row("--sync", "full", "WEFT_SYNC", "sync", "full"),
     row(
         "--db-password-file",

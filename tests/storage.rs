@@ -592,6 +592,10 @@ async fn a_version_1_database_is_migrated() {
         .wait_log("database schema migrated from=2 to=3", SECOND)
         .await
         .unwrap();
+    server
+        .wait_log("database schema migrated from=3 to=4", SECOND)
+        .await
+        .unwrap();
     let server = server.restart();
     assert_eq!(server.connect("old").await.text("t"), "written by v1 and v2");
 
@@ -629,6 +633,6 @@ async fn a_version_1_database_is_migrated() {
     let new = sqlite(&fresh);
     assert_eq!(columns(&migrated), columns(&new));
     let version = |db: &rusqlite::Connection| db.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap();
-    assert_eq!(version(&migrated), 3);
-    assert_eq!(version(&new), 3);
+    assert_eq!(version(&migrated), 5);
+    assert_eq!(version(&new), 5);
 }

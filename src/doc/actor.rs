@@ -19,6 +19,7 @@
 //! compaction, versions and restore in `history`.
 
 mod cluster;
+mod events;
 mod history;
 mod sync;
 #[cfg(test)]
@@ -42,10 +43,12 @@ use super::lifecycle::{self, Deregister, Lifecycle};
 use super::log::Log;
 use super::peers::Peers;
 use super::presence::Presence;
+use super::report::Unreported;
 use super::versions::Versions;
 use super::{DocConfig, DocError, DocName, PeerId};
 use crate::broker::{Broker, Entry};
 use crate::close::CloseReason;
+use crate::event::NewEvent;
 use crate::metrics::Metrics;
 use crate::storage::{DocStore, StoredDoc};
 
@@ -149,6 +152,10 @@ pub(super) struct DocActor {
     metrics: Arc<Metrics>,
     /// Cluster mode: the document's stream.
     cluster: Option<cluster::Cluster>,
+    /// Edits no `document.updated` has reported yet (`events`).
+    unreported: Unreported,
+    /// Events for the batch's commit (`events`).
+    events: Vec<NewEvent>,
 }
 
 /// Loads the document, then serves its mailbox until it unloads. Commands
@@ -219,7 +226,7 @@ impl DocActor {
         log.appended(streamed, streamed_bytes);
         let now = Instant::now();
         let clock = Millis(now);
-        Self {
+        let mut actor = Self {
             name,
             awareness: Awareness::with_clock(rebuilt.doc, clock),
             clock,
@@ -237,7 +244,11 @@ impl DocActor {
             config,
             metrics,
             cluster,
-        }
+            unreported: Unreported::default(),
+            events: Vec::new(),
+        };
+        actor.unreported_at_load(&stored);
+        actor
     }
 
     fn doc(&self) -> &Doc {
@@ -249,6 +260,7 @@ impl DocActor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
+            let report_due = self.report_due();
             tokio::select! {
                 n = rx.recv_many(&mut batch, MAX_BATCH) => {
                     if n == 0 {
@@ -275,6 +287,7 @@ impl DocActor {
                         return;
                     }
                 }
+                () = events::until(report_due) => self.report_updates().await,
             }
         }
     }
@@ -358,6 +371,8 @@ impl DocActor {
     async fn delete(&mut self, reply: Reply<bool>, rx: &mut mpsc::Receiver<Command>) {
         self.flush().await;
         self.kick_all(CloseReason::deleted());
+        self.unreported = Unreported::default(); // gone: document.deleted says it
+        self.write_queued_events().await;
         self.delete_stream().await;
         let result = self.store.delete(&self.name).await;
         info!(stored = ?result.as_ref().ok(), "document deleted");
@@ -375,6 +390,8 @@ impl DocActor {
     async fn shut_down(&mut self, reply: Reply<()>, rx: &mut mpsc::Receiver<Command>) {
         self.flush().await;
         self.kick_all(CloseReason::going_away());
+        self.write_queued_events().await;
+        self.report_updates().await;
         self.compact_if_needed(true).await;
         self.release_lease().await;
         let _ = reply.send(Ok(()));
@@ -396,10 +413,18 @@ impl DocActor {
                 self.append_to_stream(entries.into_iter().map(|e| e.data).collect())
                     .await
             } else {
-                self.store.append(&self.name, entries).await.map_err(|e| e.to_string())
+                // The batch's events (a restore's) in the append's transaction.
+                let events = std::mem::take(&mut self.events);
+                self.store
+                    .append_with_events(&self.name, entries, events)
+                    .await
+                    .map_err(|e| e.to_string())
             };
             match appended {
-                Ok(()) => self.log.appended(count, bytes),
+                Ok(()) => {
+                    self.log.appended(count, bytes);
+                    self.unreported.edited(Instant::now(), count);
+                }
                 Err(e) => {
                     error!(error = %e, updates = count, "could not store updates; they are not relayed and their senders are disconnected");
                     self.drop_unstored_updates(&e);
@@ -412,6 +437,7 @@ impl DocActor {
                 }
             }
         }
+        self.write_queued_events().await;
         for effect in std::mem::take(&mut self.effects) {
             self.perform(effect);
         }
@@ -460,6 +486,7 @@ impl DocActor {
     /// Closes a peer's connection with a reason and forgets the peer.
     fn kick(&mut self, id: PeerId, reason: CloseReason) {
         let Some(link) = self.peers.remove(id) else { return };
+        self.peer_left(id, link.user.clone());
         if let Some(kick) = reason.kick {
             self.metrics.kick(kick);
             warn!(peer = %id, code = reason.code, reason = %reason.reason, "disconnecting peer");
@@ -517,6 +544,9 @@ impl DocActor {
     /// Leaves the registry and answers what is still in the mailbox, so that
     /// its senders retry on a fresh actor.
     async fn unload(&mut self, rx: &mut mpsc::Receiver<Command>) {
+        self.write_queued_events().await;
+        // Reported now rather than after the debounce: the actor leaves.
+        self.report_updates().await;
         self.auto_version().await;
         self.compact_if_needed(true).await;
         self.release_lease().await;

@@ -21,6 +21,8 @@
 //!   queue).
 //! - [`restore`] and [`content`]: restore by CRDT diff; documents as JSON.
 //! - `params`: values from the HTTP API parsed for it ([`StateVectorParam`]).
+//! - `report`: when a `document.updated` event is due and what it says
+//!   (the actor writes the events, `actor/events.rs`).
 
 mod actor;
 mod answers;
@@ -33,6 +35,7 @@ mod params;
 mod peers;
 mod presence;
 mod registry;
+mod report;
 pub mod restore;
 mod versions;
 
@@ -51,6 +54,7 @@ pub use outbox::{outbox, Outbox, OutboxReceiver, Refused};
 pub use params::{BadStateVector, StateVectorParam};
 pub use presence::{check_state, BadState};
 pub use registry::Registry;
+pub use report::{EventPolicy, User};
 pub use versions::VersionQuota;
 
 /// Errors of the document layer.
@@ -124,6 +128,8 @@ pub struct DocConfig {
     pub versions: VersionPolicy,
     /// Cluster mode: how long after a compaction its stream is trimmed.
     pub trim_grace: Duration,
+    /// Events: how `document.updated` is paced, whether peers are events.
+    pub events: EventPolicy,
 }
 
 impl Default for DocConfig {
@@ -147,6 +153,7 @@ impl Default for DocConfig {
             max_doc_types: DEFAULT_MAX_DOC_TYPES,
             versions: VersionPolicy::default(),
             trim_grace: Duration::from_millis(DEFAULT_TRIM_GRACE_MS),
+            events: EventPolicy::default(),
         }
     }
 }
@@ -230,4 +237,6 @@ pub struct PeerLink {
     /// stateless messages, and a read-only refusal is a sync status rather
     /// than y-websocket's auth message.
     pub hocuspocus: bool,
+    /// Whom its token names (events say who edited, who joined).
+    pub user: Option<User>,
 }

@@ -102,6 +102,11 @@ impl Peers {
         self.peers.get(&id).map(|p| p.link.writable)
     }
 
+    /// Whom the peer's token names, if anyone.
+    pub fn user(&self, id: PeerId) -> Option<&super::User> {
+        self.peers.get(&id).and_then(|p| p.link.user.as_ref())
+    }
+
     /// Whether the peer speaks Hocuspocus (`false` when it is not here).
     pub fn hocuspocus(&self, id: PeerId) -> bool {
         self.peers.get(&id).is_some_and(|p| p.link.hocuspocus)
@@ -263,6 +268,7 @@ mod tests {
             writable,
             encodes: None,
             hocuspocus: false,
+            user: None,
         };
         (link, rx)
     }

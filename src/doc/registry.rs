@@ -83,6 +83,31 @@ impl Registry {
         }
     }
 
+    /// Loads every document with edits no `document.updated` reported
+    /// (weft was killed before their report), so that each reports them
+    /// (see `actor/events.rs`). Not in cluster mode, whose store does not
+    /// hold the updates themselves.
+    pub async fn report_unreported(&self) {
+        if self.shared.broker.is_some() {
+            return;
+        }
+        let names = match self.shared.store.unreported().await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not find documents with unreported edits");
+                return;
+            }
+        };
+        if !names.is_empty() {
+            tracing::info!(documents = names.len(), "reporting edits made before the last stop");
+        }
+        for name in names {
+            if let Err(e) = self.with_doc(&name, |handle| async move { handle.ready().await }).await {
+                tracing::warn!(doc = %name, error = %e, "could not load a document to report its edits");
+            }
+        }
+    }
+
     /// Cluster mode: documents' updates go through Redis Streams.
     pub fn with_broker(mut self, broker: Arc<Broker>) -> Self {
         self.shared.broker = Some(broker);

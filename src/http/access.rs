@@ -135,6 +135,17 @@ impl Access {
 }
 
 impl Caller {
+    /// Whom the token names, if it names anyone (events say who edited).
+    pub fn user(&self) -> Option<crate::doc::User> {
+        match self {
+            Caller::Token(claims) if claims.sub.is_some() || claims.name.is_some() => Some(crate::doc::User {
+                id: claims.sub.clone(),
+                name: claims.name.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     pub fn read(&self, doc: &DocName) -> Result<(), AuthError> {
         match self {
             Caller::Admin => Ok(()),

@@ -148,6 +148,7 @@ fn authorizer(state: AppState, ip: IpAddr) -> Authorize {
             Ok(DocAccess {
                 writable: caller.may_write(),
                 lease,
+                user: caller.user(),
             })
         }
         .boxed()

@@ -19,6 +19,7 @@ mod api;
 mod assets;
 pub mod budget;
 mod error;
+mod events;
 mod hocuspocus;
 pub mod limits;
 pub mod listener;
@@ -54,6 +55,8 @@ use crate::metrics::Metrics;
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
+    /// The events the outbox holds, as they come (`GET /api/events`, webhooks).
+    pub feed: crate::events::Feed,
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
@@ -94,6 +97,7 @@ pub fn router(state: AppState) -> Router {
     // (host, origin, media type) before it counts against its client's rate,
     // and rate-limited before its body is read.
     let mut api = api::router()
+        .route("/events", get(events::feed))
         .layer(middleware::from_fn_with_state(state.clone(), budget::collect_body))
         .layer(middleware::from_fn_with_state(state.clone(), rate::limit_requests))
         .layer(middleware::from_fn_with_state(state.clone(), access::check_api_request))

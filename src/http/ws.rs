@@ -190,6 +190,7 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
         },
         rate,
         encodes,
+        user: caller.user(),
     };
     let peer = PeerId(state.next_peer.fetch_add(1, Ordering::Relaxed));
     let ctx = SessionContext {

@@ -64,6 +64,8 @@ pub struct DocAccess {
     pub writable: bool,
     /// When access ends, for a token that expires or can be revoked.
     pub lease: Option<Lease>,
+    /// Whom the token names, for events.
+    pub user: Option<doc::User>,
 }
 
 /// Grants an address's document for the token the provider sent (token
@@ -405,6 +407,7 @@ where
             writable: access.writable,
             encodes: self.hctx.encodes.clone(),
             hocuspocus: true,
+            user: access.user.clone(),
         };
         let handle = match super::join(&self.hctx.ctx.registry, &name, link).await {
             Ok(handle) => handle,

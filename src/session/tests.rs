@@ -48,6 +48,7 @@ impl Server {
             lease: None,
             rate: None,
             encodes: None,
+            user: None,
         }
     }
 

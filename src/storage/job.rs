@@ -4,8 +4,9 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::event::NewEvent;
 use crate::name::DocName;
-use crate::storage::{BoxFuture, LogEntry, Snapshot, StoreError, VersionKind, VersionMeta};
+use crate::storage::{BoxFuture, LogEntry, Reported, Snapshot, StoreError, VersionKind, VersionMeta};
 
 /// Jobs waiting for the writer; senders wait (asynchronously) when it is full.
 pub(crate) const WRITE_QUEUE: usize = 4096;
@@ -15,7 +16,21 @@ pub(crate) enum Job {
     Append {
         doc: DocName,
         entries: Vec<LogEntry>,
+        /// Written with the log row; empty but for a restore's update.
+        events: Vec<NewEvent>,
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Events on their own, and how far a `document.updated` among them
+    /// reports its document.
+    Emit {
+        events: Vec<NewEvent>,
+        reported: Option<Reported>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    PruneEvents {
+        upto_seq: i64,
+        before_ms: i64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
     },
     Compact {
         doc: DocName,
@@ -83,7 +98,10 @@ pub(crate) fn appended(batch: &[Job], results: &[Result<Done, StoreError>]) -> (
 
 pub(crate) fn finish(job: Job, result: Result<Done, StoreError>) {
     match job {
-        Job::Append { reply, .. } | Job::Compact { reply, .. } | Job::Revoke { reply, .. } => {
+        Job::Append { reply, .. }
+        | Job::Compact { reply, .. }
+        | Job::Revoke { reply, .. }
+        | Job::Emit { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));
         }
         Job::Delete { reply, .. } | Job::Webhook { reply, .. } => {
@@ -107,6 +125,12 @@ pub(crate) fn finish(job: Job, result: Result<Done, StoreError>) {
                 _ => 0,
             }));
         }
+        Job::PruneEvents { reply, .. } => {
+            let _ = reply.send(result.map(|done| match done {
+                Done::Count(n) => n as u64,
+                _ => 0,
+            }));
+        }
         Job::Close { .. } => {}
     }
 }
@@ -125,6 +149,28 @@ impl JobQueue {
         let job = job(reply);
         Box::pin(async move {
             self.0.send(job).await.map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    /// Like [`submit`](Self::submit), but the job is queued before this
+    /// returns when the queue has room, so that jobs a caller submits one
+    /// after another without waiting are committed in that order (peers'
+    /// events of one document).
+    pub(crate) fn submit_now<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> BoxFuture<'_, Result<T, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let queued = match self.0.try_send(job(reply)) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(job)) => Some(job),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Box::pin(async { Err(StoreError::Closed) }),
+        };
+        Box::pin(async move {
+            if let Some(job) = queued {
+                self.0.send(job).await.map_err(|_| StoreError::Closed)?;
+            }
             answer.await.map_err(|_| StoreError::Closed)?
         })
     }

@@ -7,11 +7,16 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use tokio::sync::watch;
+
+use super::outbox;
 use super::{
-    BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState,
+    BoxFuture, DocMeta, DocStore, LogEntry, Reported, Snapshot, StoreError, StoredDoc, StoredEvent, VersionKind,
+    VersionMeta, VersionState,
 };
 use super::{StoredWebhook, WebhookFailure, WebhookWrite};
 use crate::clock::{now_ms, now_secs};
+use crate::event::NewEvent;
 use crate::name::DocName;
 
 #[derive(Default)]
@@ -21,6 +26,7 @@ struct Entry {
     snapshot: Option<Snapshot>,
     log: Vec<LogEntry>,
     versions: Vec<(VersionMeta, Snapshot)>,
+    reported_seq: u64,
 }
 
 impl Entry {
@@ -47,24 +53,64 @@ struct Webhooks {
     failures: Vec<WebhookFailure>,
 }
 
-#[derive(Default)]
 pub struct MemoryStore {
     docs: Mutex<BTreeMap<DocName, Entry>>,
     revoked: Mutex<Vec<(String, u64)>>,
     webhooks: Mutex<Webhooks>,
     next_version: std::sync::atomic::AtomicI64,
+    /// The outbox: every event and the last seq given.
+    events: Mutex<(i64, Vec<StoredEvent>)>,
+    signal: watch::Sender<i64>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            docs: Mutex::default(),
+            revoked: Mutex::default(),
+            webhooks: Mutex::default(),
+            next_version: Default::default(),
+            events: Mutex::default(),
+            signal: watch::channel(0).0,
+        }
+    }
 }
 
 impl MemoryStore {
     fn entry<R>(&self, name: &DocName, f: impl FnOnce(&mut Entry) -> R) -> R {
         let mut docs = self.docs.lock().unwrap();
         let now = now_ms();
+        if !docs.contains_key(name) {
+            self.write_events(&[outbox::document_created(name)]);
+        }
         let entry = docs.entry(name.clone()).or_insert_with(|| Entry {
             created: now,
             ..Default::default()
         });
         entry.updated = now;
         f(entry)
+    }
+
+    fn write_events(&self, events: &[NewEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let mut outbox = self.events.lock().unwrap();
+        for event in events {
+            let rendered = event.render(now);
+            outbox.0 += 1;
+            let seq = outbox.0;
+            outbox.1.push(StoredEvent {
+                seq,
+                id: rendered.id,
+                kind: event.kind.as_str().to_string(),
+                document: event.document.clone(),
+                created_ms: now,
+                body: rendered.body,
+            });
+        }
+        outbox::committed(&self.signal, outbox.0);
     }
 }
 
@@ -90,15 +136,73 @@ impl DocStore for MemoryStore {
                     log: e.log.iter().filter(|l| l.seq > after).cloned().collect(),
                     next_seq: e.log.last().map_or(after, |l| l.seq.max(after)) + 1,
                     stream_id: None,
+                    reported_seq: e.reported_seq,
                 }
             }
         };
         Box::pin(std::future::ready(Ok(stored)))
     }
 
-    fn append<'a>(&'a self, name: &'a DocName, entries: Vec<LogEntry>) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn append_with_events<'a>(
+        &'a self,
+        name: &'a DocName,
+        entries: Vec<LogEntry>,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.entry(name, |e| e.log.extend(entries));
+        self.write_events(&events);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn emit(&self, events: Vec<NewEvent>, reported: Option<Reported>) -> BoxFuture<'_, Result<(), StoreError>> {
+        if let Some(Reported { doc, upto_seq }) = reported {
+            let mut docs = self.docs.lock().unwrap();
+            let Some(entry) = docs.get_mut(&doc) else {
+                return Box::pin(std::future::ready(Ok(()))); // deleted meanwhile
+            };
+            entry.reported_seq = entry.reported_seq.max(upto_seq);
+        }
+        self.write_events(&events);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn events_after(&self, after_seq: i64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        let outbox = self.events.lock().unwrap();
+        let after: Vec<StoredEvent> = outbox
+            .1
+            .iter()
+            .filter(|e| e.seq > after_seq)
+            .take(limit)
+            .cloned()
+            .collect();
+        Box::pin(std::future::ready(Ok(after)))
+    }
+
+    fn prune_events(&self, upto_seq: i64, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let mut outbox = self.events.lock().unwrap();
+        let before = outbox.1.len();
+        outbox.1.retain(|e| e.seq > upto_seq || e.created_ms >= before_ms);
+        let pruned = (before - outbox.1.len()) as u64;
+        Box::pin(std::future::ready(Ok(pruned)))
+    }
+
+    fn last_event_seq(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        let last = self.events.lock().unwrap().0;
+        Box::pin(std::future::ready(Ok(last)))
+    }
+
+    fn committed_events(&self) -> watch::Receiver<i64> {
+        self.signal.subscribe()
+    }
+
+    fn unreported(&self) -> BoxFuture<'_, Result<Vec<DocName>, StoreError>> {
+        let docs = self.docs.lock().unwrap();
+        let names = docs
+            .iter()
+            .filter(|(_, e)| e.log.last().is_some_and(|l| l.seq > e.reported_seq))
+            .map(|(name, _)| name.clone())
+            .collect();
+        Box::pin(std::future::ready(Ok(names)))
     }
 
     fn compact<'a>(&'a self, name: &'a DocName, snapshot: Snapshot) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -122,6 +226,9 @@ impl DocStore for MemoryStore {
 
     fn delete<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<bool, StoreError>> {
         let removed = self.docs.lock().unwrap().remove(name).is_some();
+        if removed {
+            self.write_events(&[outbox::document_deleted(name)]);
+        }
         Box::pin(std::future::ready(Ok(removed)))
     }
 
@@ -144,6 +251,7 @@ impl DocStore for MemoryStore {
             digest: Some(digest),
         };
         self.entry(name, |e| e.versions.push((meta.clone(), snapshot)));
+        self.write_events(&[outbox::version_created(name, &meta)]);
         Box::pin(std::future::ready(Ok(meta)))
     }
 
@@ -201,6 +309,7 @@ impl DocStore for MemoryStore {
     }
 
     fn revoke_token(&self, token_id: String, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.write_events(&[outbox::token_revoked(&token_id, expires_at)]);
         self.revoked.lock().unwrap().push((token_id, expires_at));
         Box::pin(std::future::ready(Ok(())))
     }

@@ -12,6 +12,7 @@
 
 mod job;
 mod memory;
+mod outbox;
 mod pack;
 mod postgres;
 mod sqlite;
@@ -24,6 +25,9 @@ use std::pin::Pin;
 use bytes::Bytes;
 use serde::Serialize;
 
+use tokio::sync::watch;
+
+use crate::event::NewEvent;
 use crate::name::DocName;
 
 pub use memory::MemoryStore;
@@ -77,6 +81,9 @@ pub struct StoredDoc {
     /// Cluster mode (PostgreSQL only): the last entry of the document's
     /// Redis stream the snapshot covers; the stream is read after it.
     pub stream_id: Option<String>,
+    /// The last update seq a `document.updated` event covers: updates
+    /// after it were committed but not reported yet (see `report`).
+    pub reported_seq: u64,
 }
 
 impl StoredDoc {
@@ -151,12 +158,73 @@ pub struct DocMeta {
     pub size: u64,
 }
 
+/// An event as the outbox holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Its place in the outbox: increasing, never reused (also after
+    /// pruning), so a cursor stays meaningful.
+    pub seq: i64,
+    /// The envelope's `evt_` id.
+    pub id: String,
+    /// Its type, as `EventType::as_str`.
+    pub kind: String,
+    pub document: Option<String>,
+    /// Unix milliseconds.
+    pub created_ms: i64,
+    /// The envelope JSON, exactly the bytes delivered.
+    pub body: String,
+}
+
+/// How far a `document.updated` event reports its document's log: stored
+/// with the event, in its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub doc: DocName,
+    pub upto_seq: u64,
+}
+
 pub trait DocStore: Send + Sync + 'static {
     /// Loads a document; an unknown one loads as empty.
     fn load<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<StoredDoc, StoreError>>;
 
     /// Durably appends updates to a document's log. Resolves once committed.
-    fn append<'a>(&'a self, name: &'a DocName, entries: Vec<LogEntry>) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn append<'a>(&'a self, name: &'a DocName, entries: Vec<LogEntry>) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.append_with_events(name, entries, Vec::new())
+    }
+
+    /// Appends updates and writes `events` in the same transaction (a
+    /// restore's update and its `version.restored`). A new document's row
+    /// brings its `document.created` in any append.
+    fn append_with_events<'a>(
+        &'a self,
+        name: &'a DocName,
+        entries: Vec<LogEntry>,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Writes events that report no change of their own in this store (peers
+    /// joining, a debounced `document.updated` with how far it reports, in
+    /// one transaction).
+    fn emit(&self, events: Vec<NewEvent>, reported: Option<Reported>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Outbox events with `seq > after_seq`, oldest first, at most `limit`.
+    fn events_after(&self, after_seq: i64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// Deletes outbox events with `seq <= upto_seq` written before
+    /// `before_ms` (Unix milliseconds); returns how many.
+    fn prune_events(&self, upto_seq: i64, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// The highest event seq committed (by any process sharing the store);
+    /// 0 when none ever was.
+    fn last_event_seq(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
+
+    /// Bumped to the highest event seq this store's writer committed, after
+    /// each commit that wrote events (this process's only).
+    fn committed_events(&self) -> watch::Receiver<i64>;
+
+    /// Documents with updates no `document.updated` reports yet (after a
+    /// crash, or an unload that could not write its report).
+    fn unreported(&self) -> BoxFuture<'_, Result<Vec<DocName>, StoreError>>;
 
     /// Stores a compaction snapshot and drops the log entries it covers, in
     /// one transaction.

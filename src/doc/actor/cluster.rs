@@ -314,6 +314,7 @@ impl DocActor {
     pub(super) async fn evict(&mut self, rx: &mut mpsc::Receiver<Command>) {
         self.kick_all(CloseReason::deleted());
         info!("document deleted on another node; its peers here are disconnected");
+        self.unreported = Default::default();
         self.log.forget();
         self.versions.taken();
         self.unload(rx).await;

@@ -185,6 +185,9 @@ impl DocActor {
             }
         };
         let update_size = update.len();
+        // Written with the restore's update (or alone when it changes
+        // nothing), in one transaction.
+        self.restored_event(id, backup.id);
         self.type_items += weft_core::validate::update_v1(&update).map_or(0, |shape| shape.types);
         if !Update::decode_v1(&update).map(|u| u.is_empty()).unwrap_or(false) {
             let raw = Bytes::from(update);

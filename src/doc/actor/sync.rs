@@ -45,12 +45,14 @@ impl DocActor {
             self.send(id, protocol::encode_step1(&sv));
         }
         self.send_awareness_states(id);
+        self.peer_joined(id);
         debug!(peer = %id, peers = self.peers.len(), "peer joined");
     }
 
     pub(super) fn leave(&mut self, id: PeerId) {
-        if self.peers.remove(id).is_some() {
+        if let Some(link) = self.peers.remove(id) {
             debug!(peer = %id, peers = self.peers.len(), "peer left");
+            self.peer_left(id, link.user);
             self.release_clients(id);
         }
         if self.peers.is_empty() {
@@ -210,6 +212,11 @@ impl DocActor {
         self.metrics.update_bytes.fetch_add(raw.len() as u64, Relaxed);
         self.answers.accepted(&raw, &frame);
         self.log.push(raw);
+        if let Origin::Peer(id) = &origin {
+            if let Some(user) = self.peers.user(*id) {
+                self.unreported.editor(user);
+            }
+        }
         self.effects.push(Effect::Relay {
             origin,
             frame,

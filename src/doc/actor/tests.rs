@@ -35,11 +35,42 @@ impl DocStore for FlakyStore {
     fn load<'a>(&'a self, name: &'a DocName) -> BoxFuture<'a, Result<StoredDoc, StoreError>> {
         self.inner.load(name)
     }
-    fn append<'a>(&'a self, name: &'a DocName, entries: Vec<LogEntry>) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn append_with_events<'a>(
+        &'a self,
+        name: &'a DocName,
+        entries: Vec<LogEntry>,
+        events: Vec<crate::event::NewEvent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         if self.fail_appends.load(Ordering::Relaxed) {
             return Box::pin(async { Err(StoreError::Commit("disk full (test)".into())) });
         }
-        self.inner.append(name, entries)
+        self.inner.append_with_events(name, entries, events)
+    }
+    fn emit(
+        &self,
+        events: Vec<crate::event::NewEvent>,
+        reported: Option<crate::storage::Reported>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.emit(events, reported)
+    }
+    fn events_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::storage::StoredEvent>, StoreError>> {
+        self.inner.events_after(after_seq, limit)
+    }
+    fn prune_events(&self, upto_seq: i64, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.prune_events(upto_seq, before_ms)
+    }
+    fn last_event_seq(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        self.inner.last_event_seq()
+    }
+    fn committed_events(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.inner.committed_events()
+    }
+    fn unreported(&self) -> BoxFuture<'_, Result<Vec<DocName>, StoreError>> {
+        self.inner.unreported()
     }
     fn compact<'a>(&'a self, name: &'a DocName, snapshot: Snapshot) -> BoxFuture<'a, Result<(), StoreError>> {
         self.inner.compact(name, snapshot)
@@ -145,6 +176,7 @@ impl World {
             writable: true,
             encodes: None,
             hocuspocus,
+            user: None,
         };
         self.handle().join(link).await.unwrap();
         Peer {

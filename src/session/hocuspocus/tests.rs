@@ -34,7 +34,11 @@ fn connect() -> Client {
                 expires: tokio::time::Instant::now() + Duration::from_secs(10),
                 revoked: Box::pin(std::future::pending()),
             });
-            Ok(DocAccess { writable: true, lease })
+            Ok(DocAccess {
+                writable: true,
+                lease,
+                user: None,
+            })
         }
         .boxed()
     });

@@ -4,8 +4,16 @@
 
 use super::read::{version_row, VERSION_COLUMNS};
 use super::writer::{Failed, Tx};
+use crate::event::NewEvent;
 use crate::name::DocName;
-use crate::storage::{Snapshot, VersionKind, VersionMeta};
+use crate::storage::outbox;
+use crate::storage::{Reported, Snapshot, VersionKind, VersionMeta};
+
+/// The advisory lock a transaction takes before it writes events, held
+/// until it commits: with it, events commit in the order of their seq
+/// across every node sharing the database, so a reader that has seen seq
+/// n can never later find a smaller one committed ("weft" + 1).
+pub(super) const EVENTS_LOCK: i64 = 0x7765_6675;
 
 impl Tx<'_> {
     /// The document's row id, the row created if it is new.
@@ -15,12 +23,69 @@ impl Tx<'_> {
             .prepare_cached(
                 "WITH new AS (INSERT INTO documents (name, created_at, updated_at) VALUES ($1, $2, $2)
                               ON CONFLICT (name) DO NOTHING RETURNING id)
-                 SELECT id FROM new UNION ALL SELECT id FROM documents WHERE name = $1",
+                 SELECT id, true FROM new UNION ALL SELECT id, false FROM documents WHERE name = $1",
             )
             .await?;
         let row = self.conn.query_one(&stmt, &[&doc.as_str(), &self.now]).await?;
         self.known.insert(doc.clone());
+        if row.get::<_, bool>(1) {
+            self.events(&[outbox::document_created(doc)]).await?;
+        }
         Ok(row.get(0))
+    }
+
+    /// Writes events to the outbox, under [`EVENTS_LOCK`].
+    pub(super) async fn events(&mut self, events: &[NewEvent]) -> Result<(), Failed> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let lock = self.conn.prepare_cached("SELECT pg_advisory_xact_lock($1)").await?;
+        self.conn.execute(&lock, &[&EVENTS_LOCK]).await?;
+        let insert = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO events (id, type, document, created_at, body) VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+            )
+            .await?;
+        for event in events {
+            let rendered = event.render(self.now);
+            let row = self
+                .conn
+                .query_one(
+                    &insert,
+                    &[
+                        &rendered.id,
+                        &event.kind.as_str(),
+                        &event.document,
+                        &self.now,
+                        &rendered.body,
+                    ],
+                )
+                .await?;
+            self.last_event = self.last_event.max(row.get(0));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn emit(&mut self, events: &[NewEvent], reported: &Option<Reported>) -> Result<(), Failed> {
+        if let Some(Reported { doc, upto_seq }) = reported {
+            let stmt = self
+                .conn
+                .prepare_cached("UPDATE documents SET reported_seq = GREATEST(reported_seq, $2) WHERE name = $1")
+                .await?;
+            if self.conn.execute(&stmt, &[&doc.as_str(), &(*upto_seq as i64)]).await? == 0 {
+                return Ok(()); // deleted meanwhile: nothing to report
+            }
+        }
+        self.events(events).await
+    }
+
+    pub(super) async fn prune_events(&mut self, upto_seq: i64, before_ms: i64) -> Result<usize, Failed> {
+        let stmt = self
+            .conn
+            .prepare_cached("DELETE FROM events WHERE seq <= $1 AND created_at < $2")
+            .await?;
+        Ok(self.conn.execute(&stmt, &[&upto_seq, &before_ms]).await? as usize)
     }
 
     pub(super) async fn doc_id(&mut self, doc: &DocName) -> Result<Option<i64>, Failed> {
@@ -83,7 +148,11 @@ impl Tx<'_> {
             .conn
             .prepare_cached("DELETE FROM documents WHERE name = $1")
             .await?;
-        Ok(self.conn.execute(&stmt, &[&doc.as_str()]).await? > 0)
+        let deleted = self.conn.execute(&stmt, &[&doc.as_str()]).await? > 0;
+        if deleted {
+            self.events(&[outbox::document_deleted(doc)]).await?;
+        }
+        Ok(deleted)
     }
 
     pub(super) async fn save_version(
@@ -120,7 +189,7 @@ impl Tx<'_> {
             )
             .await?
             .get(0);
-        Ok(VersionMeta {
+        let meta = VersionMeta {
             id,
             created: self.now,
             label: label.clone(),
@@ -128,7 +197,9 @@ impl Tx<'_> {
             size: snapshot.state.len() as u64,
             state_vector: snapshot.state_vector.clone(),
             digest: Some(digest.to_vec()),
-        })
+        };
+        self.events(&[outbox::version_created(doc, &meta)]).await?;
+        Ok(meta)
     }
 
     /// Makes a version named, keeping its label if it has one.
@@ -181,6 +252,6 @@ impl Tx<'_> {
             .prepare_cached("DELETE FROM revoked_tokens WHERE expires_at < $1")
             .await?;
         self.conn.execute(&old, &[&(self.now / 1000)]).await?;
-        Ok(())
+        self.events(&[outbox::token_revoked(token_id, expires_at)]).await
     }
 }

@@ -38,16 +38,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use self::schema::{migrate, Migrated};
 use self::writer::Writer;
 use super::job::{Job, JobQueue, WRITE_QUEUE};
 use super::{
-    BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState,
+    BoxFuture, DocMeta, DocStore, LogEntry, Reported, Snapshot, StoreError, StoredDoc, StoredEvent, VersionKind,
+    VersionMeta, VersionState,
 };
 use super::{StoredWebhook, WebhookFailure, WebhookWrite};
 use crate::clock::now_secs;
+use crate::event::NewEvent;
 use crate::metrics::Metrics;
 use crate::name::DocName;
 
@@ -74,6 +76,8 @@ pub struct PostgresStore {
     pool: Pool,
     health: Arc<Health>,
     timeout: Duration,
+    /// The highest event seq this process committed, bumped by the writer.
+    events: Arc<watch::Sender<i64>>,
 }
 
 impl PostgresStore {
@@ -109,17 +113,22 @@ impl PostgresStore {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(StoreError::Unavailable("schema migration timed out".into())),
         }
+        let last_event = tokio::time::timeout(timeout, read::last_event_seq(&conn))
+            .await
+            .map_err(|_| StoreError::Unavailable("no answer from the server".into()))??;
         drop(conn);
 
         let health = Arc::new(Health::default());
+        let events = Arc::new(watch::channel(last_event).0);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let writer = Writer::new(pool.clone(), health.clone(), metrics, timeout);
+        let writer = Writer::new(pool.clone(), health.clone(), metrics, timeout, events.clone());
         tokio::spawn(writer.run(rx));
         Ok(Self {
             jobs: JobQueue(tx),
             pool,
             health,
             timeout,
+            events,
         })
     }
 
@@ -179,12 +188,50 @@ impl DocStore for PostgresStore {
         Box::pin(self.read(move |c| Box::pin(async move { read::load(c, &name).await })))
     }
 
-    fn append<'a>(&'a self, name: &'a DocName, entries: Vec<LogEntry>) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn append_with_events<'a>(
+        &'a self,
+        name: &'a DocName,
+        entries: Vec<LogEntry>,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.write(|reply| Job::Append {
             doc: name.clone(),
             entries,
+            events,
             reply,
         })
+    }
+
+    fn emit(&self, events: Vec<NewEvent>, reported: Option<Reported>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.jobs.submit_now(|reply| Job::Emit {
+            events,
+            reported,
+            reply,
+        })
+    }
+
+    fn events_after(&self, after_seq: i64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(self.read(move |c| Box::pin(read::events_after(c, after_seq, limit))))
+    }
+
+    fn prune_events(&self, upto_seq: i64, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.write(|reply| Job::PruneEvents {
+            upto_seq,
+            before_ms,
+            reply,
+        })
+    }
+
+    fn last_event_seq(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(self.read(|c| Box::pin(read::last_event_seq(c))))
+    }
+
+    fn committed_events(&self) -> watch::Receiver<i64> {
+        self.events.subscribe()
+    }
+
+    fn unreported(&self) -> BoxFuture<'_, Result<Vec<DocName>, StoreError>> {
+        Box::pin(self.read(|c| Box::pin(read::unreported(c))))
     }
 
     fn compact<'a>(&'a self, name: &'a DocName, snapshot: Snapshot) -> BoxFuture<'a, Result<(), StoreError>> {

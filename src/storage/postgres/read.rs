@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 use super::pg_error;
 use crate::name::DocName;
 use crate::storage::pack::log_entries;
-use crate::storage::{DocMeta, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState};
+use crate::storage::{DocMeta, StoreError, StoredDoc, StoredEvent, VersionKind, VersionMeta, VersionState};
 
 /// The newest snapshot of either kind (kind 0) and the log rows after it
 /// (kind 1), in one statement: a compaction committing between two reads
@@ -20,6 +20,8 @@ const LOAD: &str = "
     UNION ALL
     SELECT 1, seq, count, data, NULL FROM updates
      WHERE doc_id = (SELECT id FROM d) AND seq + count - 1 > COALESCE((SELECT upto_seq FROM s), 0)
+    UNION ALL
+    SELECT 2, reported_seq, 0, ''::bytea, NULL FROM documents WHERE id = (SELECT id FROM d)
     ORDER BY kind, seq";
 
 pub(super) async fn load(client: &ClientWrapper, doc: &DocName) -> Result<StoredDoc, StoreError> {
@@ -29,16 +31,19 @@ pub(super) async fn load(client: &ClientWrapper, doc: &DocName) -> Result<Stored
     let mut after = 0u64;
     let mut stream_id = None;
     let mut log_rows = Vec::with_capacity(rows.len());
+    let mut reported_seq = 0;
     for row in rows {
         let kind: i32 = row.get(0);
         let seq = row.get::<_, i64>(1) as u64;
         let data: Vec<u8> = row.get(3);
-        if kind == 0 {
-            after = seq;
-            snapshot = Some(data);
-            stream_id = row.get(4);
-        } else {
-            log_rows.push((seq, row.get::<_, i64>(2) as u64, data));
+        match kind {
+            0 => {
+                after = seq;
+                snapshot = Some(data);
+                stream_id = row.get(4);
+            }
+            1 => log_rows.push((seq, row.get::<_, i64>(2) as u64, data)),
+            _ => reported_seq = seq,
         }
     }
     let log = log_entries(doc, log_rows, after)?;
@@ -48,7 +53,72 @@ pub(super) async fn load(client: &ClientWrapper, doc: &DocName) -> Result<Stored
         log,
         next_seq: last + 1,
         stream_id,
+        reported_seq,
     })
+}
+
+/// Outbox events after `after`, oldest first.
+pub(super) async fn events_after(
+    client: &ClientWrapper,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT seq, id, type, document, created_at, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .await
+        .map_err(pg_error)?;
+    let rows = client
+        .query(&stmt, &[&after, &(limit as i64)])
+        .await
+        .map_err(pg_error)?;
+    Ok(rows
+        .iter()
+        .map(|r| StoredEvent {
+            seq: r.get(0),
+            id: r.get(1),
+            kind: r.get(2),
+            document: r.get(3),
+            created_ms: r.get(4),
+            body: r.get(5),
+        })
+        .collect())
+}
+
+/// The highest committed event seq. Not the identity's last value: that
+/// counts transactions still open (or rolled back), and a poller waiting
+/// for it to change would miss the commit of the one it already saw.
+pub(super) async fn last_event_seq(client: &ClientWrapper) -> Result<i64, StoreError> {
+    let stmt = client
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0)::bigint FROM events")
+        .await
+        .map_err(pg_error)?;
+    Ok(client.query_one(&stmt, &[]).await.map_err(pg_error)?.get(0))
+}
+
+/// Documents whose log goes past what `document.updated` reported (see
+/// the SQLite store's).
+pub(super) async fn unreported(client: &ClientWrapper) -> Result<Vec<DocName>, StoreError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT name FROM documents d WHERE GREATEST(
+                COALESCE((SELECT MAX(seq + count - 1) FROM updates WHERE doc_id = d.id), 0),
+                COALESCE((SELECT MAX(upto_seq) FROM snapshots WHERE doc_id = d.id), 0)
+             ) > d.reported_seq ORDER BY name",
+        )
+        .await
+        .map_err(pg_error)?;
+    let rows = client.query(&stmt, &[]).await.map_err(pg_error)?;
+    rows.iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            DocName::parse(&name).map_err(|e| StoreError::Corrupt {
+                doc: name.clone(),
+                what: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 const META_COLUMNS: &str = "name, created_at, updated_at, size_bytes";

@@ -19,13 +19,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Object, Pool};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{is_outage, pg_error, Health};
 use crate::clock::now_ms;
 use crate::metrics::{Commit, Metrics};
 use crate::name::DocName;
 use crate::storage::job::{appended, finish, take_batch, Done, Job};
+use crate::storage::outbox;
 use crate::storage::pack::pack;
 use crate::storage::StoreError;
 
@@ -63,10 +64,18 @@ pub(super) struct Writer {
     /// Bounds each transaction, also when the server does not answer at all
     /// (its own `statement_timeout` needs a server that answers).
     timeout: Duration,
+    /// Told the highest event seq after a commit that wrote events.
+    events: Arc<watch::Sender<i64>>,
 }
 
 impl Writer {
-    pub(super) fn new(pool: Pool, health: Arc<Health>, metrics: Arc<Metrics>, timeout: Duration) -> Self {
+    pub(super) fn new(
+        pool: Pool,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+        timeout: Duration,
+        events: Arc<watch::Sender<i64>>,
+    ) -> Self {
         Self {
             pool,
             conn: None,
@@ -74,6 +83,7 @@ impl Writer {
             health,
             metrics,
             timeout,
+            events,
         }
     }
 
@@ -217,7 +227,12 @@ impl Writer {
         let timeout = self.timeout;
         let known = std::mem::take(&mut self.known);
         let conn = self.connection().await.map_err(Failed::Outage)?;
-        let mut tx = Tx { conn, known, now };
+        let mut tx = Tx {
+            conn,
+            known,
+            now,
+            last_event: 0,
+        };
         let outcome = match tokio::time::timeout(timeout, tx.run(batch)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(Failed::Outage(StoreError::Unavailable(format!(
@@ -225,7 +240,11 @@ impl Writer {
                 timeout.as_millis()
             )))),
         };
+        let last_event = tx.last_event;
         self.known = tx.known;
+        if outcome.is_ok() && last_event > 0 {
+            outbox::committed(&self.events, last_event);
+        }
         outcome
     }
 }
@@ -236,6 +255,8 @@ pub(super) struct Tx<'a> {
     pub(super) conn: &'a Object,
     pub(super) known: HashSet<DocName>,
     pub(super) now: i64,
+    /// The highest event seq this transaction wrote.
+    pub(super) last_event: i64,
 }
 
 impl Tx<'_> {
@@ -243,7 +264,11 @@ impl Tx<'_> {
     /// pipelined group, every other job on its own. Ends with the
     /// transaction committed, or not open (rolled back) on any error.
     async fn run(&mut self, batch: &[Job]) -> Result<Vec<Done>, Failed> {
-        let all_appends = batch.iter().all(|j| matches!(j, Job::Append { .. }));
+        // Appends that write events (a new document's `document.created`,
+        // a restore's) leave the one-round-trip path: they are rare.
+        let all_appends = batch
+            .iter()
+            .all(|j| matches!(j, Job::Append { doc, events, .. } if events.is_empty() && self.known.contains(doc)));
         if all_appends {
             // The common case, in one round trip.
             self.appends(batch, true).await?;
@@ -259,7 +284,20 @@ impl Tx<'_> {
                     .take_while(|j| matches!(j, Job::Append { .. }))
                     .count();
                 if run > 0 {
-                    self.appends(&batch[i..i + run], false).await?;
+                    let appends = &batch[i..i + run];
+                    for job in appends {
+                        if let Job::Append { doc, entries, .. } = job {
+                            if !entries.is_empty() && !self.known.contains(doc) {
+                                self.doc_id_or_create(doc).await?; // with its document.created
+                            }
+                        }
+                    }
+                    self.appends(appends, false).await?;
+                    for job in appends {
+                        if let Job::Append { events, .. } = job {
+                            self.events(events).await?;
+                        }
+                    }
                     results.extend((0..run).map(|_| Done::Unit));
                     i += run;
                 } else {
@@ -415,6 +453,13 @@ impl Tx<'_> {
                     Done::Unit
                 }
                 Job::Webhook { op, .. } => Done::Bool(self.webhook(op).await?),
+                Job::Emit { events, reported, .. } => {
+                    self.emit(events, reported).await?;
+                    Done::Unit
+                }
+                Job::PruneEvents {
+                    upto_seq, before_ms, ..
+                } => Done::Count(self.prune_events(*upto_seq, *before_ms).await?),
                 Job::Close { .. } => Done::Unit,
             })
         }
@@ -486,6 +531,7 @@ mod tests {
             Arc::new(Health::default()),
             Arc::new(Metrics::default()),
             Duration::from_secs(5),
+            Arc::new(watch::channel(0).0),
         );
         let append = |doc: &str, seq: u64| {
             let (reply, rx) = oneshot::channel();
@@ -494,7 +540,16 @@ mod tests {
                 data: Bytes::from_static(b"x"),
             }];
             let doc = DocName::parse(doc).unwrap();
-            (Job::Append { doc, entries, reply }, rx)
+            let events = Vec::new();
+            (
+                Job::Append {
+                    doc,
+                    entries,
+                    events,
+                    reply,
+                },
+                rx,
+            )
         };
         let (first, _) = append("a", 1);
         writer.commit(vec![first]).await;

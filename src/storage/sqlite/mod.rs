@@ -31,17 +31,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use self::read::ReadPool;
 use self::schema::{migrate, open_connection};
 use self::writer::Writer;
 use super::job::{Job, JobQueue, WRITE_QUEUE};
 use super::{
-    BoxFuture, DocMeta, DocStore, LogEntry, Snapshot, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState,
+    BoxFuture, DocMeta, DocStore, LogEntry, Reported, Snapshot, StoreError, StoredDoc, StoredEvent, VersionKind,
+    VersionMeta, VersionState,
 };
 use super::{StoredWebhook, WebhookFailure, WebhookWrite};
 use crate::clock::now_secs;
+use crate::event::NewEvent;
 use crate::metrics::Metrics;
 use crate::name::DocName;
 
@@ -55,6 +57,8 @@ const CHECKPOINT_PAGES: u32 = 250;
 pub struct SqliteStore {
     jobs: JobQueue,
     readers: Arc<ReadPool>,
+    /// The highest event seq committed, bumped by the writer.
+    events: Arc<watch::Sender<i64>>,
 }
 
 impl SqliteStore {
@@ -84,13 +88,16 @@ impl SqliteStore {
         // docs/BENCHMARKS.md (the checkpoint row of the profiling table).
         conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
 
+        let events = Arc::new(watch::channel(read::last_event_seq(&conn)?).0);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let signal = events.clone();
         std::thread::Builder::new()
             .name("weft-sqlite-writer".into())
-            .spawn(move || Writer::new(conn, metrics).run(rx))?;
+            .spawn(move || Writer::new(conn, metrics, signal).run(rx))?;
         Ok(Self {
             jobs: JobQueue(tx),
             readers: Arc::new(ReadPool::new(path.to_owned(), busy_timeout)),
+            events,
         })
     }
 
@@ -127,12 +134,50 @@ impl DocStore for SqliteStore {
         self.read(move |conn| read::load(conn, &name))
     }
 
-    fn append<'a>(&'a self, name: &'a DocName, entries: Vec<LogEntry>) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn append_with_events<'a>(
+        &'a self,
+        name: &'a DocName,
+        entries: Vec<LogEntry>,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.write(|reply| Job::Append {
             doc: name.clone(),
             entries,
+            events,
             reply,
         })
+    }
+
+    fn emit(&self, events: Vec<NewEvent>, reported: Option<Reported>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.jobs.submit_now(|reply| Job::Emit {
+            events,
+            reported,
+            reply,
+        })
+    }
+
+    fn events_after(&self, after_seq: i64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.read(move |conn| read::events_after(conn, after_seq, limit))
+    }
+
+    fn prune_events(&self, upto_seq: i64, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.write(|reply| Job::PruneEvents {
+            upto_seq,
+            before_ms,
+            reply,
+        })
+    }
+
+    fn last_event_seq(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        self.read(read::last_event_seq)
+    }
+
+    fn committed_events(&self) -> watch::Receiver<i64> {
+        self.events.subscribe()
+    }
+
+    fn unreported(&self) -> BoxFuture<'_, Result<Vec<DocName>, StoreError>> {
+        self.read(read::unreported)
     }
 
     fn compact<'a>(&'a self, name: &'a DocName, snapshot: Snapshot) -> BoxFuture<'a, Result<(), StoreError>> {

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use super::schema::open_connection;
 use crate::name::DocName;
 use crate::storage::pack::log_entries;
-use crate::storage::{DocMeta, StoreError, StoredDoc, VersionKind, VersionMeta, VersionState};
+use crate::storage::{DocMeta, StoreError, StoredDoc, StoredEvent, VersionKind, VersionMeta, VersionState};
 
 /// Idle reader connections kept for reuse; more are opened when needed and
 /// closed after.
@@ -87,12 +87,69 @@ pub(super) fn load(conn: &Connection, doc: &DocName) -> Result<StoredDoc, StoreE
         .collect::<Result<Vec<_>, _>>()?;
     let log = log_entries(doc, rows, after as u64)?;
     let last = log.last().map_or(after as u64, |e| e.seq);
+    let reported: i64 = conn
+        .prepare_cached("SELECT reported_seq FROM documents WHERE id = ?1")?
+        .query_row([doc_id], |r| r.get(0))?;
     Ok(StoredDoc {
         snapshot: snapshot.map(|(_, state)| state),
         log,
         next_seq: last + 1,
         stream_id: None,
+        reported_seq: reported as u64,
     })
+}
+
+/// Outbox events after `after`, oldest first.
+pub(super) fn events_after(conn: &Connection, after: i64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, id, type, document, created_at, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![after, limit as i64], |r| {
+            Ok(StoredEvent {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                kind: r.get(2)?,
+                document: r.get(3)?,
+                created_ms: r.get(4)?,
+                body: r.get(5)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// The highest event seq ever given: AUTOINCREMENT keeps it in
+/// `sqlite_sequence` also when the newest events were pruned.
+pub(super) fn last_event_seq(conn: &Connection) -> Result<i64, StoreError> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'events'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(seq.unwrap_or(0))
+}
+
+/// Documents whose log goes past what `document.updated` reported: the
+/// last seq is the log's, or a compaction's when it dropped the log.
+pub(super) fn unreported(conn: &Connection) -> Result<Vec<DocName>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name FROM documents d WHERE MAX(
+            COALESCE((SELECT MAX(seq + count - 1) FROM updates WHERE doc_id = d.id), 0),
+            COALESCE((SELECT MAX(upto_seq) FROM snapshots WHERE doc_id = d.id), 0)
+         ) > d.reported_seq ORDER BY name",
+    )?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    names
+        .into_iter()
+        .map(|n| {
+            DocName::parse(&n).map_err(|e| StoreError::Corrupt {
+                doc: n.clone(),
+                what: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 pub(super) fn list(conn: &Connection) -> Result<Vec<DocMeta>, StoreError> {

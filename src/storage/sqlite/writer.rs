@@ -13,15 +13,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::read::{doc_id, version_row, VERSION_COLUMNS};
 use crate::clock::now_ms;
+use crate::event::NewEvent;
 use crate::metrics::{Commit, Metrics};
 use crate::name::DocName;
 use crate::storage::job::{appended, finish, take_batch, Done, Job};
+use crate::storage::outbox;
 use crate::storage::pack::pack;
-use crate::storage::{LogEntry, Snapshot, StoreError, VersionKind, VersionMeta};
+use crate::storage::{LogEntry, Reported, Snapshot, StoreError, VersionKind, VersionMeta};
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 2048;
@@ -32,14 +34,17 @@ pub(super) struct Writer {
     /// ids it learnt may have been rolled back.
     ids: HashMap<DocName, i64>,
     metrics: Arc<Metrics>,
+    /// Told the highest event seq after a commit that wrote events.
+    events: Arc<watch::Sender<i64>>,
 }
 
 impl Writer {
-    pub(super) fn new(conn: Connection, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(conn: Connection, metrics: Arc<Metrics>, events: Arc<watch::Sender<i64>>) -> Self {
         Self {
             conn,
             ids: HashMap::new(),
             metrics,
+            events,
         }
     }
 
@@ -116,16 +121,19 @@ impl Writer {
     ) -> Result<Option<Vec<Result<Done, StoreError>>>, rusqlite::Error> {
         let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
+        // The last event seq written; a savepoint rolled back may leave it
+        // past the last committed one, which only wakes readers for nothing.
+        let mut last_event = 0;
         for job in batch {
             if isolate {
                 let sp = tx.savepoint()?;
-                let result = Tx::new(&sp, &mut self.ids, now).apply(job);
+                let result = Tx::new(&sp, &mut self.ids, now, &mut last_event).apply(job);
                 if result.is_ok() {
                     sp.commit()?;
                 }
                 results.push(result);
             } else {
-                let result = Tx::new(&tx, &mut self.ids, now).apply(job);
+                let result = Tx::new(&tx, &mut self.ids, now, &mut last_event).apply(job);
                 if result.is_err() {
                     return Ok(None); // dropping `tx` rolls it back
                 }
@@ -133,6 +141,9 @@ impl Writer {
             }
         }
         tx.commit()?;
+        if last_event > 0 {
+            outbox::committed(&self.events, last_event);
+        }
         Ok(Some(results))
     }
 }
@@ -143,16 +154,35 @@ struct Tx<'a> {
     conn: &'a Connection,
     ids: &'a mut HashMap<DocName, i64>,
     now: i64,
+    /// The seq of the last event written.
+    last_event: &'a mut i64,
 }
 
 impl<'a> Tx<'a> {
-    fn new(conn: &'a Connection, ids: &'a mut HashMap<DocName, i64>, now: i64) -> Self {
-        Self { conn, ids, now }
+    fn new(conn: &'a Connection, ids: &'a mut HashMap<DocName, i64>, now: i64, last_event: &'a mut i64) -> Self {
+        Self {
+            conn,
+            ids,
+            now,
+            last_event,
+        }
     }
 
     fn apply(&mut self, job: &Job) -> Result<Done, StoreError> {
         match job {
-            Job::Append { doc, entries, .. } => self.append(doc, entries).map(|()| Done::Unit),
+            Job::Append {
+                doc, entries, events, ..
+            } => {
+                self.append(doc, entries)?;
+                for event in events {
+                    self.event(event)?;
+                }
+                Ok(Done::Unit)
+            }
+            Job::Emit { events, reported, .. } => self.emit(events, reported).map(|()| Done::Unit),
+            Job::PruneEvents {
+                upto_seq, before_ms, ..
+            } => self.prune_events(*upto_seq, *before_ms).map(Done::Count),
             Job::Compact { doc, snapshot, .. } => self.compact(doc, snapshot).map(|()| Done::Unit),
             Job::Delete { doc, .. } => self.delete(doc).map(Done::Bool),
             Job::SaveVersion {
@@ -186,7 +216,9 @@ impl<'a> Tx<'a> {
                 self.conn
                     .prepare_cached("INSERT INTO documents (name, created_at, updated_at) VALUES (?1, ?2, ?2)")?
                     .execute(params![doc.as_str(), self.now])?;
-                self.conn.last_insert_rowid()
+                let id = self.conn.last_insert_rowid();
+                self.event(&outbox::document_created(doc))?;
+                id
             }
         };
         self.ids.insert(doc.clone(), id);
@@ -256,6 +288,7 @@ impl<'a> Tx<'a> {
         self.conn.execute("DELETE FROM updates WHERE doc_id = ?1", [doc_id])?;
         self.conn.execute("DELETE FROM snapshots WHERE doc_id = ?1", [doc_id])?;
         self.conn.execute("DELETE FROM documents WHERE id = ?1", [doc_id])?;
+        self.event(&outbox::document_deleted(doc))?;
         Ok(true)
     }
 
@@ -282,7 +315,7 @@ impl<'a> Tx<'a> {
                 digest
             ],
         )?;
-        Ok(VersionMeta {
+        let meta = VersionMeta {
             id: self.conn.last_insert_rowid(),
             created: self.now,
             label: label.clone(),
@@ -290,7 +323,9 @@ impl<'a> Tx<'a> {
             size: snapshot.state.len() as u64,
             state_vector: snapshot.state_vector.clone(),
             digest: Some(digest.to_vec()),
-        })
+        };
+        self.event(&outbox::version_created(doc, &meta))?;
+        Ok(meta)
     }
 
     /// Makes a version named, keeping its label if it has one.
@@ -339,7 +374,47 @@ impl<'a> Tx<'a> {
         // Forget revocations of tokens that expired anyway.
         self.conn
             .execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [self.now / 1000])?;
+        self.event(&outbox::token_revoked(token_id, expires_at))?;
         Ok(())
+    }
+
+    /// Writes one event to the outbox, its envelope rendered at the
+    /// batch's time.
+    fn event(&mut self, event: &NewEvent) -> Result<(), StoreError> {
+        let rendered = event.render(self.now);
+        self.conn
+            .prepare_cached("INSERT INTO events (id, type, document, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![
+                rendered.id,
+                event.kind.as_str(),
+                event.document,
+                self.now,
+                rendered.body
+            ])?;
+        *self.last_event = self.conn.last_insert_rowid();
+        Ok(())
+    }
+
+    fn emit(&mut self, events: &[NewEvent], reported: &Option<Reported>) -> Result<(), StoreError> {
+        if let Some(Reported { doc, upto_seq }) = reported {
+            let Some(doc_id) = doc_id(self.conn, doc)? else {
+                return Ok(()); // deleted meanwhile: nothing to report
+            };
+            self.conn
+                .prepare_cached("UPDATE documents SET reported_seq = MAX(reported_seq, ?2) WHERE id = ?1")?
+                .execute(params![doc_id, *upto_seq as i64])?;
+        }
+        for event in events {
+            self.event(event)?;
+        }
+        Ok(())
+    }
+
+    fn prune_events(&mut self, upto_seq: i64, before_ms: i64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM events WHERE seq <= ?1 AND created_at < ?2",
+            params![upto_seq, before_ms],
+        )?)
     }
 }
 
@@ -363,7 +438,7 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let conn = open_connection(&path, Duration::from_secs(1), OpenFlags::default()).unwrap();
         migrate(&conn).unwrap();
-        let mut writer = Writer::new(conn, Arc::new(Metrics::default()));
+        let mut writer = Writer::new(conn, Arc::new(Metrics::default()), Arc::new(watch::channel(0).0));
         let doc = |n: &str| DocName::parse(n).unwrap();
         let append = |name: &str, seq: u64| {
             let (reply, rx) = tokio::sync::oneshot::channel();
@@ -375,6 +450,7 @@ mod tests {
                 Job::Append {
                     doc: doc(name),
                     entries,
+                    events: Vec::new(),
                     reply,
                 },
                 rx,
