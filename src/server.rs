@@ -291,7 +291,14 @@ pub async fn run(
         let registry = registry.clone();
         tokio::spawn(async move { registry.report_unreported().await });
     }
-    let webhooks = webhooks::start(webhook_settings, store.clone(), feed.clone(), &registry, metrics.clone()).await?;
+    let webhooks = webhooks::start(
+        webhook_settings,
+        store.clone(),
+        feed.clone(),
+        &registry,
+        metrics.clone(),
+    )
+    .await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let sessions = TaskTracker::new();
     let state = AppState {
