@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{enc, http, Client, Response, Server, SECOND};
+use common::{enc, http, Client, Response, Server, Store, SECOND};
 use serde_json::{json, Value};
 use yrs::{Map, Transact};
 
@@ -306,8 +306,17 @@ async fn every_event_type_arrives_signed() {
 /// attempts with the same webhook-id, and the event once successfully.
 #[tokio::test]
 async fn a_failing_receiver_gets_the_same_event_until_it_succeeds() {
+    failing_receiver(Store::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_the_same_event_until_it_succeeds_postgres() {
+    failing_receiver(Store::Postgres).await;
+}
+
+async fn failing_receiver(store: Store) {
     let receiver = Receiver::start();
-    let server = Server::builder().flag("--webhook-allow-private").start();
+    let server = Server::builder().store(store).flag("--webhook-allow-private").start();
     let (id, secret) = subscribe(
         &server,
         None,
@@ -343,8 +352,17 @@ async fn a_failing_receiver_gets_the_same_event_until_it_succeeds() {
 /// with the status; a redirect is not followed and is final too.
 #[tokio::test]
 async fn a_4xx_or_a_redirect_is_final_and_recorded() {
+    final_answers(Store::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_4xx_or_a_redirect_is_final_and_recorded_postgres() {
+    final_answers(Store::Postgres).await;
+}
+
+async fn final_answers(store: Store) {
     let receiver = Receiver::start();
-    let server = Server::builder().flag("--webhook-allow-private").start();
+    let server = Server::builder().store(store).flag("--webhook-allow-private").start();
     let (gone, _) = subscribe(
         &server,
         None,
