@@ -289,6 +289,18 @@ pub async fn run(
     })?;
     {
         let registry = registry.clone();
+        feed.set_content_source(Arc::new(move |name| {
+            let registry = registry.clone();
+            Box::pin(async move {
+                registry
+                    .with_doc(&name, |handle| async move { handle.content().await })
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }));
+    }
+    {
+        let registry = registry.clone();
         tokio::spawn(async move { registry.report_unreported().await });
     }
     let webhooks = webhooks::start(

@@ -16,14 +16,19 @@
 //! leaves.
 
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, warn};
 
 use crate::clock::now_ms;
-use crate::storage::{DocStore, StoreError, StoredEvent};
+use crate::name::DocName;
+use crate::storage::{BoxFuture, DocStore, StoreError, StoredEvent};
+
+/// Renders a document's content as JSON (`doc::content`, through the
+/// registry): given by the wiring, since this layer sits below `doc`.
+pub type ContentSource = Arc<dyn Fn(DocName) -> BoxFuture<'static, Result<serde_json::Value, String>> + Send + Sync>;
 
 /// Events read from the outbox at once, by the pump and by a subscriber
 /// catching up: what bounds a subscriber's memory.
@@ -58,12 +63,15 @@ struct Inner {
     events: broadcast::Sender<Arc<StoredEvent>>,
     /// No event above this is pruned: the lowest webhook cursor.
     floor: AtomicI64,
+    content: OnceLock<ContentSource>,
 }
 
 impl Feed {
     /// Starts the feed's tasks (they end when the last handle is dropped
     /// and the store's signal closes, or with the runtime).
     pub async fn start(store: Arc<dyn DocStore>, config: FeedConfig) -> Result<Feed, StoreError> {
+        // Subscribed before the first read, so that no commit falls between.
+        let committed = store.committed_events();
         let first = store.last_event_seq().await?;
         let (latest, _) = watch::channel(first);
         let (events, _) = broadcast::channel(BROADCAST);
@@ -73,10 +81,11 @@ impl Feed {
                 latest,
                 events,
                 floor: AtomicI64::new(i64::MAX),
+                content: OnceLock::new(),
             }),
         };
-        tokio::spawn(follow(Arc::downgrade(&feed.inner), config.poll));
-        tokio::spawn(pump(Arc::downgrade(&feed.inner), first));
+        tokio::spawn(follow(Arc::downgrade(&feed.inner), committed, config.poll));
+        tokio::spawn(pump(Arc::downgrade(&feed.inner), feed.latest(), first));
         tokio::spawn(prune(Arc::downgrade(&feed.inner), config.retention));
         Ok(feed)
     }
@@ -94,6 +103,22 @@ impl Feed {
 
     pub fn store(&self) -> &Arc<dyn DocStore> {
         &self.inner.store
+    }
+
+    /// Set once by the wiring (`server.rs`): how [`content`](Self::content)
+    /// renders a document.
+    pub fn set_content_source(&self, source: ContentSource) {
+        let _ = self.inner.content.set(source);
+    }
+
+    /// A document's content as JSON, as `GET /api/docs/{name}` shows it
+    /// (for webhooks subscribed with `?content=1`). Loads the document if
+    /// it is not loaded.
+    pub async fn content(&self, doc: DocName) -> Result<serde_json::Value, String> {
+        match self.inner.content.get() {
+            Some(source) => source(doc).await,
+            None => Err("no content source wired".into()),
+        }
     }
 
     /// Events after `after`, as they come (see [`Subscription`]).
@@ -135,10 +160,10 @@ fn raise(latest: &watch::Sender<i64>, seq: i64) {
 
 /// Keeps `latest` up to date: from this process's writer, and in cluster
 /// mode from the store itself.
-async fn follow(inner: std::sync::Weak<Inner>, poll: Option<Duration>) {
-    let Some(mut committed) = inner.upgrade().map(|i| i.store.committed_events()) else {
-        return;
-    };
+async fn follow(inner: std::sync::Weak<Inner>, mut committed: watch::Receiver<i64>, poll: Option<Duration>) {
+    if let Some(inner) = inner.upgrade() {
+        raise(&inner.latest, *committed.borrow_and_update());
+    }
     let mut tick = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -163,11 +188,8 @@ async fn follow(inner: std::sync::Weak<Inner>, poll: Option<Duration>) {
 }
 
 /// Reads each new stretch of the outbox once and broadcasts it.
-async fn pump(inner: std::sync::Weak<Inner>, mut cursor: i64) {
-    let Some(mut latest) = inner.upgrade().map(|i| i.latest.subscribe()) else {
-        return;
-    };
-    while latest.changed().await.is_ok() {
+async fn pump(inner: std::sync::Weak<Inner>, mut latest: watch::Receiver<i64>, mut cursor: i64) {
+    loop {
         let target = *latest.borrow_and_update();
         let Some(inner) = inner.upgrade() else { return };
         while cursor < target {
@@ -187,6 +209,10 @@ async fn pump(inner: std::sync::Weak<Inner>, mut cursor: i64) {
                     break;
                 }
             }
+        }
+        drop(inner);
+        if latest.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -78,3 +78,15 @@ async fn resuming_after_a_pruned_event_is_told() {
     assert_eq!(feed.resumable(3).await.unwrap(), Ok(()));
     assert_eq!(feed.resumable(9).await.unwrap(), Err(None));
 }
+
+/// The content source the wiring sets is what `content` answers with.
+#[tokio::test]
+async fn content_comes_from_the_wired_source() {
+    let (_, feed) = feed().await;
+    let doc = crate::name::DocName::parse("notes/a").unwrap();
+    assert!(feed.content(doc.clone()).await.is_err(), "nothing wired yet");
+    feed.set_content_source(Arc::new(|name| {
+        Box::pin(async move { Ok(serde_json::json!({ "name": name.as_str() })) })
+    }));
+    assert_eq!(feed.content(doc).await.unwrap(), serde_json::json!({"name": "notes/a"}));
+}

@@ -67,7 +67,7 @@ impl Filter {
             }
         }
         match &event.document {
-            Some(doc) => self.prefix.as_deref().is_none_or(|p| doc.starts_with(p)) && self.caller.sees(doc),
+            Some(doc) => self.prefix.as_deref().map_or(true, |p| doc.starts_with(p)) && self.caller.sees(doc),
             // No document (a revoked token): the admin's only, and not
             // when a prefix asks for documents.
             None => self.prefix.is_none() && matches!(self.caller, Caller::Admin),

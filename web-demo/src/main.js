@@ -22,6 +22,7 @@ import { mountPresence } from './presence.js'
 import { mountStatus } from './status.js'
 import { mountDocs, DEFAULT_DOC, docUrl, nameProblem } from './docs.js'
 import { mountVersions } from './versions.js'
+import { followEvents } from './feed.js'
 import { seedWelcome } from './welcome.js'
 import { HocuspocusAdapter } from './hocuspocus.js'
 import { mountShare } from './share.js'
@@ -127,6 +128,7 @@ const becomeReadOnly = (why) => {
 const endAccess = (reason) => {
   if (accessEnded) return
   accessEnded = true
+  stopEventsForGood()
   status.end(reason)
   updateEditable()
 }
@@ -200,6 +202,29 @@ const switchedToTokens = () => {
     lost + 'To go on, open the document with a link that has a token (the server’s owner makes one with weft token).'
 }
 
+// Changes made elsewhere (another page, the API, another server of a
+// cluster) reach the lists at once through the server's event feed. It is
+// opened once the page is in (synced: the server let it connect, so its
+// token is good), and closed when its access ends, so that a page without
+// access asks the feed for nothing.
+/** @type {(() => void) | null} */
+let stopEvents = null
+const startEvents = () => {
+  if (stopEvents !== null) return
+  stopEvents = followEvents({
+    token,
+    docName,
+    // A document that comes or goes changes the list now; edits and people
+    // change an entry's details, refreshed at most every 2 s.
+    onDocs: (type) => (type === 'document.created' || type === 'document.deleted' ? docs?.refresh() : docs?.refreshSoon()),
+    onVersions: () => versions?.refresh()
+  })
+}
+const stopEventsForGood = () => {
+  stopEvents?.()
+  stopEvents = () => {}
+}
+
 const status = mountStatus(provider, ydoc, {
   canWrite,
   onChange: (state) => {
@@ -207,6 +232,7 @@ const status = mountStatus(provider, ydoc, {
     if (state === 'closed' && lastState !== 'closed') {
       const closed = status.closedBy() ?? { code: -1, reason: '' }
       if (closed.code === 4401 || closed.code === 4403) {
+        stopEventsForGood()
         accessEnded = true
         updateEditable()
       }
@@ -214,6 +240,7 @@ const status = mountStatus(provider, ydoc, {
     }
     // Connected (again): the server knows the document now; lists may be stale.
     if (state === 'synced' && lastState !== 'synced') {
+      startEvents()
       docs?.refresh()
       versions?.refresh()
     }

@@ -360,10 +360,11 @@ test('server killed and restarted: pages say offline, keep their edits, and sync
     // While the server is down, Chromium reports the failed reconnection
     // attempts itself, and a list request that raced with the kill (with the
     // harness's relay in between, an unreachable server shows as a reset or
-    // an unconnected socket, not a refusal); nothing else may appear.
+    // an unconnected socket, not a refusal), and the event feed's stream cut
+    // short by the kill (incomplete chunked encoding); nothing else may appear.
     assertNoProblems([ada, grace], [
       /WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/restart' failed/,
-      /Failed to load resource: net::ERR_(CONNECTION_(REFUSED|RESET|CLOSED)|EMPTY_RESPONSE|SOCKET_NOT_CONNECTED)/
+      /Failed to load resource: net::ERR_(CONNECTION_(REFUSED|RESET|CLOSED)|EMPTY_RESPONSE|SOCKET_NOT_CONNECTED|INCOMPLETE_CHUNKED_ENCODING)/
     ])
   } finally {
     await closeAll([ada, grace])
@@ -384,6 +385,36 @@ test('a document deleted through the API: the page says it was disconnected and 
     assertNoProblems([page])
   } finally {
     await closeAll([page])
+  }
+})
+
+test('changes made through the API reach the page at once through the event feed: versions, a restore\'s backup, a deleted document', TEST, async (t) => {
+  const weft = await freshWeft(t)
+  const ada = await openDemo(browser, docUrl(weft, 'fed'), ADA)
+  const other = await openDemo(browser, docUrl(weft, 'elsewhere'), GRACE)
+  try {
+    await ada.locator('#versions.open').waitFor({ timeout: DEADLINE })
+    await typeAtEnd(ada, 'Told by the feed.')
+    await typeAtEnd(other, 'Soon deleted.')
+    await closeAll([other])
+    // Nothing on the page asks for these: its lists poll every 10 and 15 s,
+    // and no other page's awareness says a thing. PROMPTLY is well below.
+    await ada.locator('#doc-list .doc-name', { hasText: 'elsewhere' }).waitFor({ timeout: DEADLINE })
+    const named = await weft.api('POST', '/api/docs/fed/versions', { body: { label: 'Named by the API' } })
+    assert.equal(named.status, 201, named.text)
+    await ada.locator('#version-list .version-label', { hasText: 'Named by the API' }).waitFor({ timeout: PROMPTLY })
+    await typeAtEnd(ada, ' More.')
+    // Stored, so that the restore has something to back up.
+    await waitFor('the edit stored', async () => JSON.stringify((await weft.api('GET', '/api/docs/fed')).json?.content ?? '').includes('More.'))
+    const restored = await weft.api('POST', `/api/docs/fed/versions/${named.json.id}/restore`, { body: {} })
+    assert.equal(restored.status, 200, restored.text)
+    await ada.locator('#version-list .version-label', { hasText: 'Before restoring' }).waitFor({ timeout: PROMPTLY })
+    const deleted = await weft.api('DELETE', '/api/docs/elsewhere')
+    assert.equal(deleted.status, 200, deleted.text)
+    await ada.locator('#doc-list .doc-name', { hasText: 'elsewhere' }).waitFor({ state: 'detached', timeout: PROMPTLY })
+    assertNoProblems([ada])
+  } finally {
+    await closeAll([ada, other])
   }
 })
 

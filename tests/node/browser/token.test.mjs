@@ -350,7 +350,7 @@ test('a page opened before the server switched to token mode says so, instead of
     assert.equal(page.sockets.length, attempts)
     assertNoProblems([page], [
       /WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/switch' failed/,
-      /Failed to load resource: net::ERR_(CONNECTION_(REFUSED|RESET|CLOSED)|EMPTY_RESPONSE|SOCKET_NOT_CONNECTED)/,
+      /Failed to load resource: net::ERR_(CONNECTION_(REFUSED|RESET|CLOSED)|EMPTY_RESPONSE|SOCKET_NOT_CONNECTED|INCOMPLETE_CHUNKED_ENCODING)/,
       refusedRequest(401)
     ])
   } finally {
@@ -543,7 +543,7 @@ test('a token that expired while the server was down: back, the page learns why 
       // then the refused socket and the one request that learnt why.
       assertNoProblems([page], [
         /WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/outage\?token=[^']*' failed/,
-        /Failed to load resource: net::ERR_(CONNECTION_(REFUSED|RESET|CLOSED)|EMPTY_RESPONSE|SOCKET_NOT_CONNECTED)/,
+        /Failed to load resource: net::ERR_(CONNECTION_(REFUSED|RESET|CLOSED)|EMPTY_RESPONSE|SOCKET_NOT_CONNECTED|INCOMPLETE_CHUNKED_ENCODING)/,
         refusedRequest(401)
       ])
     } finally {
