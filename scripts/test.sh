@@ -72,14 +72,16 @@ eval "$redis_env"
 trap 'scripts/redis-server.sh stop "$REDIS_DIR"; scripts/pg-server.sh stop "$PG_DIR"' EXIT
 echo "Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') running as pid $REDIS_PID at $WEFT_TEST_REDIS"
 
+# Before the Rust tests: tests/webhooks.rs runs tests/node/webhook-receiver.mjs,
+# which verifies signatures with the `standardwebhooks` npm package.
+step "Node: npm ci (yjs, y-websocket, ws, playwright-core, standardwebhooks from the lockfile)"
+(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+
 step "Rust: build (release)"
 cargo build --release --workspace --locked
 
 step "Rust: unit, integration and property tests (release binary, real SQLite files and PostgreSQL databases, real sockets)"
 cargo test --release --workspace --locked
-
-step "Node: npm ci (yjs, y-websocket, ws, playwright-core from the lockfile)"
-(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 
 step "Node: the real y-websocket client against weft"
 (cd tests/node && WEFT_BIN="$PWD/../../target/release/weft" npm test)

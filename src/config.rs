@@ -10,8 +10,10 @@ use crate::auth::{AuthError, AuthKey};
 
 mod db;
 mod redis_url;
+mod webhook;
 pub use db::{DbLocation, PostgresUrl};
 pub use redis_url::RedisUrl;
+pub use webhook::{WebhookFlags, DEFAULT_WEBHOOK_MAX_ATTEMPTS, DEFAULT_WEBHOOK_TIMEOUT_MS};
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:1234";
 pub const DEFAULT_DB: &str = "weft.db";
@@ -538,6 +540,11 @@ pub struct Config {
     /// has not been checked yet (close 1009 beyond).
     #[arg(long, env = "WEFT_HOCUSPOCUS_PENDING_BYTES", default_value_t = DEFAULT_HOCUSPOCUS_PENDING_BYTES)]
     pub hocuspocus_pending_bytes: usize,
+
+    /// Webhooks: `--webhook` and the flags around it (`config::webhook`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub webhook: WebhookFlags,
 }
 
 impl Config {
@@ -581,6 +588,13 @@ impl Config {
             "open"
         };
         value["auth"] = mode.into();
+        // Never the secret itself: only that there is one.
+        let webhook_secret = self.webhook.webhook_secret_file.is_some() || self.webhook.webhook_secret.is_some();
+        value["webhook_secret"] = if webhook_secret {
+            "set".into()
+        } else {
+            serde_json::Value::Null
+        };
         if self.storage == StorageKind::Sqlite && self.db.is_postgres() {
             value["storage"] = "postgres".into();
         }

@@ -8,6 +8,7 @@
 //! has always exposed (users scrape them), and a unit test holds them.
 
 mod histogram;
+mod webhooks;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use prometheus_client::registry::Registry;
 
 pub use histogram::{Buckets, Histogram};
 use histogram::{Bytes, Count, Seconds};
+pub use webhooks::{WebhookCounters, WebhookMetrics};
 
 /// Why the server closed a connection; one counter each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +116,8 @@ pub struct Metrics {
     relay_seconds: Histogram<Seconds>,
     stream_append_seconds: Histogram<Seconds>,
     stream_lag_seconds: Histogram<Seconds>,
+    /// Webhook delivery, per subscription (`metrics::webhooks`).
+    pub webhooks: WebhookMetrics,
 }
 
 /// One storage transaction committed (a group commit), as a store reports it.
@@ -389,7 +393,7 @@ impl Collector for Scrape {
         for (name, help, histogram) in &HISTOGRAMS {
             encode(&mut encoder, name, help, histogram(m))?;
         }
-        Ok(())
+        m.webhooks.encode(&mut encoder)
     }
 }
 
@@ -447,6 +451,11 @@ mod tests {
                 "weft_update_relay_delay_seconds histogram",
                 "weft_stream_append_duration_seconds histogram",
                 "weft_stream_lag_seconds histogram",
+                "weft_webhook_deliveries_total counter",
+                "weft_webhook_retries_total counter",
+                "weft_webhook_failures_total counter",
+                "weft_webhook_failing gauge",
+                "weft_webhook_attempt_duration_seconds histogram",
             ]
         );
         assert!(out.contains("weft_disconnects_total{reason=\"slow_consumer\"} 0\n"));

@@ -24,6 +24,8 @@ use crate::http::{self, AppState, Timeouts};
 use crate::metrics::Metrics;
 use crate::storage::{DocStore, MemoryStore, PostgresOptions, PostgresStore, SqliteStore, StoreError};
 
+mod webhooks;
+
 /// How long shutdown waits for sessions to deliver their close frames and
 /// apply what their clients sent before the close.
 const DRAIN: Duration = Duration::from_secs(3);
@@ -241,6 +243,7 @@ pub async fn run(
     let key = config.auth_key()?;
     check_exposure(&config, listener.local_addr()?, key.is_some())?;
     check_limits(&config)?;
+    let webhook_settings = webhooks::settings(&config)?;
     let origins = OriginPolicy::new(&config.allowed_origins, &config.allowed_hosts, key.is_none())
         .map_err(|e| ServerError::Config(format!("--allowed-origin / --allowed-host: {e}")))?;
     let limits = Arc::new(Limits::new(
@@ -300,6 +303,14 @@ pub async fn run(
         let registry = registry.clone();
         tokio::spawn(async move { registry.report_unreported().await });
     }
+    let webhooks = webhooks::start(
+        webhook_settings,
+        store.clone(),
+        feed.clone(),
+        &registry,
+        metrics.clone(),
+    )
+    .await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let sessions = TaskTracker::new();
     let state = AppState {
@@ -325,6 +336,7 @@ pub async fn run(
             message_deadline: millis(config.message_deadline_ms),
             message_stall: millis(config.message_stall_ms),
         },
+        webhooks: webhooks.clone(),
     };
     let app = http::router(state);
     // Announced only once the store is open: a client (or a test) that
@@ -342,6 +354,9 @@ pub async fn run(
         write_stall: millis(config.idle_timeout_ms),
     };
     listener::serve(listener, app, limits, conn_limits, metrics.clone(), signal).await;
+    // An attempt in flight is abandoned: its event is sent again after the
+    // restart (the cursor is stored only once an event is dealt with).
+    webhooks.shutdown().await;
 
     // Every upgrade has been answered, so no session starts from now on.
     // Those open are closing with 1001; what their clients sent before the

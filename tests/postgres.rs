@@ -119,7 +119,7 @@ async fn two_processes_on_a_fresh_database_migrate_once() {
     assert_eq!(created, 1, "exactly one process creates the schema");
     assert_eq!(
         db.query("SELECT COUNT(*), MAX(version) FROM weft_schema"),
-        vec![vec!["1".to_string(), "5".to_string()]]
+        vec![vec!["1".to_string(), "6".to_string()]]
     );
     // Both serve the same documents.
     let a = servers[0].connect("shared").await;
@@ -340,13 +340,15 @@ async fn a_version_3_database_is_migrated_to_4() {
     assert!(first.terminate().success());
     db.query(
         "ALTER TABLE snapshots DROP COLUMN stream_id; DROP TABLE events; \
-         ALTER TABLE documents DROP COLUMN reported_seq; UPDATE weft_schema SET version = 3",
+         ALTER TABLE documents DROP COLUMN reported_seq; \
+         DROP TABLE webhooks; DROP TABLE webhook_cursors; DROP TABLE webhook_failures; \
+         UPDATE weft_schema SET version = 3",
     );
     let second = Server::builder().arg("--db", db.url.clone()).start();
     assert!(second.log().contains("database schema migrated"), "{}", second.log());
     assert_eq!(
         db.query("SELECT MAX(version) FROM weft_schema"),
-        vec![vec!["5".to_string()]]
+        vec![vec!["6".to_string()]]
     );
     assert_eq!(
         db.query("SELECT COUNT(*) FROM information_schema.columns WHERE table_name = 'snapshots' AND column_name = 'stream_id'"),

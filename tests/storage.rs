@@ -633,6 +633,6 @@ async fn a_version_1_database_is_migrated() {
     let new = sqlite(&fresh);
     assert_eq!(columns(&migrated), columns(&new));
     let version = |db: &rusqlite::Connection| db.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap();
-    assert_eq!(version(&migrated), 4);
-    assert_eq!(version(&new), 4);
+    assert_eq!(version(&migrated), 5);
+    assert_eq!(version(&new), 5);
 }

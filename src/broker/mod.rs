@@ -22,6 +22,7 @@
 mod control;
 mod follow;
 mod lease;
+mod webhook_lease;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

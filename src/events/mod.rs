@@ -301,5 +301,7 @@ impl Subscription {
     }
 }
 
+pub mod webhook;
+
 #[cfg(test)]
 mod tests;

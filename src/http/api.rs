@@ -22,6 +22,7 @@ use crate::doc::{self, DocError, DocMeta, DocName, StateVectorParam, VersionKind
 use crate::protocol::InboundUpdate;
 
 mod tokens;
+mod webhooks;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -36,6 +37,9 @@ pub fn router() -> Router<AppState> {
         .route("/docs/{name}/versions/{id}/restore", post(restore_version))
         .route("/tokens", post(tokens::mint))
         .route("/tokens/revoke", post(tokens::revoke))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/webhooks/{id}", get(webhooks::get).delete(webhooks::delete))
+        .route("/webhooks/{id}/failures", get(webhooks::failures))
         .fallback(no_route)
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")

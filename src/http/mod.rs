@@ -77,6 +77,8 @@ pub struct AppState {
     pub metrics_access: MetricsAccess,
     /// What one Hocuspocus socket may hold (`--hocuspocus-*`).
     pub hocuspocus: crate::session::hocuspocus::HocuspocusLimits,
+    /// Webhook subscriptions and their delivery (`/api/webhooks`).
+    pub webhooks: crate::events::webhook::Webhooks,
 }
 
 /// How long weft waits for a client to make progress; `None`: no limit.

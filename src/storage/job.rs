@@ -65,6 +65,10 @@ pub(crate) enum Job {
         expires_at: u64,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    Webhook {
+        op: crate::storage::WebhookWrite,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -100,7 +104,7 @@ pub(crate) fn finish(job: Job, result: Result<Done, StoreError>) {
         | Job::Emit { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));
         }
-        Job::Delete { reply, .. } => {
+        Job::Delete { reply, .. } | Job::Webhook { reply, .. } => {
             let _ = reply.send(result.map(|done| matches!(done, Done::Bool(true))));
         }
         Job::SaveVersion { reply, .. } => {

@@ -14,6 +14,7 @@ use super::{
     BoxFuture, DocMeta, DocStore, LogEntry, Reported, Snapshot, StoreError, StoredDoc, StoredEvent, VersionKind,
     VersionMeta, VersionState,
 };
+use super::{StoredWebhook, WebhookFailure, WebhookWrite};
 use crate::clock::{now_ms, now_secs};
 use crate::event::NewEvent;
 use crate::name::DocName;
@@ -44,9 +45,18 @@ impl Entry {
     }
 }
 
+/// The webhook tables (`storage::webhooks`).
+#[derive(Default)]
+struct Webhooks {
+    hooks: Vec<StoredWebhook>,
+    cursors: BTreeMap<String, i64>,
+    failures: Vec<WebhookFailure>,
+}
+
 pub struct MemoryStore {
     docs: Mutex<BTreeMap<DocName, Entry>>,
     revoked: Mutex<Vec<(String, u64)>>,
+    webhooks: Mutex<Webhooks>,
     next_version: std::sync::atomic::AtomicI64,
     /// The outbox: every event and the last seq given.
     events: Mutex<(i64, Vec<StoredEvent>)>,
@@ -58,6 +68,7 @@ impl Default for MemoryStore {
         Self {
             docs: Mutex::default(),
             revoked: Mutex::default(),
+            webhooks: Mutex::default(),
             next_version: Default::default(),
             events: Mutex::default(),
             signal: watch::channel(0).0,
@@ -318,5 +329,61 @@ impl DocStore for MemoryStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
+    }
+
+    fn webhook_write(&self, op: WebhookWrite) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut w = self.webhooks.lock().unwrap();
+        let done = match op {
+            WebhookWrite::Add(hook) => {
+                w.hooks.push(hook);
+                true
+            }
+            WebhookWrite::Delete { id } => {
+                let before = w.hooks.len() + w.failures.len();
+                w.hooks.retain(|h| h.id != id);
+                w.failures.retain(|f| f.webhook_id != id);
+                let cursor = w.cursors.remove(&id).is_some();
+                cursor || before != w.hooks.len() + w.failures.len()
+            }
+            WebhookWrite::Cursor { webhook_id, seq } => {
+                let at = w.cursors.entry(webhook_id).or_insert(seq);
+                *at = (*at).max(seq);
+                true
+            }
+            WebhookWrite::Failed(failure) => {
+                let at = w.cursors.entry(failure.webhook_id.clone()).or_insert(failure.event_seq);
+                *at = (*at).max(failure.event_seq);
+                w.failures.push(failure);
+                true
+            }
+        };
+        Box::pin(std::future::ready(Ok(done)))
+    }
+
+    fn webhooks(&self) -> BoxFuture<'_, Result<Vec<StoredWebhook>, StoreError>> {
+        let hooks = self.webhooks.lock().unwrap().hooks.clone();
+        Box::pin(std::future::ready(Ok(hooks)))
+    }
+
+    fn webhook_cursors(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        let cursors = self.webhooks.lock().unwrap().cursors.clone().into_iter().collect();
+        Box::pin(std::future::ready(Ok(cursors)))
+    }
+
+    fn webhook_failures<'a>(
+        &'a self,
+        webhook_id: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<WebhookFailure>, StoreError>> {
+        let w = self.webhooks.lock().unwrap();
+        let found = w
+            .failures
+            .iter()
+            .rev()
+            .filter(|f| f.webhook_id == webhook_id)
+            .take(limit)
+            .cloned()
+            .collect();
+        Box::pin(std::future::ready(Ok(found)))
     }
 }

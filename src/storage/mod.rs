@@ -17,6 +17,7 @@ mod pack;
 mod postgres;
 mod sqlite;
 pub mod transfer;
+pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +33,7 @@ use crate::name::DocName;
 pub use memory::MemoryStore;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteStore, SyncMode};
+pub use webhooks::{StoredWebhook, WebhookFailure, WebhookWrite};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -286,4 +288,21 @@ pub trait DocStore: Send + Sync + 'static {
     fn healthy(&self) -> bool {
         true
     }
+
+    /// Webhooks (`storage::webhooks`): writes a subscription, a cursor or
+    /// a failure. `false` only for deleting what did not exist.
+    fn webhook_write(&self, op: WebhookWrite) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// The subscriptions made through the API, oldest first.
+    fn webhooks(&self) -> BoxFuture<'_, Result<Vec<StoredWebhook>, StoreError>>;
+
+    /// Every subscription's cursor: `(webhook id, last event seq dealt with)`.
+    fn webhook_cursors(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>>;
+
+    /// A subscription's failures, newest first, at most `limit`.
+    fn webhook_failures<'a>(
+        &'a self,
+        webhook_id: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<WebhookFailure>, StoreError>>;
 }

@@ -124,6 +124,22 @@ impl DocStore for FlakyStore {
     fn close(&self) -> BoxFuture<'_, ()> {
         self.inner.close()
     }
+    fn webhook_write(&self, op: crate::storage::WebhookWrite) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.inner.webhook_write(op)
+    }
+    fn webhooks(&self) -> BoxFuture<'_, Result<Vec<crate::storage::StoredWebhook>, StoreError>> {
+        self.inner.webhooks()
+    }
+    fn webhook_cursors(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        self.inner.webhook_cursors()
+    }
+    fn webhook_failures<'a>(
+        &'a self,
+        webhook_id: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::storage::WebhookFailure>, StoreError>> {
+        self.inner.webhook_failures(webhook_id, limit)
+    }
 }
 
 /// A registry over a `FlakyStore`, and the one document the test is about.

@@ -30,6 +30,7 @@ mod jobs;
 mod read;
 pub(crate) mod rows;
 mod schema;
+mod webhooks;
 mod writer;
 
 use std::path::PathBuf;
@@ -46,6 +47,7 @@ use super::{
     BoxFuture, DocMeta, DocStore, LogEntry, Reported, Snapshot, StoreError, StoredDoc, StoredEvent, VersionKind,
     VersionMeta, VersionState,
 };
+use super::{StoredWebhook, WebhookFailure, WebhookWrite};
 use crate::clock::now_secs;
 use crate::event::NewEvent;
 use crate::metrics::Metrics;
@@ -331,6 +333,27 @@ impl DocStore for PostgresStore {
 
     fn healthy(&self) -> bool {
         self.health.is_up()
+    }
+
+    fn webhook_write(&self, op: WebhookWrite) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.write(|reply| Job::Webhook { op, reply })
+    }
+
+    fn webhooks(&self) -> BoxFuture<'_, Result<Vec<StoredWebhook>, StoreError>> {
+        Box::pin(self.read(|c| Box::pin(webhooks::webhooks(c))))
+    }
+
+    fn webhook_cursors(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        Box::pin(self.read(|c| Box::pin(webhooks::cursors(c))))
+    }
+
+    fn webhook_failures<'a>(
+        &'a self,
+        webhook_id: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<WebhookFailure>, StoreError>> {
+        let id = webhook_id.to_string();
+        Box::pin(self.read(move |c| Box::pin(async move { webhooks::failures(c, &id, limit).await })))
     }
 }
 

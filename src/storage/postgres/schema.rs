@@ -11,8 +11,9 @@ use crate::storage::StoreError;
 /// The schema this weft writes. Up to 3 the numbers are `schema.sql`'s
 /// (a change of both stores' tables is a step for both); 4 is a step of
 /// PostgreSQL's alone (the stream position of a snapshot, which only
-/// cluster mode has); 5 is SQLite's 4 (the events outbox).
-pub(super) const SCHEMA_VERSION: i32 = 5;
+/// cluster mode has); 5 is SQLite's 4 (the events outbox), 6 SQLite's 5
+/// (webhooks).
+pub(super) const SCHEMA_VERSION: i32 = 6;
 const SCHEMA: &str = include_str!("../../../schema.postgres.sql");
 /// Steps from each older version to the next, `(from, sql)`. PostgreSQL
 /// support began at version 3.
@@ -22,6 +23,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../../migrations/postgres/0004_snapshot_stream_id.sql"),
     ),
     (4, include_str!("../../../migrations/postgres/0005_events.sql")),
+    (5, include_str!("../../../migrations/postgres/0006_webhooks.sql")),
 ];
 /// The advisory lock's key: any constant other applications are unlikely to
 /// use ("weft" in ASCII).

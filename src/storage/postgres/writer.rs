@@ -452,6 +452,7 @@ impl Tx<'_> {
                     self.revoke(token_id, *expires_at).await?;
                     Done::Unit
                 }
+                Job::Webhook { op, .. } => Done::Bool(self.webhook(op).await?),
                 Job::Emit { events, reported, .. } => {
                     self.emit(events, reported).await?;
                     Done::Unit

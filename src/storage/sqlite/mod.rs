@@ -23,6 +23,7 @@
 mod read;
 pub(crate) mod rows;
 mod schema;
+mod webhooks;
 mod writer;
 
 use std::path::Path;
@@ -40,6 +41,7 @@ use super::{
     BoxFuture, DocMeta, DocStore, LogEntry, Reported, Snapshot, StoreError, StoredDoc, StoredEvent, VersionKind,
     VersionMeta, VersionState,
 };
+use super::{StoredWebhook, WebhookFailure, WebhookWrite};
 use crate::clock::now_secs;
 use crate::event::NewEvent;
 use crate::metrics::Metrics;
@@ -270,5 +272,26 @@ impl DocStore for SqliteStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         self.jobs.close()
+    }
+
+    fn webhook_write(&self, op: WebhookWrite) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.write(|reply| Job::Webhook { op, reply })
+    }
+
+    fn webhooks(&self) -> BoxFuture<'_, Result<Vec<StoredWebhook>, StoreError>> {
+        self.read(webhooks::webhooks)
+    }
+
+    fn webhook_cursors(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        self.read(webhooks::cursors)
+    }
+
+    fn webhook_failures<'a>(
+        &'a self,
+        webhook_id: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<WebhookFailure>, StoreError>> {
+        let id = webhook_id.to_string();
+        self.read(move |conn| webhooks::failures(conn, &id, limit))
     }
 }

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::storage::StoreError;
 
 /// The schema this weft writes (see `schema.sql`).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 const SCHEMA: &str = include_str!("../../../schema.sql");
 /// Steps from each older version to the next: `MIGRATIONS[i]` turns version
 /// `i + 1` into `i + 2`.
@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0002_batched_log_revoked_tokens.sql"),
     include_str!("../../../migrations/0003_version_digest.sql"),
     include_str!("../../../migrations/0004_events.sql"),
+    include_str!("../../../migrations/0005_webhooks.sql"),
 ];
 
 pub(super) fn open_connection(path: &Path, busy_timeout: Duration, flags: OpenFlags) -> Result<Connection, StoreError> {

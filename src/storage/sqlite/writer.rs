@@ -200,6 +200,7 @@ impl<'a> Tx<'a> {
             Job::Revoke {
                 token_id, expires_at, ..
             } => self.revoke(token_id, *expires_at).map(|()| Done::Unit),
+            Job::Webhook { op, .. } => super::webhooks::write(self.conn, self.now, op).map(Done::Bool),
             Job::Close { .. } => Ok(Done::Unit),
         }
     }
