@@ -751,8 +751,16 @@ def main():
                     help="results.json files of --only hocuspocus runs: their median goes into --merge-into's Hocuspocus section")
     ap.add_argument("--cluster", nargs="+", metavar="RESULTS",
                     help="results.json files of --only cluster runs: their median goes into --merge-into's Cluster section")
+    ap.add_argument("--webhooks", nargs="+", metavar="RESULTS",
+                    help="results.json of --only webhooks: its rounds go into --merge-into's Webhook cost section")
     ap.add_argument("--merge-into", metavar="MD", help="with --hostile, --postgres, --hocuspocus or --cluster: the report to update; the rest of it is kept")
     args = ap.parse_args()
+    if args.webhooks:
+        if not args.merge_into:
+            ap.error("--webhooks needs --merge-into")
+        import report_webhooks
+        report_webhooks.webhooks_main(args)
+        return
     if args.cluster:
         if not args.merge_into:
             ap.error("--cluster needs --merge-into")

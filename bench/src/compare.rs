@@ -408,6 +408,11 @@ pub async fn run(
         results["scenarios"]["hocuspocus"] = hocus::run(servers, &plan.hocus).await?;
         save(&mut results)?;
     }
+    // Only on request: six more weft runs of two scenarios.
+    if only.iter().any(|o| o == "webhooks") {
+        results["scenarios"]["webhooks"] = crate::webhooks::run(servers, plan).await?;
+        save(&mut results)?;
+    }
     if wanted("cluster") {
         match &servers.cluster {
             Some(backends) => {

@@ -34,4 +34,5 @@ pub mod relay;
 pub mod replay;
 pub mod servers;
 pub mod stats;
+pub mod webhooks;
 pub mod wire;

@@ -1,0 +1,126 @@
+//! What a webhook subscription costs editing (issue 16: at most 5 %): the
+//! durable-writes and many-documents loads on weft without a webhook and
+//! with one, alternated round by round so that both see the same machine.
+//!
+//! The receiver is a plain HTTP/1.1 responder inside this process that
+//! answers 200 at once and counts requests: it measures weft's side
+//! (writing events to the outbox, signing, connecting, posting), not a
+//! receiver's. With the default debounce every edited document sends at
+//! most one `document.updated` per 2 s, so the many-documents load (1,000
+//! documents edited every second) makes about 500 posts a second.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::compare::Plan;
+use crate::load;
+use crate::servers::{Kind, Servers};
+use crate::conn::Error;
+
+/// A secret in the Standard Webhooks format (`whsec_` + base64 of 36 bytes).
+const SECRET: &str = "whsec_d2VmdC1iZW5jaC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5";
+
+/// The receiver: its URL and how many requests it answered.
+struct Sink {
+    url: String,
+    posts: Arc<AtomicU64>,
+}
+
+impl Sink {
+    async fn start() -> Result<Self, Error> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        let posts = Arc::new(AtomicU64::new(0));
+        let counter = posts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    // Read the head and the body (its content-length), then
+                    // answer; weft opens a connection per attempt.
+                    let mut buf = Vec::with_capacity(4096);
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = socket.read(&mut chunk).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        Ok(Self { url, posts })
+    }
+
+    fn posts(&self) -> u64 {
+        self.posts.load(Ordering::Relaxed)
+    }
+}
+
+pub async fn run(servers: &Servers, plan: &Plan) -> Result<Value, Error> {
+    let sink = Sink::start().await?;
+    let secret_file = servers.work.join("webhook-secret");
+    std::fs::write(&secret_file, SECRET)?;
+    let secret_path = secret_file.display().to_string();
+    let with = [
+        "--webhook",
+        sink.url.as_str(),
+        "--webhook-secret-file",
+        secret_path.as_str(),
+        "--webhook-allow-private",
+    ];
+    let rounds = if plan.quick { 1 } else { 3 };
+    let mut rows = Vec::new();
+    for round in 1..=rounds {
+        for (mode, flags) in [("none", &[][..]), ("webhook", &with[..])] {
+            eprintln!("webhook cost, round {round}: {mode}");
+            let before = sink.posts();
+            let server = servers.start(Kind::Weft, &format!("webhook-durable-{mode}-{round}"), flags, None)?;
+            let target = server.target().await?;
+            let durable = load::durable(&target, Some(server.pid), &plan.durable, mode).await;
+            server.stop()?;
+            let durable = durable?;
+            let server = servers.start(Kind::Weft, &format!("webhook-many-{mode}-{round}"), flags, None)?;
+            let target = server.target().await?;
+            let many = load::many_docs(&target.with_sources(2), Some(server.pid), &plan.many).await;
+            server.stop()?;
+            let many = many?;
+            let posts = sink.posts() - before;
+            eprintln!(
+                "  durable {} updates/s; many documents p99 {} ms, server CPU {}; {posts} posts",
+                durable["updates_s"], many["latency"]["p99_ms"], many["server_cpu"]
+            );
+            rows.push(json!({
+                "round": round,
+                "mode": mode,
+                "durable_updates_s": durable["updates_s"],
+                "many_p50_ms": many["latency"]["p50_ms"],
+                "many_p99_ms": many["latency"]["p99_ms"],
+                "many_server_cpu": many["server_cpu"],
+                "many_missing": many["missing"],
+                "posts": posts,
+            }));
+        }
+    }
+    Ok(json!({ "rounds": rounds, "rows": rows }))
+}
