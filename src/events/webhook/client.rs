@@ -131,13 +131,27 @@ where
         .await
         .map_err(|e| format!("HTTP handshake failed: {e}"))?;
     let mut conn = std::pin::pin!(conn);
+    let mut response = std::pin::pin!(sender.send_request(request));
+    let status = |r: Result<hyper::Response<hyper::body::Incoming>, hyper::Error>| {
+        r.map(|r| r.status().as_u16())
+            .map_err(|e| format!("request failed: {e}"))
+    };
     tokio::select! {
-        response = sender.send_request(request) => {
-            response.map(|r| r.status().as_u16()).map_err(|e| format!("request failed: {e}"))
+        // The response first: a receiver that answers and closes (HTTP/1.0,
+        // `Connection: close`) makes both ready at once, and an unbiased
+        // choice took half of such answers for failures and sent them again.
+        biased;
+        r = &mut response => status(r),
+        ended = &mut conn => {
+            // The connection may have ended with the response in it: hyper
+            // hands the response over before it reports the end.
+            if let Some(r) = futures_util::FutureExt::now_or_never(&mut response) {
+                return status(r);
+            }
+            Err(match ended {
+                Ok(()) => "the receiver closed the connection before answering".to_string(),
+                Err(e) => format!("connection failed: {e}"),
+            })
         }
-        ended = &mut conn => Err(match ended {
-            Ok(()) => "the receiver closed the connection before answering".to_string(),
-            Err(e) => format!("connection failed: {e}"),
-        }),
     }
 }
