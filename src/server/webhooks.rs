@@ -1,7 +1,7 @@
-//! Wiring of webhook delivery: the settings from the flags, the cluster
-//! lease over the broker, and the document renderer for `content`
-//! subscriptions (the events layer sits below `doc` and `broker`, so both
-//! are handed in from here).
+//! Wiring of webhook delivery: the settings from the flags and the cluster
+//! lease over the broker (the events layer sits below `broker`, so it is
+//! handed in from here). `content` subscriptions render documents through
+//! the feed's content source, which `server.rs` sets.
 
 use std::sync::Arc;
 
@@ -10,8 +10,8 @@ use tracing::warn;
 use super::ServerError;
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::doc::{DocName, Registry};
-use crate::events::webhook::{ContentSource, DeliveryLease, Settings, Webhooks};
+use crate::doc::Registry;
+use crate::events::webhook::{DeliveryLease, Settings, Webhooks};
 use crate::events::Feed;
 use crate::metrics::Metrics;
 use crate::storage::{BoxFuture, DocStore};
@@ -57,15 +57,7 @@ pub(super) async fn start(
     let lease = registry
         .broker()
         .map(|b| Arc::new(BrokerLease(b.clone())) as Arc<dyn DeliveryLease>);
-    let docs = registry.clone();
-    let content: ContentSource = Arc::new(move |name: String| {
-        let docs = docs.clone();
-        Box::pin(async move {
-            let name = DocName::parse(&name).ok()?;
-            docs.with_doc(&name, |h| async move { h.content().await }).await.ok()
-        })
-    });
-    Webhooks::start(store, feed, settings, metrics, lease, Some(content))
+    Webhooks::start(store, feed, settings, metrics, lease)
         .await
         .map_err(|e| ServerError::Config(e.to_string()))
 }

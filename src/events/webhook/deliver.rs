@@ -21,9 +21,11 @@ use tracing::{debug, info, warn};
 use super::client::{Client, Outcome};
 use super::policy::{backoff, judge, random_unit, Verdict};
 use super::subscription::Subscription;
-use super::{ContentSource, Shared};
+use super::Shared;
 use crate::clock::{now_ms, now_secs};
+use crate::events::Feed;
 use crate::metrics::WebhookCounters;
+use crate::name::DocName;
 use crate::storage::{StoredEvent, WebhookFailure, WebhookWrite};
 
 /// Events read from the outbox at once.
@@ -162,7 +164,7 @@ async fn deliver(
     counters: &WebhookCounters,
     stop: &CancellationToken,
 ) -> Delivery {
-    let body = body_for(shared.content.as_ref(), sub, event).await;
+    let body = body_for(&shared.feed, sub, event).await;
     let max = shared.settings.max_attempts.max(1);
     let mut attempt = 0;
     loop {
@@ -233,19 +235,19 @@ async fn post(
 /// `content`, a `document.updated` envelope gets `data.content`, the
 /// document as JSON at delivery time (not at the event's time: the
 /// content is read when it is sent, and a later event follows anyway).
-async fn body_for(content: Option<&ContentSource>, sub: &Subscription, event: &StoredEvent) -> Bytes {
+async fn body_for(feed: &Feed, sub: &Subscription, event: &StoredEvent) -> Bytes {
     let plain = || Bytes::from(event.body.clone());
-    let (true, Some(source), Some(doc)) = (
-        sub.content && event.kind == "document.updated",
-        content,
-        event.document.as_deref(),
-    ) else {
+    let wanted = sub.content && event.kind == "document.updated";
+    let Some(doc) = event.document.as_deref().filter(|_| wanted) else {
+        return plain();
+    };
+    let Ok(doc) = DocName::parse(doc) else {
         return plain();
     };
     let Ok(mut envelope) = serde_json::from_str::<serde_json::Value>(&event.body) else {
         return plain();
     };
-    let Some(value) = source(doc.to_string()).await else {
+    let Ok(value) = feed.content(doc).await else {
         return plain();
     };
     if let Some(data) = envelope.get_mut("data").and_then(|d| d.as_object_mut()) {

@@ -50,10 +50,6 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// Failures `GET /api/webhooks/{id}/failures` shows at most.
 pub const MAX_FAILURES_SHOWN: usize = 100;
 
-/// The document as JSON, for subscriptions with `content` (the wiring
-/// hands in the document layer's renderer: this layer sits below it).
-pub type ContentSource = Arc<dyn Fn(String) -> BoxFuture<'static, Option<serde_json::Value>> + Send + Sync>;
-
 /// Cluster mode: the right to deliver (see the module's doc).
 pub trait DeliveryLease: Send + Sync + 'static {
     /// Takes or renews the lease; whether this node holds it now.
@@ -160,7 +156,6 @@ pub(crate) struct Shared {
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
-    content: Option<ContentSource>,
     state: Mutex<State>,
 }
 
@@ -212,7 +207,6 @@ impl Webhooks {
         settings: Settings,
         metrics: Arc<Metrics>,
         lease: Option<Arc<dyn DeliveryLease>>,
-        content: Option<ContentSource>,
     ) -> Result<Self, WebhookError> {
         for sub in &settings.configured {
             // A start-up check: a name that does not resolve yet is only
@@ -230,7 +224,6 @@ impl Webhooks {
             client: Client::new(settings.allow_private),
             settings,
             metrics,
-            content,
             state: Mutex::new(State::default()),
         });
         let service = Self {
