@@ -595,6 +595,8 @@ impl Config {
         } else {
             serde_json::Value::Null
         };
+        let webhooks: Vec<String> = self.webhook.webhooks.iter().map(|u| webhook::shown(u)).collect();
+        value["webhooks"] = webhooks.into();
         if self.storage == StorageKind::Sqlite && self.db.is_postgres() {
             value["storage"] = "postgres".into();
         }

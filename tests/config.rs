@@ -171,7 +171,7 @@ const SETTINGS: &[Setting] = &[
         "http://127.0.0.1:9/hook",
         "WEFT_WEBHOOKS",
         "webhooks",
-        "[\"http://127.0.0.1:9/hook\"]",
+        "[\"http://127.0.0.1:9/***\"]",
     ),
     row(
         "--webhook-secret-file",

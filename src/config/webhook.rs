@@ -53,3 +53,40 @@ pub struct WebhookFlags {
     #[arg(long, env = "WEFT_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
 }
+
+/// How a `--webhook` URL is shown in the start-up summary: its scheme and
+/// host only. Receivers often carry their secret in the URL itself (a
+/// token in the query, or a path such as Slack's `/services/T…/B…/X…`),
+/// and logs travel further than the configuration does.
+pub(super) fn shown(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let tail = if tail.is_empty() || tail == "/" { tail } else { "/***" };
+    format!("{scheme}://{host}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn a_webhook_url_is_shown_without_what_may_be_its_secret() {
+        assert_eq!(shown("https://hooks.example.com/"), "https://hooks.example.com/");
+        assert_eq!(shown("https://hooks.example.com"), "https://hooks.example.com");
+        assert_eq!(
+            shown("https://hooks.slack.com/services/T0/B0/secret"),
+            "https://hooks.slack.com/***"
+        );
+        assert_eq!(
+            shown("http://user:pw@127.0.0.1:9000/h?token=abc"),
+            "http://127.0.0.1:9000/***"
+        );
+        assert_eq!(shown("not a url"), "***");
+    }
+}
