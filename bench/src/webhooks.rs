@@ -17,9 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::compare::Plan;
+use crate::conn::Error;
 use crate::load;
 use crate::servers::{Kind, Servers};
-use crate::conn::Error;
 
 /// A secret in the Standard Webhooks format (`whsec_` + base64 of 36 bytes).
 const SECRET: &str = "whsec_d2VmdC1iZW5jaC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5";
