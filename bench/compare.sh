@@ -7,7 +7,7 @@
 # to core 0, the load generator to core 1.
 #
 #   bench/compare.sh            full run; writes docs/BENCHMARKS.md and docs/bench/*.svg
-#   bench/compare.sh --quick    small sizes, short durations (< 2 min); report in target/bench-quick/
+#   bench/compare.sh --quick    small sizes, short durations (about 2 min); report in target/bench-quick/
 #   bench/compare.sh --only fanout,durable    some scenarios only (report in the output folder)
 #   bench/compare.sh --quick --weft-bin /path/to/weft --out target/bench-old    another weft binary
 #       (an older commit's, for a before/after); WEFT_BIN does the same
