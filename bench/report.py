@@ -715,22 +715,40 @@ def hocus_section(runs, command, quick=False):
     return out
 
 
-def hocus_main(args):
+def load_runs(paths, has, missing):
+    """The results.json files of a section's runs, each with the versions
+    and the command of its run beside it; `missing` names the compare.sh
+    run a file without the scenario (`has` false) should come from."""
     runs = []
-    for path in args.hocuspocus:
+    for path in paths:
         res = json.load(open(path))
-        if not (res.get("scenarios") or {}).get("hocuspocus"):
-            raise SystemExit(f"{path}: no hocuspocus scenario in it (bench/compare.sh --only hocuspocus)")
-        versions = os.path.join(os.path.dirname(os.path.abspath(path)), "versions.json")
+        if not has(res):
+            raise SystemExit(f"{path}: {missing}")
+        here = os.path.dirname(os.path.abspath(path))
+        versions = os.path.join(here, "versions.json")
         res["_versions"] = json.load(open(versions)) if os.path.exists(versions) else {}
-        run = os.path.join(os.path.dirname(os.path.abspath(path)), "run.json")
+        run = os.path.join(here, "run.json")
         res["_command"] = json.load(open(run)).get("command") if os.path.exists(run) else None
+        res["_when"] = (datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
+                        .strftime("%Y-%m-%d %H:%M UTC"))
         runs.append(res)
-    quick = any(r.get("quick") for r in runs)
+    return runs
+
+
+def record_command(runs, record):
+    """The commands the runs were made with, then `record` (how to make the
+    record again)."""
     measured = [r["_command"] for r in runs if r.get("_command")]
-    command = HOCUS_COMMAND
-    if measured:
-        command = "# as measured:\n" + "\n".join(measured) + "\n# the record: the median of three runs\n" + HOCUS_COMMAND
+    if not measured:
+        return record
+    return "# as measured:\n" + "\n".join(measured) + "\n# the record: the median of three runs\n" + record
+
+
+def hocus_main(args):
+    runs = load_runs(args.hocuspocus, lambda res: (res.get("scenarios") or {}).get("hocuspocus"),
+                     "no hocuspocus scenario in it (bench/compare.sh --only hocuspocus)")
+    quick = any(r.get("quick") for r in runs)
+    command = record_command(runs, HOCUS_COMMAND)
     merge_section(args.merge_into, hocus_section(runs, command, quick=quick), HOCUS_BEGIN, HOCUS_END)
 
 

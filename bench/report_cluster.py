@@ -200,24 +200,7 @@ def cluster_section(runs, command, quick=False):
 
 
 def cluster_main(args):
-    import json
-    import os
-    runs = []
-    for path in args.cluster:
-        res = json.load(open(path))
-        if not trials(res):
-            raise SystemExit(f"{path}: no cluster scenario in it (bench/compare.sh --only cluster)")
-        here = os.path.dirname(os.path.abspath(path))
-        versions = os.path.join(here, "versions.json")
-        res["_versions"] = json.load(open(versions)) if os.path.exists(versions) else {}
-        run = os.path.join(here, "run.json")
-        res["_command"] = json.load(open(run)).get("command") if os.path.exists(run) else None
-        res["_when"] = (r.datetime.datetime.fromtimestamp(os.path.getmtime(path), r.datetime.timezone.utc)
-                        .strftime("%Y-%m-%d %H:%M UTC"))
-        runs.append(res)
+    runs = r.load_runs(args.cluster, trials, "no cluster scenario in it (bench/compare.sh --only cluster)")
     quick = any(x.get("quick") for x in runs)
-    measured = [x["_command"] for x in runs if x.get("_command")]
-    command = CLUSTER_COMMAND
-    if measured:
-        command = "# as measured:\n" + "\n".join(measured) + "\n# the record: the median of three runs\n" + CLUSTER_COMMAND
+    command = r.record_command(runs, CLUSTER_COMMAND)
     r.merge_section(args.merge_into, cluster_section(runs, command, quick=quick), CLUSTER_BEGIN, CLUSTER_END)
