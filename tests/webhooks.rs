@@ -641,44 +641,12 @@ async fn labelled_total(server: &Server, name: &str) -> f64 {
 /// taken for a connection dropped before answering, and not sent again.
 #[tokio::test]
 async fn a_receiver_that_answers_and_closes_gets_each_event_once() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let received = Arc::new(AtomicU64::new(0));
-    let count = received.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let n = socket.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
-                }
-                count.fetch_add(1, Ordering::SeqCst);
-                let _ = socket.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").await;
-            });
-        }
-    });
+    let sink = weft_bench::webhooks::Sink::start(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
     let server = Server::builder()
         .flag("--webhook-allow-private")
-        .arg("--webhook", format!("http://127.0.0.1:{port}/h"))
+        .arg("--webhook", &sink.url)
         .env("WEFT_WEBHOOK_SECRET", SECRET)
         .start();
     for i in 0..10 {
@@ -695,7 +663,7 @@ async fn a_receiver_that_answers_and_closes_gets_each_event_once() {
     // its way: counted by the receiver an instant before weft counts it).
     loop {
         let delivered = labelled_total(&server, "weft_webhook_deliveries_total").await;
-        let got = received.load(Ordering::SeqCst) as f64;
+        let got = sink.posts() as f64;
         if got == delivered {
             break;
         }

@@ -24,14 +24,19 @@ use crate::servers::{Kind, Servers};
 /// A secret in the Standard Webhooks format (`whsec_` + base64 of 36 bytes).
 const SECRET: &str = "whsec_d2VmdC1iZW5jaC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5";
 
-/// The receiver: its URL and how many requests it answered.
-struct Sink {
-    url: String,
+/// A webhook receiver that answers every request with `answer` and
+/// closes the connection, counting requests: the benchmark's, and the
+/// tests' receiver that answers and closes at once.
+pub struct Sink {
+    pub url: String,
     posts: Arc<AtomicU64>,
 }
 
+/// An answer that closes the connection, HTTP/1.1.
+pub const OK_AND_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
 impl Sink {
-    async fn start() -> Result<Self, Error> {
+    pub async fn start(answer: &'static [u8]) -> Result<Self, Error> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/hook", listener.local_addr()?);
         let posts = Arc::new(AtomicU64::new(0));
@@ -63,22 +68,21 @@ impl Sink {
                         }
                     }
                     counter.fetch_add(1, Ordering::Relaxed);
-                    let _ = socket
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                        .await;
+                    let _ = socket.write_all(answer).await;
                 });
             }
         });
         Ok(Self { url, posts })
     }
 
-    fn posts(&self) -> u64 {
+    /// Requests answered so far.
+    pub fn posts(&self) -> u64 {
         self.posts.load(Ordering::Relaxed)
     }
 }
 
 pub async fn run(servers: &Servers, plan: &Plan) -> Result<Value, Error> {
-    let sink = Sink::start().await?;
+    let sink = Sink::start(OK_AND_CLOSE).await?;
     let secret_file = servers.work.join("webhook-secret");
     std::fs::write(&secret_file, SECRET)?;
     let secret_path = secret_file.display().to_string();
