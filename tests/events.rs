@@ -170,13 +170,13 @@ async fn every_event_type_has_its_envelope(store: Store) {
         .unwrap();
     client.wait_synced().await.unwrap();
     edit(&client, "hello").await;
-    let seen = feed
+    let earlier = feed
         .until("created, joined, updated", 10 * SECOND, |s| {
             count(s, "document.updated") == 1
         })
         .await;
-    assert_eq!(count(&seen, "document.created"), 1, "{:?}", kinds(&seen));
-    assert_eq!(count(&seen, "peer.joined"), 1, "{:?}", kinds(&seen));
+    assert_eq!(count(&earlier, "document.created"), 1, "{:?}", kinds(&earlier));
+    assert_eq!(count(&earlier, "peer.joined"), 1, "{:?}", kinds(&earlier));
     let doc = enc("notes/a");
     let named = post_json(&server, &format!("/api/docs/{doc}/versions"), json!({"label": "v1"})).await;
     assert_eq!(named.status, 201, "{}", named.text());
@@ -246,6 +246,22 @@ async fn every_event_type_has_its_envelope(store: Store) {
         if e["type"] != "token.revoked" {
             assert_eq!(e["document"], "notes/a");
         }
+    }
+    // Every event the feed saw was counted by its type, and no other.
+    let metrics = server.get("/metrics").await.text();
+    let all: Vec<Message> = earlier.into_iter().chain(seen).collect();
+    for kind in [
+        "document.created",
+        "document.updated",
+        "document.deleted",
+        "version.created",
+        "version.restored",
+        "peer.joined",
+        "peer.left",
+        "token.revoked",
+    ] {
+        let line = format!("weft_events_emitted_total{{type=\"{kind}\"}} {}", count(&all, kind));
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in:\n{metrics}");
     }
     drop(dir);
 }
