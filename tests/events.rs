@@ -301,6 +301,35 @@ async fn document_updated_says_what_changed(store: Store) {
     assert!(seen.iter().all(|m| m.kind() == "document.updated"), "?types filters");
 }
 
+/// A document deleted while its `document.updated` waits for the debounce:
+/// the report is written first, so a receiver sees the edits, then the
+/// deletion (it was dropped: only `document.deleted` came).
+async fn a_deletion_reports_pending_edits_first(store: Store) {
+    let server = Server::builder()
+        .store(store)
+        .arg("--webhook-debounce-ms", 60_000)
+        .arg("--webhook-max-wait-ms", 60_000)
+        .start();
+    let mut feed = Feed::open(&server, "?types=document.updated,document.deleted", &[]).await;
+    let client = server.connect("doomed").await;
+    let observer = server.connect("doomed").await;
+    edit(&client, "one").await;
+    edit(&client, "two").await;
+    // Relayed, so committed: what the deletion finds unreported.
+    observer
+        .wait_for("the edits relayed", 5 * SECOND, |c| c.text("t") == "onetwo")
+        .await
+        .unwrap();
+    let deleted = http(&server.addr, "DELETE", "/api/docs/doomed", &[], None).await;
+    assert!(deleted.status < 300, "{}", deleted.text());
+    let seen = feed
+        .until("document.deleted", 10 * SECOND, |s| count(s, "document.deleted") == 1)
+        .await;
+    assert_eq!(kinds(&seen), ["document.updated", "document.deleted"]);
+    assert_eq!(seen[0].json()["data"]["updates"], 2);
+    assert_eq!(seen[0].json()["document"], "doomed");
+}
+
 /// Under a stream of edits: at most one event per debounce, at least one
 /// per maximum wait, and every update reported exactly once.
 async fn document_updated_is_debounced(store: Store) {
@@ -552,6 +581,7 @@ for_both_stores!(
     every_event_type_has_its_envelope,
     document_updated_says_what_changed,
     document_updated_is_debounced,
+    a_deletion_reports_pending_edits_first,
     an_unreported_edit_survives_sigkill,
     last_event_id_resumes_across_reconnect_and_restart,
     resuming_after_pruned_events_is_told,
