@@ -10,7 +10,7 @@
 //! documents edited every second) makes about 500 posts a second.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +30,8 @@ const SECRET: &str = "whsec_d2VmdC1iZW5jaC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5";
 pub struct Sink {
     pub url: String,
     posts: Arc<AtomicU64>,
+    /// The `webhook-id` of every request, in order of arrival (tests).
+    ids: Arc<Mutex<Vec<String>>>,
 }
 
 /// An answer that closes the connection, HTTP/1.1.
@@ -40,10 +42,13 @@ impl Sink {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/hook", listener.local_addr()?);
         let posts = Arc::new(AtomicU64::new(0));
+        let ids = Arc::new(Mutex::new(Vec::new()));
         let counter = posts.clone();
+        let seen = ids.clone();
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let counter = counter.clone();
+                let seen = seen.clone();
                 tokio::spawn(async move {
                     // Read the head and the body (its content-length), then
                     // answer; weft opens a connection per attempt.
@@ -63,6 +68,9 @@ impl Sink {
                                 .and_then(|v| v.trim().parse::<usize>().ok())
                                 .unwrap_or(0);
                             if buf.len() >= end + 4 + length {
+                                if let Some(id) = head.lines().find_map(|l| l.strip_prefix("webhook-id:")) {
+                                    seen.lock().unwrap().push(id.trim().to_string());
+                                }
                                 break;
                             }
                         }
@@ -72,7 +80,12 @@ impl Sink {
                 });
             }
         });
-        Ok(Self { url, posts })
+        Ok(Self { url, posts, ids })
+    }
+
+    /// The `webhook-id` of every request answered so far (lower-cased).
+    pub fn ids(&self) -> Vec<String> {
+        self.ids.lock().unwrap().clone()
     }
 
     /// Requests answered so far.
