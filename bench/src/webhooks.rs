@@ -123,14 +123,17 @@ pub async fn run(servers: &Servers, plan: &Plan) -> Result<Value, Error> {
             server.stop()?;
             let many = many?;
             let posts = sink.posts() - before;
+            let cpu_us = cpu_per_update(&durable);
             eprintln!(
-                "  durable {} updates/s; many documents p99 {} ms, server CPU {}; {posts} posts",
-                durable["updates_s"], many["latency"]["p99_ms"], many["server_cpu"]
+                "  durable {} updates/s, {} µs of server CPU per update; many documents p99 {} ms, server CPU {}; {posts} posts",
+                durable["updates_s"], cpu_us, many["latency"]["p99_ms"], many["server_cpu"]
             );
             rows.push(json!({
                 "round": round,
                 "mode": mode,
                 "durable_updates_s": durable["updates_s"],
+                "durable_server_cpu": durable["server_cpu"],
+                "durable_cpu_us_per_update": cpu_us,
                 "many_p50_ms": many["latency"]["p50_ms"],
                 "many_p99_ms": many["latency"]["p99_ms"],
                 "many_server_cpu": many["server_cpu"],
@@ -140,4 +143,16 @@ pub async fn run(servers: &Servers, plan: &Plan) -> Result<Value, Error> {
         }
     }
     Ok(json!({ "rounds": rounds, "rows": rows }))
+}
+
+/// The server's CPU time per update relayed, in µs: its CPU (a share of
+/// one core, over the measured window) over the updates that arrived in
+/// that window. The work an update costs, which a busy machine moves far
+/// less than the throughput (a neighbour's load takes cores, not
+/// instructions): what tells whether a webhook costs editing anything.
+fn cpu_per_update(durable: &Value) -> Value {
+    match (durable["server_cpu"].as_f64(), durable["updates_s"].as_f64()) {
+        (Some(cpu), Some(rate)) if rate > 0.0 => json!((cpu * 1e6 / rate * 1000.0).round() / 1000.0),
+        _ => Value::Null,
+    }
 }
