@@ -75,13 +75,15 @@ def section(runs, command):
                    f"| {(med - 1) * 100:+.1f} % | {r.verdict(ok)} |")
     out.append("")
     out.append("Throughput on a shared machine moves with what else runs (the rounds without a webhook alone "
-               "spread widely); the server's CPU time per update is the work an update costs and moves far "
-               "less, so it is the figure that tells a cost from noise. A profile of weft under durable writes "
-               "with a webhook and without (`perf record -g`, `perf stat -e task-clock` over the same window, "
-               "alternating rounds; bench/FINDINGS.md) found no webhook or event code among the samples: "
-               "delivery wakes when the outbox has a new event (once per debounce per document), never per "
-               "commit, and the debounced `document.updated` is one outbox row per document per 10 s under "
-               "this load.")
+               "spread widely). The server's CPU time per update, the work an update costs, moves less but still "
+               "with the load: a slower round commits smaller groups, so each update carries more of a commit's "
+               "fixed cost. Over many alternating rounds it is the figure that tells a cost from noise. A profile "
+               "of weft under durable writes with a webhook and without (`perf record -g`, `perf stat -e "
+               "task-clock` over the same windows, 8 alternating rounds; bench/FINDINGS.md) found no webhook or "
+               "event code among the samples and the same CPU per update: delivery wakes when the outbox has a "
+               "new event, never per commit, and under this load the debounced `document.updated` is one outbox "
+               "row per document per 10 s. Many documents is where a webhook costs CPU: a few hundred posts a "
+               "second, each on a new connection.")
     out.append("")
     out.append("```sh")
     out.append(command)
