@@ -336,7 +336,17 @@ async fn failing_receiver(store: Store) {
         .all(|r| r["id"] == requests[0]["id"] && r["verified"] == true));
     let statuses: Vec<i64> = requests.iter().map(|r| r["status"].as_i64().unwrap()).collect();
     assert_eq!(statuses, [500, 500, 500, 200]);
-    let metrics = server.get("/metrics").await.text();
+    // The receiver reports a request before weft has its answer: wait for
+    // weft to count the delivery.
+    let delivered = format!("weft_webhook_deliveries_total{{webhook=\"{id}\"}} 1");
+    let deadline = Instant::now() + DELIVERY;
+    let metrics = loop {
+        let metrics = server.get("/metrics").await.text();
+        if metrics.lines().any(|l| l == delivered) || Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     for line in [
         format!("weft_webhook_retries_total{{webhook=\"{id}\"}} 3"),
         format!("weft_webhook_deliveries_total{{webhook=\"{id}\"}} 1"),
