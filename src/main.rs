@@ -126,13 +126,19 @@ fn migrate(args: MigrateArgs) -> ExitCode {
     match copied {
         Ok(report) => {
             println!(
-                "copied {} documents ({} log rows, {} snapshots of which {} versions) and {} revocations \
-                 from {} to {}; every document's state vector, versions and the revocations match",
+                "copied {} documents ({} log rows, {} snapshots of which {} versions), {} revocations, \
+                 {} events, {} webhook subscriptions ({} cursors, {} failures) from {} to {}; every \
+                 document's state vector, versions and reported mark, the revocations, events and \
+                 webhooks match",
                 report.documents,
                 report.log_rows,
                 report.snapshots,
                 report.versions,
                 report.revocations,
+                report.events,
+                report.webhooks,
+                report.cursors,
+                report.failures,
                 args.from,
                 args.to
             );

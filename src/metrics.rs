@@ -21,6 +21,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::event::EventType;
 pub use histogram::{Buckets, Histogram};
 use histogram::{Bytes, Count, Seconds};
 pub use webhooks::{WebhookCounters, WebhookMetrics};
@@ -107,6 +108,9 @@ pub struct Metrics {
     storage_jobs: AtomicU64,
     storage_errors: AtomicU64,
     kicks: [AtomicU64; Kick::ALL.len()],
+    /// Events this process committed to the outbox, by type (index in
+    /// `EventType::ALL`).
+    events_emitted: [AtomicU64; EventType::ALL.len()],
     /// Also the count and total time of commits (`weft_storage_commits_total`,
     /// `weft_storage_commit_seconds_total`).
     commit_seconds: Histogram<Seconds>,
@@ -146,6 +150,15 @@ impl Metrics {
         self.commit_seconds.observe_duration(commit.took);
         self.commit_updates.observe(commit.updates as u64);
         self.commit_bytes.observe(commit.bytes);
+    }
+
+    /// Called by a store for each event it committed to the outbox.
+    pub fn event_emitted(&self, kind: EventType) {
+        self.events_emitted[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn events_emitted(&self, kind: EventType) -> u64 {
+        self.events_emitted[kind as usize].load(Relaxed)
     }
 
     /// Called by a store once per transaction that failed.
@@ -317,6 +330,10 @@ const PLAIN: [(&str, &str, Value); 23] = [
 ];
 
 const DISCONNECTS: (&str, &str) = ("weft_disconnects_total", "Connections closed by the server, by reason.");
+const EVENTS_EMITTED: (&str, &str) = (
+    "weft_events_emitted_total",
+    "Events this process wrote to the outbox (committed with the change they report), by type.",
+);
 
 /// Where a histogram is.
 type HistogramOf = fn(&Metrics) -> &dyn EncodeMetric;
@@ -390,6 +407,12 @@ impl Collector for Scrape {
             let labels = [("reason", why.label())];
             ConstCounter::new(m.kicked(why)).encode(disconnects.encode_family(&labels)?)?;
         }
+        let (name, help) = EVENTS_EMITTED;
+        let mut emitted = encoder.encode_descriptor(family(name), help, None, MetricType::Counter)?;
+        for kind in EventType::ALL {
+            let labels = [("type", kind.as_str())];
+            ConstCounter::new(m.events_emitted(kind)).encode(emitted.encode_family(&labels)?)?;
+        }
         for (name, help, histogram) in &HISTOGRAMS {
             encode(&mut encoder, name, help, histogram(m))?;
         }
@@ -444,6 +467,7 @@ mod tests {
                 "weft_storage_commit_seconds_total counter",
                 "weft_storage_errors_total counter",
                 "weft_disconnects_total counter",
+                "weft_events_emitted_total counter",
                 "weft_storage_commit_duration_seconds histogram",
                 "weft_storage_commit_updates histogram",
                 "weft_storage_commit_bytes histogram",
@@ -456,9 +480,15 @@ mod tests {
                 "weft_webhook_failures_total counter",
                 "weft_webhook_failing gauge",
                 "weft_webhook_attempt_duration_seconds histogram",
+                "weft_webhook_delivery_lag_seconds histogram",
             ]
         );
         assert!(out.contains("weft_disconnects_total{reason=\"slow_consumer\"} 0\n"));
+        assert!(out.contains("weft_events_emitted_total{type=\"document.updated\"} 0\n"));
+        // The counters are indexed by the enum's discriminant.
+        for (i, kind) in EventType::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, i);
+        }
         assert!(out.contains("# HELP weft_updates_applied_total Document updates applied and stored.\n"));
     }
 

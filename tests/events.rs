@@ -170,13 +170,13 @@ async fn every_event_type_has_its_envelope(store: Store) {
         .unwrap();
     client.wait_synced().await.unwrap();
     edit(&client, "hello").await;
-    let seen = feed
+    let earlier = feed
         .until("created, joined, updated", 10 * SECOND, |s| {
             count(s, "document.updated") == 1
         })
         .await;
-    assert_eq!(count(&seen, "document.created"), 1, "{:?}", kinds(&seen));
-    assert_eq!(count(&seen, "peer.joined"), 1, "{:?}", kinds(&seen));
+    assert_eq!(count(&earlier, "document.created"), 1, "{:?}", kinds(&earlier));
+    assert_eq!(count(&earlier, "peer.joined"), 1, "{:?}", kinds(&earlier));
     let doc = enc("notes/a");
     let named = post_json(&server, &format!("/api/docs/{doc}/versions"), json!({"label": "v1"})).await;
     assert_eq!(named.status, 201, "{}", named.text());
@@ -247,6 +247,22 @@ async fn every_event_type_has_its_envelope(store: Store) {
             assert_eq!(e["document"], "notes/a");
         }
     }
+    // Every event the feed saw was counted by its type, and no other.
+    let metrics = server.get("/metrics").await.text();
+    let all: Vec<Message> = earlier.into_iter().chain(seen).collect();
+    for kind in [
+        "document.created",
+        "document.updated",
+        "document.deleted",
+        "version.created",
+        "version.restored",
+        "peer.joined",
+        "peer.left",
+        "token.revoked",
+    ] {
+        let line = format!("weft_events_emitted_total{{type=\"{kind}\"}} {}", count(&all, kind));
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in:\n{metrics}");
+    }
     drop(dir);
 }
 
@@ -283,6 +299,35 @@ async fn document_updated_says_what_changed(store: Store) {
     assert!(data["size"].as_u64().unwrap() > 0);
     assert_eq!(data["editors"], json!([{"id": "u-bo", "name": "Bo"}]));
     assert!(seen.iter().all(|m| m.kind() == "document.updated"), "?types filters");
+}
+
+/// A document deleted while its `document.updated` waits for the debounce:
+/// the report is written first, so a receiver sees the edits, then the
+/// deletion (it was dropped: only `document.deleted` came).
+async fn a_deletion_reports_pending_edits_first(store: Store) {
+    let server = Server::builder()
+        .store(store)
+        .arg("--webhook-debounce-ms", 60_000)
+        .arg("--webhook-max-wait-ms", 60_000)
+        .start();
+    let mut feed = Feed::open(&server, "?types=document.updated,document.deleted", &[]).await;
+    let client = server.connect("doomed").await;
+    let observer = server.connect("doomed").await;
+    edit(&client, "one").await;
+    edit(&client, "two").await;
+    // Relayed, so committed: what the deletion finds unreported.
+    observer
+        .wait_for("the edits relayed", 5 * SECOND, |c| c.text("t") == "onetwo")
+        .await
+        .unwrap();
+    let deleted = http(&server.addr, "DELETE", "/api/docs/doomed", &[], None).await;
+    assert!(deleted.status < 300, "{}", deleted.text());
+    let seen = feed
+        .until("document.deleted", 10 * SECOND, |s| count(s, "document.deleted") == 1)
+        .await;
+    assert_eq!(kinds(&seen), ["document.updated", "document.deleted"]);
+    assert_eq!(seen[0].json()["data"]["updates"], 2);
+    assert_eq!(seen[0].json()["document"], "doomed");
 }
 
 /// Under a stream of edits: at most one event per debounce, at least one
@@ -536,6 +581,7 @@ for_both_stores!(
     every_event_type_has_its_envelope,
     document_updated_says_what_changed,
     document_updated_is_debounced,
+    a_deletion_reports_pending_edits_first,
     an_unreported_edit_survives_sigkill,
     last_event_id_resumes_across_reconnect_and_restart,
     resuming_after_pruned_events_is_told,

@@ -336,16 +336,73 @@ async fn failing_receiver(store: Store) {
         .all(|r| r["id"] == requests[0]["id"] && r["verified"] == true));
     let statuses: Vec<i64> = requests.iter().map(|r| r["status"].as_i64().unwrap()).collect();
     assert_eq!(statuses, [500, 500, 500, 200]);
-    let metrics = server.get("/metrics").await.text();
+    // The receiver reports a request before weft has its answer: wait for
+    // weft to count the delivery.
+    let delivered = format!("weft_webhook_deliveries_total{{webhook=\"{id}\"}} 1");
+    let deadline = Instant::now() + DELIVERY;
+    let metrics = loop {
+        let metrics = server.get("/metrics").await.text();
+        if metrics.lines().any(|l| l == delivered) || Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     for line in [
         format!("weft_webhook_retries_total{{webhook=\"{id}\"}} 3"),
         format!("weft_webhook_deliveries_total{{webhook=\"{id}\"}} 1"),
         format!("weft_webhook_failures_total{{webhook=\"{id}\"}} 0"),
+        "weft_webhook_delivery_lag_seconds_count 1".to_string(),
     ] {
         assert!(metrics.lines().any(|l| l == line), "no {line} in\n{metrics}");
     }
     let failures = server.get(&format!("/api/webhooks/{id}/failures")).await.json();
     assert_eq!(failures["failures"], json!([]));
+}
+
+/// A 429 or 503 with `Retry-After` (seconds, or an HTTP-date) is tried
+/// again no sooner than it asks, and counts as an attempt. Without it the
+/// first retry waits at most 0.5 s (the backoff), so the gaps below tell.
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let receiver = Receiver::start();
+    let server = Server::builder().flag("--webhook-allow-private").start();
+    let mut subscriptions = Vec::new();
+    for (path, status, retry_after) in [
+        ("/busy-seconds", 429, json!("2")),
+        ("/busy-date", 503, json!({ "in": 3 })),
+    ] {
+        let (id, secret) = subscribe(
+            &server,
+            None,
+            json!({ "url": receiver.url(path), "events": ["version.created"] }),
+        )
+        .await;
+        receiver
+            .configure(json!({
+                "path": path, "secret": secret, "fail": 1, "fail_status": status, "retry_after": retry_after,
+            }))
+            .await;
+        subscriptions.push((path, id));
+    }
+    take_version(&server, None, "busy", "v").await;
+    for (path, id) in &subscriptions {
+        let requests = receiver
+            .wait(path, "a success", |rs| rs.iter().any(|r| r["status"] == 200))
+            .await;
+        assert_eq!(requests.len(), 2, "{requests:#?}");
+        assert!(requests
+            .iter()
+            .all(|r| r["id"] == requests[0]["id"] && r["verified"] == true));
+        let gap = requests[1]["received_ms"].as_i64().unwrap() - requests[0]["received_ms"].as_i64().unwrap();
+        // An HTTP-date has whole seconds: "in 3 s" is at least 2 s away.
+        assert!(
+            gap >= 1_900,
+            "{path}: the retry came {gap} ms after the answer asking for 2 s or more"
+        );
+        let metrics = server.get("/metrics").await.text();
+        let line = format!("weft_webhook_retries_total{{webhook=\"{id}\"}} 1");
+        assert!(metrics.lines().any(|l| l == line), "no {line} in\n{metrics}");
+    }
 }
 
 /// A 4xx other than 408/429 is final: one attempt, and a failure entry

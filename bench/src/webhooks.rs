@@ -10,7 +10,7 @@
 //! documents edited every second) makes about 500 posts a second.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +30,8 @@ const SECRET: &str = "whsec_d2VmdC1iZW5jaC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5";
 pub struct Sink {
     pub url: String,
     posts: Arc<AtomicU64>,
+    /// The `webhook-id` of every request, in order of arrival (tests).
+    ids: Arc<Mutex<Vec<String>>>,
 }
 
 /// An answer that closes the connection, HTTP/1.1.
@@ -40,10 +42,13 @@ impl Sink {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/hook", listener.local_addr()?);
         let posts = Arc::new(AtomicU64::new(0));
+        let ids = Arc::new(Mutex::new(Vec::new()));
         let counter = posts.clone();
+        let seen = ids.clone();
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let counter = counter.clone();
+                let seen = seen.clone();
                 tokio::spawn(async move {
                     // Read the head and the body (its content-length), then
                     // answer; weft opens a connection per attempt.
@@ -63,6 +68,9 @@ impl Sink {
                                 .and_then(|v| v.trim().parse::<usize>().ok())
                                 .unwrap_or(0);
                             if buf.len() >= end + 4 + length {
+                                if let Some(id) = head.lines().find_map(|l| l.strip_prefix("webhook-id:")) {
+                                    seen.lock().unwrap().push(id.trim().to_string());
+                                }
                                 break;
                             }
                         }
@@ -72,7 +80,12 @@ impl Sink {
                 });
             }
         });
-        Ok(Self { url, posts })
+        Ok(Self { url, posts, ids })
+    }
+
+    /// The `webhook-id` of every request answered so far (lower-cased).
+    pub fn ids(&self) -> Vec<String> {
+        self.ids.lock().unwrap().clone()
     }
 
     /// Requests answered so far.
@@ -110,14 +123,17 @@ pub async fn run(servers: &Servers, plan: &Plan) -> Result<Value, Error> {
             server.stop()?;
             let many = many?;
             let posts = sink.posts() - before;
+            let cpu_us = cpu_per_update(&durable);
             eprintln!(
-                "  durable {} updates/s; many documents p99 {} ms, server CPU {}; {posts} posts",
-                durable["updates_s"], many["latency"]["p99_ms"], many["server_cpu"]
+                "  durable {} updates/s, {} µs of server CPU per update; many documents p99 {} ms, server CPU {}; {posts} posts",
+                durable["updates_s"], cpu_us, many["latency"]["p99_ms"], many["server_cpu"]
             );
             rows.push(json!({
                 "round": round,
                 "mode": mode,
                 "durable_updates_s": durable["updates_s"],
+                "durable_server_cpu": durable["server_cpu"],
+                "durable_cpu_us_per_update": cpu_us,
                 "many_p50_ms": many["latency"]["p50_ms"],
                 "many_p99_ms": many["latency"]["p99_ms"],
                 "many_server_cpu": many["server_cpu"],
@@ -127,4 +143,16 @@ pub async fn run(servers: &Servers, plan: &Plan) -> Result<Value, Error> {
         }
     }
     Ok(json!({ "rounds": rounds, "rows": rows }))
+}
+
+/// The server's CPU time per update relayed, in µs: its CPU (a share of
+/// one core, over the measured window) over the updates that arrived in
+/// that window. The work an update costs, which a busy machine moves far
+/// less than the throughput (a neighbour's load takes cores, not
+/// instructions): what tells whether a webhook costs editing anything.
+fn cpu_per_update(durable: &Value) -> Value {
+    match (durable["server_cpu"].as_f64(), durable["updates_s"].as_f64()) {
+        (Some(cpu), Some(rate)) if rate > 0.0 => json!((cpu * 1e6 / rate * 1000.0).round() / 1000.0),
+        _ => Value::Null,
+    }
 }

@@ -374,8 +374,10 @@ impl DocActor {
     async fn delete(&mut self, reply: Reply<bool>, rx: &mut mpsc::Receiver<Command>) {
         self.flush().await;
         self.kick_all(CloseReason::deleted());
-        self.unreported = Unreported::default(); // gone: document.deleted says it
         self.write_queued_events().await;
+        // Edits waiting for their debounced report are reported now, before
+        // the deletion: a receiver sees them, then `document.deleted`.
+        self.report_updates().await;
         self.delete_stream().await;
         let result = self.store.delete(&self.name).await;
         info!(stored = ?result.as_ref().ok(), "document deleted");

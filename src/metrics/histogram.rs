@@ -80,6 +80,18 @@ impl Buckets for Bytes {
     const PER_UNIT: f64 = 1.0;
 }
 
+/// Ages, observed in milliseconds and exposed in seconds: 10 ms to an
+/// hour, for the wait between a commit and a webhook's delivery (retries
+/// with backoff, a receiver down for a while).
+pub struct Lag;
+
+impl Buckets for Lag {
+    const BOUNDS: &'static [u64] = &[
+        10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000,
+    ];
+    const PER_UNIT: f64 = 1e3;
+}
+
 pub struct Histogram<B> {
     /// Observations per bucket, not cumulative; the last one is `+Inf`.
     counts: Box<[AtomicU64]>,
@@ -165,6 +177,6 @@ mod tests {
         fn ascending<B: Buckets>() -> bool {
             B::BOUNDS.windows(2).all(|w| w[0] < w[1])
         }
-        assert!(ascending::<Seconds>() && ascending::<Count>() && ascending::<Bytes>());
+        assert!(ascending::<Seconds>() && ascending::<Count>() && ascending::<Bytes>() && ascending::<Lag>());
     }
 }

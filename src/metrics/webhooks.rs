@@ -1,6 +1,7 @@
 //! Webhook delivery's series (issue 16): per subscription, labelled with
-//! its id (ids, never URLs: a URL may carry a token in its query), and
-//! one latency histogram for every attempt.
+//! its id (ids, never URLs: a URL may carry a token in its query); one
+//! latency histogram for every attempt, and one for how long delivered
+//! events waited since their commit.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -12,7 +13,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use super::histogram::{Histogram, Seconds};
+use super::histogram::{Histogram, Lag, Seconds};
 
 /// One subscription's counters; the delivery task holds them.
 #[derive(Debug, Default)]
@@ -31,6 +32,7 @@ pub struct WebhookCounters {
 pub struct WebhookMetrics {
     subscriptions: Mutex<BTreeMap<String, Arc<WebhookCounters>>>,
     latency: Histogram<Seconds>,
+    lag: Histogram<Lag>,
 }
 
 impl WebhookMetrics {
@@ -52,6 +54,12 @@ impl WebhookMetrics {
     /// One attempt's time, from connecting to the status.
     pub fn record_attempt(&self, took: Duration) {
         self.latency.observe_duration(took);
+    }
+
+    /// An event was delivered, `lag_ms` after its commit (wall clocks: in
+    /// cluster mode, the writing node's against the delivering one's).
+    pub fn record_delivered(&self, lag_ms: i64) {
+        self.lag.observe(u64::try_from(lag_ms).unwrap_or(0));
     }
 
     pub(super) fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -103,6 +111,10 @@ impl WebhookMetrics {
         let name = "weft_webhook_attempt_duration_seconds";
         let help = "Time each webhook attempt took, from connecting to the receiver's status (or the timeout).";
         self.latency
-            .encode(encoder.encode_descriptor(name, help, None, self.latency.metric_type())?)
+            .encode(encoder.encode_descriptor(name, help, None, self.latency.metric_type())?)?;
+        let name = "weft_webhook_delivery_lag_seconds";
+        let help = "Time from an event's commit to its delivery (the receiver's 2xx), retries included.";
+        self.lag
+            .encode(encoder.encode_descriptor(name, help, None, self.lag.metric_type())?)
     }
 }

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::VersionMeta;
 use crate::event::{EventType, NewEvent};
+use crate::metrics::Metrics;
 use crate::name::DocName;
 
 pub(crate) fn document_created(doc: &DocName) -> NewEvent {
@@ -39,6 +40,44 @@ pub(crate) fn token_revoked(token_id: &str, expires_at: u64) -> NewEvent {
         None,
         json!({"token": token_id, "expires": expires_at}),
     )
+}
+
+/// What one transaction wrote to the outbox, told to the watchers and
+/// counted (`weft_events_emitted_total`) only once it commits.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    /// The highest seq written.
+    last_seq: i64,
+    /// The type of each event written, in order.
+    kinds: Vec<EventType>,
+}
+
+impl Written {
+    pub(crate) fn wrote(&mut self, seq: i64, kind: EventType) {
+        self.last_seq = self.last_seq.max(seq);
+        self.kinds.push(kind);
+    }
+
+    /// A mark to roll back to when a savepoint is rolled back.
+    pub(crate) fn mark(&self) -> usize {
+        self.kinds.len()
+    }
+
+    /// The events written since `mark` were rolled back. (`last_seq` stays:
+    /// past the last committed one, it only wakes readers for nothing.)
+    pub(crate) fn roll_back_to(&mut self, mark: usize) {
+        self.kinds.truncate(mark);
+    }
+
+    /// The transaction committed: counts its events and wakes the watchers.
+    pub(crate) fn committed(self, signal: &watch::Sender<i64>, metrics: &Metrics) {
+        for kind in self.kinds {
+            metrics.event_emitted(kind);
+        }
+        if self.last_seq > 0 {
+            committed(signal, self.last_seq);
+        }
+    }
 }
 
 /// Tells the store's watchers that events up to `seq` are committed.

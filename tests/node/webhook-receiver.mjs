@@ -6,9 +6,13 @@
 // hang?, redirect?} sets how requests to `path` are answered:
 //   secret    the whsec_ secret to verify with (else "verified": null)
 //   fail      answer 500 to the first `fail` attempts of each webhook-id
+//   fail_status  the status of those answers instead of 500 (429, 503, ...)
+//   retry_after  with them, a `Retry-After` header: this value as given, or
+//             {"in": N}, an HTTP-date N seconds from the answer
 //   status    answer this status always (after `fail`)
 //   hang      never answer (the socket stays open)
 //   redirect  answer 302 to `redirect` (a path on this receiver)
+// Each line has `received_ms` (this process's clock) for timing checks.
 // The first line printed is {"listening": PORT}.
 import http from 'node:http';
 import { Webhook } from 'standardwebhooks';
@@ -55,12 +59,12 @@ const server = http.createServer((req, res) => {
     let status = 200;
     if (c.hang) status = 0;
     else if (c.redirect) status = 302;
-    else if (c.fail && n <= c.fail) status = 500;
+    else if (c.fail && n <= c.fail) status = c.fail_status || 500;
     else if (c.status) status = c.status;
     let type = null;
     try { type = JSON.parse(body).type; } catch { /* not JSON */ }
     print({
-      path, id, attempt: n, status, verified, error, type,
+      path, id, attempt: n, status, verified, error, type, received_ms: Date.now(),
       timestamp: req.headers['webhook-timestamp'],
       content_type: req.headers['content-type'],
       user_agent: req.headers['user-agent'],
@@ -74,7 +78,13 @@ const server = http.createServer((req, res) => {
       res.writeHead(302, { location: c.redirect }).end();
       return;
     }
-    res.writeHead(status, { 'content-type': 'text/plain' }).end(status === 200 ? 'ok' : 'no');
+    const headers = { 'content-type': 'text/plain' };
+    if (c.retry_after !== undefined && c.fail && n <= c.fail) {
+      headers['retry-after'] = typeof c.retry_after === 'object'
+        ? new Date(Date.now() + c.retry_after.in * 1000).toUTCString()
+        : String(c.retry_after);
+    }
+    res.writeHead(status, headers).end(status === 200 ? 'ok' : 'no');
   });
 });
 

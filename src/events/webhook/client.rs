@@ -7,7 +7,7 @@
 //! cannot make weft hold its bytes.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{header, Method, Request};
@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::policy::retry_after;
 use super::target::WebhookUrl;
 
 /// What one attempt came to.
@@ -24,6 +25,9 @@ use super::target::WebhookUrl;
 pub enum Outcome {
     /// The receiver answered with this status.
     Status(u16),
+    /// The receiver answered 429 or 503 and asked, with `Retry-After`, to
+    /// be tried again no sooner than this (see `policy::retry_after`).
+    Later(u16, Duration),
     /// No answer: the connection failed or the deadline passed.
     NoAnswer(String),
     /// weft refused to post (the address rule): final, never retried.
@@ -115,15 +119,17 @@ impl Client {
             send(stream, request).await
         };
         match result {
-            Ok(status) => Outcome::Status(status),
+            Ok((status @ (429 | 503), Some(wait))) => Outcome::Later(status, wait),
+            Ok((status, _)) => Outcome::Status(status),
             Err(e) => Outcome::NoAnswer(e),
         }
     }
 }
 
-/// Sends the request over `io` and returns the status; the connection is
-/// dropped with the response (its body unread).
-async fn send<T>(io: T, request: Request<Full<Bytes>>) -> Result<u16, String>
+/// Sends the request over `io` and returns the status and the wait its
+/// `Retry-After` asks for, if any; the connection is dropped with the
+/// response (its body unread).
+async fn send<T>(io: T, request: Request<Full<Bytes>>) -> Result<(u16, Option<Duration>), String>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -133,8 +139,15 @@ where
     let mut conn = std::pin::pin!(conn);
     let mut response = std::pin::pin!(sender.send_request(request));
     let status = |r: Result<hyper::Response<hyper::body::Incoming>, hyper::Error>| {
-        r.map(|r| r.status().as_u16())
-            .map_err(|e| format!("request failed: {e}"))
+        r.map(|r| {
+            let wait = r
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry_after(v, SystemTime::now()));
+            (r.status().as_u16(), wait)
+        })
+        .map_err(|e| format!("request failed: {e}"))
     };
     tokio::select! {
         // The response first: a receiver that answers and closes (HTTP/1.0,

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::client::{Client, Outcome};
-use super::policy::{backoff, judge, random_unit, Verdict};
+use super::policy::{judge, next_wait, random_unit, Verdict};
 use super::subscription::Subscription;
 use super::Shared;
 use crate::clock::{now_ms, now_secs};
@@ -182,12 +182,13 @@ async fn deliver(
         };
         shared.metrics.webhooks.record_attempt(started.elapsed());
         let status = match outcome {
-            Outcome::Status(s) => Some(s),
+            Outcome::Status(s) | Outcome::Later(s, _) => Some(s),
             _ => None,
         };
         match judge(&outcome) {
             Verdict::Delivered => {
                 counters.delivered.fetch_add(1, Relaxed);
+                shared.metrics.webhooks.record_delivered(now_ms() - event.created_ms);
                 counters.failing.store(0, Relaxed);
                 if attempt > 1 {
                     info!(webhook = %sub.id, event = %event.id, attempt, "webhook event delivered after retries");
@@ -201,7 +202,7 @@ async fn deliver(
             Verdict::Retry(error) => {
                 counters.retried.fetch_add(1, Relaxed);
                 counters.failing.store(1, Relaxed);
-                let wait = backoff(attempt, random_unit());
+                let wait = next_wait(&outcome, attempt, random_unit());
                 debug!(webhook = %sub.id, event = %event.id, attempt, error = %error, ?wait, "webhook attempt failed; retrying");
                 if sleep_or_stop(wait, stop).await {
                     return Delivery::Stopped;

@@ -77,7 +77,7 @@ impl Tx<'_> {
                     ],
                 )
                 .await?;
-            self.last_event = self.last_event.max(row.get(0));
+            self.written.wrote(row.get(0), event.kind);
         }
         Ok(())
     }

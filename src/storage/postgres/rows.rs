@@ -6,7 +6,9 @@ use super::connect::Target;
 use super::pg_error;
 use super::schema::migrate;
 use crate::storage::transfer::rows::{
-    DocDump, DocRow, RevokedRow, SnapshotRow, UpdateRow, DOC_COLUMNS, REVOKED_COLUMNS, SNAPSHOT_COLUMNS, UPDATE_COLUMNS,
+    CursorRow, DocDump, DocRow, EventRow, FailureRow, RevokedRow, SnapshotRow, UpdateRow, WebhookDump, WebhookRow,
+    CURSOR_COLUMNS, DOC_COLUMNS, EVENT_COLUMNS, FAILURE_COLUMNS, REVOKED_COLUMNS, SNAPSHOT_COLUMNS, UPDATE_COLUMNS,
+    WEBHOOK_COLUMNS,
 };
 use crate::storage::StoreError;
 
@@ -42,6 +44,7 @@ impl PostgresRows {
                 created: r.get(2),
                 updated: r.get(3),
                 size: r.get(4),
+                reported_seq: r.get(5),
             })
             .collect())
     }
@@ -66,7 +69,7 @@ impl PostgresRows {
         let snapshots = self
             .client
             .query(
-                &format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE doc_id = $1 ORDER BY id"),
+                &format!("SELECT {SNAPSHOT_COLUMNS}, stream_id FROM snapshots WHERE doc_id = $1 ORDER BY id"),
                 &[&doc.id],
             )
             .await
@@ -102,8 +105,8 @@ impl PostgresRows {
         let tx = self.client.transaction().await.map_err(pg_error)?;
         let d = &dump.doc;
         tx.execute(
-            &format!("INSERT INTO documents ({DOC_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
-            &[&d.id, &d.name, &d.created, &d.updated, &d.size],
+            &format!("INSERT INTO documents ({DOC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &[&d.id, &d.name, &d.created, &d.updated, &d.size, &d.reported_seq],
         )
         .await
         .map_err(pg_error)?;
@@ -121,7 +124,7 @@ impl PostgresRows {
         for s in &dump.snapshots {
             tx.execute(
                 &format!(
-                    "INSERT INTO snapshots (doc_id, {SNAPSHOT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                    "INSERT INTO snapshots (doc_id, {SNAPSHOT_COLUMNS}, stream_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
                 ),
                 &[
                     &d.id,
@@ -134,6 +137,7 @@ impl PostgresRows {
                     &s.state_vector,
                     &s.created,
                     &s.digest,
+                    &s.stream_id,
                 ],
             )
             .await
@@ -158,14 +162,158 @@ impl PostgresRows {
         tx.commit().await.map_err(pg_error)
     }
 
+    /// Rows in `table` (one of weft's).
+    pub(crate) async fn count(&self, table: &str) -> Result<i64, StoreError> {
+        let row = self
+            .client
+            .query_one(&format!("SELECT COUNT(*) FROM {table}"), &[])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.get(0))
+    }
+
+    /// Outbox events with `seq > after`, oldest first, at most `limit`.
+    pub(crate) async fn events(&self, after: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
+                &[&after, &limit],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRow {
+                seq: r.get(0),
+                id: r.get(1),
+                kind: r.get(2),
+                document: r.get(3),
+                created: r.get(4),
+                body: r.get(5),
+            })
+            .collect())
+    }
+
+    /// Writes events with their seqs (over the identity), in one
+    /// transaction; `finish` moves the identity past them.
+    pub(crate) async fn write_events(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
+        let tx = self.client.transaction().await.map_err(pg_error)?;
+        let insert = tx
+            .prepare(&format!(
+                "INSERT INTO events ({EVENT_COLUMNS}) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6)"
+            ))
+            .await
+            .map_err(pg_error)?;
+        for e in rows {
+            tx.execute(&insert, &[&e.seq, &e.id, &e.kind, &e.document, &e.created, &e.body])
+                .await
+                .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
+    pub(crate) async fn webhooks(&self) -> Result<WebhookDump, StoreError> {
+        let query = |sql: String| async move { self.client.query(&sql, &[]).await.map_err(pg_error) };
+        let webhooks = query(format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks"))
+            .await?
+            .iter()
+            .map(|r| WebhookRow {
+                id: r.get(0),
+                url: r.get(1),
+                secret: r.get(2),
+                events: r.get(3),
+                prefix: r.get(4),
+                content: r.get(5),
+                created: r.get(6),
+            })
+            .collect();
+        let cursors = query(format!("SELECT {CURSOR_COLUMNS} FROM webhook_cursors"))
+            .await?
+            .iter()
+            .map(|r| CursorRow {
+                webhook_id: r.get(0),
+                seq: r.get(1),
+                updated: r.get(2),
+            })
+            .collect();
+        let failures = query(format!("SELECT {FAILURE_COLUMNS} FROM webhook_failures ORDER BY id"))
+            .await?
+            .iter()
+            .map(|r| FailureRow {
+                id: r.get(0),
+                webhook_id: r.get(1),
+                event_seq: r.get(2),
+                event_id: r.get(3),
+                event_type: r.get(4),
+                attempts: r.get(5),
+                last_status: r.get(6),
+                last_error: r.get(7),
+                failed: r.get(8),
+            })
+            .collect();
+        Ok(WebhookDump {
+            webhooks,
+            cursors,
+            failures,
+        })
+    }
+
+    pub(crate) async fn write_webhooks(&mut self, dump: &WebhookDump) -> Result<(), StoreError> {
+        let tx = self.client.transaction().await.map_err(pg_error)?;
+        for w in &dump.webhooks {
+            tx.execute(
+                &format!("INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+                &[&w.id, &w.url, &w.secret, &w.events, &w.prefix, &w.content, &w.created],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        for c in &dump.cursors {
+            tx.execute(
+                &format!("INSERT INTO webhook_cursors ({CURSOR_COLUMNS}) VALUES ($1, $2, $3)"),
+                &[&c.webhook_id, &c.seq, &c.updated],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        for f in &dump.failures {
+            tx.execute(
+                &format!(
+                    "INSERT INTO webhook_failures ({FAILURE_COLUMNS}) OVERRIDING SYSTEM VALUE
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                ),
+                &[
+                    &f.id,
+                    &f.webhook_id,
+                    &f.event_seq,
+                    &f.event_id,
+                    &f.event_type,
+                    &f.attempts,
+                    &f.last_status,
+                    &f.last_error,
+                    &f.failed,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
     /// Moves the id sequences past the ids copied in, so that new rows do
     /// not collide with them.
     pub(crate) async fn finish(&mut self) -> Result<(), StoreError> {
-        for table in ["documents", "snapshots"] {
+        for (table, column) in [
+            ("documents", "id"),
+            ("snapshots", "id"),
+            ("events", "seq"),
+            ("webhook_failures", "id"),
+        ] {
             self.client
                 .execute(
                     &format!(
-                        "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {table}"
+                        "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), COALESCE(MAX({column}), 0) + 1, false) FROM {table}"
                     ),
                     &[],
                 )
@@ -187,5 +335,6 @@ fn snapshot_row(r: &Row) -> SnapshotRow {
         state_vector: r.get(6),
         created: r.get(7),
         digest: r.get(8),
+        stream_id: r.get(9),
     }
 }

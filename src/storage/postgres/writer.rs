@@ -26,7 +26,7 @@ use crate::clock::now_ms;
 use crate::metrics::{Commit, Metrics};
 use crate::name::DocName;
 use crate::storage::job::{appended, finish, take_batch, Done, Job};
-use crate::storage::outbox;
+use crate::storage::outbox::Written;
 use crate::storage::pack::pack;
 use crate::storage::StoreError;
 
@@ -231,7 +231,7 @@ impl Writer {
             conn,
             known,
             now,
-            last_event: 0,
+            written: Written::default(),
         };
         let outcome = match tokio::time::timeout(timeout, tx.run(batch)).await {
             Ok(outcome) => outcome,
@@ -240,10 +240,10 @@ impl Writer {
                 timeout.as_millis()
             )))),
         };
-        let last_event = tx.last_event;
-        self.known = tx.known;
-        if outcome.is_ok() && last_event > 0 {
-            outbox::committed(&self.events, last_event);
+        let Tx { known, written, .. } = tx;
+        self.known = known;
+        if outcome.is_ok() {
+            written.committed(&self.events, &self.metrics);
         }
         outcome
     }
@@ -255,8 +255,8 @@ pub(super) struct Tx<'a> {
     pub(super) conn: &'a Object,
     pub(super) known: HashSet<DocName>,
     pub(super) now: i64,
-    /// The highest event seq this transaction wrote.
-    pub(super) last_event: i64,
+    /// The events this transaction wrote.
+    pub(super) written: Written,
 }
 
 impl Tx<'_> {

@@ -7,7 +7,9 @@ use rusqlite::{params, Connection, OpenFlags};
 
 use super::schema::{migrate, open_connection};
 use crate::storage::transfer::rows::{
-    DocDump, DocRow, RevokedRow, SnapshotRow, UpdateRow, DOC_COLUMNS, REVOKED_COLUMNS, SNAPSHOT_COLUMNS, UPDATE_COLUMNS,
+    CursorRow, DocDump, DocRow, EventRow, FailureRow, RevokedRow, SnapshotRow, UpdateRow, WebhookDump, WebhookRow,
+    CURSOR_COLUMNS, DOC_COLUMNS, EVENT_COLUMNS, FAILURE_COLUMNS, REVOKED_COLUMNS, SNAPSHOT_COLUMNS, UPDATE_COLUMNS,
+    WEBHOOK_COLUMNS,
 };
 use crate::storage::StoreError;
 
@@ -37,6 +39,7 @@ impl SqliteRows {
                     created: r.get(2)?,
                     updated: r.get(3)?,
                     size: r.get(4)?,
+                    reported_seq: r.get(5)?,
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -74,6 +77,7 @@ impl SqliteRows {
                     state_vector: r.get(6)?,
                     created: r.get(7)?,
                     digest: r.get(8)?,
+                    stream_id: None,
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -104,8 +108,8 @@ impl SqliteRows {
         let tx = self.conn.transaction()?;
         let d = &dump.doc;
         tx.execute(
-            &format!("INSERT INTO documents ({DOC_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
-            params![d.id, d.name, d.created, d.updated, d.size],
+            &format!("INSERT INTO documents ({DOC_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            params![d.id, d.name, d.created, d.updated, d.size, d.reported_seq],
         )?;
         for u in &dump.updates {
             tx.execute(
@@ -142,6 +146,135 @@ impl SqliteRows {
             tx.execute(
                 &format!("INSERT OR REPLACE INTO revoked_tokens ({REVOKED_COLUMNS}) VALUES (?1, ?2, ?3)"),
                 params![r.token_id, r.revoked_at, r.expires_at],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Rows in `table` (one of weft's).
+    pub(crate) fn count(&self, table: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?)
+    }
+
+    /// Outbox events with `seq > after`, oldest first, at most `limit`.
+    pub(crate) fn events(&self, after: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+        let rows = self
+            .conn
+            .prepare(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?
+            .query_map([after, limit], |r| {
+                Ok(EventRow {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    kind: r.get(2)?,
+                    document: r.get(3)?,
+                    created: r.get(4)?,
+                    body: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Writes events with their seqs, in one transaction (AUTOINCREMENT
+    /// then goes on after the largest).
+    pub(crate) fn write_events(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for e in rows {
+            tx.execute(
+                &format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![e.seq, e.id, e.kind, e.document, e.created, e.body],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn webhooks(&self) -> Result<WebhookDump, StoreError> {
+        let webhooks = self
+            .conn
+            .prepare(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks"))?
+            .query_map([], |r| {
+                Ok(WebhookRow {
+                    id: r.get(0)?,
+                    url: r.get(1)?,
+                    secret: r.get(2)?,
+                    events: r.get(3)?,
+                    prefix: r.get(4)?,
+                    content: r.get(5)?,
+                    created: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let cursors = self
+            .conn
+            .prepare(&format!("SELECT {CURSOR_COLUMNS} FROM webhook_cursors"))?
+            .query_map([], |r| {
+                Ok(CursorRow {
+                    webhook_id: r.get(0)?,
+                    seq: r.get(1)?,
+                    updated: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let failures = self
+            .conn
+            .prepare(&format!("SELECT {FAILURE_COLUMNS} FROM webhook_failures ORDER BY id"))?
+            .query_map([], |r| {
+                Ok(FailureRow {
+                    id: r.get(0)?,
+                    webhook_id: r.get(1)?,
+                    event_seq: r.get(2)?,
+                    event_id: r.get(3)?,
+                    event_type: r.get(4)?,
+                    attempts: r.get(5)?,
+                    last_status: r.get(6)?,
+                    last_error: r.get(7)?,
+                    failed: r.get(8)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(WebhookDump {
+            webhooks,
+            cursors,
+            failures,
+        })
+    }
+
+    pub(crate) fn write_webhooks(&mut self, dump: &WebhookDump) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for w in &dump.webhooks {
+            tx.execute(
+                &format!("INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                params![w.id, w.url, w.secret, w.events, w.prefix, w.content, w.created],
+            )?;
+        }
+        for c in &dump.cursors {
+            tx.execute(
+                &format!("INSERT INTO webhook_cursors ({CURSOR_COLUMNS}) VALUES (?1, ?2, ?3)"),
+                params![c.webhook_id, c.seq, c.updated],
+            )?;
+        }
+        for f in &dump.failures {
+            tx.execute(
+                &format!(
+                    "INSERT INTO webhook_failures ({FAILURE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
+                params![
+                    f.id,
+                    f.webhook_id,
+                    f.event_seq,
+                    f.event_id,
+                    f.event_type,
+                    f.attempts,
+                    f.last_status,
+                    f.last_error,
+                    f.failed
+                ],
             )?;
         }
         tx.commit()?;

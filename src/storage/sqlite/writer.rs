@@ -21,7 +21,7 @@ use crate::event::NewEvent;
 use crate::metrics::{Commit, Metrics};
 use crate::name::DocName;
 use crate::storage::job::{appended, finish, take_batch, Done, Job};
-use crate::storage::outbox;
+use crate::storage::outbox::{self, Written};
 use crate::storage::pack::pack;
 use crate::storage::{LogEntry, Reported, Snapshot, StoreError, VersionKind, VersionMeta};
 
@@ -121,19 +121,20 @@ impl Writer {
     ) -> Result<Option<Vec<Result<Done, StoreError>>>, rusqlite::Error> {
         let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
-        // The last event seq written; a savepoint rolled back may leave it
-        // past the last committed one, which only wakes readers for nothing.
-        let mut last_event = 0;
+        let mut written = Written::default();
         for job in batch {
             if isolate {
                 let sp = tx.savepoint()?;
-                let result = Tx::new(&sp, &mut self.ids, now, &mut last_event).apply(job);
+                let mark = written.mark();
+                let result = Tx::new(&sp, &mut self.ids, now, &mut written).apply(job);
                 if result.is_ok() {
                     sp.commit()?;
+                } else {
+                    written.roll_back_to(mark);
                 }
                 results.push(result);
             } else {
-                let result = Tx::new(&tx, &mut self.ids, now, &mut last_event).apply(job);
+                let result = Tx::new(&tx, &mut self.ids, now, &mut written).apply(job);
                 if result.is_err() {
                     return Ok(None); // dropping `tx` rolls it back
                 }
@@ -141,9 +142,7 @@ impl Writer {
             }
         }
         tx.commit()?;
-        if last_event > 0 {
-            outbox::committed(&self.events, last_event);
-        }
+        written.committed(&self.events, &self.metrics);
         Ok(Some(results))
     }
 }
@@ -154,17 +153,17 @@ struct Tx<'a> {
     conn: &'a Connection,
     ids: &'a mut HashMap<DocName, i64>,
     now: i64,
-    /// The seq of the last event written.
-    last_event: &'a mut i64,
+    /// The events written.
+    written: &'a mut Written,
 }
 
 impl<'a> Tx<'a> {
-    fn new(conn: &'a Connection, ids: &'a mut HashMap<DocName, i64>, now: i64, last_event: &'a mut i64) -> Self {
+    fn new(conn: &'a Connection, ids: &'a mut HashMap<DocName, i64>, now: i64, written: &'a mut Written) -> Self {
         Self {
             conn,
             ids,
             now,
-            last_event,
+            written,
         }
     }
 
@@ -391,7 +390,7 @@ impl<'a> Tx<'a> {
                 self.now,
                 rendered.body
             ])?;
-        *self.last_event = self.conn.last_insert_rowid();
+        self.written.wrote(self.conn.last_insert_rowid(), event.kind);
         Ok(())
     }
 

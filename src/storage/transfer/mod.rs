@@ -1,12 +1,24 @@
 //! `weft migrate`: copies every document (its log, snapshots and
-//! versions, with their ids and times) and every revocation from one
+//! versions, with their ids and times, and how far its edits were
+//! reported), every revocation, the events outbox (with its seqs) and the
+//! webhook subscriptions with their cursors and failures, from one
 //! database to another, SQLite or PostgreSQL either way, then checks the
 //! copy by loading each document from both sides as weft would and
-//! comparing their state vectors, versions and revocations.
+//! comparing their state vectors, versions, reported marks and the rest.
 //!
-//! The target must hold no documents: a copy merged into another
-//! database's would mix two histories under one name. One document is in
-//! memory at a time, written in one transaction.
+//! Why the outbox and the cursors: a cursor is a seq of the outbox, so
+//! with both copied as they are, delivery resumes where it stopped (the
+//! undelivered events are sent, the delivered ones are not sent again) and
+//! an SSE consumer's `Last-Event-ID` still means the same event. Why
+//! `reported_seq`: without it every document would be reported updated
+//! once more at start-up. `snapshots.stream_id` (PostgreSQL, cluster mode)
+//! is carried between PostgreSQL databases and dropped into SQLite, which
+//! reads no stream.
+//!
+//! The target must hold no documents, events or webhooks: a copy merged
+//! into another database's would mix two histories under one name (and
+//! two outboxes' seqs). One document (or page of events) is in memory at a
+//! time, written in one transaction.
 
 pub(crate) mod rows;
 
@@ -18,7 +30,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, Transact, Update};
 
-use self::rows::{DocDump, DocRow, RevokedRow};
+use self::rows::{DocDump, DocRow, EventRow, RevokedRow, WebhookDump, EVENT_PAGE, MUST_BE_EMPTY};
 use super::postgres::rows::PostgresRows;
 use super::sqlite::rows::SqliteRows;
 use super::{DocStore, PostgresOptions, PostgresStore, SqliteStore, StoreError, StoredDoc, SyncMode};
@@ -41,6 +53,10 @@ pub struct Report {
     pub snapshots: usize,
     pub versions: usize,
     pub revocations: usize,
+    pub events: usize,
+    pub webhooks: usize,
+    pub cursors: usize,
+    pub failures: usize,
 }
 
 /// One side of the copy, raw rows in and out.
@@ -92,6 +108,41 @@ impl Side {
         }
     }
 
+    async fn count(&self, table: &str) -> Result<i64, StoreError> {
+        match self {
+            Side::Sqlite(s) => s.count(table),
+            Side::Postgres(p) => p.count(table).await,
+        }
+    }
+
+    async fn events(&self, after: i64) -> Result<Vec<EventRow>, StoreError> {
+        match self {
+            Side::Sqlite(s) => s.events(after, EVENT_PAGE),
+            Side::Postgres(p) => p.events(after, EVENT_PAGE).await,
+        }
+    }
+
+    async fn write_events(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
+        match self {
+            Side::Sqlite(s) => s.write_events(rows),
+            Side::Postgres(p) => p.write_events(rows).await,
+        }
+    }
+
+    async fn webhooks(&self) -> Result<WebhookDump, StoreError> {
+        match self {
+            Side::Sqlite(s) => s.webhooks(),
+            Side::Postgres(p) => p.webhooks().await,
+        }
+    }
+
+    async fn write_webhooks(&mut self, dump: &WebhookDump) -> Result<(), StoreError> {
+        match self {
+            Side::Sqlite(s) => s.write_webhooks(dump),
+            Side::Postgres(p) => p.write_webhooks(dump).await,
+        }
+    }
+
     async fn finish(&mut self) -> Result<(), StoreError> {
         match self {
             Side::Sqlite(s) => s.finish(),
@@ -122,11 +173,18 @@ pub async fn copy(
     }
     let source = Side::open(from, conn).await?;
     let mut target = Side::open(to, conn).await?;
-    let already = target.documents().await?.len();
-    if already > 0 {
-        return Err(StoreError::Config(format!(
-            "{to} already holds {already} documents: weft migrate copies into an empty database"
-        )));
+    for table in MUST_BE_EMPTY {
+        let already = target.count(table).await?;
+        if already > 0 {
+            let what = match table {
+                "documents" => "documents",
+                "events" => "events",
+                _ => "webhook subscriptions or cursors",
+            };
+            return Err(StoreError::Config(format!(
+                "{to} already holds {already} {what}: weft migrate copies into an empty database"
+            )));
+        }
     }
     let mut report = Report::default();
     for doc in source.documents().await? {
@@ -141,24 +199,39 @@ pub async fn copy(
     let revoked = source.revoked().await?;
     target.write_revoked(&revoked).await?;
     report.revocations = revoked.len();
+    let mut after = 0;
+    loop {
+        let page = source.events(after).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        target.write_events(&page).await?;
+        report.events += page.len();
+    }
+    let webhooks = source.webhooks().await?;
+    target.write_webhooks(&webhooks).await?;
+    report.webhooks = webhooks.webhooks.len();
+    report.cursors = webhooks.cursors.len();
+    report.failures = webhooks.failures.len();
     target.finish().await?;
     drop(source);
     drop(target);
-    verify(from, to, conn).await?;
+    let streams = matches!((from, to), (DbLocation::Postgres(_), DbLocation::Postgres(_)));
+    verify(from, to, conn, streams).await?;
     Ok(report)
 }
 
 /// Opens both sides as weft would and compares what it would load.
-async fn verify(from: &DbLocation, to: &DbLocation, conn: &Connection) -> Result<(), StoreError> {
+/// `streams`: both sides keep `snapshots.stream_id`, which must then agree.
+async fn verify(from: &DbLocation, to: &DbLocation, conn: &Connection, streams: bool) -> Result<(), StoreError> {
     let source = open_store(from, conn).await?;
     let target = open_store(to, conn).await?;
-    let outcome = compare(source.as_ref(), target.as_ref()).await;
+    let outcome = compare(source.as_ref(), target.as_ref(), streams).await;
     source.close().await;
     target.close().await;
     outcome
 }
 
-async fn compare(source: &dyn DocStore, target: &dyn DocStore) -> Result<(), StoreError> {
+async fn compare(source: &dyn DocStore, target: &dyn DocStore, streams: bool) -> Result<(), StoreError> {
     let mismatch = |doc: &str, what: String| StoreError::Corrupt {
         doc: doc.to_string(),
         what: format!("the copy differs: {what}"),
@@ -172,9 +245,14 @@ async fn compare(source: &dyn DocStore, target: &dyn DocStore) -> Result<(), Sto
             doc: meta.name.clone(),
             what: format!("not a document name weft accepts: {e}"),
         })?;
-        let want = state_vector(&name, &source.load(&name).await?)?;
-        let got = state_vector(&name, &target.load(&name).await?)?;
-        if want != got {
+        let (want, got) = (source.load(&name).await?, target.load(&name).await?);
+        if want.reported_seq != got.reported_seq {
+            return Err(mismatch(&meta.name, "how far its edits were reported".into()));
+        }
+        if streams && want.stream_id != got.stream_id {
+            return Err(mismatch(&meta.name, "the stream entry its snapshot covers".into()));
+        }
+        if state_vector(&name, &want)? != state_vector(&name, &got)? {
             return Err(mismatch(&meta.name, "state vectors".into()));
         }
         if source.list_versions(&name).await? != target.list_versions(&name).await? {
@@ -185,6 +263,43 @@ async fn compare(source: &dyn DocStore, target: &dyn DocStore) -> Result<(), Sto
     let got: BTreeSet<String> = target.revoked_tokens().await?.into_iter().collect();
     if want != got {
         return Err(StoreError::Commit("the copy's revocations differ".into()));
+    }
+    compare_events(source, target).await
+}
+
+/// The outbox, event by event (seq, id, body, ...), and the webhook
+/// subscriptions, cursors and failures.
+async fn compare_events(source: &dyn DocStore, target: &dyn DocStore) -> Result<(), StoreError> {
+    let differ = |what: &str| Err(StoreError::Commit(format!("the copy's {what} differ")));
+    let mut after = 0;
+    loop {
+        let want = source.events_after(after, EVENT_PAGE as usize).await?;
+        if want != target.events_after(after, EVENT_PAGE as usize).await? {
+            return differ("events");
+        }
+        let Some(last) = want.last() else { break };
+        after = last.seq;
+    }
+    if source.last_event_seq().await? != target.last_event_seq().await? {
+        return differ("events");
+    }
+    let webhooks = source.webhooks().await?;
+    if webhooks != target.webhooks().await? {
+        return differ("webhook subscriptions");
+    }
+    let sorted = |mut v: Vec<(String, i64)>| {
+        v.sort();
+        v
+    };
+    let cursors = sorted(source.webhook_cursors().await?);
+    if cursors != sorted(target.webhook_cursors().await?) {
+        return differ("webhook cursors");
+    }
+    for (id, _) in &cursors {
+        let limit = super::webhooks::MAX_FAILURES_KEPT as usize;
+        if source.webhook_failures(id, limit).await? != target.webhook_failures(id, limit).await? {
+            return differ("webhook failures");
+        }
     }
     Ok(())
 }
