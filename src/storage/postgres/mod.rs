@@ -426,6 +426,13 @@ impl Health {
 /// Whether an error means the connection or the server is gone (rather
 /// than one statement failing): closed connections, I/O errors, and the
 /// server's connection-exception and shutdown classes (08, 57P).
+///
+/// An error without a SQLSTATE is the client's own. Those of one statement
+/// (a parameter it could not encode, a column it could not decode, another
+/// number of rows than asked for) leave the connection as it was: counted
+/// as an outage, they closed every sender of the batch with 4500 and
+/// marked the store down for what one job did. The others (I/O, TLS, a
+/// message out of place, a timeout) are the connection's.
 pub(super) fn is_outage(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
@@ -435,8 +442,24 @@ pub(super) fn is_outage(e: &tokio_postgres::Error) -> bool {
             let code = code.code();
             code.starts_with("08") || code.starts_with("57P")
         }
-        None => e.as_db_error().is_none(),
+        None => e.as_db_error().is_none() && !is_statement_error(e),
     }
+}
+
+/// tokio-postgres's errors of one statement, told by their messages (its
+/// error kinds are private, their messages fixed in 0.7): `RowCount`,
+/// `ColumnCount`, `ToSql`, `FromSql`, `Column`, `Parameters`.
+fn is_statement_error(e: &tokio_postgres::Error) -> bool {
+    const STATEMENT: [&str; 6] = [
+        "query returned an unexpected number of rows",
+        "query returned an unexpected number of columns",
+        "error serializing parameter",
+        "error deserializing column",
+        "invalid column",
+        "expected ",
+    ];
+    let message = e.to_string();
+    STATEMENT.iter().any(|start| message.starts_with(start))
 }
 
 /// A tokio-postgres error as a store error, with the server's message (its
