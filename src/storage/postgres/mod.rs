@@ -25,6 +25,7 @@
 //! - [`writer`]: the writer task and group commit; [`jobs`]: the jobs
 //!   other than appends.
 
+mod compact;
 mod connect;
 mod jobs;
 mod read;
@@ -78,6 +79,8 @@ pub struct PostgresStore {
     timeout: Duration,
     /// The highest event seq this process committed, bumped by the writer.
     events: Arc<watch::Sender<i64>>,
+    /// One compaction at a time, on a connection of its own (`compact`).
+    compacting: tokio::sync::Semaphore,
 }
 
 impl PostgresStore {
@@ -129,6 +132,7 @@ impl PostgresStore {
             health,
             timeout,
             events,
+            compacting: tokio::sync::Semaphore::new(1),
         })
     }
 
@@ -235,11 +239,7 @@ impl DocStore for PostgresStore {
     }
 
     fn compact<'a>(&'a self, name: &'a DocName, snapshot: Snapshot) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.write(|reply| Job::Compact {
-            doc: name.clone(),
-            snapshot,
-            reply,
-        })
+        Box::pin(self.compact_beside(name, snapshot))
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<DocMeta>, StoreError>> {
