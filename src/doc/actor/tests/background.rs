@@ -3,6 +3,14 @@
 
 use super::*;
 
+/// `World::send` within 5 s: an actor that waits for the compaction's
+/// write does not answer, and with no timer left the paused clock would
+/// never move on; the test would hang instead of failing.
+async fn send_in_time(world: &World, peer: PeerId, messages: Vec<Inbound>) {
+    let sent = tokio::time::timeout(Duration::from_secs(5), world.send(peer, messages)).await;
+    assert!(sent.is_ok(), "the actor waits for the compaction's write");
+}
+
 /// Waits (on the paused clock) until `done` holds, for at most a minute.
 async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -29,14 +37,13 @@ async fn updates_are_relayed_while_a_compaction_is_written() {
     let mut b = world.join(2, 64).await;
     let editor = Editor::new(7);
     for c in ["a", "b", "c"] {
-        world.send(a.id, editor.type_text(c)).await;
+        send_in_time(&world, a.id, editor.type_text(c)).await;
     }
     assert_eq!(world.store.compactions.load(Ordering::SeqCst), 1, "due and started");
     assert_eq!(updates(&b.received().await), 3);
 
     for c in ["d", "e", "f"] {
-        let sent = tokio::time::timeout(Duration::from_secs(5), world.send(a.id, editor.type_text(c))).await;
-        assert!(sent.is_ok(), "the actor waits for the compaction's write");
+        send_in_time(&world, a.id, editor.type_text(c)).await;
     }
     assert_eq!(updates(&b.received().await), 3, "relayed while the snapshot is written");
     assert_eq!(
@@ -57,7 +64,7 @@ async fn updates_are_relayed_while_a_compaction_is_written() {
     assert_eq!(world.stored_text().await, "abcdef");
 
     // The log's bookkeeping kept those three: the next batch compacts them.
-    world.send(a.id, editor.type_text("g")).await;
+    send_in_time(&world, a.id, editor.type_text("g")).await;
     until("the second snapshot is stored", async || {
         world.store.load(&world.name).await.unwrap().log.is_empty()
     })
@@ -80,7 +87,7 @@ async fn unloading_waits_for_the_compaction_in_flight() {
     let a = world.join(1, 64).await;
     let editor = Editor::new(7);
     for c in ["a", "b", "c"] {
-        world.send(a.id, editor.type_text(c)).await;
+        send_in_time(&world, a.id, editor.type_text(c)).await;
     }
     assert_eq!(world.store.compactions.load(Ordering::SeqCst), 1);
     world.handle().leave(a.id).await;
