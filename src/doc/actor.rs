@@ -159,6 +159,9 @@ pub(super) struct DocActor {
     unreported: Unreported,
     /// Events for the batch's commit (`events`).
     events: Vec<NewEvent>,
+    /// A compaction snapshot or automatic version being written off the
+    /// actor (`history`).
+    background: history::Background,
 }
 
 /// Loads the document, then serves its mailbox until it unloads. Commands
@@ -249,6 +252,7 @@ impl DocActor {
             cluster,
             unreported: Unreported::default(),
             events: Vec::new(),
+            background: history::Background::default(),
         };
         actor.unreported_at_load(&stored);
         actor
@@ -291,6 +295,7 @@ impl DocActor {
                     }
                 }
                 () = events::until(report_due) => self.report_updates().await,
+                written = history::finished(&mut self.background) => self.written(written),
             }
         }
     }
@@ -303,7 +308,7 @@ impl DocActor {
         self.drop_slow_peers();
         self.publish_awareness();
         self.lease_tick().await;
-        self.auto_version_if_due().await;
+        self.auto_version_if_due();
         if self
             .life
             .unload_due(Instant::now(), !self.peers.is_empty(), self.config.unload_after)
@@ -366,7 +371,7 @@ impl DocActor {
             }
         }
         self.flush().await;
-        self.compact_if_needed(false).await;
+        self.compact_if_needed();
         Flow::Continue
     }
 
@@ -378,6 +383,8 @@ impl DocActor {
         // Edits waiting for their debounced report are reported now, before
         // the deletion: a receiver sees them, then `document.deleted`.
         self.report_updates().await;
+        // A snapshot written after the deletion would bring it back.
+        self.settle().await;
         self.delete_stream().await;
         let result = self.store.delete(&self.name).await;
         info!(stored = ?result.as_ref().ok(), "document deleted");
@@ -397,7 +404,7 @@ impl DocActor {
         self.kick_all(CloseReason::going_away());
         self.write_queued_events().await;
         self.report_updates().await;
-        self.compact_if_needed(true).await;
+        self.compact_now().await;
         self.release_lease().await;
         let _ = reply.send(Ok(()));
         rx.close();
@@ -511,6 +518,9 @@ impl DocActor {
     /// Replaces the in-memory document with the stored one. Called with no
     /// update pending: the store holds all the log there is.
     async fn reload(&mut self) {
+        // The log's bookkeeping starts afresh from the store: a snapshot
+        // being written must be in it or not, not half counted.
+        self.settle().await;
         // The follower goes on: what it hands over that the stream read
         // here already holds changes nothing.
         let rebuilt = match self.store.load(&self.name).await {
@@ -552,7 +562,7 @@ impl DocActor {
         // Reported now rather than after the debounce: the actor leaves.
         self.report_updates().await;
         self.auto_version().await;
-        self.compact_if_needed(true).await;
+        self.compact_now().await;
         self.release_lease().await;
         self.life.deregister();
         rx.close();

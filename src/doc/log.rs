@@ -87,10 +87,13 @@ impl Log {
             || (force && self.updates > 0)
     }
 
-    /// A snapshot of `size` bytes now covers the whole log.
-    pub fn compacted(&mut self, size: u64) {
-        self.updates = 0;
-        self.bytes = 0;
+    /// A snapshot of `size` bytes now covers the log as it was when the
+    /// snapshot was taken, `covered` (its [`Log::size`] then); what was
+    /// committed since (the snapshot was written while the actor went on)
+    /// stays in the log.
+    pub fn compacted(&mut self, covered: (u64, u64), size: u64) {
+        self.updates = self.updates.saturating_sub(covered.0);
+        self.bytes = self.bytes.saturating_sub(covered.1);
         self.snapshot_bytes = size;
     }
 
@@ -153,9 +156,19 @@ mod tests {
         l.forget();
         assert!(!l.compaction_due(LIMITS, true), "a deleted document leaves nothing");
         let mut l = log(30, 3000, 100);
-        l.compacted(500);
+        l.compacted(l.size(), 500);
         assert_eq!((l.size(), l.stored_bytes()), ((0, 0), 500));
         assert!(!l.compaction_due(LIMITS, true));
+    }
+
+    #[test]
+    fn updates_committed_while_a_snapshot_is_written_stay_in_the_log() {
+        let mut l = log(30, 3000, 100);
+        let covered = l.size();
+        l.appended(2, 40); // committed while the snapshot was written
+        l.compacted(covered, 500);
+        assert_eq!((l.size(), l.stored_bytes()), ((2, 40), 540));
+        assert!(l.compaction_due(LIMITS, true), "they are compacted next time");
     }
 
     #[test]

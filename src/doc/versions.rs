@@ -39,6 +39,9 @@ pub(super) fn digest<T: ReadTxn>(txn: &T) -> [u8; 32] {
 #[derive(Debug, Default)]
 pub(super) struct Versions {
     edited: Option<(Instant, Instant)>,
+    /// Edits ever counted: what a version taken off the actor holds is
+    /// told by this count when its state was encoded.
+    edits: u64,
 }
 
 impl Versions {
@@ -48,16 +51,34 @@ impl Versions {
     pub fn loaded(log_is_empty: bool, now: Instant) -> Self {
         Self {
             edited: (!log_is_empty).then_some((now, now)),
+            edits: 0,
         }
     }
 
     pub fn edited(&mut self, now: Instant) {
         self.edited = Some(self.edited.map_or((now, now), |(first, _)| (first, now)));
+        self.edits += 1;
     }
 
     /// A version holds every edit so far (or none is wanted for them).
     pub fn taken(&mut self) {
         self.edited = None;
+    }
+
+    /// The edits counted so far, to give [`Versions::taken_up_to`].
+    pub fn edits(&self) -> u64 {
+        self.edits
+    }
+
+    /// A version holds the edits counted up to `edits` (it was written
+    /// while the actor went on): those made since still want one, counted
+    /// from `now` for `every`.
+    pub fn taken_up_to(&mut self, edits: u64, now: Instant) {
+        if edits >= self.edits {
+            self.edited = None;
+        } else if let Some((_, last)) = self.edited {
+            self.edited = Some((now, last));
+        }
     }
 
     pub fn is_edited(&self) -> bool {
@@ -343,6 +364,31 @@ mod tests {
             "a log after the snapshot may hold unversioned edits"
         );
         assert!(loaded.auto_version_due(at(60), &policy));
+    }
+
+    /// An automatic version is written while the actor goes on: edits made
+    /// meanwhile are not in it and still want one.
+    #[test]
+    fn a_version_written_off_the_actor_leaves_later_edits_wanting_one() {
+        let policy = VersionPolicy {
+            after_idle: Duration::from_secs(60),
+            every: Duration::from_secs(600),
+            ..VersionPolicy::default()
+        };
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut v = Versions::loaded(true, t0);
+        v.edited(at(0));
+        let mark = v.edits();
+        v.taken_up_to(mark, at(61));
+        assert!(!v.is_edited(), "it holds every edit");
+        v.edited(at(100));
+        let mark = v.edits();
+        v.edited(at(101)); // while it was written
+        v.taken_up_to(mark, at(102));
+        assert!(v.is_edited());
+        assert!(!v.auto_version_due(at(160), &policy));
+        assert!(v.auto_version_due(at(161), &policy), "idle after the later edit");
     }
 
     #[test]

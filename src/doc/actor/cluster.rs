@@ -250,7 +250,7 @@ impl DocActor {
         self.apply_remote_awareness(awareness);
         self.publish_awareness();
         // Other nodes' edits grow the log too: the holder compacts on them.
-        self.compact_if_needed(false).await;
+        self.compact_if_needed();
     }
 
     /// Other nodes' awareness updates: applied like a peer's, but owned by
@@ -358,6 +358,7 @@ impl DocActor {
     /// Another node deleted the document: as `delete`, but the store and
     /// the stream are already done with.
     pub(super) async fn evict(&mut self, rx: &mut mpsc::Receiver<Command>) {
+        self.settle().await;
         self.kick_all(CloseReason::deleted());
         info!("document deleted on another node; its peers here are disconnected");
         self.unreported = Default::default();

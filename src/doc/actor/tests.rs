@@ -4,12 +4,12 @@
 //! once and always the same way. What only a real process shows (SIGKILL,
 //! sockets, real clients) stays in `tests/`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, Instant};
 use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::updates::decoder::Decode;
@@ -23,12 +23,28 @@ use crate::storage::{
     BoxFuture, DocMeta, DocStore, LogEntry, MemoryStore, Snapshot, StoreError, StoredDoc, VersionMeta, VersionState,
 };
 
+mod background;
+
 /// A store that fails appends while told to, as a full disk or a locked
-/// database would.
-#[derive(Default)]
+/// database would, and holds compaction snapshots back while told to, as a
+/// slow database would.
 struct FlakyStore {
     inner: MemoryStore,
     fail_appends: AtomicBool,
+    /// While `true`, compactions wait (they have started: `compactions`).
+    hold_compactions: watch::Sender<bool>,
+    compactions: AtomicUsize,
+}
+
+impl Default for FlakyStore {
+    fn default() -> Self {
+        Self {
+            inner: MemoryStore::default(),
+            fail_appends: AtomicBool::new(false),
+            hold_compactions: watch::channel(false).0,
+            compactions: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl DocStore for FlakyStore {
@@ -73,7 +89,12 @@ impl DocStore for FlakyStore {
         self.inner.unreported()
     }
     fn compact<'a>(&'a self, name: &'a DocName, snapshot: Snapshot) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.compact(name, snapshot)
+        self.compactions.fetch_add(1, Ordering::SeqCst);
+        let mut held = self.hold_compactions.subscribe();
+        Box::pin(async move {
+            let _ = held.wait_for(|held| !held).await;
+            self.inner.compact(name, snapshot).await
+        })
     }
     fn list(&self) -> BoxFuture<'_, Result<Vec<DocMeta>, StoreError>> {
         self.inner.list()

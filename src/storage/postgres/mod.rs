@@ -25,6 +25,7 @@
 //! - [`writer`]: the writer task and group commit; [`jobs`]: the jobs
 //!   other than appends.
 
+mod compact;
 mod connect;
 mod jobs;
 mod read;
@@ -78,6 +79,11 @@ pub struct PostgresStore {
     timeout: Duration,
     /// The highest event seq this process committed, bumped by the writer.
     events: Arc<watch::Sender<i64>>,
+    /// One compaction at a time, on a connection of its own (`compact`).
+    compacting: tokio::sync::Semaphore,
+    /// Counts the events a compaction's transaction writes (a new row's
+    /// `document.created`), as the writer does for its own.
+    metrics: Arc<Metrics>,
 }
 
 impl PostgresStore {
@@ -121,7 +127,7 @@ impl PostgresStore {
         let health = Arc::new(Health::default());
         let events = Arc::new(watch::channel(last_event).0);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let writer = Writer::new(pool.clone(), health.clone(), metrics, timeout, events.clone());
+        let writer = Writer::new(pool.clone(), health.clone(), metrics.clone(), timeout, events.clone());
         tokio::spawn(writer.run(rx));
         Ok(Self {
             jobs: JobQueue(tx),
@@ -129,6 +135,8 @@ impl PostgresStore {
             health,
             timeout,
             events,
+            compacting: tokio::sync::Semaphore::new(1),
+            metrics,
         })
     }
 
@@ -235,11 +243,7 @@ impl DocStore for PostgresStore {
     }
 
     fn compact<'a>(&'a self, name: &'a DocName, snapshot: Snapshot) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.write(|reply| Job::Compact {
-            doc: name.clone(),
-            snapshot,
-            reply,
-        })
+        Box::pin(self.compact_beside(name, snapshot))
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<DocMeta>, StoreError>> {
@@ -426,6 +430,13 @@ impl Health {
 /// Whether an error means the connection or the server is gone (rather
 /// than one statement failing): closed connections, I/O errors, and the
 /// server's connection-exception and shutdown classes (08, 57P).
+///
+/// An error without a SQLSTATE is the client's own. Those of one statement
+/// (a parameter it could not encode, a column it could not decode, another
+/// number of rows than asked for) leave the connection as it was: counted
+/// as an outage, they closed every sender of the batch with 4500 and
+/// marked the store down for what one job did. The others (I/O, TLS, a
+/// message out of place, a timeout) are the connection's.
 pub(super) fn is_outage(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
@@ -435,8 +446,24 @@ pub(super) fn is_outage(e: &tokio_postgres::Error) -> bool {
             let code = code.code();
             code.starts_with("08") || code.starts_with("57P")
         }
-        None => e.as_db_error().is_none(),
+        None => e.as_db_error().is_none() && !is_statement_error(e),
     }
+}
+
+/// tokio-postgres's errors of one statement, told by their messages (its
+/// error kinds are private, their messages fixed in 0.7): `RowCount`,
+/// `ColumnCount`, `ToSql`, `FromSql`, `Column`, `Parameters`.
+fn is_statement_error(e: &tokio_postgres::Error) -> bool {
+    const STATEMENT: [&str; 6] = [
+        "query returned an unexpected number of rows",
+        "query returned an unexpected number of columns",
+        "error serializing parameter",
+        "error deserializing column",
+        "invalid column",
+        "expected ",
+    ];
+    let message = e.to_string();
+    STATEMENT.iter().any(|start| message.starts_with(start))
 }
 
 /// A tokio-postgres error as a store error, with the server's message (its

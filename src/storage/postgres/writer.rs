@@ -578,6 +578,43 @@ mod tests {
         drop_database(&server, &name).await;
     }
 
+    /// A statement the client refuses (a row asked for and none returned,
+    /// a parameter of the wrong type, a column read as the wrong type)
+    /// fails its job only: counted as an outage, it closed every sender
+    /// of the batch with 4500 and marked the store down. A connection the
+    /// server ends is an outage.
+    #[tokio::test]
+    async fn a_statement_error_is_not_an_outage() {
+        let Some(server) = test_server() else {
+            return;
+        };
+        let name = format!("weft_unit_outage_{}", std::process::id());
+        let pool = fresh_pool(&server, &name).await;
+        let conn = pool.get().await.unwrap();
+        let none = conn.query_one("SELECT 1 WHERE false", &[]).await.unwrap_err();
+        assert!(!is_outage(&none), "{none}");
+        let wrong_param = conn.query_one("SELECT $1::int8", &[&"text"]).await.unwrap_err();
+        assert!(!is_outage(&wrong_param), "{wrong_param}");
+        let row = conn.query_one("SELECT 'x'::text", &[]).await.unwrap();
+        let wrong_column = row.try_get::<_, i64>(0).unwrap_err();
+        assert!(!is_outage(&wrong_column), "{wrong_column}");
+        let db = conn.query_one("SELECT 1/0", &[]).await.unwrap_err();
+        assert!(!is_outage(&db), "{db}");
+        assert!(
+            conn.query_one("SELECT 1", &[]).await.is_ok(),
+            "the connection still serves"
+        );
+
+        let _ = conn
+            .batch_execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            .await;
+        let gone = conn.query_one("SELECT 1", &[]).await.unwrap_err();
+        assert!(is_outage(&gone), "{gone}");
+        drop(Object::take(conn));
+        pool.close();
+        drop_database(&server, &name).await;
+    }
+
     async fn drop_database(server: &str, name: &str) {
         let second = Duration::from_secs(5);
         let admin = connect::resolve(server, None, second, second, &|_| None).unwrap();
