@@ -78,9 +78,10 @@ pub async fn run(servers: &Servers, p: &JoinStorm, trace: &Path, kinds: &[Kind])
         server.stop()?;
         result["server"] = json!(kind.name());
         eprintln!(
-            "  last synced after {} s (p50 {} s), peak RSS {} MiB (seeded {} MiB), failed {}",
+            "  last synced after {} s (p50 {} s), server CPU {} s, peak RSS {} MiB (seeded {} MiB), failed {}",
             result["last_synced_s"],
             result["sync_s"]["p50_ms"].as_f64().map_or(0.0, |ms| ms / 1000.0),
+            result["server_cpu_s"],
             result["peak_rss_mib"],
             result["rss_seeded_mib"],
             result["failed"]
@@ -119,6 +120,7 @@ async fn run_once(server: &Server, p: &JoinStorm, doc: &Document) -> Result<Valu
     // Every joiner reports once synced (or failed) and then keeps reading
     // until told to stop, so that no connection ends before the last sync.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(p.clients.max(1));
+    let cpu_before = (stats::sample(pid), stats::self_sample());
     let epoch = Instant::now();
     let mut tasks = Vec::with_capacity(p.clients);
     for i in 0..p.clients {
@@ -143,6 +145,13 @@ async fn run_once(server: &Server, p: &JoinStorm, doc: &Document) -> Result<Valu
         }
     }
     let storm_s = epoch.elapsed().as_secs_f64();
+    // CPU seconds over the storm: is the server or the generator the limit?
+    let cpu_s = |a: Option<stats::ProcSample>, b: Option<stats::ProcSample>| match (a, b) {
+        (Some(a), Some(b)) => Some(round3(b.cpu_s - a.cpu_s)),
+        _ => None,
+    };
+    let server_cpu_s = cpu_s(cpu_before.0, stats::sample(pid));
+    let gen_cpu_s = cpu_s(cpu_before.1, stats::self_sample());
     let _ = stop_tx.send(true);
     for task in tasks {
         let _ = task.await;
@@ -163,6 +172,8 @@ async fn run_once(server: &Server, p: &JoinStorm, doc: &Document) -> Result<Valu
         "failures": failures.into_iter().take(5).collect::<Vec<_>>(),
         "last_synced_s": round3(last.as_secs_f64()),
         "storm_s": round3(storm_s),
+        "server_cpu_s": server_cpu_s,
+        "generator_cpu_s": gen_cpu_s,
         "sync_s": hist.summary_ms(),
         "step2_mib": round3(joined.first().map_or(0, |j| j.step2_bytes) as f64 / 1048576.0),
         "rss_start_mib": mib(rss_start),
