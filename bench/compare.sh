@@ -22,6 +22,9 @@
 #       Redis, throwaway servers started here on free ports, pinned with the servers, stopped by PID
 #       at the end) beside one weft on the same PostgreSQL; the median of three such runs goes in with
 #       python3 bench/report.py --cluster target/bench-cluster-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md
+#   bench/compare.sh --only joinstorm --out target/bench-storm-1    the join storm: 200 clients join a
+#       20 MiB document within 1 s (2 MiB and 50 clients with --quick), weft and the reference
+#       (time to the last sync, peak RSS); also part of the full and the quick run
 #   bench/compare.sh --only hocuspocus --out target/bench-hocus-1    weft's /hocuspocus beside
 #       @hocuspocus/server (fan-out, many documents, crash); the median of three such runs goes in with
 #       python3 bench/report.py --hocuspocus target/bench-hocus-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench
@@ -46,7 +49,7 @@ while [ $# -gt 0 ]; do
         --weft-bin) WEFT_BIN="$2"; shift ;;
         --weft-bin=*) WEFT_BIN="${1#--weft-bin=}" ;;
         --store) STORE="$2"; shift ;;
-        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift

@@ -966,6 +966,45 @@ def main():
                   target=TARGETS["durable_ups"], target_label="target 50,000/s")
         charts.append(("Durable writes", "durable.svg"))
 
+    # 7. join storm
+    storm = sc.get("joinstorm")
+    if storm:
+        rows = by_server(storm.get("rows"))
+        w, rf = rows.get("weft", {}), rows.get("reference", {})
+        doc = storm.get("document") or {}
+        name = f"join storm ({storm.get('clients')} clients within {fmt(storm.get('spread_s'))} s, {fmt((doc.get('bytes') or 0) / 1048576, 1)} MiB document)"
+        last_w, last_r = w.get("last_synced_s"), rf.get("last_synced_s")
+        peak_w, peak_r = w.get("peak_rss_mib"), rf.get("peak_rss_mib")
+        ok_time = None if last_w is None or w.get("failed") else last_w <= 3.0
+        ok_rss = None if peak_w is None else peak_w <= 512 and (peak_r is None or peak_w <= peak_r / 4)
+        if not res.get("quick"):
+            verdicts.append(("join storm: all synced in ≤ 3 s", f"{fmt(last_w)} s ({w.get('failed')} failed)", ok_time))
+            verdicts.append(("join storm: peak RSS ≤ 512 MiB", f"{fmt(peak_w)} MiB", None if peak_w is None else peak_w <= 512))
+            verdicts.append(("join storm: peak RSS ≤ 1/4 of the reference's in the same run",
+                             f"{fmt(peak_w)} MiB, reference {fmt(peak_r)} MiB ({fmt_ratio(ratio(peak_w, peak_r))})",
+                             None if peak_w is None or peak_r is None else peak_w <= peak_r / 4))
+        summary.append([name, "first join → last synced, s (↓)", last_w, last_r, None, ratio(last_w, last_r), None, "≤ 3 s", ok_time,
+                        f"failed: weft {w.get('failed')}, reference {rf.get('failed')}; load {storm.get('load')}"])
+        summary.append([name, "server peak RSS during the storm, MiB (↓)", peak_w, peak_r, None, ratio(peak_w, peak_r), None,
+                        "≤ 512 MiB, ≤ ¼ ref", ok_rss,
+                        f"after seeding: weft {fmt(w.get('rss_seeded_mib'))}, reference {fmt(rf.get('rss_seeded_mib'))} MiB"])
+        lines = ["### Join storm", "",
+                 f"Document: {doc.get('how', '')} ({fmt(doc.get('bytes'))} bytes encoded).", "",
+                 "| server | synced | failed | last synced s | per client p50 ms | p99 ms | max ms | server CPU s | RSS seeded MiB | peak RSS MiB | RSS after MiB | load |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for srv in ("weft", "reference"):
+            r = rows.get(srv)
+            if not r:
+                continue
+            lat = r.get("sync_s") or {}
+            lines.append(f"| {LABEL.get(srv, srv)} | {r.get('synced')} | {r.get('failed')} | {fmt(r.get('last_synced_s'))} | "
+                         f"{fmt(lat.get('p50_ms'))} | {fmt(lat.get('p99_ms'))} | {fmt(lat.get('max_ms'))} | {fmt(r.get('server_cpu_s'))} | "
+                         f"{fmt(r.get('rss_seeded_mib'))} | {fmt(r.get('peak_rss_mib'))} | {fmt(r.get('rss_after_mib'))} | {r.get('load')} |")
+        details.append("\n".join(lines))
+        bar_chart(os.path.join(args.svg_dir, "joinstorm.svg"), "Join storm: server peak RSS", "MiB",
+                  ["peak RSS"], ["weft", "reference"], [[peak_w, peak_r]], target=512, target_label="target 512 MiB")
+        charts.append(("Join storm", "joinstorm.svg"))
+
     others = sorted(v for v in walk(sc, "other_cpu") if isinstance(v, (int, float)))
     pressures = sorted(v for v in walk(sc, "cpu_pressure") if isinstance(v, (int, float)))
     m = res.get("machine", {})
@@ -1007,7 +1046,7 @@ def main():
     out.append("```sh")
     out.append("bench/compare.sh            # full run (well under 20 minutes): rewrites this file and docs/bench/*.svg")
     out.append("bench/compare.sh --quick    # CI-sized run (< 2 minutes): report in target/bench-quick/")
-    out.append("bench/compare.sh --only fanout,manydocs,idle,replay,coldload,durable,hostile,hocuspocus,cluster")
+    out.append("bench/compare.sh --only fanout,manydocs,idle,replay,coldload,durable,hostile,joinstorm,hocuspocus,cluster")
     out.append("# the load generator alone, against any y-websocket server:")
     out.append("target/release/weft-bench fanout --url ws://127.0.0.1:1234 --readers 32 [--rate 5000] [--pid PID]")
     out.append("target/release/weft-bench many-docs --url ws://127.0.0.1:1234 --docs 1000 --clients 4")
@@ -1116,7 +1155,16 @@ METHOD = """\
   keeps at most 1,000 updates in flight (sent, not yet received by its reader).
   weft relays an update only after it is committed, so updates reaching readers
   per second = updates stored per second. Same with `--sync full` and with
-  `--storage none`."""
+  `--storage none`.
+- **Join storm.** A document built from the automerge-paper trace (its whole
+  editing history, typed by one client) and paragraphs of its text inserted
+  at scattered places by a second client until it weighs 20 MiB encoded
+  (2 MiB in `--quick`), stored through one client. Then 200 clients (50)
+  connect, their starts spread evenly over one second; each is an empty
+  y-websocket client on raw TCP that counts the server's step2 without
+  holding it. The time is from the first join's start to the last client's
+  step2 complete; peak RSS is the server's `VmHWM`, reset after seeding
+  (`/proc/PID/clear_refs`), so it is the storm's."""
 
 
 if __name__ == "__main__":

@@ -259,7 +259,20 @@ pub async fn run(
             path: config.db.to_string(),
             source,
         })?;
-    let mut registry = Registry::new(store.clone(), doc_config(&config), metrics.clone());
+    let feed = Feed::start(
+        store.clone(),
+        FeedConfig {
+            retention: Duration::from_secs(config.events_retention),
+            poll: config.redis.is_some().then_some(events::CLUSTER_POLL),
+        },
+    )
+    .await
+    .map_err(|source| ServerError::Store {
+        path: config.db.to_string(),
+        source,
+    })?;
+    let mut registry =
+        Registry::new(store.clone(), doc_config(&config), metrics.clone()).with_peer_counts(feed.peer_counts().clone());
     if let Some(url) = &config.redis {
         let broker = Broker::connect(url.secret(), metrics.clone())
             .await
@@ -275,18 +288,6 @@ pub async fn run(
             access.clone(),
         ));
     }
-    let feed = Feed::start(
-        store.clone(),
-        FeedConfig {
-            retention: Duration::from_secs(config.events_retention),
-            poll: config.redis.is_some().then_some(events::CLUSTER_POLL),
-        },
-    )
-    .await
-    .map_err(|source| ServerError::Store {
-        path: config.db.to_string(),
-        source,
-    })?;
     {
         let registry = registry.clone();
         feed.set_content_source(Arc::new(move |name| {

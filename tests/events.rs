@@ -9,122 +9,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::sse::{count, kinds, Feed, Message};
 use common::tokens::{claims, key_file, mint, KEY};
 use common::{enc, http, Server, Store, SECOND};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use weft::auth::Perm;
 use weft_bench::client::Client;
 use yrs::Text;
-
-/// One SSE message.
-#[derive(Debug, Clone)]
-struct Message {
-    id: Option<i64>,
-    event: Option<String>,
-    data: String,
-}
-
-impl Message {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{e}: {}", self.data))
-    }
-    fn kind(&self) -> String {
-        self.json()["type"].as_str().unwrap_or_default().to_string()
-    }
-}
-
-/// A subscriber of `GET /api/events`, read as a browser's EventSource does.
-struct Feed {
-    lines: tokio::io::Lines<BufReader<tokio::net::TcpStream>>,
-}
-
-impl Feed {
-    /// Opens the feed at `query` with `headers`. HTTP/1.0, so that the body
-    /// is the stream itself, without chunks.
-    async fn open(server: &Server, query: &str, headers: &[(&str, &str)]) -> Feed {
-        let mut stream = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
-        let mut request = format!("GET /api/events{query} HTTP/1.0\r\nHost: {}\r\n", server.addr);
-        for (k, v) in headers {
-            request.push_str(&format!("{k}: {v}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut lines = BufReader::new(stream).lines();
-        let status = tokio::time::timeout(5 * SECOND, lines.next_line())
-            .await
-            .expect("a status line within 5 s")
-            .unwrap()
-            .unwrap();
-        assert!(status.contains(" 200 "), "GET /api/events{query}: {status}");
-        loop {
-            let line = lines.next_line().await.unwrap().unwrap();
-            if line.is_empty() {
-                break;
-            }
-        }
-        Feed { lines }
-    }
-
-    /// The next message within `timeout` (comments skipped); `None` when
-    /// none came.
-    async fn next(&mut self, timeout: Duration) -> Option<Message> {
-        let read = async {
-            let mut msg = Message {
-                id: None,
-                event: None,
-                data: String::new(),
-            };
-            let mut any = false;
-            while let Some(line) = self.lines.next_line().await.unwrap() {
-                if line.is_empty() {
-                    if any {
-                        return Some(msg);
-                    }
-                    continue;
-                }
-                if line.starts_with(':') {
-                    continue;
-                }
-                any = true;
-                let (field, value) = line.split_once(':').unwrap_or((&line, ""));
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                match field {
-                    "id" => msg.id = value.parse().ok(),
-                    "event" => msg.event = Some(value.to_string()),
-                    "data" => msg.data.push_str(value),
-                    _ => {}
-                }
-            }
-            None
-        };
-        tokio::time::timeout(timeout, read).await.ok().flatten()
-    }
-
-    /// Messages until `done` holds of all of them so far, within `timeout`.
-    async fn until(&mut self, what: &str, timeout: Duration, done: impl Fn(&[Message]) -> bool) -> Vec<Message> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut seen = Vec::new();
-        while !done(&seen) {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next(left).await {
-                Some(m) => seen.push(m),
-                None => panic!("{what}: not within {timeout:?}; seen {:#?}", kinds(&seen)),
-            }
-        }
-        seen
-    }
-}
-
-fn kinds(seen: &[Message]) -> Vec<String> {
-    seen.iter()
-        .map(|m| m.event.clone().unwrap_or_else(|| m.kind()))
-        .collect()
-}
-
-fn count(seen: &[Message], kind: &str) -> usize {
-    seen.iter().filter(|m| m.event.is_none() && m.kind() == kind).count()
-}
 
 fn admin() -> String {
     format!("Bearer {KEY}")

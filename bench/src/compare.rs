@@ -18,6 +18,7 @@ use crate::cluster::{self, ClusterPlan};
 use crate::conn::{Error, Target};
 use crate::hocus::{self, HocusPlan};
 use crate::hostile::{self, Hostile};
+use crate::joinstorm::{self, JoinStorm};
 use crate::load::{self, Durable, FanoutSearch, Idle, ManyDocs};
 use crate::replay::{self, Trace};
 use crate::servers::{Kind, Server, Servers};
@@ -38,6 +39,7 @@ pub struct Plan {
     pub cold_runs: usize,
     pub durable: Durable,
     pub hostile: Hostile,
+    pub joinstorm: JoinStorm,
     pub hocus: HocusPlan,
     pub cluster: ClusterPlan,
 }
@@ -94,6 +96,13 @@ impl Plan {
                     paste_bytes: 16 << 10,
                     attack: Attack::issue_11(),
                 },
+                joinstorm: JoinStorm {
+                    doc_bytes: 2 << 20,
+                    trace_limit: Some(20_000),
+                    clients: 50,
+                    spread: ms(1000),
+                    timeout: Duration::from_secs(30),
+                },
                 hocus: HocusPlan::new(quick),
                 cluster: ClusterPlan::new(quick),
             }
@@ -145,6 +154,13 @@ impl Plan {
                     measure: ms(20_000),
                     paste_bytes: 16 << 10,
                     attack: Attack::issue_11(),
+                },
+                joinstorm: JoinStorm {
+                    doc_bytes: 20 << 20,
+                    trace_limit: None,
+                    clients: 200,
+                    spread: ms(1000),
+                    timeout: Duration::from_secs(120),
                 },
                 hocus: HocusPlan::new(quick),
                 cluster: ClusterPlan::new(quick),
@@ -402,6 +418,12 @@ pub async fn run(
         // weft only: the reference server has none of the limits under test
         // (see hostile.rs); the attack would only measure how it falls over.
         results["scenarios"]["hostile"] = hostile::run(servers, &plan.hostile, trace_path).await?;
+        save(&mut results)?;
+    }
+    if wanted("joinstorm") {
+        // The null relay answers no step1: nothing to sync from it.
+        let syncing: Vec<Kind> = kinds.iter().copied().filter(|k| *k != Kind::Relay).collect();
+        results["scenarios"]["joinstorm"] = joinstorm::run(servers, &plan.joinstorm, trace_path, &syncing).await?;
         save(&mut results)?;
     }
     if wanted("hocuspocus") && servers.hocuspocus.is_some() {

@@ -29,6 +29,7 @@ pub mod compare;
 pub mod conn;
 pub mod hocus;
 pub mod hostile;
+pub mod joinstorm;
 pub mod load;
 pub mod relay;
 pub mod replay;

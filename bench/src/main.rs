@@ -176,7 +176,7 @@ enum Cmd {
         /// Small sizes and short durations, for CI.
         #[arg(long)]
         quick: bool,
-        /// Only these scenarios: fanout, manydocs, idle, replay, coldload, durable, hostile, hocuspocus, cluster.
+        /// Only these scenarios: fanout, manydocs, idle, replay, coldload, durable, hostile, joinstorm, hocuspocus, cluster.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// A PostgreSQL server (postgres://...): weft also runs on a fresh

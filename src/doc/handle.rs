@@ -11,7 +11,9 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use yrs::StateVector;
 
-use super::{DocError, PeerId, PeerLink, StateVectorParam};
+use super::peers::Count;
+use super::{DocError, DocName, PeerId, PeerLink, StateVectorParam};
+use crate::events::PeerCounts;
 use crate::protocol::{Inbound, InboundUpdate};
 use crate::storage::{VersionKind, VersionMeta};
 
@@ -112,18 +114,25 @@ impl Command {
 /// up to date for them.
 pub(super) struct Mailbox {
     pub rx: mpsc::Receiver<Command>,
-    pub peers: Arc<AtomicUsize>,
+    pub peers: Count,
 }
 
-/// A new actor's handle and mailbox.
-pub(super) fn mailbox() -> (DocHandle, Mailbox) {
+/// A new actor's handle and mailbox; `live`: where its peer count is
+/// reported as it changes, with the document's name.
+pub(super) fn mailbox(live: Option<(DocName, PeerCounts)>) -> (DocHandle, Mailbox) {
     let (tx, rx) = mpsc::channel(MAILBOX);
     let peers = Arc::new(AtomicUsize::new(0));
     let handle = DocHandle {
         tx,
         peers: peers.clone(),
     };
-    (handle, Mailbox { rx, peers })
+    (
+        handle,
+        Mailbox {
+            rx,
+            peers: Count::new(peers, live),
+        },
+    )
 }
 
 /// A cloneable address of a document actor.

@@ -5,7 +5,7 @@
 //! disconnects it ([`Peers::take_slow`]) and it resyncs when it reconnects,
 //! so a peer either gets every frame or is told to start over. The peer
 //! count is shared with the document's handles, so counting needs no round
-//! trip to the actor.
+//! trip to the actor, and reported to the feed's live counts.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use yrs::StateVector;
 
 use super::answers;
-use super::{PeerId, PeerLink, Refused};
+use super::{DocName, PeerId, PeerLink, Refused};
+use crate::events::PeerCounts;
 use crate::rate::SharedBucket;
 
 /// What the actor holds of one peer besides its link.
@@ -46,16 +47,43 @@ pub(super) struct Peers {
     peers: HashMap<PeerId, Peer>,
     /// Peers whose queue was full since the last `take_slow`.
     slow: Vec<PeerId>,
-    /// Shared with the handles.
-    count: Arc<AtomicUsize>,
+    count: Count,
+}
+
+/// The peer count, where others read it: the document's handles (an
+/// atomic), and the live counts of the event feed (`events::PeerCounts`,
+/// which sends `document.peers`).
+#[derive(Debug, Default)]
+pub(super) struct Count {
+    shared: Arc<AtomicUsize>,
+    live: Option<(DocName, PeerCounts)>,
+}
+
+impl Count {
+    pub fn new(shared: Arc<AtomicUsize>, live: Option<(DocName, PeerCounts)>) -> Self {
+        Self { shared, live }
+    }
+
+    fn set(&self, n: usize) {
+        self.shared.store(n, Relaxed);
+        if let Some((doc, live)) = &self.live {
+            live.report(doc, n);
+        }
+    }
+}
+
+impl From<Arc<AtomicUsize>> for Count {
+    fn from(shared: Arc<AtomicUsize>) -> Self {
+        Self::new(shared, None)
+    }
 }
 
 impl Peers {
-    pub fn new(count: Arc<AtomicUsize>) -> Self {
+    pub fn new(count: impl Into<Count>) -> Self {
         Self {
             peers: HashMap::new(),
             slow: Vec::new(),
-            count,
+            count: count.into(),
         }
     }
 
@@ -71,13 +99,13 @@ impl Peers {
             deferred: None,
         };
         self.peers.insert(peer.link.id, peer);
-        self.count.store(self.peers.len(), Relaxed);
+        self.count.set(self.peers.len());
     }
 
     /// Forgets a peer; its link, to close it with, if it was there.
     pub fn remove(&mut self, id: PeerId) -> Option<PeerLink> {
         let peer = self.peers.remove(&id)?;
-        self.count.store(self.peers.len(), Relaxed);
+        self.count.set(self.peers.len());
         Some(peer.link)
     }
 

@@ -26,6 +26,7 @@ use super::actor::{self, Shared};
 use super::handle::{self, DocHandle};
 use super::{DocConfig, DocError, DocMeta, DocName, VersionMeta};
 use crate::broker::Broker;
+use crate::events::PeerCounts;
 use crate::metrics::Metrics;
 use crate::storage::{DocStore, StoreError};
 
@@ -64,6 +65,8 @@ const RETRIES: u64 = 20;
 pub struct Registry {
     inner: Arc<Inner>,
     shared: Shared,
+    /// Where actors report their peer counts as they change.
+    live: Option<PeerCounts>,
 }
 
 impl Registry {
@@ -80,7 +83,15 @@ impl Registry {
                 metrics,
                 broker: None,
             },
+            live: None,
         }
+    }
+
+    /// Actors report their peer counts here as they change (the feed's
+    /// `document.peers`).
+    pub fn with_peer_counts(mut self, live: PeerCounts) -> Self {
+        self.live = Some(live);
+        self
     }
 
     /// Loads every document with edits no `document.updated` reported
@@ -161,7 +172,7 @@ impl Registry {
 
     /// Starts the actor of `name` in a span of its own, and supervises it.
     fn spawn(&self, name: &DocName, generation: u64) -> DocHandle {
-        let (handle, mailbox) = handle::mailbox();
+        let (handle, mailbox) = handle::mailbox(self.live.clone().map(|live| (name.clone(), live)));
         let inner = self.inner.clone();
         let leaving = name.clone();
         let deregister = Box::new(move || inner.remove(&leaving, generation));

@@ -11,6 +11,8 @@
 //! ([`Subscription`]). The webhooks wake on `latest` and read the outbox
 //! with their own cursors; they set the floor below which nothing is
 //! pruned. A pruning task drops events older than `--events-retention`.
+//! Beside the outbox, [`PeerCounts`] sends documents' live peer counts
+//! (`document.peers`), which are never stored (`peers.rs`).
 //!
 //! A layer beside `broker`: `doc` may use it, it uses `storage` and the
 //! leaves.
@@ -64,6 +66,8 @@ struct Inner {
     /// No event above this is pruned: the lowest webhook cursor.
     floor: AtomicI64,
     content: OnceLock<ContentSource>,
+    /// `document.peers`: live counts beside the outbox, never stored.
+    peers: PeerCounts,
 }
 
 impl Feed {
@@ -82,6 +86,7 @@ impl Feed {
                 events,
                 floor: AtomicI64::new(i64::MAX),
                 content: OnceLock::new(),
+                peers: PeerCounts::start(),
             }),
         };
         tokio::spawn(follow(Arc::downgrade(&feed.inner), committed, config.poll));
@@ -99,6 +104,12 @@ impl Feed {
     /// pruned, whatever its age.
     pub fn set_delivery_floor(&self, seq: i64) {
         self.inner.floor.store(seq, Relaxed);
+    }
+
+    /// The live peer counts (`document.peers`): documents report to it,
+    /// `GET /api/events` sends what it sends.
+    pub fn peer_counts(&self) -> &PeerCounts {
+        &self.inner.peers
     }
 
     pub fn store(&self) -> &Arc<dyn DocStore> {
@@ -301,7 +312,10 @@ impl Subscription {
     }
 }
 
+mod peers;
 pub mod webhook;
+
+pub use peers::{PeerCount, PeerCounts, TYPE as PEER_COUNTS};
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,11 @@
 //! the oldest the outbox holds. When the event a client resumes after was
 //! pruned already, the first message says so (`event: pruned`), and the
 //! feed goes on with the oldest event left.
+//!
+//! `document.peers` (a document's live peer count, `events::PeerCounts`)
+//! is sent only to subscribers that name it in `?types=`: it is not in
+//! the outbox, so its messages have no `id:` and are not replayed on
+//! resume, which a consumer of stored events should not have to expect.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
@@ -22,12 +27,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::access::Caller;
 use super::{ApiError, AppState};
 use crate::event::EventType;
-use crate::events::Subscription;
+use crate::events::{PeerCount, Subscription, PEER_COUNTS};
 use crate::storage::StoredEvent;
 
 /// How often an idle feed sends a comment, so that proxies and clients
@@ -38,26 +43,43 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 struct Filter {
     /// `None`: every type.
     types: Option<HashSet<EventType>>,
+    /// `document.peers` asked for.
+    peers: bool,
     prefix: Option<String>,
     caller: Caller,
 }
 
 impl Filter {
     fn parse(params: &HashMap<String, String>, caller: Caller) -> Result<Self, ApiError> {
+        let mut peers = false;
         let types = match params.get("types").map(|t| t.trim()).filter(|t| !t.is_empty()) {
             None => None,
             Some(list) => Some(
                 list.split(',')
-                    .map(|t| t.trim().parse::<EventType>())
-                    .collect::<Result<HashSet<_>, _>>()
-                    .map_err(|e| ApiError::bad_request(format!("?types: {e}")))?,
+                    .map(str::trim)
+                    .filter(|t| {
+                        let live = *t == PEER_COUNTS;
+                        peers |= live;
+                        !live
+                    })
+                    .map(|t| {
+                        t.parse::<EventType>()
+                            .map_err(|e| ApiError::bad_request(format!("?types: {e}, or {}", PEER_COUNTS)))
+                    })
+                    .collect::<Result<HashSet<_>, _>>()?,
             ),
         };
         Ok(Self {
             types,
+            peers,
             prefix: params.get("prefix").filter(|p| !p.is_empty()).cloned(),
             caller,
         })
+    }
+
+    fn admits_count(&self, count: &PeerCount) -> bool {
+        let doc = count.document.as_str();
+        self.peers && self.prefix.as_deref().map_or(true, |p| doc.starts_with(p)) && self.caller.sees(doc)
     }
 
     fn admits(&self, event: &StoredEvent) -> bool {
@@ -124,10 +146,12 @@ pub async fn feed(
         },
     };
     let subscription = feed.subscribe(after);
+    let counts = filter.peers.then(|| feed.peer_counts().subscribe());
     let pending: VecDeque<Event> = notice.into_iter().collect();
     let stream = stream::unfold(
         Reader {
             subscription,
+            counts,
             filter,
             pending,
             shutdown: state.shutdown.clone(),
@@ -145,6 +169,8 @@ pub async fn feed(
 /// One subscriber's stream: its subscription, filtered, until shutdown.
 struct Reader {
     subscription: Subscription,
+    /// Live peer counts, when asked for.
+    counts: Option<broadcast::Receiver<Arc<PeerCount>>>,
     filter: Filter,
     pending: VecDeque<Event>,
     shutdown: watch::Receiver<bool>,
@@ -161,6 +187,14 @@ impl Reader {
             }
             let batch = tokio::select! {
                 batch = self.subscription.next() => batch,
+                count = next_count(&mut self.counts) => {
+                    if let Some(count) = count.filter(|c| self.filter.admits_count(c)) {
+                        // No id: a count is not in the outbox, and must not
+                        // move the client's Last-Event-ID.
+                        self.pending.push_back(Event::default().data(&count.body));
+                    }
+                    continue;
+                }
                 _ = self.shutdown.changed() => return None,
             };
             match batch {
@@ -176,6 +210,26 @@ impl Reader {
                     tracing::warn!(error = %e, "the events feed could not read the outbox; closing it");
                     return None;
                 }
+            }
+        }
+    }
+}
+
+/// The next live count; forever without a subscription. A subscriber that
+/// lagged skips to the newest: a count replaces the ones before it, and
+/// the ones it missed were of other documents at worst (corrected by the
+/// page's next `GET /api/docs`).
+async fn next_count(counts: &mut Option<broadcast::Receiver<Arc<PeerCount>>>) -> Option<Arc<PeerCount>> {
+    let Some(rx) = counts else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(count) => return Some(count),
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => {
+                *counts = None;
+                return None;
             }
         }
     }

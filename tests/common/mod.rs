@@ -17,6 +17,7 @@ pub use weft_bench::client::Client;
 
 pub mod postgres;
 pub mod redis;
+pub mod sse;
 pub mod tokens;
 pub mod ydoc;
 

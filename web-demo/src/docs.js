@@ -121,6 +121,23 @@ export const mountDocs = (api, current, token, isSynced) => {
     showMessage(docs.length === 0 ? 'No stored documents yet.' : null)
   }
 
+  /**
+   * A document's live count of connections (the feed's `document.peers`):
+   * shown in its entry at once. A document the list does not hold yet (a
+   * new one, not stored) brings the whole list.
+   */
+  const setPeers = (name, count) => {
+    if (lastDocs === null) return
+    const doc = lastDocs.find((d) => d.name === name)
+    if (doc === undefined) {
+      if (count > 0) refresh()
+      return
+    }
+    if (doc.peers === count) return
+    doc.peers = count
+    render(lastDocs)
+  }
+
   // Soon after this document changes or someone comes or goes, so that its
   // own entry (size, last change, people) keeps up; at most every 2 s.
   let soon = 0
@@ -137,5 +154,5 @@ export const mountDocs = (api, current, token, isSynced) => {
     if (document.visibilityState === 'visible' && lastDocs !== null) refresh()
   })
   render([])
-  return { refresh, refreshSoon, show }
+  return { refresh, refreshSoon, show, setPeers }
 }

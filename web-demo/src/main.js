@@ -214,9 +214,11 @@ const startEvents = () => {
   stopEvents = followEvents({
     token,
     docName,
-    // A document that comes or goes changes the list now; edits and people
-    // change an entry's details, refreshed at most every 2 s.
+    // A document that comes or goes changes the list now; edits change an
+    // entry's details, refreshed at most every 2 s; a count of people is
+    // shown as it comes.
     onDocs: (type) => (type === 'document.created' || type === 'document.deleted' ? docs?.refresh() : docs?.refreshSoon()),
+    onPeers: (name, count) => docs?.setPeers(name, count),
     onVersions: () => versions?.refresh()
   })
 }

@@ -62,7 +62,15 @@ impl Subscription {
         }
         types
             .iter()
-            .map(|t| t.parse::<EventType>().map_err(|e| e.to_string()))
+            .map(|t| {
+                if t == crate::events::PEER_COUNTS {
+                    // A live count, never stored: nothing a delivery could retry.
+                    return Err(format!(
+                        "{t} is only on the feed (GET /api/events), never sent to webhooks"
+                    ));
+                }
+                t.parse::<EventType>().map_err(|e| e.to_string())
+            })
             .collect()
     }
 

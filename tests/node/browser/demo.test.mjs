@@ -16,6 +16,7 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import WebSocket from 'ws'
 import {
   startWeft, waitFor, launchBrowser, openDemo, waitForState, waitForText, waitForExactText, typeAtEnd, editor, editorText,
   assertNoProblems, closeAll, DEADLINE, TEST,
@@ -415,6 +416,42 @@ test('changes made through the API reach the page at once through the event feed
     assertNoProblems([ada])
   } finally {
     await closeAll([ada, other])
+  }
+})
+
+test('peer counts of other documents reach every page at once, without --events-peers and without a list refresh', TEST, async (t) => {
+  const weft = await freshWeft(t)
+  const ada = await openDemo(browser, docUrl(weft, 'here'), ADA)
+  const grace = await openDemo(browser, docUrl(weft, 'here'), GRACE)
+  let third = null
+  try {
+    // Stored, so listed: README's hand-written update ("Hello from curl").
+    const hello = Buffer.from('\x01\x01\x01\x00\x04\x01\x04text\x0fHello from curl\x00', 'latin1')
+    const stored = await fetch(`${weft.url}/api/docs/elsewhere/update`, {
+      method: 'POST', headers: { 'Content-Type': 'application/octet-stream' }, body: hello
+    })
+    assert.ok(stored.ok, await stored.text())
+    const badge = (page) => page.locator('#doc-list a', { hasText: 'elsewhere' }).locator('.live-badge')
+    for (const page of [ada, grace]) {
+      await page.locator('#doc-list .doc-name', { hasText: 'elsewhere' }).waitFor({ timeout: DEADLINE })
+      assert.equal(await badge(page).count(), 0)
+    }
+    // The list is fetched every 10 s: what a page fetched after the third
+    // client joined says nothing about the push. Count the fetches.
+    const fetches = (page) => page.requests.filter((r) => r === 'GET /api/docs').length
+    const before = [fetches(ada), fetches(grace)]
+    third = new WebSocket(`${weft.ws}/elsewhere`)
+    await new Promise((resolve, reject) => { third.onopen = resolve; third.onerror = reject })
+    for (const page of [ada, grace]) {
+      await badge(page).filter({ hasText: '1' }).waitFor({ timeout: PROMPTLY })
+    }
+    assert.deepEqual([fetches(ada), fetches(grace)], before, 'the count came by the feed, not by a refresh')
+    third.close()
+    for (const page of [ada, grace]) await badge(page).waitFor({ state: 'detached', timeout: PROMPTLY })
+    assertNoProblems([ada, grace])
+  } finally {
+    third?.close()
+    await closeAll([ada, grace])
   }
 })
 
