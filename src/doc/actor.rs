@@ -299,23 +299,27 @@ impl DocActor {
                     self.written(written);
                     // Edits committed while the write was in flight may
                     // have made the next compaction due, and no batch may
-                    // come to check it.
-                    self.compact_if_needed();
+                    // come to check it. Not in cluster mode yet: there a
+                    // compaction right after another (and its trim) made a
+                    // node resuming behind the trim miss edits under load
+                    // (tests/cluster.rs `behind_the_trim`, 3 of 8 runs);
+                    // until that is understood, the next batch compacts.
+                    if self.cluster.is_none() {
+                        self.compact_if_needed();
+                    }
                 }
             }
         }
     }
 
-    /// What time alone brings: awareness expiry, a compaction retried after
-    /// a failed one, automatic versions, and `Stop` when the document has
-    /// been without peers long enough.
+    /// What time alone brings: awareness expiry, automatic versions, and
+    /// `Stop` when the document has been without peers long enough.
     async fn tick(&mut self) -> Flow {
         self.expire_awareness();
         self.answer_deferred();
         self.drop_slow_peers();
         self.publish_awareness();
         self.lease_tick().await;
-        self.compact_if_needed();
         self.auto_version_if_due();
         if self
             .life
