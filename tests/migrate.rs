@@ -259,14 +259,7 @@ async fn events_and_webhooks_go_with_the_documents() {
     let mut server = serve(sqlite.to_str().unwrap()).start();
     // A subscription whose receiver is down: its events stay to be sent.
     let body = json!({ "url": "http://127.0.0.1:9/down" }).to_string();
-    let made = http(
-        &server.addr,
-        "POST",
-        "/api/webhooks",
-        &[("Content-Type", "application/json")],
-        Some(body.as_bytes()),
-    )
-    .await;
+    let made = server.post("/api/webhooks", "application/json", body.as_bytes()).await;
     assert_eq!(made.status, 201, "{}", made.text());
     let c = server.connect("moved").await;
     let text = c.doc.get_or_insert_text("t");

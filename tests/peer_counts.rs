@@ -7,7 +7,7 @@ mod common;
 
 use common::sse::Feed;
 use common::tokens::{claims, key_file, mint, KEY};
-use common::{http, Server, SECOND};
+use common::{Server, SECOND};
 use serde_json::{json, Value};
 use weft::auth::Perm;
 use weft_bench::client::Client;
@@ -95,14 +95,7 @@ async fn a_token_sees_its_documents_counts_only() {
 async fn webhooks_refuse_counts() {
     let server = Server::builder().flag("--webhook-allow-private").start();
     let body = json!({ "url": "http://127.0.0.1:9/hook", "events": ["document.peers"] }).to_string();
-    let r = http(
-        &server.addr,
-        "POST",
-        "/api/webhooks",
-        &[("Content-Type", "application/json")],
-        Some(body.as_bytes()),
-    )
-    .await;
+    let r = server.post("/api/webhooks", "application/json", body.as_bytes()).await;
     assert_eq!(r.status, 400, "{}", r.text());
     let v: Value = r.json();
     assert!(v.to_string().contains("only on the feed"), "{v}");
