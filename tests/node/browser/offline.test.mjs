@@ -169,25 +169,28 @@ test('a copy kept of a document deleted while the page was away is dropped, not 
   t.after(() => server.cleanup())
   const doc = 'stale-copy'
   const ada = await openDemo(browser, docUrl(server, doc), ADA)
+  const pages = [ada]
   try {
     await typeAtEnd(ada, 'Written before the deletion.')
     await stored(server, doc, 'Written before the deletion.')
     const created = (await server.api('GET', `/api/docs/${doc}`)).json.created
     await waitFor('the copy to know the document on the server', async () => (await localMark(ada, doc, 'created')) === created, DEADLINE)
 
-    // The page leaves (its browser keeps the copy); the document is deleted.
-    await ada.goto(`${server.url}/healthz`)
+    // The tab is closed (its browser keeps the copy); the document is deleted.
+    await ada.close()
     const deleted = await server.api('DELETE', `/api/docs/${doc}`)
     assert.equal(deleted.status, 200, deleted.text)
 
-    await ada.goto(docUrl(server, doc))
-    await ada.locator('#notice', { hasText: 'was dropped' }).waitFor({ timeout: DEADLINE })
-    await waitForState(ada, 'synced')
-    await waitForExactText(ada, '')
+    const again = await sameBrowserTab(ada, docUrl(server, doc))
+    pages.push(again)
+    await again.locator('#notice', { hasText: 'was dropped' }).waitFor({ timeout: DEADLINE })
+    await waitForState(again, 'synced')
+    await waitForExactText(again, '')
     await nothingBack(server, doc, 'Written before')
+    assert.equal(await localMark(again, doc, 'created'), undefined)
     // The page's own question (GET /api/docs/stale-copy, 404) is logged by Chromium.
-    assertNoProblems([ada], [/Failed to load resource: the server responded with a status of 404/])
+    assertNoProblems(pages, [/Failed to load resource: the server responded with a status of 404/])
   } finally {
-    await closeAll([ada])
+    await closeAll([ada]) // its context, with the tab opened again
   }
 })
