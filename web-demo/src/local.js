@@ -41,8 +41,12 @@ export const keepLocally = (docName, ydoc) => {
   return {
     /** The origin of the updates the copy applies to `ydoc` as it loads. */
     origin: store,
-    /** Resolves once the copy is in `ydoc` (at once when there is none). */
-    loaded: store.whenSynced,
+    /**
+     * Resolves once the copy is in `ydoc` (at once when there is none), or
+     * when IndexedDB cannot be opened (the page then goes on without it;
+     * `whenSynced` alone would never resolve).
+     */
+    loaded: store._db.then(() => store.whenSynced, () => undefined),
     /** The server's creation time of the document, as last seen; undefined if never. */
     created: () => mark('created'),
     /** Remembers the server's creation time of the document. */

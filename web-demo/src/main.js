@@ -85,8 +85,14 @@ const claims = token ? tokenClaims(token) : null
 const local = claims?.perm === 'read' ? null : keepLocally(docName, ydoc)
 /** sessionStorage: the name of a document whose stale copy was just dropped (see dropStaleCopy). */
 const DROPPED = 'weft-demo:dropped'
-if (sessionStorage.getItem(DROPPED) === docName) {
-  sessionStorage.removeItem(DROPPED)
+/** sessionStorage, which a browser may refuse the page (it then says nothing). */
+const session = {
+  get: (key) => { try { return sessionStorage.getItem(key) } catch { return null } },
+  set: (key, value) => { try { sessionStorage.setItem(key, value) } catch {} },
+  remove: (key) => { try { sessionStorage.removeItem(key) } catch {} }
+}
+if (session.get(DROPPED) === docName) {
+  session.remove(DROPPED)
   showNotice(`This browser’s copy of “${docName.slice(0, 80)}” was dropped: the document was deleted on the server after this browser last had it. What the server has now is shown.`)
 }
 
@@ -460,7 +466,7 @@ const dropStaleCopy = async () => {
   }
   if (now === seen) return false
   await local.clear()
-  sessionStorage.setItem(DROPPED, docName)
+  session.set(DROPPED, docName)
   location.reload()
   return true
 }
