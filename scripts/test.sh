@@ -87,7 +87,9 @@ step "Node: the real y-websocket client against weft"
 (cd tests/node && WEFT_BIN="$PWD/../../target/release/weft" npm test)
 
 if [ "$browser" = 1 ]; then
-  step "Browser: the web demo in headless Chromium"
+  step "Browser: the editor pages (CodeMirror 6, Quill, Monaco bindings) from their lockfile, bundled with esbuild"
+  (cd tests/node/editors && npm ci --no-audit --no-fund --loglevel=error && node build.mjs)
+  step "Browser: the web demo and the editor bindings in headless Chromium"
   (cd tests/node && WEFT_BIN="$PWD/../../target/release/weft" npm run test:browser)
 fi
 

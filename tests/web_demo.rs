@@ -113,3 +113,24 @@ async fn unknown_assets_are_json_404s_and_other_paths_stay_documents() {
     assert_eq!(doc.status, 426);
     assert_eq!(server.get("/api/docs").await.status, 200);
 }
+
+/// The service worker (it keeps the page for reloads while weft is down):
+/// at its fixed address, revalidated rather than cached for a year (a
+/// browser must see a new demo's worker), allowed to serve `/` from under
+/// `/assets/`, and keeping every asset the page names. Guards against a
+/// worker that serves a stale page forever, or that cannot be registered
+/// for `/`.
+#[tokio::test]
+async fn the_service_worker_keeps_the_page_and_every_asset_it_names() {
+    let server = Server::start();
+    let page = server.get("/").await;
+    let sw = server.get("/assets/sw.js").await;
+    assert_eq!(sw.status, 200);
+    assert_eq!(sw.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(sw.header("cache-control"), Some("no-cache"));
+    assert_eq!(sw.header("service-worker-allowed"), Some("/"));
+    let text = sw.text();
+    for path in asset_refs(&page.text()) {
+        assert!(text.contains(&format!("\"{path}\"")), "sw.js does not keep {path}");
+    }
+}

@@ -86,6 +86,16 @@ const buildAll = async () => {
     .replace('%LICENSES%', `/${licensePath}`)
   if (/%[A-Z]+%/.test(html)) throw new Error('index.html has a placeholder build.mjs does not fill')
   files.set('index.html', Buffer.from(html))
+
+  // The service worker, at a fixed address (a browser checks that address
+  // for a new worker); weft serves it with `Service-Worker-Allowed: /`.
+  const assets = [...files.keys()].filter((p) => p.startsWith('assets/')).sort().map((p) => `/${p}`)
+  const version = createHash('sha256').update(html).update(assets.join('\n')).digest('hex').slice(0, 8)
+  const sw = readFileSync(join(root, 'src/sw.js'), 'utf8')
+    .replace('%VERSION%', version)
+    .replace('%ASSETS%', JSON.stringify(assets))
+  if (/%[A-Z]+%/.test(sw)) throw new Error('sw.js has a placeholder build.mjs does not fill')
+  files.set('assets/sw.js', Buffer.from(sw))
   return files
 }
 

@@ -6,6 +6,12 @@
 //! `index.html` is revalidated on every load (by ETag) so that a new weft
 //! binary serves its own demo at once. Text files are also embedded gzipped
 //! and sent that way to clients that accept it.
+//!
+//! One asset has a fixed name: `assets/sw.js`, the demo's service worker
+//! (it keeps the page for reloads while the server is down). A browser looks
+//! for a new worker at the address it registered, so it is revalidated like
+//! `index.html`, and `Service-Worker-Allowed: /` lets it serve `/`, above
+//! its own directory.
 
 use axum::extract::Path;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -61,9 +67,20 @@ pub async fn index(headers: HeaderMap) -> Response {
     }
 }
 
+/// The service worker's fixed name under `assets/`.
+const SERVICE_WORKER: &str = "sw.js";
+
 /// `GET /assets/{*path}`
 pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
     match find(&format!("assets/{path}")) {
+        Some(asset) if path == SERVICE_WORKER => {
+            let mut response = serve(asset, &headers, REVALIDATE);
+            response.headers_mut().insert(
+                HeaderName::from_static("service-worker-allowed"),
+                HeaderValue::from_static("/"),
+            );
+            response
+        }
         Some(asset) => serve(asset, &headers, IMMUTABLE),
         None => ApiError::not_found(format!("no asset '/assets/{path}'")).into_response(),
     }

@@ -34,8 +34,10 @@ export const nameProblem = (name) => {
  * @param {string} current  the open document's name
  * @param {string | null} token
  * @param {() => boolean} isSynced  asks the server only while connected to it
+ * @param {(doc: { name: string, created?: string | null }) => void} [onCurrent]
+ *   told the open document's entry each time the list comes
  */
-export const mountDocs = (api, current, token, isSynced) => {
+export const mountDocs = (api, current, token, isSynced, onCurrent = () => {}) => {
   const list = $('doc-list')
   const message = $('doc-list-message')
   const form = $('open-form')
@@ -117,6 +119,8 @@ export const mountDocs = (api, current, token, isSynced) => {
     const docs = Array.isArray(body?.docs) ? body.docs.filter((d) => typeof d?.name === 'string') : []
     docs.sort((a, b) => String(b.updated ?? '').localeCompare(String(a.updated ?? '')) || a.name.localeCompare(b.name))
     lastDocs = docs
+    const entry = docs.find((d) => d.name === current)
+    if (entry) onCurrent(entry)
     render(docs)
     showMessage(docs.length === 0 ? 'No stored documents yet.' : null)
   }

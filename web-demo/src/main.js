@@ -25,6 +25,7 @@ import { mountVersions } from './versions.js'
 import { followEvents } from './feed.js'
 import { seedWelcome } from './welcome.js'
 import { HocuspocusAdapter } from './hocuspocus.js'
+import { keepLocally } from './local.js'
 import { mountShare } from './share.js'
 import { tokenClaims, patternMatches, showNoToken, showRefused, showWrongDocument } from './access.js'
 import { $, toast } from './ui.js'
@@ -76,6 +77,24 @@ const provider = params.get('provider') === 'hocuspocus'
 
 /** The token's claims, when it has readable ones (the admin key has none). */
 const claims = token ? tokenClaims(token) : null
+
+// This browser's copy of the document (local.js): loaded at once, before
+// the server is asked anything, so that a page opened while the server is
+// down shows the document and can be edited. A read-only link changes
+// nothing and keeps no copy.
+const local = claims?.perm === 'read' ? null : keepLocally(docName, ydoc)
+/** sessionStorage: the name of a document whose stale copy was just dropped (see dropStaleCopy). */
+const DROPPED = 'weft-demo:dropped'
+/** sessionStorage, which a browser may refuse the page (it then says nothing). */
+const session = {
+  get: (key) => { try { return sessionStorage.getItem(key) } catch { return null } },
+  set: (key, value) => { try { sessionStorage.setItem(key, value) } catch {} },
+  remove: (key) => { try { sessionStorage.removeItem(key) } catch {} }
+}
+if (session.get(DROPPED) === docName) {
+  session.remove(DROPPED)
+  showNotice(`This browser’s copy of “${docName.slice(0, 80)}” was dropped: the document was deleted on the server after this browser last had it. What the server has now is shown.`)
+}
 
 // A token may name its holder (`weft token --name Ada`): others see that name.
 const { me } = mountPresence(provider, { tokenName: typeof claims?.name === 'string' ? claims.name : null })
@@ -183,6 +202,8 @@ const endedBecause = ({ code, reason }) => {
       return 'Your access to this document expired. Ask the owner for a new link. The text stays here to read; it no longer updates, and changes can no longer be made.'
     case 4403:
       return 'Your access to this document was revoked. The text stays here to read; it no longer updates, and changes can no longer be made.'
+    case 4404:
+      return 'This document was deleted on the server, and the copy this browser kept of it with it. The text stays on this page until you leave or reload it; edits made now stay here only.'
     default:
       return `The server ended this session${reason ? `: ${reason}` : ''}. Edits made now stay in this tab only; reload the page to connect again.`
   }
@@ -229,6 +250,7 @@ const stopEventsForGood = () => {
 
 const status = mountStatus(provider, ydoc, {
   canWrite,
+  localOrigin: local?.origin,
   onChange: (state) => {
     versions?.updateSaveButton()
     if (state === 'closed' && lastState !== 'closed') {
@@ -238,6 +260,9 @@ const status = mountStatus(provider, ydoc, {
         accessEnded = true
         updateEditable()
       }
+      // Deleted: a copy kept here would bring the document back the next
+      // time this browser opens it.
+      if (closed.code === 4404) local?.clear()
       showNotice(endedBecause(closed), 'error')
     }
     // Connected (again): the server knows the document now; lists may be stale.
@@ -251,7 +276,12 @@ const status = mountStatus(provider, ydoc, {
 })
 const isSynced = () => status.state() === 'synced'
 
-docs = mountDocs(api, docName, token, isSynced)
+docs = mountDocs(api, docName, token, isSynced, (entry) => local?.seenOnServer(entry.created))
+// What the server has: everything, once synced and while connected (an
+// update made then is sent at once).
+provider.on('sync', (synced) => { if (synced) local?.sent() })
+ydoc.on('update', () => { if (provider.wsconnected && provider.synced) local?.sent() })
+local?.loaded.then(() => local.unsent()).then((unsent) => { if (unsent) status.carry() })
 ydoc.on('update', () => docs?.refreshSoon())
 provider.awareness.on('change', ({ added, removed }) => {
   if (added.length + removed.length > 0) docs?.refreshSoon()
@@ -307,9 +337,10 @@ document.addEventListener('keydown', (e) => {
   if (e.key === 'Escape' && sidebar.classList.contains('open')) setDrawer(false)
 })
 
-// Leaving with changes the server has not seen loses them: ask first.
+// Leaving with changes the server has not seen loses them, unless this
+// browser keeps a copy: ask first.
 window.addEventListener('beforeunload', (e) => {
-  if (status.unsent() > 0 && canWrite()) {
+  if (status.unsent() > 0 && canWrite() && local === null) {
     e.preventDefault()
   }
 })
@@ -325,6 +356,9 @@ const serverInfo = async () => {
       // An older weft without /api/info: it has no token mode either.
       if (e.status !== 0) return null
     }
+    // The page may be up (kept by the service worker) and its copy shown:
+    // the status says offline rather than connecting.
+    status.unreachable()
     await new Promise((resolve) => {
       const timer = setTimeout(resolve, Math.min(500 * 2 ** attempt, 5000))
       window.addEventListener('online', () => { clearTimeout(timer); resolve() }, { once: true })
@@ -412,9 +446,41 @@ const boot = async () => {
   start()
 }
 
-const start = () => {
+/**
+ * A copy this browser kept of a document the server has deleted since (it
+ * no longer has it, or has another of that name, made later) would bring
+ * the deleted text back: it is dropped, and the page loads again without
+ * it. A copy never seen on the server (a document made here, not yet sent)
+ * is kept.
+ * @returns {Promise<boolean>} whether the page is reloading
+ */
+const dropStaleCopy = async () => {
+  const seen = await local?.created()
+  if (seen === undefined) return false
+  let now
+  try {
+    now = (await api.getDoc(docName))?.created ?? null
+  } catch (e) {
+    if (e.status !== 404) return false
+    now = null
+  }
+  if (now === seen) return false
+  await local.clear()
+  session.set(DROPPED, docName)
+  location.reload()
+  return true
+}
+
+const start = async () => {
+  await local?.loaded
+  if (await dropStaleCopy()) return
   started = true
   status.start()
 }
+
+// The page itself is kept for reloads while the server is down (sw.js).
+// Browsers give service workers only to secure pages (https, or
+// localhost/127.0.0.1): elsewhere the page works as before, online.
+navigator.serviceWorker?.register('/assets/sw.js', { scope: '/' }).catch(() => {})
 
 boot()

@@ -4,7 +4,8 @@
 //   syncing     connected, the server's state not yet received
 //   synced      connected and caught up; local edits go out as they are made
 //   offline     no connection (lost, refused, or the browser is offline);
-//               edits stay in this tab and are sent when it reconnects
+//               edits stay in this tab (and in this browser's copy of the
+//               document) and are sent when it reconnects
 //   closed      the server ended the session for good (document deleted,
 //               access expired or revoked)
 
@@ -13,16 +14,20 @@ import { $ } from './ui.js'
 /**
  * @param {import('y-websocket').WebsocketProvider} provider
  * @param {import('yjs').Doc} ydoc
- * @param {{ onChange?: (state: string) => void, canWrite?: () => boolean }} [hooks]
+ * @param {{ onChange?: (state: string) => void, canWrite?: () => boolean, localOrigin?: any }} [hooks]
  *   `canWrite`: whether this page may change the document (a read-only link
  *   may not): the indicator then says what is true for a reader.
+ *   `localOrigin`: the origin of updates loaded from this browser's copy,
+ *   which are no new changes (see `carry` for the unsent ones among them).
  */
-export const mountStatus = (provider, ydoc, { onChange = () => {}, canWrite = () => true } = {}) => {
+export const mountStatus = (provider, ydoc, { onChange = () => {}, canWrite = () => true, localOrigin = null } = {}) => {
   const root = $('status')
   const text = $('status-text')
   let everConnected = false
   let failures = 0
   let unsent = 0
+  /** This browser's copy holds changes from an earlier visit not known to have reached the server. */
+  let carried = false
   let started = false
   /** @type {{ code: number, reason: string } | null} */
   let closed = null
@@ -37,7 +42,9 @@ export const mountStatus = (provider, ydoc, { onChange = () => {}, canWrite = ()
 
   const render = () => {
     const s = state()
-    const pending = unsent === 1 ? '1 change not sent yet' : `${unsent} changes not sent yet`
+    const pending = unsent === 0 && carried
+      ? 'changes kept in this browser from an earlier visit'
+      : unsent === 1 ? '1 change not sent yet' : `${unsent} changes not sent yet`
     let label
     let title
     switch (s) {
@@ -54,10 +61,10 @@ export const mountStatus = (provider, ydoc, { onChange = () => {}, canWrite = ()
           : 'Connected; receiving the document from the server.'
         break
       case 'offline':
-        label = unsent > 0 ? `Offline · ${unsent} unsent` : 'Offline'
+        label = unsent > 0 ? `Offline · ${unsent} unsent` : carried ? 'Offline · unsent' : 'Offline'
         title = `No connection to the server${navigator.onLine ? '' : ' (this browser is offline)'}. ` +
           (canWrite()
-            ? `Keep editing: ${unsent > 0 ? pending + '; they' : 'changes'} will sync when the connection is back. Reconnecting…`
+            ? `Keep editing: ${unsent > 0 || carried ? pending + '; they' : 'changes'} will sync when the connection is back. Reconnecting…`
             : 'Other people’s changes will show again when the connection is back. Reconnecting…')
         break
       case 'closed':
@@ -94,7 +101,10 @@ export const mountStatus = (provider, ydoc, { onChange = () => {}, canWrite = ()
   provider.on('sync', (synced) => {
     // The sync handshake sends the server everything it lacks, including
     // changes made while offline.
-    if (synced) unsent = 0
+    if (synced) {
+      unsent = 0
+      carried = false
+    }
     render()
   })
   provider.on('closed', (event) => {
@@ -102,7 +112,7 @@ export const mountStatus = (provider, ydoc, { onChange = () => {}, canWrite = ()
     render()
   })
   ydoc.on('update', (_update, origin) => {
-    if (origin !== provider && !(provider.wsconnected && provider.synced)) {
+    if (origin !== provider && origin !== localOrigin && !(provider.wsconnected && provider.synced)) {
       unsent++
       render()
     }
@@ -146,8 +156,21 @@ export const mountStatus = (provider, ydoc, { onChange = () => {}, canWrite = ()
     render()
   }
 
+  /** The server could not be reached before connecting (the page's first questions failed). */
+  const unreachable = () => {
+    failures++
+    render()
+  }
+
+  /** This browser's copy, loaded, holds changes the server was not known to have. */
+  const carry = () => {
+    if (provider.wsconnected && provider.synced) return
+    carried = true
+    render()
+  }
+
   render()
-  return { state, render, start, end, unsent: () => unsent, closedBy: () => closed }
+  return { state, render, start, end, carry, unreachable, unsent: () => unsent, closedBy: () => closed }
 }
 
 /** What the indicator says when the server ended the session, by close code. */

@@ -382,7 +382,7 @@ test('a document deleted through the API: the page says it was disconnected and 
     await waitForState(page, 'closed')
     assert.equal(await page.textContent('#status-text'), 'Disconnected')
     assert.match(await page.getAttribute('#status', 'title') ?? '', /closed this session/)
-    await page.locator('#notice', { hasText: 'The server ended this session' }).waitFor({ timeout: DEADLINE })
+    await page.locator('#notice', { hasText: 'This document was deleted on the server' }).waitFor({ timeout: DEADLINE })
     assertNoProblems([page])
   } finally {
     await closeAll([page])
