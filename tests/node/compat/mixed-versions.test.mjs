@@ -83,6 +83,18 @@ test('a 3.x and a 4.x client co-edit one document; late joiners of both kinds ge
     late.p.destroy()
   }
 
+  // A nested type made by @y/y 14 (one type for everything) is written
+  // with a legacy type ref, XmlFragment when unnamed (@y/y
+  // src/ytype.js, `_legacyTypeRef`): weft stores and relays it like any
+  // other, and a yjs 13 client reads it as a Y.XmlFragment, not as a map or
+  // an array. That is the clients' difference, not the server's.
+  const nested = new Y4.Y.Type()
+  four.doc.get('nested').setAttr('inner', nested)
+  nested.insert(0, ['x', 'y'])
+  await waitFor('the nested type at the 3.x client', () =>
+    three.doc.getMap('nested').get('inner')?.length === 2)
+  assert.ok(three.doc.getMap('nested').get('inner') instanceof Y3.Y.XmlFragment)
+
   // After a SIGKILL and a restart, fresh clients of each kind load it all.
   three.p.destroy(); four.p.destroy()
   await first.kill()
