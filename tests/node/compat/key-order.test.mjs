@@ -1,7 +1,8 @@
 // JSON objects in a document keep the key order their client wrote, in
 // everything weft sends or stores: the relay, the full state a late joiner
-// gets (encoded afresh), the HTTP update route, a compaction snapshot, a
-// version, and the document loaded again after a SIGKILL. yrs holds such
+// gets (encoded afresh; over y-websocket and over Hocuspocus), the HTTP
+// update route, a compaction snapshot, a version, and the document loaded
+// again after a SIGKILL. yrs holds such
 // objects in a hash map and writes their keys in hash order, differently
 // per process (docs/upstream/yrs-any-map-key-order.md); weft puts back the
 // bytes the client sent (weft_core::originals). Restore is the exception:
@@ -9,8 +10,9 @@
 import { test, describe, after } from 'node:test'
 import assert from 'node:assert/strict'
 import WebSocket from 'ws'
+import { HocuspocusProvider } from '@hocuspocus/provider'
 import { startWeft, waitFor } from '../weft.mjs'
-import { STACKS } from '../stacks.mjs'
+import { STACKS, Y3 } from '../stacks.mjs'
 
 const servers = []
 after(() => Promise.all(servers.map((s) => s.cleanup())))
@@ -59,6 +61,19 @@ async function joiner (stack, server, room) {
   }
 }
 
+/** What a @hocuspocus/provider (built on yjs 13) that joins now gets. */
+async function hocuspocusJoiner (server, room) {
+  const doc = new Y3.Y.Doc()
+  const p = new HocuspocusProvider({ url: `${server.ws}/hocuspocus`, WebSocketPolyfill: WebSocket, name: room, document: doc })
+  try {
+    await waitFor('the Hocuspocus joiner synced', () => p.isSynced && Y3.map(doc, 'm').get('k') !== undefined)
+    return written(Y3, doc)
+  } finally {
+    p.destroy()
+    doc.destroy()
+  }
+}
+
 for (const stack of STACKS) {
   describe(stack.name, () => {
     test('objects keep their key order through the relay, a late join, the update route, compaction, a version and a restart', async (t) => {
@@ -79,6 +94,7 @@ for (const stack of STACKS) {
       for (let i = 0; i < 40; i++) text.insert(text.length, 'edit ')
       await waitFor('the edits stored and compacted', async () => await metric(first, 'weft_compactions_total') >= 1, 20_000)
       assert.deepEqual(await joiner(stack, first, room), WANT, 'a late joiner after a compaction')
+      assert.deepEqual(await hocuspocusJoiner(first, room), WANT, 'a Hocuspocus joiner')
 
       const res = await fetch(`${first.http}/api/docs/${encodeURIComponent(room)}/update`, { signal: AbortSignal.timeout(30_000) })
       assert.equal(res.status, 200)
