@@ -74,7 +74,7 @@ echo "Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') running as p
 
 # Before the Rust tests: tests/webhooks.rs runs tests/node/webhook-receiver.mjs,
 # which verifies signatures with the `standardwebhooks` npm package.
-step "Node: npm ci (yjs, y-websocket, ws, playwright-core, standardwebhooks from the lockfile)"
+step "Node: npm ci (yjs + y-websocket 3, @y/y 14 + @y/websocket 4, ws, playwright-core, standardwebhooks from the lockfile)"
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 
 step "Rust: build (release)"
@@ -83,7 +83,7 @@ cargo build --release --workspace --locked
 step "Rust: unit, integration and property tests (release binary, real SQLite files and PostgreSQL databases, real sockets)"
 cargo test --release --workspace --locked
 
-step "Node: the real y-websocket client against weft"
+step "Node: the real y-websocket clients (3.x with yjs 13, 4.x with @y/y 14) against weft"
 (cd tests/node && WEFT_BIN="$PWD/../../target/release/weft" npm test)
 
 if [ "$browser" = 1 ]; then

@@ -7,6 +7,7 @@ use std::panic::AssertUnwindSafe;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, TransactionMut, Update};
 
+use crate::originals::Originals;
 use crate::validate::{self, Span};
 
 /// What [`apply_update`] remembers of a document between updates: how many
@@ -147,6 +148,9 @@ pub struct Rebuilt {
     /// Rows left out, with why: they could not be applied in order (stored
     /// by an older weft, which let yrs hold them).
     pub left_out: Vec<String>,
+    /// The JSON values of its rows as they were written (yrs re-orders
+    /// objects' keys when it encodes).
+    pub originals: Originals,
 }
 
 /// Builds a document from stored updates (a snapshot, then the log), in one
@@ -159,6 +163,7 @@ pub fn rebuild<'a>(updates: impl IntoIterator<Item = (String, &'a [u8])>) -> Res
     let doc = Doc::new();
     let mut clocks = Clocks::default();
     let mut types = 0;
+    let mut originals = Originals::default();
     let mut waiting: Vec<(String, Vec<Span>, &'a [u8])> = Vec::new();
     let mut current = String::from("the stored state");
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -167,6 +172,7 @@ pub fn rebuild<'a>(updates: impl IntoIterator<Item = (String, &'a [u8])>) -> Res
             current = what;
             let shape = validate::update_v1(bytes).map_err(|e| format!("{current} does not decode: {e}"))?;
             types += shape.types;
+            originals.add(bytes);
             if in_order(&txn, &shape.spans, &mut clocks).is_err() {
                 waiting.push((current.clone(), shape.spans, bytes));
                 continue;
@@ -193,6 +199,7 @@ pub fn rebuild<'a>(updates: impl IntoIterator<Item = (String, &'a [u8])>) -> Res
             clocks,
             types,
             left_out,
+            originals,
         }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(format!("{current}: yrs failed on it")),

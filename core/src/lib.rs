@@ -8,6 +8,8 @@
 //!   socket), built on [`protocol`].
 //! - [`validate`]: structural limits checked before yrs reads untrusted bytes.
 //! - [`concat`]: several updates joined into one by moving bytes, for relays.
+//! - [`originals`]: JSON values as clients wrote them, put back into
+//!   what yrs encodes (yrs re-orders objects' keys).
 //! - [`apply_update`]: the one way an update from outside reaches a document.
 //! - [`fuzz`]: the incoming-frame path as one function, for fuzzing.
 
@@ -16,6 +18,7 @@ pub mod concat;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod hocuspocus;
+pub mod originals;
 pub mod protocol;
 pub mod validate;
 

@@ -17,7 +17,7 @@ use std::fmt;
 /// Deepest nesting of Any values (arrays and maps inside arrays and maps).
 /// Yjs documents nest JSON values a handful of levels; yrs recurses once per
 /// level on a thread stack of 2 MiB.
-const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// Highest clock an update may reach. A client's clock counts its own
 /// operations, so real documents stay many orders of magnitude below; yrs's
@@ -42,7 +42,7 @@ fn invalid<T>(what: impl Into<String>) -> Result<T> {
 
 /// Content types of an item (the low five bits of its info byte), as yrs
 /// and Yjs number them.
-mod content {
+pub(crate) mod content {
     pub const GC: u8 = 0;
     pub const DELETED: u8 = 1;
     pub const JSON: u8 = 2;
@@ -56,9 +56,9 @@ mod content {
     pub const SKIP: u8 = 10;
 }
 
-const HAS_ORIGIN: u8 = 0b1000_0000;
-const HAS_RIGHT_ORIGIN: u8 = 0b0100_0000;
-const HAS_PARENT_SUB: u8 = 0b0010_0000;
+pub(crate) const HAS_ORIGIN: u8 = 0b1000_0000;
+pub(crate) const HAS_RIGHT_ORIGIN: u8 = 0b0100_0000;
+pub(crate) const HAS_PARENT_SUB: u8 = 0b0010_0000;
 /// Type refs (yrs `TYPE_REFS_*`) whose encoding carries a name.
 const XML_ELEMENT: u8 = 3;
 
@@ -76,7 +76,7 @@ impl<'a> Reader<'a> {
         self.buf.len() - self.pos
     }
 
-    fn u8(&mut self) -> Result<u8> {
+    pub(crate) fn u8(&mut self) -> Result<u8> {
         let Some(&b) = self.buf.get(self.pos) else {
             return invalid("truncated");
         };
@@ -151,20 +151,20 @@ impl<'a> Reader<'a> {
     }
 
     /// A length-prefixed byte string.
-    fn bytes(&mut self) -> Result<u64> {
+    pub(crate) fn bytes(&mut self) -> Result<u64> {
         let n = self.var()?;
         self.skip(n)?;
         Ok(n)
     }
 
-    fn id(&mut self) -> Result<()> {
+    pub(crate) fn id(&mut self) -> Result<()> {
         self.var()?;
         self.var()?;
         Ok(())
     }
 
     /// A lib0 Any value, at most `depth` levels deep.
-    fn any(&mut self, depth: usize) -> Result<()> {
+    pub(crate) fn any(&mut self, depth: usize) -> Result<()> {
         if depth == 0 {
             return invalid(format!("values nested deeper than {MAX_DEPTH} levels"));
         }

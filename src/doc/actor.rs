@@ -34,9 +34,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
+use weft_core::originals::Originals;
 use weft_core::{Clocks, Rebuilt};
 use yrs::sync::Awareness;
-use yrs::{ClientID, Doc, StateVector};
+use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact};
 
 use super::answers::Answers;
 use super::handle::{Command, Mailbox, Reply};
@@ -146,6 +147,10 @@ pub(super) struct DocActor {
     /// frame at its end.
     awareness_changed: HashSet<ClientID>,
     answers: Answers,
+    /// The JSON values of what it holds as clients wrote them, put back
+    /// into everything encoded from the document (yrs re-orders objects'
+    /// keys: `weft_core::originals`).
+    originals: Originals,
     log: Log,
     versions: Versions,
     life: Lifecycle,
@@ -242,6 +247,7 @@ impl DocActor {
             presence: Presence::new(config.max_awareness_clients),
             awareness_changed: HashSet::new(),
             answers: Answers::new(config.peer_queue),
+            originals: rebuilt.originals,
             log,
             versions: Versions::loaded(stored.log.is_empty(), now),
             life: Lifecycle::new(deregister, &metrics, now),
@@ -260,6 +266,14 @@ impl DocActor {
 
     fn doc(&self) -> &Doc {
         self.awareness.doc()
+    }
+
+    /// What the document holds beyond `sv`, as a v1 update with every JSON
+    /// value as its client wrote it. Everything weft sends or stores from
+    /// the document goes through here, never yrs's encoding alone.
+    fn encode(&self, sv: &StateVector) -> Vec<u8> {
+        let update = self.doc().transact().encode_state_as_update_v1(sv);
+        self.originals.restore(update)
     }
 
     async fn serve(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -543,8 +557,19 @@ impl DocActor {
             Err(e) => Err(e.to_string()),
         };
         match rebuilt {
-            Ok((Rebuilt { doc, clocks, types, .. }, stored, entries)) => {
+            Ok((
+                Rebuilt {
+                    doc,
+                    clocks,
+                    types,
+                    originals,
+                    ..
+                },
+                stored,
+                entries,
+            )) => {
                 self.clocks = clocks;
+                self.originals = originals;
                 self.log = Log::loaded(&stored);
                 self.log.appended(
                     entries.len() as u64,

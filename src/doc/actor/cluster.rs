@@ -310,6 +310,7 @@ impl DocActor {
         self.metrics.update_bytes.fetch_add(raw.len() as u64, Relaxed);
         let frame = protocol::encode_update(&raw);
         self.answers.accepted(&raw, &frame);
+        self.originals.add(&raw);
         self.log.appended(1, raw.len() as u64);
         self.versions.edited(Instant::now());
         Ok(Some((raw, frame)))
@@ -341,6 +342,7 @@ impl DocActor {
         if relays.len() > (self.config.peer_queue / 8).max(1) {
             match yrs::merge_updates_v1(&updates) {
                 Ok(merged) => {
+                    let merged = self.originals.restore(merged);
                     debug!(updates = relays.len(), "other nodes' updates relayed as one frame");
                     self.broadcast(protocol::encode_update(&merged), None);
                     return;
@@ -452,7 +454,7 @@ impl DocActor {
         if self.life.is_poisoned() {
             return;
         }
-        let missed = self.awareness.doc().transact().encode_diff_v1(&known);
+        let missed = self.encode(&known);
         if Update::decode_v1(&missed).map(|u| u.is_empty()).unwrap_or(false) {
             return;
         }

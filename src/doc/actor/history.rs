@@ -280,7 +280,9 @@ impl DocActor {
         let txn = self.doc().transact();
         Snapshot {
             upto_seq: self.log.last_seq(),
-            state: txn.encode_state_as_update_v1(&StateVector::default()),
+            state: self
+                .originals
+                .restore(txn.encode_state_as_update_v1(&StateVector::default())),
             state_vector: txn.state_vector().encode_v1(),
             stream_id: self.stream_position(),
         }

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::{debug, warn};
+use weft_core::originals::Originals;
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::{ClientID, ReadTxn, StateVector, Transact};
 
@@ -211,6 +212,7 @@ impl DocActor {
         self.metrics.updates_applied.fetch_add(1, Relaxed);
         self.metrics.update_bytes.fetch_add(raw.len() as u64, Relaxed);
         self.answers.accepted(&raw, &frame);
+        self.originals.add(&raw);
         self.log.push(raw.clone());
         if let Origin::Peer(id) = &origin {
             if let Some(user) = self.peers.user(*id) {
@@ -345,7 +347,7 @@ impl DocActor {
             Effect::AwarenessStates { peer } => self.send_awareness_states(peer),
             Effect::EncodeState { sv, reply } => {
                 let sv = sv.unwrap_or_default();
-                let _ = reply.send(Ok(self.doc().transact().encode_state_as_update_v1(&sv)));
+                let _ = reply.send(Ok(self.encode(&sv)));
             }
             Effect::Content { reply } => {
                 let _ = reply.send(Ok(crate::doc::content::doc_to_json(self.doc())));
@@ -395,11 +397,12 @@ impl DocActor {
         let (ticket, answered) = match step2 {
             Step2::Nothing => return,
             Step2::Full => {
-                let frames = match self.answers.full_state(merge_updates) {
+                let originals = &self.originals;
+                let frames = match self.answers.full_state(|updates| merge_updates(updates, originals)) {
                     Some(frames) => frames,
                     None => {
                         // Stale (or its tail would not merge): encode it anew.
-                        let update = self.doc().transact().encode_state_as_update_v1(&StateVector::default());
+                        let update = self.encode(&StateVector::default());
                         let frame = protocol::encode_step2(&update);
                         self.answers.set_full_state(frame.clone());
                         vec![frame]
@@ -408,7 +411,7 @@ impl DocActor {
                 (self.send_all(id, frames), StateVector::default())
             }
             Step2::Diff => {
-                let update = self.doc().transact().encode_state_as_update_v1(&sv);
+                let update = self.encode(&sv);
                 (self.send(id, protocol::encode_step2(&update)), sv)
             }
         };
@@ -466,10 +469,12 @@ impl DocActor {
 }
 
 /// The updates accepted since the kept full state, merged into one (and its
-/// frame), so that an answer is two frames however many there were.
-fn merge_updates(updates: &[Bytes]) -> Option<(Bytes, Bytes)> {
+/// frame), so that an answer is two frames however many there were. yrs's
+/// merge re-encodes their JSON values: they are put back as written.
+fn merge_updates(updates: &[Bytes], originals: &Originals) -> Option<(Bytes, Bytes)> {
     match yrs::merge_updates_v1(updates) {
         Ok(merged) => {
+            let merged = originals.restore(merged);
             let frame = protocol::encode_update(&merged);
             Some((Bytes::from(merged), frame))
         }

@@ -5,12 +5,12 @@
 // provoked for real: a SIGTERM, a database locked by another process
 // (sqlite3) for longer than --db-busy-timeout-ms, and a socket that stops
 // being read.
-import { test, after } from 'node:test'
+// Each test runs once per client stack (stacks.mjs).
+import { test, describe, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import * as Y from 'yjs'
-import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
+import { STACKS } from '../stacks.mjs'
 import { startWeft, waitFor, within, PROCESS_DEADLINE_MS } from '../weft.mjs'
 
 const servers = []
@@ -26,7 +26,7 @@ async function weft (opts) {
  * A provider whose sockets record, per connection, the close code and how
  * many step2 and update messages came in (y-sync: [0, 1] and [0, 2]).
  */
-function provider (server, room) {
+function provider ({ Y, Provider, text }, server, room) {
   const doc = new Y.Doc()
   const connections = []
   class Recording extends WebSocket {
@@ -42,14 +42,14 @@ function provider (server, room) {
       this.addEventListener('close', ({ code }) => { connection.close = code })
     }
   }
-  const p = new WebsocketProvider(server.ws, room, doc, {
+  const p = new Provider(server.ws, room, doc, {
     WebSocketPolyfill: Recording,
     disableBc: true,
     maxBackoffTime: 200
   })
   const destroy = p.destroy.bind(p)
   p.destroy = () => { destroy(); doc.destroy() }
-  return { doc, p, connections, text: () => doc.getText('t').toString() }
+  return { doc, p, connections, text: () => text(doc, 't').toString() }
 }
 
 const synced = (c) => waitFor('sync', () => c.p.synced && c.p.wsconnected)
@@ -70,29 +70,6 @@ async function storedText (server, room) {
   const res = await fetch(`${server.http}/api/docs/${encodeURIComponent(room)}`, { signal: AbortSignal.timeout(30_000) })
   return res.status === 200 ? (await res.json()).content.t ?? '' : null
 }
-
-test('after 1001 (shutdown) the provider reconnects to the restarted server, resyncs once and sends its offline edits', async (t) => {
-  const server = await weft({ restartable: true })
-  const a = provider(server, 'shutdown')
-  const b = provider(server, 'shutdown')
-  t.after(() => { a.p.destroy(); b.p.destroy() })
-  await synced(a)
-  await synced(b)
-  a.doc.getText('t').insert(0, 'before ')
-  await waitFor('b has it', () => b.text() === 'before ')
-
-  const exit = await server.stop()
-  assert.equal(exit.code, 0, server.log())
-  for (const c of [a, b]) {
-    await waitFor('the 1001', () => c.connections.some((conn) => conn.close === 1001))
-  }
-  a.doc.getText('t').insert(7, 'offline ')
-  await server.restart()
-  for (const c of [a, b]) await reconnectedAfter(c, 1001)
-  await waitFor('b has the offline edit', () => b.text() === 'before offline ')
-  assert.equal(a.text(), b.text())
-  await waitFor('stored', async () => (await storedText(server, 'shutdown')) === 'before offline ')
-})
 
 /** sqlite3 holding the database's write lock until `release()`. */
 async function lockDatabase (path) {
@@ -115,75 +92,103 @@ async function lockDatabase (path) {
   }
 }
 
-test('after 4500 (not stored) the provider reconnects, resyncs once, resends the update and converges', async (t) => {
-  const server = await weft({ args: ['--db-busy-timeout-ms', '100'] })
-  const a = provider(server, 'locked')
-  const b = provider(server, 'locked')
-  t.after(() => { a.p.destroy(); b.p.destroy() })
-  await synced(a)
-  await synced(b)
-  a.doc.getText('t').insert(0, 'stored ')
-  await waitFor('b has it', () => b.text() === 'stored ')
+for (const stack of STACKS) {
+  const { Y, text, map } = stack
+  describe(stack.name, () => {
+    test('after 1001 (shutdown) the provider reconnects to the restarted server, resyncs once and sends its offline edits', async (t) => {
+      const server = await weft({ restartable: true })
+      const a = provider(stack, server, 'shutdown')
+      const b = provider(stack, server, 'shutdown')
+      t.after(() => { a.p.destroy(); b.p.destroy() })
+      await synced(a)
+      await synced(b)
+      text(a.doc, 't').insert(0, 'before ')
+      await waitFor('b has it', () => b.text() === 'before ')
 
-  const lock = await lockDatabase(server.db)
-  let released = false
-  t.after(() => released || lock.release())
-  a.doc.getText('t').insert(7, 'later')
-  await waitFor('a closed with 4500', () => a.connections.some((c) => c.close === 4500), 30_000)
-  assert.equal(b.text(), 'stored ', 'an update that was not stored was relayed')
-  assert.equal(await storedText(server, 'locked'), 'stored ')
-  assert.match(server.log(), /could not store updates/)
-  await lock.release()
-  released = true
+      const exit = await server.stop()
+      assert.equal(exit.code, 0, server.log())
+      for (const c of [a, b]) {
+        await waitFor('the 1001', () => c.connections.some((conn) => conn.close === 1001))
+      }
+      text(a.doc, 't').insert(7, 'offline ')
+      await server.restart()
+      for (const c of [a, b]) await reconnectedAfter(c, 1001)
+      await waitFor('b has the offline edit', () => b.text() === 'before offline ')
+      assert.equal(a.text(), b.text())
+      await waitFor('stored', async () => (await storedText(server, 'shutdown')) === 'before offline ')
+    })
 
-  // It keeps the update and sends it again (in its step2) once back.
-  const refusals = a.connections.filter((c) => c.close === 4500).length
-  await waitFor('a connected for good', () => a.p.synced && a.p.wsconnected && a.connections.at(-1).close === null, 30_000)
-  assert.ok(refusals >= 1)
-  await waitFor('b has the resent update', () => b.text() === 'stored later', 30_000)
-  const last = a.connections.at(-1)
-  await waitFor('its step2', () => last.step2 >= 1)
-  assert.equal(last.step2, 1, `resynced with ${last.step2} step2 messages`)
-  assert.equal(await storedText(server, 'locked'), 'stored later')
-  assert.equal(b.connections.length, 1, 'b was never disconnected')
-})
+    test('after 4500 (not stored) the provider reconnects, resyncs once, resends the update and converges', async (t) => {
+      const server = await weft({ args: ['--db-busy-timeout-ms', '100'] })
+      const a = provider(stack, server, 'locked')
+      const b = provider(stack, server, 'locked')
+      t.after(() => { a.p.destroy(); b.p.destroy() })
+      await synced(a)
+      await synced(b)
+      text(a.doc, 't').insert(0, 'stored ')
+      await waitFor('b has it', () => b.text() === 'stored ')
 
-test('after 4503 (too slow) the provider reconnects, resyncs once and converges', async (t) => {
-  const server = await weft({ args: ['--peer-queue', '4'] })
-  const writer = provider(server, 'slow')
-  const fast = provider(server, 'slow')
-  const slow = provider(server, 'slow')
-  t.after(() => { writer.p.destroy(); fast.p.destroy(); slow.p.destroy() })
-  for (const c of [writer, fast, slow]) await synced(c)
+      const lock = await lockDatabase(server.db)
+      let released = false
+      t.after(() => released || lock.release())
+      text(a.doc, 't').insert(7, 'later')
+      await waitFor('a closed with 4500', () => a.connections.some((c) => c.close === 4500), 30_000)
+      assert.equal(b.text(), 'stored ', 'an update that was not stored was relayed')
+      assert.equal(await storedText(server, 'locked'), 'stored ')
+      assert.match(server.log(), /could not store updates/)
+      await lock.release()
+      released = true
 
-  // The slow one stops reading its socket, like a stalled tab; its own
-  // edits still go out.
-  slow.p.ws.pause()
-  slow.doc.getMap('m').set('from slow', true)
-  const map = writer.doc.getMap('m')
-  // 64 KiB values (each replaces the last: the document stays small) fill
-  // the socket buffers, then the queue.
-  const blob = 'x'.repeat(64 * 1024)
-  const kicked = async () => {
-    const metrics = await (await fetch(`${server.http}/metrics`, { signal: AbortSignal.timeout(30_000) })).text()
-    return /weft_disconnects_total\{reason="slow_consumer"\} [1-9]/.test(metrics)
-  }
-  const deadline = Date.now() + 60_000
-  let n = 0
-  while (!await kicked()) {
-    assert.ok(Date.now() < deadline, 'the slow provider was never disconnected')
-    for (let i = 0; i < 3; i++) {
-      n++
-      writer.doc.transact(() => { map.set('blob', blob); map.set('n', n) })
-    }
-    const want = n
-    await waitFor('the fast provider keeps up', () => fast.doc.getMap('m').get('n') === want, 20_000)
-  }
-  slow.p.ws.resume()
-  await reconnectedAfter(slow, 4503)
-  await waitFor('the slow provider converges', () =>
-    slow.doc.getMap('m').get('n') === n && slow.doc.getMap('m').get('blob') === blob)
-  await waitFor('its own edit everywhere', () => fast.doc.getMap('m').get('from slow') === true)
-  assert.deepEqual(Y.encodeStateVector(slow.doc), Y.encodeStateVector(fast.doc))
-  assert.equal(fast.connections.length, 1, 'the fast provider was never disconnected')
-})
+      // It keeps the update and sends it again (in its step2) once back.
+      const refusals = a.connections.filter((c) => c.close === 4500).length
+      await waitFor('a connected for good', () => a.p.synced && a.p.wsconnected && a.connections.at(-1).close === null, 30_000)
+      assert.ok(refusals >= 1)
+      await waitFor('b has the resent update', () => b.text() === 'stored later', 30_000)
+      const last = a.connections.at(-1)
+      await waitFor('its step2', () => last.step2 >= 1)
+      assert.equal(last.step2, 1, `resynced with ${last.step2} step2 messages`)
+      assert.equal(await storedText(server, 'locked'), 'stored later')
+      assert.equal(b.connections.length, 1, 'b was never disconnected')
+    })
+
+    test('after 4503 (too slow) the provider reconnects, resyncs once and converges', async (t) => {
+      const server = await weft({ args: ['--peer-queue', '4'] })
+      const writer = provider(stack, server, 'slow')
+      const fast = provider(stack, server, 'slow')
+      const slow = provider(stack, server, 'slow')
+      t.after(() => { writer.p.destroy(); fast.p.destroy(); slow.p.destroy() })
+      for (const c of [writer, fast, slow]) await synced(c)
+
+      // The slow one stops reading its socket, like a stalled tab; its own
+      // edits still go out.
+      slow.p.ws.pause()
+      map(slow.doc, 'm').set('from slow', true)
+      const shared = map(writer.doc, 'm')
+      // 64 KiB values (each replaces the last: the document stays small) fill
+      // the socket buffers, then the queue.
+      const blob = 'x'.repeat(64 * 1024)
+      const kicked = async () => {
+        const metrics = await (await fetch(`${server.http}/metrics`, { signal: AbortSignal.timeout(30_000) })).text()
+        return /weft_disconnects_total\{reason="slow_consumer"\} [1-9]/.test(metrics)
+      }
+      const deadline = Date.now() + 60_000
+      let n = 0
+      while (!await kicked()) {
+        assert.ok(Date.now() < deadline, 'the slow provider was never disconnected')
+        for (let i = 0; i < 3; i++) {
+          n++
+          writer.doc.transact(() => { shared.set('blob', blob); shared.set('n', n) })
+        }
+        const want = n
+        await waitFor('the fast provider keeps up', () => map(fast.doc, 'm').get('n') === want, 20_000)
+      }
+      slow.p.ws.resume()
+      await reconnectedAfter(slow, 4503)
+      await waitFor('the slow provider converges', () =>
+        map(slow.doc, 'm').get('n') === n && map(slow.doc, 'm').get('blob') === blob)
+      await waitFor('its own edit everywhere', () => map(fast.doc, 'm').get('from slow') === true)
+      assert.deepEqual(Y.encodeStateVector(slow.doc), Y.encodeStateVector(fast.doc))
+      assert.equal(fast.connections.length, 1, 'the fast provider was never disconnected')
+    })
+  })
+}

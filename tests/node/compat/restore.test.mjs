@@ -1,14 +1,18 @@
 // Restore with two connected y-websocket clients: rich text with formatting,
-// map keys, array items, and an XmlFragment shaped as y-prosemirror writes it.
+// map keys, array items, and an XmlFragment shaped as y-prosemirror writes it
+// (yjs 13); then text, map keys and array items once per client stack
+// (stacks.mjs), @y/y 14 included.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 import { startWeft, waitFor } from '../weft.mjs'
+import { STACKS } from '../stacks.mjs'
 
 let server
-after(() => server?.cleanup())
+const servers = []
+after(() => Promise.all([server, ...servers].filter(Boolean).map((s) => s.cleanup())))
 
 /**
  * A delta with adjacent runs of equal formatting merged: Yjs may split a run
@@ -135,3 +139,60 @@ test('restore brings every kind of content back, and can be undone', async () =>
     }
   }
 })
+
+for (const stack of STACKS) {
+  test(`restore with ${stack.name} clients: text, map keys, array items`, async () => {
+    const weft = await startWeft()
+    servers.push(weft)
+    const mk = () => {
+      const doc = new stack.Y.Doc()
+      const p = new stack.Provider(weft.ws, 'plain doc', doc, { WebSocketPolyfill: WebSocket, disableBc: true })
+      return { doc, p }
+    }
+    /** What a client holds, comparable as JSON (objects compared as values). */
+    const held = (doc) => ({
+      text: stack.text(doc, 'text').toString(),
+      map: Object.fromEntries([...stack.map(doc, 'map').entries()].sort(([x], [y]) => (x < y ? -1 : 1))),
+      array: stack.array(doc, 'array').toArray()
+    })
+    const a = mk()
+    const b = mk()
+    try {
+      await waitFor('sync', () => a.p.synced && b.p.synced)
+      a.doc.transact(() => {
+        stack.text(a.doc, 'text').insert(0, 'Hello world')
+        stack.map(a.doc, 'map').set('title', 'Plan')
+        stack.map(a.doc, 'map').set('card', { z: 1, a: { y: 2, b: 3 } })
+        stack.array(a.doc, 'array').insert(0, ['one', { three: 3, two: 2 }])
+      })
+      await waitFor('b has it', () => JSON.stringify(held(b.doc)) === JSON.stringify(held(a.doc)))
+      const kept = held(a.doc)
+      const name = encodeURIComponent('plain doc')
+      const res = await fetch(`${weft.http}/api/docs/${name}/versions`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}', signal: AbortSignal.timeout(30_000)
+      })
+      assert.equal(res.status, 201)
+      const version = await res.json()
+
+      b.doc.transact(() => {
+        stack.text(b.doc, 'text').delete(0, 6)
+        stack.map(b.doc, 'map').set('title', 'Changed')
+        stack.map(b.doc, 'map').set('card', { other: true })
+        stack.array(b.doc, 'array').delete(0, 1)
+        stack.array(b.doc, 'array').insert(1, ['four'])
+      })
+      await waitFor('a has the edits', () => stack.text(a.doc, 'text').toString() === 'world')
+      assert.notDeepEqual(held(a.doc), kept)
+
+      const restore = await fetch(`${weft.http}/api/docs/${name}/versions/${version.id}/restore`, { method: 'POST', signal: AbortSignal.timeout(30_000) })
+      assert.equal(restore.status, 200)
+      // Equal as values: restore writes objects anew, and yrs writes their
+      // keys in its own order (README, guarantees).
+      await waitFor('a holds the version', () => { try { assert.deepEqual(held(a.doc), kept); return true } catch { return false } })
+      await waitFor('b holds the version', () => { try { assert.deepEqual(held(b.doc), kept); return true } catch { return false } })
+    } finally {
+      for (const c of [a, b]) c.p.destroy()
+      for (const c of [a, b]) c.doc.destroy()
+    }
+  })
+}
