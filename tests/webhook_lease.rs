@@ -157,7 +157,10 @@ async fn one_node_delivers_and_another_takes_over_after_sigkill() {
         if stored >= newest {
             break;
         }
-        assert!(Instant::now() < deadline, "the cursor stayed at {stored}, events up to {newest}");
+        assert!(
+            Instant::now() < deadline,
+            "the cursor stayed at {stored}, events up to {newest}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     nodes[holder].kill();

@@ -742,7 +742,9 @@ fn sink_server(sink: &Sink) -> Server {
 #[tokio::test]
 async fn a_receiver_that_answers_and_closes_gets_each_event_once() {
     let sinks = [
-        Sink::start(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").await.unwrap(),
+        Sink::start(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap(),
         Sink::start(OK_AND_CLOSE).await.unwrap(),
         Sink::start_closing(OK).await.unwrap(),
     ];

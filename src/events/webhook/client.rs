@@ -106,7 +106,9 @@ impl Client {
             match timeout_at(until, exchange(&mut kept.sender, request)).await {
                 Err(_) => return late(),
                 Ok(Ok(response)) => return answered(link, kept, response, until).await,
-                Ok(Err(e)) => debug!(error = %e, "a kept webhook connection failed before answering; opening a new one"),
+                Ok(Err(e)) => {
+                    debug!(error = %e, "a kept webhook connection failed before answering; opening a new one")
+                }
             }
         }
         let mut kept = match timeout_at(until, self.connect(url)).await {
@@ -125,7 +127,12 @@ impl Client {
         }
     }
 
-    fn request(&self, url: &WebhookUrl, headers: &[(&str, String)], body: Bytes) -> Result<Request<Full<Bytes>>, Outcome> {
+    fn request(
+        &self,
+        url: &WebhookUrl,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, Outcome> {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(url.path_and_query())
@@ -258,11 +265,11 @@ where
 /// task hands a response over before it reports the connection's end, so
 /// a receiver that answers and closes at once (HTTP/1.0, `Connection:
 /// close`) is taken at its answer.
-async fn exchange(sender: &mut SendRequest<Full<Bytes>>, request: Request<Full<Bytes>>) -> Result<hyper::Response<Incoming>, String> {
-    sender
-        .ready()
-        .await
-        .map_err(|e| format!("connection failed: {e}"))?;
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Result<hyper::Response<Incoming>, String> {
+    sender.ready().await.map_err(|e| format!("connection failed: {e}"))?;
     sender.send_request(request).await.map_err(|e| {
         if e.is_incomplete_message() || e.is_canceled() {
             "the receiver closed the connection before answering".to_string()
