@@ -144,7 +144,25 @@ async fn one_node_delivers_and_another_takes_over_after_sigkill() {
     let holder = if counts[0] > 0.0 { 0 } else { 1 };
     let survivor = 1 - holder;
 
-    // SIGKILL the holder: it cannot release the lease, which expires.
+    // What the holder delivered is not sent again once its cursor is
+    // stored (within 0.5 s of delivering, `deliver::STORE_EVERY`): wait
+    // for that, then SIGKILL the holder: it cannot release the lease,
+    // which expires.
+    let pg = nodes[holder].pg.as_ref().unwrap();
+    let deadline = Instant::now() + 10 * SECOND;
+    loop {
+        let number = |sql: &str| -> i64 { pg.query(sql)[0][0].parse().unwrap_or(-1) };
+        let newest = number("SELECT max(seq) FROM events");
+        let stored = number("SELECT max(seq) FROM webhook_cursors");
+        if stored >= newest {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cursor stayed at {stored}, events up to {newest}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     nodes[holder].kill();
     let killed = Instant::now();
     let after: Vec<String> = (0..3).map(|i| format!("after-{i}")).collect();

@@ -5,7 +5,7 @@
 //! The receiver is a plain HTTP/1.1 responder inside this process that
 //! answers 200 at once and counts requests: it measures weft's side
 //! (writing events to the outbox, signing, connecting, posting), not a
-//! receiver's. With the default debounce every edited document sends at
+//! receiver's; it keeps connections open. With the default debounce every edited document sends at
 //! most one `document.updated` per 2 s, so the many-documents load (1,000
 //! documents edited every second) makes about 500 posts a second.
 
@@ -24,63 +24,92 @@ use crate::servers::{Kind, Servers};
 /// A secret in the Standard Webhooks format (`whsec_` + base64 of 36 bytes).
 const SECRET: &str = "whsec_d2VmdC1iZW5jaC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5";
 
-/// A webhook receiver that answers every request with `answer` and
-/// closes the connection, counting requests: the benchmark's, and the
-/// tests' receiver that answers and closes at once.
+/// A webhook receiver that answers every request with `answer`, counting
+/// requests and connections: the benchmark's, and the tests'. It keeps a
+/// connection open for the next request (HTTP/1.1 keep-alive) unless the
+/// answer closes it (`connection: close`, or HTTP/1.0) or it was started
+/// with [`Sink::start_closing`].
 pub struct Sink {
     pub url: String,
     posts: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     /// The `webhook-id` of every request, in order of arrival (tests).
     ids: Arc<Mutex<Vec<String>>>,
 }
 
 /// An answer that closes the connection, HTTP/1.1.
 pub const OK_AND_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+/// An answer that keeps the connection open, HTTP/1.1.
+pub const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
 
 impl Sink {
     pub async fn start(answer: &'static [u8]) -> Result<Self, Error> {
+        let head = String::from_utf8_lossy(answer).to_ascii_lowercase();
+        let closes = head.starts_with("http/1.0") || head.contains("connection: close");
+        Self::listen(answer, closes).await
+    }
+
+    /// Closes the connection after every answer, whatever the answer says:
+    /// a receiver that drops connections the client may think it can reuse.
+    pub async fn start_closing(answer: &'static [u8]) -> Result<Self, Error> {
+        Self::listen(answer, true).await
+    }
+
+    async fn listen(answer: &'static [u8], close: bool) -> Result<Self, Error> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/hook", listener.local_addr()?);
         let posts = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
         let ids = Arc::new(Mutex::new(Vec::new()));
-        let counter = posts.clone();
-        let seen = ids.clone();
+        let (counter, accepted, seen) = (posts.clone(), connections.clone(), ids.clone());
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::Relaxed);
                 let counter = counter.clone();
                 let seen = seen.clone();
                 tokio::spawn(async move {
-                    // Read the head and the body (its content-length), then
-                    // answer; weft opens a connection per attempt.
+                    // Read a request's head and body (its content-length),
+                    // answer, and go on with the next one on the same
+                    // connection unless closing.
                     let mut buf = Vec::with_capacity(4096);
                     let mut chunk = [0u8; 4096];
                     loop {
-                        let Ok(n) = socket.read(&mut chunk).await else { return };
-                        if n == 0 {
+                        let request = loop {
+                            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                                let length = head
+                                    .lines()
+                                    .find_map(|l| l.strip_prefix("content-length:"))
+                                    .and_then(|v| v.trim().parse::<usize>().ok())
+                                    .unwrap_or(0);
+                                if buf.len() >= end + 4 + length {
+                                    break Some((head, end + 4 + length));
+                                }
+                            }
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => break None,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let Some((head, used)) = request else { return };
+                        buf.drain(..used);
+                        if let Some(id) = head.lines().find_map(|l| l.strip_prefix("webhook-id:")) {
+                            seen.lock().unwrap().push(id.trim().to_string());
+                        }
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        if socket.write_all(answer).await.is_err() || close {
                             return;
                         }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                            let length = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            if buf.len() >= end + 4 + length {
-                                if let Some(id) = head.lines().find_map(|l| l.strip_prefix("webhook-id:")) {
-                                    seen.lock().unwrap().push(id.trim().to_string());
-                                }
-                                break;
-                            }
-                        }
                     }
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    let _ = socket.write_all(answer).await;
                 });
             }
         });
-        Ok(Self { url, posts, ids })
+        Ok(Self {
+            url,
+            posts,
+            connections,
+            ids,
+        })
     }
 
     /// The `webhook-id` of every request answered so far (lower-cased).
@@ -92,10 +121,17 @@ impl Sink {
     pub fn posts(&self) -> u64 {
         self.posts.load(Ordering::Relaxed)
     }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
 }
 
 pub async fn run(servers: &Servers, plan: &Plan) -> Result<Value, Error> {
-    let sink = Sink::start(OK_AND_CLOSE).await?;
+    // Keeps connections open, as most receivers do: weft reuses one per
+    // subscription.
+    let sink = Sink::start(OK).await?;
     let secret_file = servers.work.join("webhook-secret");
     std::fs::write(&secret_file, SECRET)?;
     let secret_path = secret_file.display().to_string();
@@ -109,9 +145,16 @@ pub async fn run(servers: &Servers, plan: &Plan) -> Result<Value, Error> {
     let rounds = if plan.quick { 1 } else { 3 };
     let mut rows = Vec::new();
     for round in 1..=rounds {
-        for (mode, flags) in [("none", &[][..]), ("webhook", &with[..])] {
+        // Which goes first alternates: the second of a pair ran after the
+        // first's writes, on a machine that had warmed to the load.
+        let mut pair = [("none", &[][..]), ("webhook", &with[..])];
+        if round % 2 == 0 {
+            pair.reverse();
+        }
+        for (mode, flags) in pair {
             eprintln!("webhook cost, round {round}: {mode}");
             let before = sink.posts();
+            let connections_before = sink.connections();
             let server = servers.start(Kind::Weft, &format!("webhook-durable-{mode}-{round}"), flags, None)?;
             let target = server.target().await?;
             let durable = load::durable(&target, Some(server.pid), &plan.durable, mode).await;
@@ -123,11 +166,13 @@ pub async fn run(servers: &Servers, plan: &Plan) -> Result<Value, Error> {
             server.stop()?;
             let many = many?;
             let posts = sink.posts() - before;
+            let connections = sink.connections() - connections_before;
             let cpu_us = cpu_per_update(&durable);
             eprintln!(
                 "  durable {} updates/s, {} µs of server CPU per update; many documents p99 {} ms, server CPU {}; {posts} posts",
                 durable["updates_s"], cpu_us, many["latency"]["p99_ms"], many["server_cpu"]
             );
+            eprintln!("  {posts} posts over {connections} connections");
             rows.push(json!({
                 "round": round,
                 "mode": mode,
@@ -139,6 +184,7 @@ pub async fn run(servers: &Servers, plan: &Plan) -> Result<Value, Error> {
                 "many_server_cpu": many["server_cpu"],
                 "many_missing": many["missing"],
                 "posts": posts,
+                "connections": connections,
             }));
         }
     }

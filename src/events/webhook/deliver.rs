@@ -1,14 +1,22 @@
 //! One subscription's delivery task: reads the outbox after its cursor,
 //! in order, and posts each event it wants until the receiver takes it or
-//! the attempts run out; then the cursor moves past it and is stored.
+//! the attempts run out; then the cursor moves past it.
 //!
-//! Sequential per subscription (one request in flight per destination):
-//! events arrive in order, and a receiver that is slow or down holds only
-//! its own subscription back. Memory is bounded by one page of the outbox
-//! ([`PAGE`]) per subscription; a hanging receiver costs the attempt's
-//! timeout, nothing more. A SIGKILL between an accepted POST and the
-//! cursor's commit sends that event again after the restart: delivery is
-//! at least once, and receivers deduplicate by `webhook-id`.
+//! Sequential per subscription (one request in flight per destination, on
+//! one kept connection, `client::Link`): events arrive in order, and a
+//! receiver that is slow or down holds only its own subscription back.
+//! Memory is bounded by one page of the outbox ([`PAGE`]) per
+//! subscription; a hanging receiver costs the attempt's timeout, nothing
+//! more.
+//!
+//! The cursor moves in memory at once (the feed's pruning floor follows
+//! it) and is stored at most every [`STORE_EVERY`], and when delivery
+//! goes idle that long after it moved: one row write per busy interval
+//! instead of one per event, each a store transaction on the writer that
+//! commits edits. A failure record is stored at once, with the cursor. A
+//! SIGKILL sends again after the restart what was delivered since the
+//! cursor was last stored (at most [`STORE_EVERY`] of deliveries):
+//! delivery is at least once, and receivers deduplicate by `webhook-id`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -18,7 +26,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::client::{Client, Outcome};
+use super::client::{Client, Link, Outcome};
 use super::policy::{judge, next_wait, random_unit, Verdict};
 use super::subscription::Subscription;
 use super::Shared;
@@ -32,6 +40,8 @@ use crate::storage::{StoredEvent, WebhookFailure, WebhookWrite};
 pub const PAGE: usize = 64;
 /// How long to wait after the store failed a read or a cursor write.
 const STORE_RETRY: Duration = Duration::from_secs(1);
+/// How often a moving cursor is stored (see the module's doc).
+pub const STORE_EVERY: Duration = Duration::from_millis(500);
 
 /// How one event ended.
 enum Delivery {
@@ -49,49 +59,56 @@ enum Delivery {
 pub(super) async fn run(shared: Arc<Shared>, sub: Arc<Subscription>, mut cursor: i64, stop: CancellationToken) {
     let counters = shared.metrics.webhooks.counters(&sub.id);
     let mut latest = shared.feed.latest();
+    let mut link = Link::default();
+    // What the store holds; `cursor` runs ahead of it by what was
+    // delivered (or skipped) since `stored_at`.
+    let mut stored = cursor;
+    let mut stored_at = tokio::time::Instant::now();
     debug!(webhook = %sub.id, cursor, "delivery started");
     loop {
         let page = tokio::select! {
             page = shared.store.events_after(cursor, PAGE) => page,
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return store_at_stop(&shared, &sub, stored, cursor).await,
         };
         let events = match page {
             Ok(events) => events,
             Err(e) => {
                 warn!(webhook = %sub.id, error = %e, "cannot read the events outbox; trying again");
                 if sleep_or_stop(STORE_RETRY, &stop).await {
-                    return;
+                    return store_at_stop(&shared, &sub, stored, cursor).await;
                 }
                 continue;
             }
         };
         if events.is_empty() {
+            // Idle: the cursor is stored once nothing more came for
+            // STORE_EVERY after it last was.
+            let store_due = (stored < cursor).then_some(stored_at + STORE_EVERY);
             tokio::select! {
                 // `latest` may say nothing new for a while in cluster mode
                 // (it is polled); waking on it is what makes delivery prompt.
-                changed = latest.wait_for(|&seq| seq > cursor) => {
-                    if changed.is_err() {
-                        return;
+                closed = async { latest.wait_for(|&seq| seq > cursor).await.is_err() } => {
+                    if closed {
+                        return store_at_stop(&shared, &sub, stored, cursor).await;
                     }
                 }
-                () = stop.cancelled() => return,
+                () = until(store_due) => {
+                    if !persist(&shared, &sub, cursor, None, &stop).await {
+                        return;
+                    }
+                    (stored, stored_at) = (cursor, tokio::time::Instant::now());
+                }
+                () = stop.cancelled() => return store_at_stop(&shared, &sub, stored, cursor).await,
             }
             continue;
         }
-        let mut skipped = false;
         for event in events {
             if !sub.wants(&event.kind, event.document.as_deref()) {
                 cursor = event.seq;
-                skipped = true;
+                shared.cursor_moved(&sub.id, cursor);
                 continue;
             }
-            if skipped {
-                // Before a delivery that may take long, so that the floor
-                // and the stored cursor do not hold events nobody wants.
-                persist(&shared, &sub, cursor, None, &stop).await;
-                skipped = false;
-            }
-            let failure = match deliver(&shared, &sub, &event, &counters, &stop).await {
+            let failure = match deliver(&shared, &sub, &event, &counters, &mut link, &stop).await {
                 Delivery::Delivered => None,
                 Delivery::Failed {
                     attempts,
@@ -110,16 +127,36 @@ pub(super) async fn run(shared: Arc<Shared>, sub: Arc<Subscription>, mut cursor:
                         failed_ms: now_ms(),
                     })
                 }
-                Delivery::Stopped => return,
+                Delivery::Stopped => return store_at_stop(&shared, &sub, stored, cursor).await,
             };
             cursor = event.seq;
-            if !persist(&shared, &sub, cursor, failure, &stop).await {
-                return;
+            if failure.is_some() || stored_at.elapsed() >= STORE_EVERY {
+                if !persist(&shared, &sub, cursor, failure, &stop).await {
+                    return;
+                }
+                (stored, stored_at) = (cursor, tokio::time::Instant::now());
+            } else {
+                shared.cursor_moved(&sub.id, cursor);
             }
         }
-        if skipped {
-            persist(&shared, &sub, cursor, None, &stop).await;
-        }
+    }
+}
+
+/// Delivery stops (shutdown, deletion, lease lost): one try at storing
+/// the cursor, so that a restart does not send again what was delivered;
+/// not for a subscription deleted meanwhile (its row is gone). Cursors
+/// only move forward, so a late write after a lease changed hands is
+/// harmless.
+async fn store_at_stop(shared: &Shared, sub: &Subscription, stored: i64, cursor: i64) {
+    if stored >= cursor || !shared.subscribed(&sub.id) {
+        return;
+    }
+    let op = WebhookWrite::Cursor {
+        webhook_id: sub.id.clone(),
+        seq: cursor,
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(STORE_RETRY, shared.store.webhook_write(op)).await {
+        debug!(webhook = %sub.id, error = %e, "could not store the cursor at stop; those events will be sent again");
     }
 }
 
@@ -162,6 +199,7 @@ async fn deliver(
     sub: &Subscription,
     event: &StoredEvent,
     counters: &WebhookCounters,
+    link: &mut Link,
     stop: &CancellationToken,
 ) -> Delivery {
     let body = body_for(&shared.feed, sub, event).await;
@@ -177,7 +215,7 @@ async fn deliver(
         ];
         let started = Instant::now();
         let outcome = tokio::select! {
-            outcome = post(&shared.client, sub, &headers, body.clone(), shared.settings.timeout) => outcome,
+            outcome = post(&shared.client, link, sub, &headers, body.clone(), shared.settings.timeout) => outcome,
             () = stop.cancelled() => return Delivery::Stopped,
         };
         shared.metrics.webhooks.record_attempt(started.elapsed());
@@ -224,12 +262,13 @@ fn failed(counters: &WebhookCounters, attempts: u32, status: Option<u16>, error:
 
 async fn post(
     client: &Client,
+    link: &mut Link,
     sub: &Subscription,
     headers: &[(&str, String); 3],
     body: Bytes,
     timeout: Duration,
 ) -> Outcome {
-    client.post(&sub.url, headers, body, timeout).await
+    client.post(link, &sub.url, headers, body, timeout).await
 }
 
 /// The body: the stored envelope, byte for byte; for a subscription with
@@ -257,6 +296,14 @@ async fn body_for(feed: &Feed, sub: &Subscription, event: &StoredEvent) -> Bytes
     serde_json::to_vec(&envelope)
         .map(Bytes::from)
         .unwrap_or_else(|_| plain())
+}
+
+/// Sleeps until `due`, forever without one (a `select!` branch).
+async fn until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sleeps for `wait`; `true` if stopped meanwhile.

@@ -177,6 +177,11 @@ impl Shared {
         self.set_floor(&state);
     }
 
+    /// Whether `id` is still a subscription (not deleted).
+    fn subscribed(&self, id: &str) -> bool {
+        self.state.lock().unwrap().subs.contains_key(id)
+    }
+
     /// The lowest cursor of every subscription (none: no floor).
     fn set_floor(&self, state: &State) {
         let floor = state
