@@ -168,6 +168,8 @@ cat > "$OUT/versions.json" <<EOF
   "hocuspocus_server": "$(node -p "require('$ROOT/bench/hocuspocus/node_modules/@hocuspocus/server/package.json').version")",
   "hocuspocus_sqlite": "$(node -p "require('$ROOT/bench/hocuspocus/node_modules/@hocuspocus/extension-sqlite/package.json').version")",
   "trace": "$(basename "$TRACE")",
+  "redis_appendfsync": "${REDIS_APPENDFSYNC:-always}",
+  "postgres_synchronous_commit": "${PG_SYNCHRONOUS_COMMIT:-on}",
   "redis": "$(redis-server --version 2>/dev/null | sed -n 's/.*v=\([^ ]*\).*/\1/p')",
   "postgres": "$(pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1); [ -n "$pg_bin" ] && "$pg_bin/postgres" --version | sed 's/^postgres (PostgreSQL) //')",
   "load_before": "$(cut -d' ' -f1-3 /proc/loadavg)",

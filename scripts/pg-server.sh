@@ -8,6 +8,9 @@
 #
 # PostgreSQL refuses to run as root: as root, the server runs as the
 # `postgres` user (Debian's package creates it), in a directory it owns.
+#
+# PG_SYNCHRONOUS_COMMIT=off starts it with commits that do not wait for the
+# WAL's fsync, to measure what that wait costs (bench/FINDINGS.md).
 set -euo pipefail
 
 bindir() {
@@ -30,7 +33,11 @@ free_port() {
 }
 
 start() {
-  local bin dir port password
+  local bin dir port password sync=${PG_SYNCHRONOUS_COMMIT:-on}
+  case "$sync" in
+    on|off) ;;
+    *) echo "pg-server.sh: PG_SYNCHRONOUS_COMMIT must be on or off" >&2; exit 1 ;;
+  esac
   bin=$(bindir)
   dir=$(mktemp -d /tmp/weft-pg.XXXXXX)
   password=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
@@ -40,9 +47,10 @@ start() {
     --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }
   port=$(free_port)
-  # fsync stays on: the benchmark measures durable commits.
+  # fsync stays on: the benchmark measures durable commits (and, unless
+  # PG_SYNCHRONOUS_COMMIT=off, each commit waits for its WAL's fsync).
   as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=400" \
+    -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=400 -c synchronous_commit=$sync" \
     start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
   local pid
   pid=$(head -n 1 "$dir/data/postmaster.pid")

@@ -11,6 +11,9 @@
 # The server's configuration is kept in the directory (redis.conf), so a test
 # that kills it can start it again on the same port and data with
 # `redis-server "$REDIS_DIR/redis.conf"`.
+#
+# REDIS_APPENDFSYNC=everysec (or no) starts it with that fsync policy instead,
+# to measure what the fsync on every write costs (bench/FINDINGS.md).
 set -euo pipefail
 
 free_port() {
@@ -24,6 +27,10 @@ start() {
     echo "redis-server.sh: no redis-server on PATH (apt-get install redis-server)" >&2
     exit 1
   fi
+  case "${REDIS_APPENDFSYNC:-always}" in
+    always|everysec|no) ;;
+    *) echo "redis-server.sh: REDIS_APPENDFSYNC must be always, everysec or no" >&2; exit 1 ;;
+  esac
   dir=$(mktemp -d /tmp/weft-redis.XXXXXX)
   port=$(free_port)
   cat >"$dir/redis.conf" <<CONF
@@ -35,7 +42,7 @@ daemonize yes
 pidfile $dir/redis.pid
 logfile $dir/redis.log
 appendonly yes
-appendfsync always
+appendfsync ${REDIS_APPENDFSYNC:-always}
 save ""
 CONF
   "$bin" "$dir/redis.conf" || { cat "$dir/redis.log" >&2 2>/dev/null; exit 1; }

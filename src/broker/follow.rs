@@ -133,6 +133,8 @@ async fn read(
         if batch.updates.is_empty() && batch.awareness.is_empty() {
             continue;
         }
+        // The update's path between nodes (doc/actor/cluster.rs, `LATENCY`).
+        tracing::trace!(target: "weft::latency", first = batch.updates.first().map_or("", |e| e.id.as_str()), last = %last.updates, "read");
         if let Some(lag) = batch.updates.last().and_then(|e| age(&e.id)) {
             broker.metrics.record_stream_lag(lag);
         }

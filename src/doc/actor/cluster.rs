@@ -32,7 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -91,6 +91,20 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.set_lease(None);
     }
+}
+
+/// The target of the trace events that follow an update from one node to
+/// another (`--log warn,weft::latency=trace`; read by bench/latency.py).
+pub(crate) const LATENCY: &str = "weft::latency";
+
+/// How long the oldest update of a batch has waited since its handle took
+/// it, in µs (only evaluated when the trace is on).
+fn oldest_wait_us(effects: &[super::Effect]) -> u64 {
+    let waited = effects.iter().filter_map(|e| match e {
+        super::Effect::Relay { received: Some(r), .. } => Some(r.elapsed().as_micros() as u64),
+        _ => None,
+    });
+    waited.max().unwrap_or(0)
 }
 
 /// Whether entry `a` comes before entry `b`.
@@ -190,11 +204,15 @@ impl DocActor {
         let Some(cluster) = &mut self.cluster else {
             return Err("not in cluster mode".into());
         };
+        // The path of one update between nodes, for bench/latency.py
+        // (`--log warn,weft::latency=trace`): this node's wait and append.
+        trace!(target: LATENCY, n = updates.len(), oldest_us = oldest_wait_us(&self.effects), "append sent");
         let ids = cluster
             .broker
             .append(&self.name, &updates)
             .await
             .map_err(|e| e.to_string())?;
+        trace!(target: LATENCY, first = ids.first().map_or("", String::as_str), last = ids.last().map_or("", String::as_str), "appended");
         cluster.own.extend(ids);
         Ok(())
     }
@@ -212,6 +230,14 @@ impl DocActor {
     /// peers have them), the others applied and relayed to every peer.
     pub(super) async fn stream_entries(&mut self, batch: Batch) {
         let Batch { updates, awareness } = batch;
+        // The other end of the path (see `append_to_stream`).
+        let traced = tracing::enabled!(target: LATENCY, tracing::Level::TRACE).then(|| {
+            let id = |e: Option<&Entry>| e.map_or_else(String::new, |e| e.id.clone());
+            (id(updates.first()), id(updates.last()))
+        });
+        if let Some((first, last)) = &traced {
+            trace!(target: LATENCY, first, last, "actor got");
+        }
         let mut rebuild = false;
         let mut prior = START.to_string();
         let mut relays = Vec::new();
@@ -235,6 +261,9 @@ impl DocActor {
             }
         }
         self.relay_entries(relays);
+        if let Some((first, last)) = &traced {
+            trace!(target: LATENCY, first, last, "relayed");
+        }
         if rebuild {
             if self.trimmed_past(&prior).await {
                 // Entries this node had not read were trimmed (it was
