@@ -25,12 +25,18 @@
 #   bench/compare.sh --only joinstorm --out target/bench-storm-1    the join storm: 200 clients join a
 #       20 MiB document within 1 s (2 MiB and 50 clients with --quick), weft and the reference
 #       (time to the last sync, peak RSS); also part of the full and the quick run
+#   bench/compare.sh --only c100k,manyloaded --out target/bench-scale-1    scale on one node: as many
+#       connections as the file limits allow (100,000 asked; 10 a document, 1% writing), and 10,000
+#       documents of a trace's size loaded at once, then weft restarted under two clients a document; the
+#       median of three such runs goes in with
+#       python3 bench/report.py --scale target/bench-scale-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md
 #   bench/compare.sh --only hocuspocus --out target/bench-hocus-1    weft's /hocuspocus beside
 #       @hocuspocus/server (fan-out, many documents, crash); the median of three such runs goes in with
 #       python3 bench/report.py --hocuspocus target/bench-hocus-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md --svg-dir docs/bench
 #
 # Environment: WEFT_TRACE (default tests/data/automerge-paper.json.gz),
-# SERVER_CORES (default 0), GEN_CORES (default 1), BENCH_NICE=0 to run at normal priority.
+# SERVER_CORES (default 0), GEN_CORES (default 1), BENCH_NICE=0 to run at normal priority,
+# BENCH_MANYLOADED_DOCS (default 10,000; 100 with --quick) for the many-loaded-documents scenario.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -49,7 +55,7 @@ while [ $# -gt 0 ]; do
         --weft-bin) WEFT_BIN="$2"; shift ;;
         --weft-bin=*) WEFT_BIN="${1#--weft-bin=}" ;;
         --store) STORE="$2"; shift ;;
-        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift

@@ -771,6 +771,8 @@ def main():
                     help="results.json files of --only cluster runs: their median goes into --merge-into's Cluster section")
     ap.add_argument("--webhooks", nargs="+", metavar="RESULTS",
                     help="results.json of --only webhooks: its rounds go into --merge-into's Webhook cost section")
+    ap.add_argument("--scale", nargs="+", metavar="RESULTS",
+                    help="results.json files of --only c100k,manyloaded runs: their median goes into --merge-into's Scale section")
     ap.add_argument("--merge-into", metavar="MD", help="with --hostile, --postgres, --hocuspocus or --cluster: the report to update; the rest of it is kept")
     args = ap.parse_args()
     if args.webhooks:
@@ -778,6 +780,12 @@ def main():
             ap.error("--webhooks needs --merge-into")
         import report_webhooks
         report_webhooks.webhooks_main(args)
+        return
+    if args.scale:
+        if not args.merge_into:
+            ap.error("--scale needs --merge-into")
+        import report_scale
+        report_scale.scale_main(args)
         return
     if args.cluster:
         if not args.merge_into:

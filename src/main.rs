@@ -168,6 +168,13 @@ fn raise_fd_limit() {
             limit.rlim_cur = limit.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
                 tracing::debug!(limit = limit.rlim_cur, "raised the open-file limit");
+            } else {
+                // server.rs logs the limit that stays, and what it allows.
+                tracing::warn!(
+                    hard = limit.rlim_max,
+                    error = %std::io::Error::last_os_error(),
+                    "could not raise the open-file limit to the hard limit"
+                );
             }
         }
     }

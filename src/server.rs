@@ -114,6 +114,11 @@ fn connection_cap(wanted: usize, open_file_limit: Option<u64>) -> usize {
 /// The soft limit on open files, which weft raised to the hard limit at
 /// start-up (main.rs).
 fn open_file_limit() -> Option<u64> {
+    open_file_limits().0
+}
+
+/// The soft and hard limits on open files (`None`: unlimited or unknown).
+fn open_file_limits() -> (Option<u64>, Option<u64>) {
     #[cfg(unix)]
     {
         let mut limit = libc::rlimit {
@@ -121,13 +126,35 @@ fn open_file_limit() -> Option<u64> {
             rlim_max: 0,
         };
         // SAFETY: getrlimit only writes the struct it is given.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 && limit.rlim_cur != libc::RLIM_INFINITY {
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
             // rlim_t is u64 here, not on every platform.
             #[allow(clippy::unnecessary_cast)]
-            return Some(limit.rlim_cur as u64);
+            let finite = |n: libc::rlim_t| (n != libc::RLIM_INFINITY).then_some(n as u64);
+            return (finite(limit.rlim_cur), finite(limit.rlim_max));
         }
     }
-    None
+    (None, None)
+}
+
+/// The start-up line that says how many connections weft can hold and what
+/// bounds it: an operator sizing a machine for 100,000 connections learns
+/// here, not at the 20,001st, that the hard limit (which only root raises)
+/// is 20,000.
+fn capacity_line(cap: usize, wanted: usize, (soft, hard): (Option<u64>, Option<u64>)) -> String {
+    let show = |n: Option<u64>| n.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    let bound = if wanted != 0 && cap == wanted {
+        "--max-connections".to_string()
+    } else {
+        format!(
+            "the open-file limit (raise the hard limit to hold more; {} kept for weft's own files and refusals)",
+            SPARE_FDS + REFUSAL_RESERVE
+        )
+    };
+    format!(
+        "open files: limit {} (hard {}); weft holds up to {cap} connections, bounded by {bound}",
+        show(soft),
+        show(hard)
+    )
 }
 
 /// Settings that cannot work together, refused with a reason.
@@ -246,8 +273,10 @@ pub async fn run(
     let webhook_settings = webhooks::settings(&config)?;
     let origins = OriginPolicy::new(&config.allowed_origins, &config.allowed_hosts, key.is_none())
         .map_err(|e| ServerError::Config(format!("--allowed-origin / --allowed-host: {e}")))?;
+    let cap = connection_cap(config.max_connections, open_file_limit());
+    info!("{}", capacity_line(cap, config.max_connections, open_file_limits()));
     let limits = Arc::new(Limits::new(
-        connection_cap(config.max_connections, open_file_limit()),
+        cap,
         config.max_connections_per_ip,
         config.trust_forwarded_for,
     ));
@@ -391,5 +420,16 @@ mod tests {
         assert_eq!(connection_cap(0, Some(4096)), 4096 - room);
         assert_eq!(connection_cap(500, None), 500);
         assert_eq!(connection_cap(500, Some(10)), 1, "always at least one");
+    }
+
+    #[test]
+    fn the_capacity_line_names_what_bounds_it() {
+        let line = capacity_line(19_808, 100_000, (Some(20_000), Some(20_000)));
+        assert!(line.contains("limit 20000 (hard 20000)"), "{line}");
+        assert!(line.contains("up to 19808 connections"), "{line}");
+        assert!(line.contains("bounded by the open-file limit"), "{line}");
+        let line = capacity_line(1000, 1000, (Some(20_000), None));
+        assert!(line.contains("hard unlimited"), "{line}");
+        assert!(line.contains("bounded by --max-connections"), "{line}");
     }
 }

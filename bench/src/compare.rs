@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::attack::Attack;
+use crate::c100k::{self, C100k};
 use crate::cluster::{self, ClusterPlan};
 use crate::conn::{Error, Target};
 use crate::hocus::{self, HocusPlan};
 use crate::hostile::{self, Hostile};
 use crate::joinstorm::{self, JoinStorm};
 use crate::load::{self, Durable, FanoutSearch, Idle, ManyDocs};
+use crate::manyloaded::{self, ManyLoaded};
 use crate::replay::{self, Trace};
 use crate::servers::{Kind, Server, Servers};
 use crate::stats::round3;
@@ -40,6 +42,8 @@ pub struct Plan {
     pub durable: Durable,
     pub hostile: Hostile,
     pub joinstorm: JoinStorm,
+    pub c100k: C100k,
+    pub manyloaded: ManyLoaded,
     pub hocus: HocusPlan,
     pub cluster: ClusterPlan,
 }
@@ -103,6 +107,24 @@ impl Plan {
                     spread: ms(1000),
                     timeout: Duration::from_secs(30),
                 },
+                c100k: C100k {
+                    connections: 2000,
+                    per_doc: 10,
+                    rate: 1000.0,
+                    in_flight: 256,
+                    headroom: 256,
+                    warmup: ms(1000),
+                    measure: ms(3000),
+                    settle: ms(300),
+                },
+                manyloaded: ManyLoaded {
+                    docs: 100,
+                    in_flight: 64,
+                    headroom: 256,
+                    settle: ms(300),
+                    restart: true,
+                    restart_timeout: Duration::from_secs(30),
+                },
                 hocus: HocusPlan::new(quick),
                 cluster: ClusterPlan::new(quick),
             }
@@ -161,6 +183,24 @@ impl Plan {
                     clients: 200,
                     spread: ms(1000),
                     timeout: Duration::from_secs(120),
+                },
+                c100k: C100k {
+                    connections: 100_000,
+                    per_doc: 10,
+                    rate: 2000.0,
+                    in_flight: 512,
+                    headroom: 256,
+                    warmup: ms(3000),
+                    measure: ms(20_000),
+                    settle: ms(1000),
+                },
+                manyloaded: ManyLoaded {
+                    docs: 10_000,
+                    in_flight: 128,
+                    headroom: 256,
+                    settle: ms(1000),
+                    restart: true,
+                    restart_timeout: Duration::from_secs(60),
                 },
                 hocus: HocusPlan::new(quick),
                 cluster: ClusterPlan::new(quick),
@@ -424,6 +464,17 @@ pub async fn run(
         // The null relay answers no step1: nothing to sync from it.
         let syncing: Vec<Kind> = kinds.iter().copied().filter(|k| *k != Kind::Relay).collect();
         results["scenarios"]["joinstorm"] = joinstorm::run(servers, &plan.joinstorm, trace_path, &syncing).await?;
+        save(&mut results)?;
+    }
+    if wanted("c100k") {
+        // The null relay answers no step1: nothing to sync from it.
+        let syncing: Vec<Kind> = kinds.iter().copied().filter(|k| *k != Kind::Relay).collect();
+        results["scenarios"]["c100k"] = c100k::run(servers, &plan.c100k, &syncing).await?;
+        save(&mut results)?;
+    }
+    if wanted("manyloaded") {
+        let syncing: Vec<Kind> = kinds.iter().copied().filter(|k| *k != Kind::Relay).collect();
+        results["scenarios"]["manyloaded"] = manyloaded::run(servers, &plan.manyloaded, trace_path, &syncing).await?;
         save(&mut results)?;
     }
     if wanted("hocuspocus") && servers.hocuspocus.is_some() {

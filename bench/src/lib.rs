@@ -19,10 +19,14 @@
 //! - [`servers`]: the three servers' processes: start, stop, kill, restart.
 //! - [`cluster`]: three weft nodes over Redis and PostgreSQL beside one,
 //!   the same clients spread over the nodes.
+//! - [`c100k`]: connections over documents at the machine's file limit,
+//!   1% writing; [`manyloaded`]: documents of a trace's size loaded at
+//!   once, and weft restarted under all their clients.
 //! - [`compare`]: every scenario on each server, one run, one JSON file.
 
 pub mod attack;
 pub mod bigdoc;
+pub mod c100k;
 pub mod client;
 pub mod cluster;
 pub mod compare;
@@ -31,6 +35,7 @@ pub mod hocus;
 pub mod hostile;
 pub mod joinstorm;
 pub mod load;
+pub mod manyloaded;
 pub mod relay;
 pub mod replay;
 pub mod servers;

@@ -176,7 +176,7 @@ enum Cmd {
         /// Small sizes and short durations, for CI.
         #[arg(long)]
         quick: bool,
-        /// Only these scenarios: fanout, manydocs, idle, replay, coldload, durable, hostile, joinstorm, hocuspocus, cluster.
+        /// Only these scenarios: fanout, manydocs, idle, replay, coldload, durable, hostile, joinstorm, c100k, manyloaded, hocuspocus, cluster.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// A PostgreSQL server (postgres://...): weft also runs on a fresh
@@ -402,6 +402,11 @@ async fn run(cmd: Cmd) -> Result<Option<Value>, Error> {
                 cluster,
             };
             let mut plan = Plan::new(quick);
+            // A smaller record on a shared machine: 10,000 documents of a
+            // trace's size are ~10 GiB in weft and more in the reference.
+            if let Some(n) = std::env::var("BENCH_MANYLOADED_DOCS").ok().and_then(|v| v.parse().ok()) {
+                plan.manyloaded.docs = n;
+            }
             if !attack_parts.is_empty() {
                 plan.hostile.attack.only(&attack_parts)?;
             }
