@@ -27,7 +27,7 @@ use std::ops::Range;
 use yrs::encoding::read::{Cursor, Read};
 use yrs::Any;
 
-use crate::validate::{block, content, Reader, Result, Shape, HAS_ORIGIN, HAS_PARENT_SUB, HAS_RIGHT_ORIGIN, MAX_DEPTH};
+use crate::validate::{block, content, item_header, Reader, Result, Shape, MAX_DEPTH};
 
 /// lib0's type tag of an Any object.
 const ANY_MAP: u8 = 118;
@@ -146,22 +146,7 @@ fn values(buf: &[u8], mut each: impl FnMut((u64, u64), Kind, Range<usize>)) -> R
                 clock = clock.saturating_add(len);
                 continue;
             }
-            if info & HAS_ORIGIN != 0 {
-                r.id()?;
-            }
-            if info & HAS_RIGHT_ORIGIN != 0 {
-                r.id()?;
-            }
-            if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
-                if r.var()? == 1 {
-                    r.bytes()?;
-                } else {
-                    r.id()?;
-                }
-                if info & HAS_PARENT_SUB != 0 {
-                    r.bytes()?;
-                }
-            }
+            item_header(&mut r, info)?;
             match kind {
                 content::ANY => {
                     let n = r.count(1)?;

@@ -298,8 +298,9 @@ pub(crate) fn block(r: &mut Reader<'_>, shape: &mut Shape) -> Result<(u64, bool)
     Ok((item(r, info, shape)?, false))
 }
 
-fn item(r: &mut Reader<'_>, info: u8, shape: &mut Shape) -> Result<u64> {
-    let kind = info & 0b1_1111;
+/// Skips an item's header: its origins or, without them, its parent and
+/// parent sub. Shared with `originals`, which walks the same blocks.
+pub(crate) fn item_header(r: &mut Reader<'_>, info: u8) -> Result<()> {
     if info & HAS_ORIGIN != 0 {
         r.id()?;
     }
@@ -316,6 +317,12 @@ fn item(r: &mut Reader<'_>, info: u8, shape: &mut Shape) -> Result<u64> {
             r.bytes()?;
         }
     }
+    Ok(())
+}
+
+fn item(r: &mut Reader<'_>, info: u8, shape: &mut Shape) -> Result<u64> {
+    let kind = info & 0b1_1111;
+    item_header(r, info)?;
     match kind {
         content::DELETED => r.var(),
         content::JSON => invalid("legacy JSON content (Yjs 12 and older) is not accepted"),
