@@ -338,7 +338,11 @@ pub async fn run(
             let server = servers.start(Kind::Weft, "many-weft-postgres", &["--db", &url], None)?;
             let target = server.target().await?;
             let result = load::many_docs(&target.with_sources(2), Some(server.pid), &plan.many).await;
+            // Its commit-time and relay-time histograms say whether the
+            // latency is PostgreSQL's commits or weft's own queueing.
+            let metrics = weft_metrics_all(&server.base).await;
             let mut row = stopped(server, Kind::Weft, result)?;
+            row["weft_metrics"] = metrics;
             eprintln!(
                 "  p50 {} ms p99 {} ms max {} ms, server CPU {}",
                 row["latency"]["p50_ms"], row["latency"]["p99_ms"], row["latency"]["max_ms"], row["server_cpu"]

@@ -76,12 +76,39 @@ const hasCopy = (page, doc) => page.evaluate(async (name) =>
 const sameBrowserTab = async (page, url) => {
   const tab = await page.context().newPage()
   tab.problems = []
+  /** Everything the tab said and asked, for the message of a failed wait (see `explained`). */
+  tab.trail = []
   tab.on('console', (msg) => {
+    tab.trail.push(`console.${msg.type()}: ${msg.text()}`)
     if (msg.type() === 'error' || msg.type() === 'warning') tab.problems.push(`console.${msg.type()}: ${msg.text()}`)
   })
+  tab.on('request', (r) => tab.trail.push(`${r.method()} ${new URL(r.url()).pathname}${new URL(r.url()).search}`))
+  tab.on('response', (r) => tab.trail.push(`→ ${r.status()} ${new URL(r.url()).pathname}`))
+  tab.on('framenavigated', (f) => { if (f === tab.mainFrame()) tab.trail.push(`navigated ${f.url()}`) })
   tab.on('pageerror', (err) => tab.problems.push(`uncaught: ${err.message}`))
   await tab.goto(url)
   return tab
+}
+
+/**
+ * Runs `wait`; when it fails, fails with what the tab showed, said and
+ * asked, its copy's mark and what the server has, so that a failure seen
+ * once (CI) says where the page went another way.
+ */
+const explained = async (tab, server, doc, wait) => {
+  try {
+    await wait()
+  } catch (e) {
+    const shown = await tab.evaluate(() => ({
+      notice: document.getElementById('notice')?.textContent,
+      status: document.getElementById('status-text')?.textContent
+    })).catch((err) => `unreadable: ${err.message}`)
+    const mark = await localMark(tab, doc, 'created').catch((err) => `unreadable: ${err.message}`)
+    const onServer = await server.api('GET', `/api/docs/${encodeURIComponent(doc)}`).then((r) => `${r.status} ${r.text}`, (err) => err.message)
+    e.message += `\n  page: ${tab.url()} ${JSON.stringify(shown)}\n  its copy's created mark: ${JSON.stringify(mark)}` +
+      `\n  the server: ${onServer}\n  the tab's trail:\n    ${tab.trail.join('\n    ')}\n  weft's log (tail):\n${server.log().slice(-3000)}`
+    throw e
+  }
 }
 
 // While weft is down, Chromium reports the failed attempts itself (sockets,
@@ -183,7 +210,7 @@ test('a copy kept of a document deleted while the page was away is dropped, not 
 
     const again = await sameBrowserTab(ada, docUrl(server, doc))
     pages.push(again)
-    await again.locator('#notice', { hasText: 'was dropped' }).waitFor({ timeout: DEADLINE })
+    await explained(again, server, doc, () => again.locator('#notice', { hasText: 'was dropped' }).waitFor({ timeout: DEADLINE }))
     await waitForState(again, 'synced')
     await waitForExactText(again, '')
     await nothingBack(server, doc, 'Written before')
