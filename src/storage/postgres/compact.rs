@@ -34,6 +34,8 @@ impl PostgresStore {
                 known: HashSet::new(),
                 now: now_ms(),
                 written: Written::default(),
+                sizes: Default::default(),
+                flush: false,
             };
             match tx.compact(doc, &snapshot).await {
                 Ok(()) => {

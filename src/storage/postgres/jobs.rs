@@ -2,10 +2,13 @@
 //! (see [`super::writer`]): compaction, deletion, versions, revocations.
 //! They are rare next to appends, so they run one statement after another.
 
+use std::collections::{BTreeMap, HashSet};
+
 use super::read::{version_row, VERSION_COLUMNS};
 use super::writer::{Failed, Tx};
 use crate::event::NewEvent;
 use crate::name::DocName;
+use crate::storage::job::Job;
 use crate::storage::outbox;
 use crate::storage::{Reported, Snapshot, VersionKind, VersionMeta};
 
@@ -51,48 +54,99 @@ impl Tx<'_> {
 
     /// Writes events to the outbox, under [`EVENTS_LOCK`].
     pub(super) async fn events(&mut self, events: &[NewEvent]) -> Result<(), Failed> {
+        self.insert_events(&events.iter().collect::<Vec<_>>()).await
+    }
+
+    /// Writes events to the outbox in one statement, pipelined behind the
+    /// lock: their seqs follow their order here. One `INSERT` a row, with
+    /// the lock's round trip before it, cost ~0.1 ms an event on loopback,
+    /// which the writer paid in a row while every append waited.
+    pub(super) async fn insert_events(&mut self, events: &[&NewEvent]) -> Result<(), Failed> {
         if events.is_empty() {
             return Ok(());
         }
-        let lock = self.conn.prepare_cached("SELECT pg_advisory_xact_lock($1)").await?;
-        self.conn.execute(&lock, &[&EVENTS_LOCK]).await?;
-        let insert = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO events (id, type, document, created_at, body) VALUES ($1, $2, $3, $4, $5) RETURNING seq",
-            )
-            .await?;
-        for event in events {
-            let rendered = event.render(self.now);
-            let row = self
-                .conn
-                .query_one(
-                    &insert,
-                    &[
-                        &rendered.id,
-                        &event.kind.as_str(),
-                        &event.document,
-                        &self.now,
-                        &rendered.body,
-                    ],
-                )
-                .await?;
+        let rendered: Vec<_> = events.iter().map(|e| e.render(self.now)).collect();
+        let ids: Vec<&str> = rendered.iter().map(|r| r.id.as_str()).collect();
+        let bodies: Vec<&str> = rendered.iter().map(|r| r.body.as_str()).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        let documents: Vec<Option<&str>> = events.iter().map(|e| e.document.as_deref()).collect();
+        let conn = self.conn;
+        let (lock, insert) = tokio::try_join!(
+            conn.prepare_cached("SELECT pg_advisory_xact_lock($1)"),
+            conn.prepare_cached(
+                "INSERT INTO events (id, type, document, created_at, body)
+                 SELECT v.id, v.type, v.document, $5, v.body
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
+                      AS v(id, type, document, body, n)
+                 ORDER BY v.n
+                 RETURNING seq",
+            ),
+        )?;
+        let now = self.now;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&ids, &kinds, &documents, &bodies, &now];
+        let (_, rows) = tokio::try_join!(conn.execute(&lock, &[&EVENTS_LOCK]), conn.query(&insert, &params))?;
+        if rows.len() != events.len() {
+            return Err(Failed::Job(crate::storage::StoreError::Commit(format!(
+                "{} events stored of {}",
+                rows.len(),
+                events.len()
+            ))));
+        }
+        for (row, event) in rows.iter().zip(events) {
             self.written.wrote(row.get(0), event.kind);
         }
         Ok(())
     }
 
-    pub(super) async fn emit(&mut self, events: &[NewEvent], reported: &Option<Reported>) -> Result<(), Failed> {
-        if let Some(Reported { doc, upto_seq }) = reported {
-            let stmt = self
-                .conn
-                .prepare_cached("UPDATE documents SET reported_seq = GREATEST(reported_seq, $2) WHERE name = $1")
-                .await?;
-            if self.conn.execute(&stmt, &[&doc.as_str(), &(*upto_seq as i64)]).await? == 0 {
-                return Ok(()); // deleted meanwhile: nothing to report
+    /// A run of `Emit` jobs: their documents' `reported_seq` in one
+    /// `UPDATE`, then the events of those still there in one `INSERT`.
+    /// Debounced `document.updated` events of documents edited together
+    /// come due together; one by one, a thousand of them were ~3,000 round
+    /// trips in a row, and every append waited behind them (p99 of the
+    /// many-documents benchmark 143 ms, 4.6 ms without them).
+    pub(super) async fn emits(&mut self, jobs: &[Job]) -> Result<(), Failed> {
+        // The highest seq per document: an `UPDATE ... FROM` meeting a row
+        // twice applies one of the two, either.
+        let mut upto: BTreeMap<&str, i64> = BTreeMap::new();
+        for job in jobs {
+            if let Job::Emit {
+                reported: Some(Reported { doc, upto_seq }),
+                ..
+            } = job
+            {
+                let seq = upto.entry(doc.as_str()).or_default();
+                *seq = (*seq).max(*upto_seq as i64);
             }
         }
-        self.events(events).await
+        let present: HashSet<String> = if upto.is_empty() {
+            HashSet::new()
+        } else {
+            let (names, seqs): (Vec<&str>, Vec<i64>) = upto.into_iter().unzip();
+            let stmt = self
+                .conn
+                .prepare_cached(
+                    "UPDATE documents d SET reported_seq = GREATEST(d.reported_seq, v.upto)
+                     FROM unnest($1::text[], $2::int8[]) AS v(name, upto) WHERE d.name = v.name
+                     RETURNING d.name",
+                )
+                .await?;
+            let rows = self.conn.query(&stmt, &[&names, &seqs]).await?;
+            rows.iter().map(|r| r.get(0)).collect()
+        };
+        let events: Vec<&NewEvent> = jobs
+            .iter()
+            .filter_map(|job| match job {
+                // A document deleted meanwhile: nothing to report.
+                Job::Emit { events, reported, .. }
+                    if reported.as_ref().is_none_or(|r| present.contains(r.doc.as_str())) =>
+                {
+                    Some(events)
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        self.insert_events(&events).await
     }
 
     pub(super) async fn prune_events(&mut self, upto_seq: i64, before_ms: i64) -> Result<usize, Failed> {
