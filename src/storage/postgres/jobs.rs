@@ -138,7 +138,7 @@ impl Tx<'_> {
             .filter_map(|job| match job {
                 // A document deleted meanwhile: nothing to report.
                 Job::Emit { events, reported, .. }
-                    if reported.as_ref().is_none_or(|r| present.contains(r.doc.as_str())) =>
+                    if reported.as_ref().map_or(true, |r| present.contains(r.doc.as_str())) =>
                 {
                     Some(events)
                 }
