@@ -53,12 +53,19 @@ export const keepLocally = (docName, ydoc) => {
     seenOnServer: (created) => {
       if (!cleared && typeof created === 'string') store.set('created', created).catch(() => {})
     },
-    /** The server has everything `ydoc` has (written a moment later, once for a burst). */
-    sent: () => {
+    /**
+     * The server has everything `ydoc` has: written a moment later, once for
+     * a burst, if `connected()` still says so then. The snapshot is taken
+     * then, so without that check an edit made offline within the moment
+     * (the connection lost just after typing) was marked sent, and a reload
+     * no longer counted it as unsent.
+     * @param {() => boolean} connected
+     */
+    sent: (connected) => {
       if (cleared || sentTimer !== null) return
       sentTimer = setTimeout(() => {
         sentTimer = null
-        if (!cleared) store.set('sent', snapshot()).catch(() => {})
+        if (!cleared && connected()) store.set('sent', snapshot()).catch(() => {})
       }, 200)
     },
     /** Whether the copy holds changes the server was not known to have. */

@@ -279,8 +279,9 @@ const isSynced = () => status.state() === 'synced'
 docs = mountDocs(api, docName, token, isSynced, (entry) => local?.seenOnServer(entry.created))
 // What the server has: everything, once synced and while connected (an
 // update made then is sent at once).
-provider.on('sync', (synced) => { if (synced) local?.sent() })
-ydoc.on('update', () => { if (provider.wsconnected && provider.synced) local?.sent() })
+const connected = () => provider.wsconnected && provider.synced
+provider.on('sync', (synced) => { if (synced) local?.sent(connected) })
+ydoc.on('update', () => { if (connected()) local?.sent(connected) })
 local?.loaded.then(() => local.unsent()).then((unsent) => { if (unsent) status.carry() })
 ydoc.on('update', () => docs?.refreshSoon())
 provider.awareness.on('change', ({ added, removed }) => {

@@ -8,8 +8,8 @@
 // new weft binary (a new demo) brings a new worker, which drops the old
 // cache once it takes over.
 
-const CACHE = 'weft-demo-63ef4689'
-const ASSETS = ["/assets/app-2ER2TUKU.css","/assets/app-IJ6PCQXB.js","/assets/favicon-063a9b12.svg","/assets/licenses-5c549889.txt"]
+const CACHE = 'weft-demo-b770989c'
+const ASSETS = ["/assets/app-2ER2TUKU.css","/assets/app-YAKXOVZE.js","/assets/favicon-063a9b12.svg","/assets/licenses-5c549889.txt"]
 
 self.addEventListener('install', (event) => {
   event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(['/', ...ASSETS])).then(() => self.skipWaiting()))
