@@ -319,7 +319,12 @@ test('offline: a page keeps editing without its connection and merges when it is
     // Each sees the other again at once, not after an awareness renewal.
     await seesPromptly(grace, 'Ada')
     await seesPromptly(ada, 'Grace')
-    assertNoProblems([ada, grace])
+    // A request already under way (the list's refresh, the feed) when the
+    // network is cut is reported once by Chromium (seen once in a full run);
+    // the page asks nothing more while offline: no second one.
+    const cut = /Failed to load resource: net::ERR_INTERNET_DISCONNECTED/
+    assert.ok(ada.problems.filter((line) => cut.test(line)).length <= 1, ada.problems.join('\n'))
+    assertNoProblems([ada, grace], [cut])
   } finally {
     await closeAll([ada, grace])
   }
