@@ -6,9 +6,9 @@
 //! tokio-postgres pipelines them: one round trip per batch, whatever its
 //! size.
 //!
-//! A document's `size_bytes` and `updated_at` are added to its row at most
-//! [`SIZES_EVERY`] late, for every document written meanwhile in one
-//! `UPDATE` (see [`Writer::sizes`]).
+//! A document's `size_bytes` and `updated_at` are added to its row about
+//! [`SIZES_EVERY`] late, in one `UPDATE` over arrays riding with a commit,
+//! [`SIZES_PER_COMMIT`] documents at a time (see [`Writer::sizes`]).
 //!
 //! A job that fails (a database error: a sequence number stored twice, a
 //! lock held too long) fails its batch, which then runs again job by job,
@@ -43,7 +43,7 @@ const MAX_BATCH: usize = 2048;
 /// the many-documents benchmark (a third of PostgreSQL's time, a new row
 /// version per document per commit). Only `GET /api/docs` reads them; the
 /// storage quota counts in the document's actor.
-pub(super) const SIZES_EVERY: Duration = Duration::from_secs(1);
+const SIZES_EVERY: Duration = Duration::from_secs(1);
 
 /// Most documents' sizes added in one transaction: adding them is ~9 µs a
 /// row, and every append waits behind it; the rest go with the commits
@@ -440,7 +440,7 @@ impl Tx<'_> {
     /// Whether `batch` is only appends of documents known to have a row,
     /// without events: the common case, one round trip. Appends that write
     /// events (a new document's `document.created`, a restore's) are rare.
-    pub(super) fn plain_appends(batch: &[Job], known: &HashSet<DocName>) -> bool {
+    fn plain_appends(batch: &[Job], known: &HashSet<DocName>) -> bool {
         batch
             .iter()
             .all(|j| matches!(j, Job::Append { doc, events, .. } if events.is_empty() && known.contains(doc)))
@@ -685,6 +685,29 @@ mod tests {
         pool
     }
 
+    /// A writer on `pool` with a 5 s timeout, as the store opens one.
+    fn test_writer(pool: &Pool) -> Writer {
+        Writer::new(
+            pool.clone(),
+            Arc::new(Health::default()),
+            Arc::new(Metrics::default()),
+            Duration::from_secs(5),
+            Arc::new(watch::channel(0).0),
+        )
+    }
+
+    /// An append of one update (`data`) to `doc` at `seq`, and its answer.
+    fn append_job(doc: &str, seq: u64, data: Bytes) -> (Job, oneshot::Receiver<Result<(), StoreError>>) {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Append {
+            doc: DocName::parse(doc).unwrap(),
+            entries: vec![LogEntry { seq, data }],
+            events: Vec::new(),
+            reply,
+        };
+        (job, rx)
+    }
+
     /// A job that fails (here: a sequence number stored already) fails
     /// alone; the batch's other jobs are committed.
     #[tokio::test]
@@ -694,31 +717,8 @@ mod tests {
         };
         let name = format!("weft_unit_batch_{}", std::process::id());
         let pool = fresh_pool(&server, &name).await;
-        let mut writer = Writer::new(
-            pool.clone(),
-            Arc::new(Health::default()),
-            Arc::new(Metrics::default()),
-            Duration::from_secs(5),
-            Arc::new(watch::channel(0).0),
-        );
-        let append = |doc: &str, seq: u64| {
-            let (reply, rx) = oneshot::channel();
-            let entries = vec![LogEntry {
-                seq,
-                data: Bytes::from_static(b"x"),
-            }];
-            let doc = DocName::parse(doc).unwrap();
-            let events = Vec::new();
-            (
-                Job::Append {
-                    doc,
-                    entries,
-                    events,
-                    reply,
-                },
-                rx,
-            )
-        };
+        let mut writer = test_writer(&pool);
+        let append = |doc: &str, seq: u64| append_job(doc, seq, Bytes::from_static(b"x"));
         let (first, _) = append("a", 1);
         writer.commit(vec![first]).await;
         let (ok_before, rx1) = append("b", 1);
@@ -756,32 +756,10 @@ mod tests {
         };
         let name = format!("weft_unit_sizes_{}", std::process::id());
         let pool = fresh_pool(&server, &name).await;
-        let mut writer = Writer::new(
-            pool.clone(),
-            Arc::new(Health::default()),
-            Arc::new(Metrics::default()),
-            Duration::from_secs(5),
-            Arc::new(watch::channel(0).0),
-        );
+        let mut writer = test_writer(&pool);
         writer.sizes_every = Duration::from_secs(3600);
         let doc = DocName::parse("sized").unwrap();
-        let append = |seq: u64| {
-            let (reply, rx) = oneshot::channel();
-            let entries = vec![LogEntry {
-                seq,
-                data: Bytes::from(vec![7u8; 100]),
-            }];
-            let (doc, events) = (doc.clone(), Vec::new());
-            (
-                Job::Append {
-                    doc,
-                    entries,
-                    events,
-                    reply,
-                },
-                rx,
-            )
-        };
+        let append = |seq: u64| append_job("sized", seq, Bytes::from(vec![7u8; 100]));
         let conn = pool.get().await.unwrap();
         let sql = "SELECT d.size_bytes, (SELECT SUM(octet_length(data)) FROM updates WHERE doc_id = d.id)::int8
                    FROM documents d WHERE name = 'sized'";

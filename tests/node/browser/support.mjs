@@ -15,16 +15,25 @@ export { REPO, startWeft, waitFor, tokenClaims, within } from '../weft.mjs'
 // Seen 3 times in ~100 runs of browser/offline.test.mjs, Chromium gone by
 // then. process.exit() from 'exit' ends the process there, before that
 // teardown, with the same code; everything has been written by then (a
-// pipe's writes are synchronous on Linux).
-process.once('exit', (code) => process.exit(code))
+// pipe's writes are synchronous on Linux). Registered after the launch, so
+// that playwright's own 'exit' handler (which kills a browser left open)
+// runs first: listeners run in the order they were added.
+let exitEarly = false
 
-export const launchBrowser = () => chromium.launch({
-  executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run'
-  ]
-})
+export const launchBrowser = async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run'
+    ]
+  })
+  if (!exitEarly) {
+    exitEarly = true
+    process.once('exit', (code) => process.exit(code))
+  }
+  return browser
+}
 
 /**
  * A page in its own browser context (its own localStorage, and no
