@@ -22,6 +22,10 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
 /// default burst: see `Config::rate_limit`.
 pub const DEFAULT_PEER_QUEUE: usize = 2048;
 pub const DEFAULT_UNLOAD_AFTER_MS: u64 = 10_000;
+/// Loads in flight before clients asking for one more document get 503:
+/// far more than a healthy store has in flight (loads take milliseconds),
+/// so only a herd of reconnects reaches it. See `doc/loading.rs`.
+pub const DEFAULT_MAX_LOADING_DOCS: usize = 1_000;
 /// A minute: far longer than a healthy node is behind its streams (one
 /// blocking read of 1 s, reconnects backing off to 2 s, commands giving up
 /// after 5 s), so only a node stalled for most of a minute finds entries
@@ -299,6 +303,13 @@ pub struct Config {
     /// How long a document without peers stays in memory, in milliseconds.
     #[arg(long, env = "WEFT_UNLOAD_AFTER_MS", default_value_t = DEFAULT_UNLOAD_AFTER_MS)]
     pub unload_after_ms: u64,
+
+    /// Documents loading from the store at once before a client asking for
+    /// one more is refused with 503 and `Retry-After` (a herd of reconnects
+    /// after a restart); documents already loaded are always served. 0 = no
+    /// bound.
+    #[arg(long, env = "WEFT_MAX_LOADING_DOCS", default_value_t = DEFAULT_MAX_LOADING_DOCS)]
+    pub max_loading_docs: usize,
 
     /// Awareness states (presence, cursors) not renewed for this long are
     /// removed, in milliseconds. Clients renew every 15 s.

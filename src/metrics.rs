@@ -80,6 +80,10 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
     pub docs_loaded: AtomicU64,
     pub docs_loaded_total: AtomicU64,
+    /// Loads in flight (`doc/loading.rs`).
+    pub docs_loading: AtomicU64,
+    /// Requests refused because too many documents were loading.
+    pub loads_shed: AtomicU64,
     pub docs_unloaded_total: AtomicU64,
     pub updates_applied: AtomicU64,
     pub update_bytes: AtomicU64,
@@ -211,7 +215,7 @@ fn load(value: &AtomicU64) -> u64 {
 }
 
 /// The plain series: name as exposed, help, value.
-const PLAIN: [(&str, &str, Value); 23] = [
+const PLAIN: [(&str, &str, Value); 25] = [
     (
         "weft_connections_open",
         "WebSocket connections now open.",
@@ -231,6 +235,16 @@ const PLAIN: [(&str, &str, Value); 23] = [
         "weft_documents_loaded_total",
         "Document loads from storage.",
         Value::Counter(|m| load(&m.docs_loaded_total)),
+    ),
+    (
+        "weft_documents_loading",
+        "Documents being loaded from the store now.",
+        Value::Gauge(|m| load(&m.docs_loading)),
+    ),
+    (
+        "weft_loads_shed_total",
+        "Requests refused (503) because --max-loading-docs documents were loading.",
+        Value::Counter(|m| load(&m.loads_shed)),
     ),
     (
         "weft_documents_unloaded_total",
@@ -447,6 +461,8 @@ mod tests {
                 "weft_connections_total counter",
                 "weft_documents_loaded gauge",
                 "weft_documents_loaded_total counter",
+                "weft_documents_loading gauge",
+                "weft_loads_shed_total counter",
                 "weft_documents_unloaded_total counter",
                 "weft_updates_applied_total counter",
                 "weft_update_bytes_total counter",

@@ -228,6 +228,7 @@ fn doc_config(config: &Config) -> DocConfig {
         trim_grace: Duration::from_millis(config.trim_grace_ms),
         max_doc_size: config.max_doc_size,
         max_doc_types: config.max_doc_types.max(1),
+        max_loading: config.max_loading_docs,
         events: EventPolicy {
             debounce: Duration::from_millis(config.webhook_debounce_ms),
             max_wait: Duration::from_millis(config.webhook_max_wait_ms),

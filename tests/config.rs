@@ -105,6 +105,13 @@ const SETTINGS: &[Setting] = &[
         "4321",
     ),
     row(
+        "--max-loading-docs",
+        "17",
+        "WEFT_MAX_LOADING_DOCS",
+        "max_loading_docs",
+        "17",
+    ),
+    row(
         "--awareness-timeout-ms",
         "5432",
         "WEFT_AWARENESS_TIMEOUT_MS",

@@ -4,7 +4,7 @@
 mod common;
 
 use common::tokens::{token_server, KEY};
-use common::{enc, http, Server};
+use common::{enc, http, upgrade_headers, Server};
 use weft::auth::Perm;
 
 /// A JSON body is read whatever its media type, and a field weft does not
@@ -97,15 +97,6 @@ async fn a_browser_opening_a_document_path_is_sent_to_the_demo() {
 
     let curl = http(&server.addr, "GET", "/notes/today", &[("Accept", "*/*")], None).await;
     assert_eq!(curl.status, 426, "{}", curl.text());
-}
-
-fn upgrade_headers() -> [(&'static str, &'static str); 4] {
-    [
-        ("Connection", "Upgrade"),
-        ("Upgrade", "websocket"),
-        ("Sec-WebSocket-Version", "13"),
-        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ]
 }
 
 /// A WebSocket pointed at a path weft keeps for itself is refused with a

@@ -42,6 +42,7 @@ use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact};
 use super::answers::Answers;
 use super::handle::{Command, Mailbox, Reply};
 use super::lifecycle::{self, Deregister, Lifecycle};
+use super::loading::Loading;
 use super::log::Log;
 use super::peers::Peers;
 use super::presence::Presence;
@@ -173,10 +174,13 @@ pub(super) struct DocActor {
 /// wait in the mailbox while it loads; when it cannot be loaded, each is
 /// answered with the reason and the actor leaves the registry, so the next
 /// request tries again.
-pub(super) async fn run(name: DocName, mailbox: Mailbox, shared: Shared, deregister: Deregister) {
+pub(super) async fn run(name: DocName, mailbox: Mailbox, shared: Shared, deregister: Deregister, loading: Loading) {
     let Mailbox { mut rx, peers } = mailbox;
     let started = std::time::Instant::now();
-    let loaded = match cluster::load(&name, &shared).await {
+    let loaded = cluster::load(&name, &shared).await;
+    // Its place among the loads in flight is free, loaded or not.
+    drop(loading);
+    let loaded = match loaded {
         Ok(loaded) => loaded,
         Err(reason) => {
             error!(error = %reason, "document could not be loaded");

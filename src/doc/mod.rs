@@ -7,7 +7,8 @@
 //! through their bounded outbound queues ([`PeerLink`]) and never waits on
 //! one.
 //!
-//! - `registry`: name → actor; spawns and supervises actors.
+//! - `registry`: name → actor; spawns and supervises actors, with
+//!   `loading` counting the loads in flight and shedding past their bound.
 //! - `handle`: the actor's API, [`DocHandle`] and its commands.
 //! - `actor`: the actor's loop (load, run, process, flush, unload), with
 //!   what it does for peers (`actor/sync.rs`) and for history
@@ -29,6 +30,7 @@ mod answers;
 pub mod content;
 mod handle;
 mod lifecycle;
+mod loading;
 mod log;
 mod outbox;
 mod params;
@@ -72,6 +74,10 @@ pub enum DocError {
     Storage(String),
     #[error("server is shutting down")]
     ShuttingDown,
+    /// Too many documents are loading at once (`--max-loading-docs`); the
+    /// client should try again after `retry_after`.
+    #[error("{loading} documents are loading already; try again in a moment")]
+    Busy { loading: usize, retry_after: Duration },
     #[error("no version {0}")]
     NoVersion(i64),
     #[error("restore failed: {0}")]
@@ -130,6 +136,9 @@ pub struct DocConfig {
     pub trim_grace: Duration,
     /// Events: how `document.updated` is paced, whether peers are events.
     pub events: EventPolicy,
+    /// Documents loading at once before clients asking for one more are
+    /// refused (503, `DocError::Busy`); 0 = no bound. See `loading`.
+    pub max_loading: usize,
 }
 
 impl Default for DocConfig {
@@ -138,7 +147,8 @@ impl Default for DocConfig {
         use crate::config::{
             DEFAULT_AWARENESS_TIMEOUT_MS, DEFAULT_COMPACT_BYTES, DEFAULT_COMPACT_UPDATES,
             DEFAULT_MAX_AWARENESS_CLIENTS, DEFAULT_MAX_AWARENESS_STATE, DEFAULT_MAX_DOC_SIZE, DEFAULT_MAX_DOC_TYPES,
-            DEFAULT_PEER_QUEUE, DEFAULT_PEER_QUEUE_BYTES, DEFAULT_TRIM_GRACE_MS, DEFAULT_UNLOAD_AFTER_MS,
+            DEFAULT_MAX_LOADING_DOCS, DEFAULT_PEER_QUEUE, DEFAULT_PEER_QUEUE_BYTES, DEFAULT_TRIM_GRACE_MS,
+            DEFAULT_UNLOAD_AFTER_MS,
         };
         Self {
             peer_queue: DEFAULT_PEER_QUEUE,
@@ -154,6 +164,7 @@ impl Default for DocConfig {
             versions: VersionPolicy::default(),
             trim_grace: Duration::from_millis(DEFAULT_TRIM_GRACE_MS),
             events: EventPolicy::default(),
+            max_loading: DEFAULT_MAX_LOADING_DOCS,
         }
     }
 }

@@ -11,6 +11,10 @@
 //! just before it left the map; it then answers `DocError::Unloaded`, and
 //! [`Registry::with_doc`] simply asks again, which spawns a fresh actor that
 //! loads what the old one stored.
+//!
+//! A client's request for a document that is not loaded may be refused
+//! with `DocError::Busy` while too many loads are in flight
+//! ([`Registry::with_doc_or_shed`], see `loading`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +28,7 @@ use tracing::{error, Instrument};
 
 use super::actor::{self, Shared};
 use super::handle::{self, DocHandle};
+use super::loading::{Loading, Loads, Shed};
 use super::{DocConfig, DocError, DocMeta, DocName, VersionMeta};
 use crate::broker::Broker;
 use crate::events::PeerCounts;
@@ -42,6 +47,7 @@ struct Inner {
     docs: Mutex<HashMap<DocName, Slot>>,
     next_generation: AtomicU64,
     shutting_down: AtomicBool,
+    loads: Arc<Loads>,
 }
 
 impl Inner {
@@ -76,6 +82,7 @@ impl Registry {
                 docs: Mutex::new(HashMap::new()),
                 next_generation: AtomicU64::new(1),
                 shutting_down: AtomicBool::new(false),
+                loads: Loads::new(config.max_loading, metrics.clone()),
             }),
             shared: Shared {
                 store,
@@ -151,6 +158,12 @@ impl Registry {
 
     /// The actor of `name`, spawned (and loading) if there was none.
     pub fn handle(&self, name: &DocName) -> Result<DocHandle, DocError> {
+        self.handle_or_shed(name, Shed::Never)
+    }
+
+    /// The actor of `name`; spawning one is refused with `Busy` when
+    /// `shed` allows it and too many are loading.
+    fn handle_or_shed(&self, name: &DocName, shed: Shed) -> Result<DocHandle, DocError> {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(DocError::ShuttingDown);
         }
@@ -158,8 +171,9 @@ impl Registry {
         if let Some(slot) = docs.get(name) {
             return Ok(slot.handle.clone());
         }
+        let loading = self.inner.loads.start(shed)?;
         let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
-        let handle = self.spawn(name, generation);
+        let handle = self.spawn(name, generation, loading);
         docs.insert(
             name.clone(),
             Slot {
@@ -171,12 +185,12 @@ impl Registry {
     }
 
     /// Starts the actor of `name` in a span of its own, and supervises it.
-    fn spawn(&self, name: &DocName, generation: u64) -> DocHandle {
+    fn spawn(&self, name: &DocName, generation: u64, loading: Loading) -> DocHandle {
         let (handle, mailbox) = handle::mailbox(self.live.clone().map(|live| (name.clone(), live)));
         let inner = self.inner.clone();
         let leaving = name.clone();
         let deregister = Box::new(move || inner.remove(&leaving, generation));
-        let actor = actor::run(name.clone(), mailbox, self.shared.clone(), deregister);
+        let actor = actor::run(name.clone(), mailbox, self.shared.clone(), deregister, loading);
         let (inner, name, metrics) = (self.inner.clone(), name.clone(), self.shared.metrics.clone());
         let span = tracing::info_span!("doc", doc = %name);
         tokio::spawn(
@@ -220,8 +234,28 @@ impl Registry {
     }
 
     /// Runs `f` against the document's actor, retrying on a fresh actor when
-    /// the one it reached was unloading.
+    /// the one it reached was unloading. Loads the document whatever else
+    /// is loading: for weft's own work and sessions already admitted.
     pub async fn with_doc<T, F, Fut>(&self, name: &DocName, f: F) -> Result<T, DocError>
+    where
+        F: Fn(DocHandle) -> Fut,
+        Fut: Future<Output = Result<T, DocError>>,
+    {
+        self.with_doc_as(name, Shed::Never, f).await
+    }
+
+    /// [`Registry::with_doc`] for a client's request: refused with
+    /// `DocError::Busy` (503) instead of loading one more document while
+    /// `--max-loading-docs` are loading.
+    pub async fn with_doc_or_shed<T, F, Fut>(&self, name: &DocName, f: F) -> Result<T, DocError>
+    where
+        F: Fn(DocHandle) -> Fut,
+        Fut: Future<Output = Result<T, DocError>>,
+    {
+        self.with_doc_as(name, Shed::Allowed, f).await
+    }
+
+    async fn with_doc_as<T, F, Fut>(&self, name: &DocName, shed: Shed, f: F) -> Result<T, DocError>
     where
         F: Fn(DocHandle) -> Fut,
         Fut: Future<Output = Result<T, DocError>>,
@@ -229,7 +263,7 @@ impl Registry {
         // An actor answers Unloaded while it leaves; the next one is fresh.
         // Bounded, so that an actor that keeps dying cannot spin a caller.
         for attempt in 0..RETRIES {
-            match f(self.handle(name)?).await {
+            match f(self.handle_or_shed(name, shed)?).await {
                 Err(DocError::Unloaded) => tokio::time::sleep(std::time::Duration::from_millis(attempt)).await,
                 other => return other,
             }

@@ -227,7 +227,7 @@ async fn get_doc(State(state): State<AppState>, caller: Caller, Path(name): Path
     let meta = existing(&state, &name).await?;
     let content = state
         .registry
-        .with_doc(&name, |h| async move { h.content().await })
+        .with_doc_or_shed(&name, |h| async move { h.content().await })
         .await?;
     let peers = state.registry.loaded(&name).map_or(0, |h| h.peers());
     let mut doc = DocJson::new(name.as_str(), meta.as_ref(), peers);
@@ -243,7 +243,7 @@ async fn delete_doc(State(state): State<AppState>, caller: Caller, Path(name): P
     existing(&state, &name).await?;
     state
         .registry
-        .with_doc(&name, |h| async move { h.delete().await })
+        .with_doc_or_shed(&name, |h| async move { h.delete().await })
         .await?;
     tell_cluster(&state, crate::broker::Control::Deleted { doc: name.clone() }).await;
     Ok(Json(json!({ "deleted": name.as_str() })))
@@ -286,7 +286,7 @@ async fn get_update(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let update = state
         .registry
-        .with_doc(&name, |h| {
+        .with_doc_or_shed(&name, |h| {
             let sv = sv.clone();
             async move { h.encode_state(sv).await }
         })
@@ -317,7 +317,7 @@ async fn post_update(
     super::rate::admit_new_doc(&state, &name, state.limits.client_ip(remote, &headers), &caller).await?;
     state
         .registry
-        .with_doc(&name, |h| {
+        .with_doc_or_shed(&name, |h| {
             let body = body.clone();
             async move {
                 let update = InboundUpdate::from_raw(body).map_err(|e| DocError::BadUpdate(e.to_string()))?;
@@ -371,7 +371,7 @@ async fn take_version(
     existing(&state, &name).await?;
     let taken = state
         .registry
-        .with_doc(&name, |h| {
+        .with_doc_or_shed(&name, |h| {
             let label = label.clone();
             async move { h.take_version(VersionKind::Named, label).await }
         })
@@ -462,7 +462,7 @@ async fn restore_version(
     existing(&state, &name).await?;
     let restored = state
         .registry
-        .with_doc(&name, |h| async move { h.restore(id).await })
+        .with_doc_or_shed(&name, |h| async move { h.restore(id).await })
         .await?;
     Ok(Json(json!({
         "restored": id,

@@ -14,7 +14,7 @@ use crate::storage::StoreError;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
-    /// Sent as `Retry-After` (whole seconds, at least 1) with a 429.
+    /// Sent as `Retry-After` (whole seconds, at least 1) with a 429 or 503.
     pub retry_after: Option<Duration>,
 }
 
@@ -66,13 +66,19 @@ impl From<NameError> for ApiError {
 
 impl From<DocError> for ApiError {
     fn from(e: DocError) -> Self {
+        if let DocError::Busy { retry_after, .. } = e {
+            return Self {
+                retry_after: Some(retry_after),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            };
+        }
         let status = match e {
             DocError::BadUpdate(_) => StatusCode::BAD_REQUEST,
             DocError::NoVersion(_) => StatusCode::NOT_FOUND,
             DocError::Restore(_) => StatusCode::UNPROCESSABLE_ENTITY,
             DocError::VersionQuota(_) => StatusCode::CONFLICT,
             DocError::TooLarge { .. } | DocError::TooManyTypes { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            DocError::ShuttingDown | DocError::Unloaded => StatusCode::SERVICE_UNAVAILABLE,
+            DocError::ShuttingDown | DocError::Unloaded | DocError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             DocError::LoadFailed { .. } | DocError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.to_string())

@@ -174,7 +174,7 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
     // loaded is refused with a status instead of a socket that closes at once.
     state
         .registry
-        .with_doc(&name, |handle| async move { handle.ready().await })
+        .with_doc_or_shed(&name, |handle| async move { handle.ready().await })
         .await?;
     // An upgrade still under way when shutdown began is refused, not
     // accepted and closed at once with 1001.

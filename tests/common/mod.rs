@@ -595,6 +595,17 @@ impl Response {
     }
 }
 
+/// The headers of a WebSocket upgrade, for [`http`] to ask for one and see
+/// the status a refused one gets.
+pub fn upgrade_headers() -> [(&'static str, &'static str); 4] {
+    [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ]
+}
+
 /// A one-shot HTTP/1.1 request (`Connection: close`). Fails the test when
 /// the whole exchange takes longer than `REQUEST_DEADLINE`.
 pub async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {

@@ -1,6 +1,6 @@
 // The real y-websocket provider after each close code weft uses to send a
 // client away for a while: 1001 (shutdown), 4500 (the update could not be
-// stored) and 4503 (too slow). README: it reconnects, resyncs with one
+// stored) and 4503 (too slow); and after an upgrade refused with 503. README: it reconnects, resyncs with one
 // step2, resends what was not stored, and converges. Each failure is
 // provoked for real: a SIGTERM, a database locked by another process
 // (sqlite3) for longer than --db-busy-timeout-ms, and a socket that stops
@@ -149,6 +149,31 @@ for (const stack of STACKS) {
       assert.equal(last.step2, 1, `resynced with ${last.step2} step2 messages`)
       assert.equal(await storedText(server, 'locked'), 'stored later')
       assert.equal(b.connections.length, 1, 'b was never disconnected')
+    })
+
+    test('refused with 503 (no room) the provider keeps trying and connects once there is room', async (t) => {
+      // 503 is what weft answers an upgrade while it is full: the
+      // connection limit, or --max-loading-docs documents loading (a herd
+      // of reconnects). The provider must treat it as a failed attempt and
+      // retry on its own, as README says.
+      const server = await weft({ args: ['--max-connections', '1'] })
+      const first = provider(stack, server, 'full')
+      t.after(() => first.p.destroy())
+      await synced(first)
+      text(first.doc, 't').insert(0, 'waiting for you')
+      const second = provider(stack, server, 'full')
+      t.after(() => second.p.destroy())
+      // Refused, and trying again: several attempts, none of them open.
+      // (ws reports a refused upgrade as a socket closed with 1006.)
+      await waitFor('a few refused attempts', () => second.connections.filter((c) => c.close === 1006).length >= 3, 30_000)
+      assert.equal(second.p.synced, false)
+      assert.ok(second.connections.every((c) => c.step2 === 0), 'a refused attempt got data')
+      first.p.destroy()
+      await waitFor('the second connected', () => second.p.synced && second.p.wsconnected, 30_000)
+      await waitFor('it has the text', () => second.text() === 'waiting for you')
+      // Each refused attempt was a socket that closed without opening.
+      const refused = second.connections.slice(0, -1)
+      assert.ok(refused.every((c) => c.close === 1006), JSON.stringify(refused))
     })
 
     test('after 4503 (too slow) the provider reconnects, resyncs once and converges', async (t) => {
