@@ -26,6 +26,13 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Batches of entries waiting for the actor.
 const CHANNEL: usize = 16;
+/// After a read that did not fill a page, how long to let entries gather
+/// before the next one. Each read costs this node a round trip, a wake-up
+/// of the actor and a write to each of its peers, whatever it holds, so
+/// larger reads are cheaper per update; the pause is paid in cross-node
+/// latency, which has room (bench/FINDINGS.md, *Cluster: where weft's CPU
+/// per update goes*).
+const GATHER: Duration = Duration::from_millis(1);
 
 /// The receiving end, held by the actor; dropping it ends the task.
 pub struct Follower {
@@ -113,6 +120,7 @@ async fn read(
             .query_async(conn)
             .await?;
         let Some(reply) = reply else { continue };
+        let full = reply.keys.iter().any(|stream| stream.ids.len() >= PAGE);
         let mut batch = Batch::default();
         for stream in reply.keys {
             let updates = stream.key == updates_key;
@@ -146,6 +154,9 @@ async fn read(
         );
         if tx.send(batch).await.is_err() {
             return Ok(());
+        }
+        if !full {
+            tokio::time::sleep(GATHER).await;
         }
     }
 }
