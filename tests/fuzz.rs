@@ -86,7 +86,7 @@ struct Regression {
 /// Inputs that once broke something; each must stay handled.
 fn regressions() -> Vec<Regression> {
     let inputs = raw_regressions();
-    let expected: [(&str, Outcome, &str); 12] = [
+    let expected: [(&str, Outcome, &str); 13] = [
         (
             "an update whose length prefix runs past the frame",
             Outcome::Undecodable,
@@ -143,6 +143,11 @@ fn regressions() -> Vec<Regression> {
             "truncated",
         ),
         ("a parent that is an item, not a type", Outcome::Refused, "parent"),
+        (
+            "a client in two groups of one update (a segfault in yrs)",
+            Outcome::Undecodable,
+            "two groups",
+        ),
     ];
     assert_eq!(inputs.len(), expected.len());
     inputs
@@ -228,6 +233,15 @@ fn raw_regressions() -> Vec<Vec<u8>> {
         // the decoded-but-invalid parent (an item, not a type)
         vec![
             0, 2, 22, 1, 2, 146, 33, 0, 4, 1, 1, b't', 4, b'E', b'V', b'I', b'L', 4, 0, 146, 33, 0, 1, b'x', 0,
+        ],
+        // found by cargo fuzz on the Hocuspocus endpoint (the same step2 in
+        // a y-websocket frame): client 1 in several groups of blocks, which
+        // yrs reads into one list out of clock order; applied to the seeded
+        // document, yrs wrote through freed memory and weft died with
+        // SIGSEGV, which no catch_unwind stops; now refused at decoding
+        vec![
+            0, 1, 45, 6, 0, 217, 217, 217, 217, 1, 1, 1, 1, 1, 1, 1, 1, 1, 59, 1, 1, 1, 0, 1, 1, 1, 13, 0, 1, 1, 1, 1,
+            1, 2, 0, 0, 246, 2, 0, 5, 183, 1, 1, 1, 1, 12, 1, 1,
         ],
     ]
 }

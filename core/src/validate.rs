@@ -245,9 +245,18 @@ const CLIENT_BITS: u64 = (1 << 53) - 1;
 pub fn update_v1(buf: &[u8]) -> Result<Shape> {
     let mut shape = Shape::default();
     let mut r = Reader::new(buf);
-    for _ in 0..r.count(3)? {
+    let groups = r.count(3)?;
+    let mut clients = std::collections::HashSet::new();
+    for _ in 0..groups {
         let blocks = r.count(1)?;
         let client = r.var()? & CLIENT_BITS;
+        // Encoders write each client's blocks as one group. yrs reads a
+        // client's second group into the same list, out of clock order,
+        // and integrating that list corrupted its memory (a segfault found
+        // by cargo fuzz, tests/fuzz.rs); Yjs would drop the first group.
+        if !clients.insert(client) {
+            return invalid(format!("client {client} has two groups of blocks in one update"));
+        }
         let mut clock = r.var()?;
         let mut span: Option<Span> = None;
         let mut after_skip = true;
@@ -437,6 +446,20 @@ mod tests {
         // an Any map inside an update
         let any_map = [vec![1, 1, 5, 0, 8, 1, 1, b't', 1, 118], var(200_000_000), vec![0]].concat();
         assert!(update_v1(&any_map).unwrap_err().0.contains("claims 200000000 entries"));
+    }
+
+    #[test]
+    fn a_client_in_two_groups_is_refused() {
+        // Two groups of client 5, each one string item "a" under root "t":
+        // clocks 0 and 1, each group valid alone.
+        let group = |clock: u8| vec![1, 5, clock, 4, 1, 1, b't', 1, b'a'];
+        let one = [vec![1], group(0), vec![0]].concat();
+        assert!(update_v1(&one).is_ok());
+        let twice = [vec![2], group(0), group(1), vec![0]].concat();
+        assert!(update_v1(&twice).unwrap_err().0.contains("client 5 has two groups"));
+        // Different clients are fine.
+        let two = [vec![2], group(0), vec![1, 6, 0, 4, 1, 1, b't', 1, b'a'], vec![0]].concat();
+        assert!(update_v1(&two).is_ok());
     }
 
     #[test]
