@@ -6,6 +6,10 @@
 //! chosen with that in mind: a peer that was too slow, or whose update could
 //! not be stored, should come back; a peer that sent garbage should not loop.
 
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
 use crate::metrics::Kick;
 
 /// A close frame to send: code, a reason for humans (at most 123 bytes on the
@@ -121,5 +125,72 @@ mod tests {
         let r = CloseReason::new(4400, "é".repeat(100), None);
         assert!(r.reason.len() <= MAX_REASON);
         assert!(r.reason.chars().all(|c| c == 'é'));
+    }
+}
+
+/// A connection's request to close: the first reason given wins, and the
+/// connection's writer waits for it. What a channel of one would do, in a
+/// few words instead of the kilobyte a tokio channel allocates up front for
+/// its first block (every open connection holds one; bench/FINDINGS.md).
+#[derive(Debug, Clone, Default)]
+pub struct Closer(Arc<Slot>);
+
+#[derive(Debug, Default)]
+struct Slot {
+    reason: Mutex<Option<CloseReason>>,
+    given: Notify,
+}
+
+impl Closer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks for the connection to close with `reason`; ignored when a
+    /// reason is waiting already.
+    pub fn close(&self, reason: CloseReason) {
+        let mut slot = self.0.reason.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(reason);
+            drop(slot);
+            self.0.given.notify_one();
+        }
+    }
+
+    /// The reason waiting, if any, taken.
+    pub fn take(&self) -> Option<CloseReason> {
+        self.0.reason.lock().unwrap().take()
+    }
+
+    /// Waits for a reason and takes it. (A reason given before the wait
+    /// began left a permit in `Notify`, so none is missed.)
+    pub async fn closed(&self) -> CloseReason {
+        loop {
+            if let Some(reason) = self.take() {
+                return reason;
+            }
+            self.0.given.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod closer_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_reason_wins_and_a_waiting_writer_gets_it() {
+        let closer = Closer::new();
+        assert_eq!(closer.take(), None);
+        let writer = closer.clone();
+        let waiting = tokio::spawn(async move { writer.closed().await });
+        tokio::task::yield_now().await;
+        closer.close(CloseReason::going_away());
+        closer.close(CloseReason::new(4503, "second", None));
+        assert_eq!(waiting.await.unwrap().code, GOING_AWAY);
+        // Taken: the slot is free again, as a channel's would be.
+        assert_eq!(closer.take(), None);
+        closer.close(CloseReason::new(4503, "later", None));
+        assert_eq!(closer.closed().await.code, 4503);
     }
 }

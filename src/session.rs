@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::close::{self, CloseReason};
+use crate::close::{self, CloseReason, Closer};
 use crate::doc::{self, DocError, DocHandle, DocName, OutboxReceiver, PeerId, PeerLink, Registry};
 use crate::metrics::{Kick, Metrics};
 use crate::protocol::{self, Inbound};
@@ -158,7 +158,7 @@ where
         user,
     } = grant;
     let (outbox, outbox_rx) = doc::outbox(config.peer_queue, config.peer_queue_bytes);
-    let (closer, close_rx) = mpsc::channel(1);
+    let closer = Closer::new();
     let link = PeerLink {
         id: peer,
         outbox,
@@ -177,7 +177,7 @@ where
     };
     info!(writable, "joined");
 
-    let mut writer = tokio::spawn(write_loop(sink, outbox_rx, close_rx, ctx.shutdown.clone()).in_current_span());
+    let mut writer = tokio::spawn(write_loop(sink, outbox_rx, closer.clone(), ctx.shutdown.clone()).in_current_span());
     let read = read_loop(
         &mut stream,
         &handle,
@@ -196,7 +196,7 @@ where
         // the writer, and a writer that ends before it has the reason closes
         // the socket without a close frame (the client would see a bare
         // disconnect and no reason).
-        let _ = closer.try_send(reason.clone());
+        closer.close(reason.clone());
     }
     handle.leave(peer).await;
     match ended {
@@ -377,12 +377,8 @@ impl AwarenessCheck {
 
 /// Writes queued frames until the queue closes (the actor let go of this
 /// peer) or a close is requested (by the actor, the reader, or shutdown).
-async fn write_loop<K>(
-    mut sink: K,
-    mut outbox: OutboxReceiver,
-    mut close_rx: mpsc::Receiver<CloseReason>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+async fn write_loop<K>(mut sink: K, mut outbox: OutboxReceiver, closer: Closer, mut shutdown: watch::Receiver<bool>)
+where
     K: Sink<Outgoing> + Unpin,
     K::Error: std::fmt::Display,
 {
@@ -390,12 +386,12 @@ async fn write_loop<K>(
         // A close must win even while a write is stuck on a slow socket, so
         // the pump runs inside the select and is dropped mid-write if need be.
         biased;
-        Some(reason) = close_rx.recv() => Some(reason),
+        reason = closer.closed() => Some(reason),
         _ = shutdown.wait_for(|stop| *stop) => Some(CloseReason::going_away()),
         end = pump(&mut sink, &mut outbox) => match end {
             // The actor let go of this peer; when it did so to kick it, the
             // reason was sent just before.
-            Ok(()) => close_rx.try_recv().ok(),
+            Ok(()) => closer.take(),
             Err(e) => {
                 debug!(error = %e, "write failed");
                 return;

@@ -532,7 +532,7 @@ impl DocActor {
             self.metrics.kick(kick);
             warn!(peer = %id, code = reason.code, reason = %reason.reason, "disconnecting peer");
         }
-        let _ = link.closer.try_send(reason);
+        link.closer.close(reason);
         self.release_clients(id);
         if self.peers.is_empty() {
             self.life.idle(Instant::now());

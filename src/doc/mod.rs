@@ -44,9 +44,7 @@ mod versions;
 use std::fmt;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
-use crate::close::CloseReason;
+use crate::close::Closer;
 use crate::rate::SharedBucket;
 
 pub use crate::name::{DocName, NameError};
@@ -237,7 +235,7 @@ pub struct PeerLink {
     pub outbox: Outbox,
     /// Tells the connection to close with a reason. Capacity 1: the first
     /// reason wins.
-    pub closer: mpsc::Sender<CloseReason>,
+    pub closer: Closer,
     /// Whether the peer may change the document.
     pub writable: bool,
     /// Its client's budget of encodings for step1 answers (`None`: no

@@ -284,11 +284,10 @@ impl Peers {
 mod tests {
     use super::*;
     use crate::doc::{outbox, OutboxReceiver};
-    use tokio::sync::mpsc;
 
     fn link(id: u64, frames: usize, writable: bool) -> (PeerLink, OutboxReceiver) {
         let (outbox, rx) = outbox(frames, 0);
-        let (closer, _) = mpsc::channel(1);
+        let closer = crate::close::Closer::new();
         let link = PeerLink {
             id: PeerId(id),
             outbox,

@@ -43,7 +43,7 @@ use weft_core::hocuspocus::{self as hp, Frame, Message};
 use forward::Forwarder;
 
 use super::{AwarenessCheck, Incoming, Lease, Outgoing, SessionContext, TransportError, CLOSE_GRACE};
-use crate::close::{self, CloseReason};
+use crate::close::{self, CloseReason, Closer};
 use crate::doc::{self, DocHandle, DocName, PeerId, PeerLink};
 use crate::metrics::Kick;
 use crate::rate::{RateLimiter, SharedBucket};
@@ -396,14 +396,14 @@ where
         };
         let config = self.hctx.ctx.registry.config();
         let (outbox, outbox_rx) = doc::outbox(config.peer_queue, config.peer_queue_bytes);
-        let (closer, close_rx) = mpsc::channel(1);
+        let closer = Closer::new();
         let peer = PeerId(self.hctx.next_peer.fetch_add(1, Relaxed));
         // First in the peer's queue, so before the actor's step1.
         let _ = outbox.try_send(hp::authenticated(access.writable));
         let link = PeerLink {
             id: peer,
             outbox,
-            closer,
+            closer: closer.clone(),
             writable: access.writable,
             encodes: self.hctx.encodes.clone(),
             hocuspocus: true,
@@ -420,7 +420,7 @@ where
             address: address.clone(),
             peer,
             outbox: outbox_rx,
-            close_rx,
+            closer,
             lease: access.lease,
             ended: self.ended_tx.clone(),
             metrics: self.hctx.ctx.metrics.clone(),

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{sleep, Instant};
 use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::updates::decoder::Decode;
 use yrs::{ClientID, Doc, GetString, Text, Transact, Update};
 
-use crate::close::{self, CloseReason};
+use crate::close;
 use crate::doc::{outbox, DocConfig, DocHandle, DocName, OutboxReceiver, PeerId, PeerLink, Registry, VersionKind};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Inbound};
@@ -189,7 +189,8 @@ impl World {
 
     async fn join_as(&self, id: u64, frames: usize, hocuspocus: bool) -> Peer {
         let (outbox, queue) = outbox(frames, 0);
-        let (closer, closed) = mpsc::channel(1);
+        let closer = crate::close::Closer::new();
+        let closed = closer.clone();
         let link = PeerLink {
             id: PeerId(id),
             outbox,
@@ -237,7 +238,7 @@ impl World {
 struct Peer {
     id: PeerId,
     queue: OutboxReceiver,
-    closed: mpsc::Receiver<CloseReason>,
+    closed: crate::close::Closer,
 }
 
 impl Peer {
@@ -269,7 +270,7 @@ impl Peer {
     }
 
     fn close_code(&mut self) -> Option<u16> {
-        self.closed.try_recv().ok().map(|reason| reason.code)
+        self.closed.take().map(|reason| reason.code)
     }
 }
 

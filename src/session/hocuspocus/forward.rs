@@ -11,7 +11,7 @@ use tracing::warn;
 use weft_core::hocuspocus as hp;
 
 use super::{Ended, SharedSink};
-use crate::close::{self, CloseReason};
+use crate::close::{self, CloseReason, Closer};
 use crate::doc::{OutboxReceiver, PeerId};
 use crate::metrics::Metrics;
 use crate::session::{Lease, Outgoing, CLOSE_GRACE, WRITE_BATCH};
@@ -44,7 +44,7 @@ pub(super) struct Forwarder<K> {
     pub(super) address: Arc<str>,
     pub(super) peer: PeerId,
     pub(super) outbox: OutboxReceiver,
-    pub(super) close_rx: mpsc::Receiver<CloseReason>,
+    pub(super) closer: Closer,
     pub(super) lease: Option<Lease>,
     pub(super) ended: mpsc::UnboundedSender<Ended>,
     pub(super) metrics: Arc<Metrics>,
@@ -61,7 +61,7 @@ where
             address,
             peer,
             mut outbox,
-            mut close_rx,
+            closer,
             mut lease,
             ended,
             metrics,
@@ -70,7 +70,7 @@ where
         let reason = loop {
             tokio::select! {
                 biased;
-                Some(reason) = close_rx.recv() => break Some(reason),
+                reason = closer.closed() => break Some(reason),
                 reason = Lease::end(lease.as_mut()) => {
                     // The actor counts its own kicks; the token's end is ours.
                     if let Some(kick) = reason.kick {
@@ -82,7 +82,7 @@ where
                     if n == 0 {
                         // The actor let go; when it kicked the peer, the reason
                         // was sent just before.
-                        break close_rx.try_recv().ok();
+                        break closer.take();
                     }
                     let mut socket = sink.lock().await;
                     for frame in &batch {
