@@ -116,18 +116,6 @@ impl CloseReason {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_reasons_are_cut_on_a_char_boundary() {
-        let r = CloseReason::new(4400, "é".repeat(100), None);
-        assert!(r.reason.len() <= MAX_REASON);
-        assert!(r.reason.chars().all(|c| c == 'é'));
-    }
-}
-
 /// A connection's request to close: the first reason given wins, and the
 /// connection's writer waits for it. What a channel of one would do, in a
 /// few words instead of the kilobyte a tokio channel allocates up front for
@@ -175,8 +163,15 @@ impl Closer {
 }
 
 #[cfg(test)]
-mod closer_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn long_reasons_are_cut_on_a_char_boundary() {
+        let r = CloseReason::new(4400, "é".repeat(100), None);
+        assert!(r.reason.len() <= MAX_REASON);
+        assert!(r.reason.chars().all(|c| c == 'é'));
+    }
 
     #[tokio::test]
     async fn the_first_reason_wins_and_a_waiting_writer_gets_it() {

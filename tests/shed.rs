@@ -47,13 +47,7 @@ async fn past_the_bound_a_new_document_is_refused_with_503_until_the_loads_end()
 
     // The API sheds the same way: an update posted to a document that is
     // not loaded would start a load.
-    let api = server
-        .post(
-            "/api/docs/third/update",
-            "application/octet-stream",
-            &text_update("later"),
-        )
-        .await;
+    let api = post_to_third(&server).await;
     assert_eq!(api.status, 503, "{}", api.text());
     assert!(api.header("retry-after").is_some());
 
@@ -83,12 +77,17 @@ async fn past_the_bound_a_new_document_is_refused_with_503_until_the_loads_end()
     let second = server.connect("second").await;
     drop((early, again, second));
     assert_eq!(server.metric("weft_loads_shed_total").await, 2.0);
-    let posted = server
+    let posted = post_to_third(&server).await;
+    assert_eq!(posted.status, 200, "{}", posted.text());
+}
+
+/// An update posted to a document nobody has loaded: it starts a load.
+async fn post_to_third(server: &Server) -> common::Response {
+    server
         .post(
             "/api/docs/third/update",
             "application/octet-stream",
             &text_update("later"),
         )
-        .await;
-    assert_eq!(posted.status, 200, "{}", posted.text());
+        .await
 }

@@ -10,7 +10,6 @@
 //! a moment later, when the loads ahead of it are done. A document that is
 //! loaded, or already loading, is never refused: joining it costs no load.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +17,9 @@ use std::time::Duration;
 use super::DocError;
 use crate::metrics::Metrics;
 
-/// Counts loads in flight against the bound.
+/// Counts loads in flight against the bound. The count is the
+/// `weft_documents_loading` gauge itself (`Metrics::docs_loading`).
 pub(super) struct Loads {
-    in_flight: AtomicUsize,
     /// Most loads in flight before new ones are shed; 0 = no bound.
     max: usize,
     metrics: Arc<Metrics>,
@@ -37,25 +36,18 @@ pub(super) enum Shed {
 
 impl Loads {
     pub(super) fn new(max: usize, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self {
-            in_flight: AtomicUsize::new(0),
-            max,
-            metrics,
-        })
+        Arc::new(Self { max, metrics })
     }
 
     /// A ticket for one more load, held until the load ends; `Busy` when
     /// `shed` allows refusing and the bound is reached.
     pub(super) fn start(self: &Arc<Self>, shed: Shed) -> Result<Loading, DocError> {
         let max = self.max;
-        let admitted = self.in_flight.fetch_update(AcqRel, Acquire, |n| {
-            (shed == Shed::Never || max == 0 || n < max).then_some(n + 1)
+        let admitted = self.metrics.docs_loading.fetch_update(AcqRel, Acquire, |n| {
+            (shed == Shed::Never || max == 0 || n < max as u64).then_some(n + 1)
         });
         match admitted {
-            Ok(_) => {
-                self.metrics.docs_loading.fetch_add(1, Relaxed);
-                Ok(Loading { loads: self.clone() })
-            }
+            Ok(_) => Ok(Loading { loads: self.clone() }),
             Err(_) => {
                 let shed = self.metrics.loads_shed.fetch_add(1, Relaxed);
                 Err(DocError::Busy {
@@ -77,8 +69,7 @@ pub(super) struct Loading {
 
 impl Drop for Loading {
     fn drop(&mut self) {
-        self.loads.in_flight.fetch_sub(1, AcqRel);
-        self.loads.metrics.docs_loading.fetch_sub(1, Relaxed);
+        self.loads.metrics.docs_loading.fetch_sub(1, AcqRel);
     }
 }
 

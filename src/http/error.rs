@@ -66,12 +66,10 @@ impl From<NameError> for ApiError {
 
 impl From<DocError> for ApiError {
     fn from(e: DocError) -> Self {
-        if let DocError::Busy { retry_after, .. } = e {
-            return Self {
-                retry_after: Some(retry_after),
-                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-            };
-        }
+        let retry_after = match e {
+            DocError::Busy { retry_after, .. } => Some(retry_after),
+            _ => None,
+        };
         let status = match e {
             DocError::BadUpdate(_) => StatusCode::BAD_REQUEST,
             DocError::NoVersion(_) => StatusCode::NOT_FOUND,
@@ -81,7 +79,10 @@ impl From<DocError> for ApiError {
             DocError::ShuttingDown | DocError::Unloaded | DocError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             DocError::LoadFailed { .. } | DocError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self::new(status, e.to_string())
+        Self {
+            retry_after,
+            ..Self::new(status, e.to_string())
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The actor in-process: the in-memory store, peers that are bare channels
-//! (an outbox and a close channel, as a session holds them) and tokio's
+//! (an outbox and a close slot, as a session holds them) and tokio's
 //! paused clock, so that what takes seconds or minutes of idling runs at
 //! once and always the same way. What only a real process shows (SIGKILL,
 //! sockets, real clients) stays in `tests/`.
@@ -234,7 +234,7 @@ impl World {
     }
 }
 
-/// A peer as the actor sees it: the far ends of its queue and close channel.
+/// A peer as the actor sees it: the far ends of its queue and close slot.
 struct Peer {
     id: PeerId,
     queue: OutboxReceiver,

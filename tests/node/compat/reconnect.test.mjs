@@ -204,6 +204,9 @@ for (const stack of STACKS) {
         kickedAt = Date.now()
         slow.p.ws.resume()
       })
+      // Handled here too, so that a deadline the loop below hits first does
+      // not also end the process with an unhandled rejection.
+      resumed.catch(() => {})
       const deadline = Date.now() + 60_000
       let n = 0
       while (kickedAt === null) {
