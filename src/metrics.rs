@@ -80,6 +80,10 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
     pub docs_loaded: AtomicU64,
     pub docs_loaded_total: AtomicU64,
+    /// Loaded documents held as their encoding (`doc/actor/dormant.rs`).
+    pub docs_dormant: AtomicU64,
+    /// Dormant documents built in yrs (an edit or a request needed them).
+    pub docs_woken: AtomicU64,
     /// Loads in flight (`doc/loading.rs`).
     pub docs_loading: AtomicU64,
     /// Requests refused because too many documents were loading.
@@ -215,7 +219,7 @@ fn load(value: &AtomicU64) -> u64 {
 }
 
 /// The plain series: name as exposed, help, value.
-const PLAIN: [(&str, &str, Value); 25] = [
+const PLAIN: [(&str, &str, Value); 27] = [
     (
         "weft_connections_open",
         "WebSocket connections now open.",
@@ -235,6 +239,16 @@ const PLAIN: [(&str, &str, Value); 25] = [
         "weft_documents_loaded_total",
         "Document loads from storage.",
         Value::Counter(|m| load(&m.docs_loaded_total)),
+    ),
+    (
+        "weft_documents_dormant",
+        "Loaded documents held as their encoding, not built in yrs (no edit since they loaded or went quiet).",
+        Value::Gauge(|m| load(&m.docs_dormant)),
+    ),
+    (
+        "weft_documents_woken_total",
+        "Dormant documents built in yrs because an edit or a request needed them.",
+        Value::Counter(|m| load(&m.docs_woken)),
     ),
     (
         "weft_documents_loading",
@@ -461,6 +475,8 @@ mod tests {
                 "weft_connections_total counter",
                 "weft_documents_loaded gauge",
                 "weft_documents_loaded_total counter",
+                "weft_documents_dormant gauge",
+                "weft_documents_woken_total counter",
                 "weft_documents_loading gauge",
                 "weft_loads_shed_total counter",
                 "weft_documents_unloaded_total counter",

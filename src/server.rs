@@ -222,6 +222,7 @@ fn doc_config(config: &Config) -> DocConfig {
         max_awareness_clients: config.max_awareness_clients,
         max_awareness_state: config.max_awareness_state,
         unload_after: Duration::from_millis(config.unload_after_ms),
+        dormant_after: Duration::from_millis(config.dormant_after_ms),
         awareness_timeout: Duration::from_millis(config.awareness_timeout_ms),
         compact_after_updates: config.compact_updates.max(1),
         compact_after_bytes: config.compact_bytes.max(1),

@@ -105,6 +105,13 @@ const SETTINGS: &[Setting] = &[
         "4321",
     ),
     row(
+        "--dormant-after-ms",
+        "5432",
+        "WEFT_DORMANT_AFTER_MS",
+        "dormant_after_ms",
+        "5432",
+    ),
+    row(
         "--max-loading-docs",
         "17",
         "WEFT_MAX_LOADING_DOCS",

@@ -138,7 +138,7 @@ fn pending_fingerprint(txn: &TransactionMut) -> u64 {
 }
 
 /// A document built from stored updates.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Rebuilt {
     pub doc: Doc,
     /// What it holds of each client's changes.

@@ -26,12 +26,12 @@ use std::collections::BTreeMap;
 use crate::validate::{block, Reader, Result, Shape};
 
 /// One client's blocks in one update.
-struct Group {
-    client: u64,
-    clock: u64,
-    blocks: u64,
+pub(crate) struct Group {
+    pub(crate) client: u64,
+    pub(crate) clock: u64,
+    pub(crate) blocks: u64,
     /// The clock after its last block (skips included).
-    end: u64,
+    pub(crate) end: u64,
     bytes: std::ops::Range<usize>,
 }
 
@@ -44,13 +44,13 @@ struct Joined<'a> {
 }
 
 /// Where the parts of an update lie.
-struct Layout {
-    groups: Vec<Group>,
+pub(crate) struct Layout {
+    pub(crate) groups: Vec<Group>,
     /// Deleted ranges, `(client, start, len)`.
-    deletes: Vec<(u64, u64, u64)>,
+    pub(crate) deletes: Vec<(u64, u64, u64)>,
 }
 
-fn layout(buf: &[u8]) -> Result<Layout> {
+pub(crate) fn layout(buf: &[u8]) -> Result<Layout> {
     let mut r = Reader::new(buf);
     let mut groups = Vec::new();
     let mut ignored = Shape::default();
@@ -156,7 +156,7 @@ pub fn concat_v1(updates: &[&[u8]]) -> Option<Vec<u8>> {
 
 /// Sorted ranges with overlapping or touching ones joined, as Yjs writes a
 /// delete set.
-fn coalesce(sorted: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+pub(crate) fn coalesce(sorted: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
     for (start, len) in sorted {
         match out.last_mut() {
@@ -168,7 +168,7 @@ fn coalesce(sorted: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
 }
 
 /// An unsigned lib0 varint.
-fn put_var(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn put_var(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8 & 0x7f) | 0x80);
         n >>= 7;

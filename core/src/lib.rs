@@ -8,6 +8,8 @@
 //!   socket), built on [`protocol`].
 //! - [`validate`]: structural limits checked before yrs reads untrusted bytes.
 //! - [`concat`]: several updates joined into one by moving bytes, for relays.
+//! - [`dormant`]: a document's state vector and deletions read from its
+//!   encoding, so that the server can answer without building it.
 //! - [`originals`]: JSON values as clients wrote them, put back into
 //!   what yrs encodes (yrs re-orders objects' keys).
 //! - [`apply_update`]: the one way an update from outside reaches a document.
@@ -15,6 +17,7 @@
 
 mod apply;
 pub mod concat;
+pub mod dormant;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod hocuspocus;

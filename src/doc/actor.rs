@@ -19,6 +19,7 @@
 //! compaction, versions and restore in `history`.
 
 mod cluster;
+mod dormant;
 mod events;
 mod history;
 mod relay;
@@ -132,8 +133,13 @@ impl yrs::sync::time::Clock for Millis {
 
 pub(super) struct DocActor {
     name: DocName,
-    /// Holds the yrs `Doc` too (`awareness.doc()`).
+    /// Holds the yrs `Doc` too (`awareness.doc()`); an empty one while
+    /// the document is dormant.
     awareness: Awareness,
+    /// The document held as its encoding instead (`dormant`).
+    dormant: Option<dormant::Dormant>,
+    /// When the last update was accepted (or the document loaded).
+    last_edit: Instant,
     clock: Millis,
     /// What the document holds of each client's changes (a lower bound):
     /// updates that skip some are refused.
@@ -232,7 +238,7 @@ impl DocActor {
         } = shared;
         let cluster::Loaded {
             stored,
-            rebuilt,
+            built,
             cluster,
             streamed: (streamed, streamed_bytes),
             ..
@@ -241,9 +247,15 @@ impl DocActor {
         log.appended(streamed, streamed_bytes);
         let now = Instant::now();
         let clock = Millis(now);
+        let (rebuilt, dormant) = match built {
+            cluster::Built::Doc(rebuilt) => (rebuilt, None),
+            cluster::Built::Dormant(dormant) => (Rebuilt::default(), Some(dormant)),
+        };
         let mut actor = Self {
             name,
             awareness: Awareness::with_clock(rebuilt.doc, clock),
+            dormant,
+            last_edit: now,
             clock,
             clocks: rebuilt.clocks,
             type_items: rebuilt.types,
@@ -265,10 +277,13 @@ impl DocActor {
             background: history::Background::default(),
         };
         actor.unreported_at_load(&stored);
+        actor.share_dormant_state();
         actor
     }
 
+    /// The document in yrs; only while awake (see `dormant`).
     fn doc(&self) -> &Doc {
+        assert!(self.dormant.is_none(), "a dormant document read from yrs");
         self.awareness.doc()
     }
 
@@ -339,6 +354,7 @@ impl DocActor {
         self.publish_awareness();
         self.lease_tick().await;
         self.auto_version_if_due();
+        self.sleep_if_quiet(Instant::now());
         if self
             .life
             .unload_due(Instant::now(), !self.peers.is_empty(), self.config.unload_after)
@@ -402,6 +418,10 @@ impl DocActor {
         }
         self.flush().await;
         self.compact_if_needed();
+        if self.peers.is_empty() {
+            // Kept loaded for the next join, as its encoding.
+            self.sleep();
+        }
         Flow::Continue
     }
 
@@ -582,6 +602,7 @@ impl DocActor {
                 self.type_items = types;
                 self.reloaded_up_to(stored.stream_id.as_deref(), &entries);
                 *self.awareness.doc_mut() = doc;
+                self.dormant = None;
                 self.answers.doc_changed();
                 info!("document rebuilt from storage");
             }

@@ -48,6 +48,11 @@ impl Log {
         self.pending.push(LogEntry { seq, data });
     }
 
+    /// Whether updates wait for the batch's commit.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// The batch's updates, to append; [`Log::appended`] once committed.
     pub fn take_pending(&mut self) -> Vec<LogEntry> {
         std::mem::take(&mut self.pending)

@@ -115,6 +115,9 @@ pub struct DocConfig {
     pub max_awareness_state: usize,
     /// How long a document without peers stays in memory.
     pub unload_after: Duration,
+    /// How long a document goes without an edit before it is held as its
+    /// encoding (`actor/dormant.rs`); zero = never.
+    pub dormant_after: Duration,
     /// Awareness states not renewed for this long are removed.
     pub awareness_timeout: Duration,
     /// Compact the log into a snapshot past this many updates...
@@ -143,7 +146,7 @@ impl Default for DocConfig {
     /// What `weft` runs with when no flag says otherwise (`config::DEFAULT_*`).
     fn default() -> Self {
         use crate::config::{
-            DEFAULT_AWARENESS_TIMEOUT_MS, DEFAULT_COMPACT_BYTES, DEFAULT_COMPACT_UPDATES,
+            DEFAULT_AWARENESS_TIMEOUT_MS, DEFAULT_COMPACT_BYTES, DEFAULT_COMPACT_UPDATES, DEFAULT_DORMANT_AFTER_MS,
             DEFAULT_MAX_AWARENESS_CLIENTS, DEFAULT_MAX_AWARENESS_STATE, DEFAULT_MAX_DOC_SIZE, DEFAULT_MAX_DOC_TYPES,
             DEFAULT_MAX_LOADING_DOCS, DEFAULT_PEER_QUEUE, DEFAULT_PEER_QUEUE_BYTES, DEFAULT_TRIM_GRACE_MS,
             DEFAULT_UNLOAD_AFTER_MS,
@@ -154,6 +157,7 @@ impl Default for DocConfig {
             max_awareness_clients: DEFAULT_MAX_AWARENESS_CLIENTS,
             max_awareness_state: DEFAULT_MAX_AWARENESS_STATE,
             unload_after: Duration::from_millis(DEFAULT_UNLOAD_AFTER_MS),
+            dormant_after: Duration::from_millis(DEFAULT_DORMANT_AFTER_MS),
             awareness_timeout: Duration::from_millis(DEFAULT_AWARENESS_TIMEOUT_MS),
             compact_after_updates: DEFAULT_COMPACT_UPDATES,
             compact_after_bytes: DEFAULT_COMPACT_BYTES,

@@ -38,6 +38,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, ReadTxn, Transact, Update};
 
+use super::dormant::Dormant;
 use super::{build_doc, DocActor, Shared};
 use crate::broker::{self, Batch, Broker, Entry, EntryId, Follower, LEASE_TTL, START};
 use crate::close::CloseReason;
@@ -120,12 +121,18 @@ const LOAD_ATTEMPTS: usize = 3;
 /// entries after it, and the follower that goes on from the last of them.
 pub(super) struct Loaded {
     pub stored: StoredDoc,
-    pub rebuilt: Rebuilt,
+    pub built: Built,
     pub cluster: Option<Cluster>,
     /// Entries read from the stream, and their bytes.
     pub streamed: (u64, u64),
     /// Other nodes' awareness updates, to apply before the first peer.
     pub awareness: Vec<Bytes>,
+}
+
+/// A loaded document, built in yrs or held as its encoding.
+pub(super) enum Built {
+    Doc(Rebuilt),
+    Dormant(Dormant),
 }
 
 /// Loads a document: the store's snapshot and log, then (cluster mode)
@@ -135,10 +142,24 @@ pub(super) struct Loaded {
 pub(super) async fn load(name: &DocName, shared: &Shared) -> Result<Loaded, String> {
     let stored = shared.store.load(name).await.map_err(|e| e.to_string())?;
     let Some(broker) = &shared.broker else {
-        let rebuilt = build_doc(&stored, &[])?;
+        // Held as its encoding until something needs it built (`dormant`),
+        // unless the stored updates do not join into one.
+        let snapshot = stored.snapshot.iter().map(|s| &s[..]);
+        let log = stored.log.iter().map(|e| &e.data[..]);
+        let dormant = match shared.config.dormant_after.is_zero() {
+            true => Err("--dormant-after-ms is 0".to_string()),
+            false => Dormant::stored(snapshot.chain(log), &shared.metrics),
+        };
+        let built = match dormant {
+            Ok(dormant) => Built::Dormant(dormant),
+            Err(reason) => {
+                debug!(%reason, "document built at load");
+                Built::Doc(build_doc(&stored, &[])?)
+            }
+        };
         return Ok(Loaded {
             stored,
-            rebuilt,
+            built,
             cluster: None,
             streamed: (0, 0),
             awareness: Vec::new(),
@@ -166,12 +187,12 @@ pub(super) async fn load(name: &DocName, shared: &Shared) -> Result<Loaded, Stri
         }
     };
     let (awareness, awareness_last) = broker.awareness(name).await.map_err(|e| e.to_string())?;
-    let rebuilt = build_doc(&stored, &entries)?;
+    let built = Built::Doc(build_doc(&stored, &entries)?);
     let last = entries.last().map_or(after, |e| e.id.clone());
     let bytes = entries.iter().map(|e| e.update.len() as u64).sum();
     Ok(Loaded {
         stored,
-        rebuilt,
+        built,
         cluster: Some(Cluster {
             follower: broker.follow(name, last.clone(), awareness_last),
             broker: broker.clone(),

@@ -13,7 +13,6 @@ use serde_json::json;
 use tokio::time::Instant;
 use tracing::warn;
 use yrs::updates::encoder::Encode;
-use yrs::{ReadTxn, Transact};
 
 use super::DocActor;
 use crate::doc::PeerId;
@@ -106,7 +105,7 @@ impl DocActor {
         let Some(edits) = self.unreported.take() else {
             return;
         };
-        let state_vector = self.doc().transact().state_vector().encode_v1();
+        let state_vector = self.state_vector().encode_v1();
         let mut data = json!({
             "state_vector": base64::engine::general_purpose::STANDARD.encode(state_vector),
             "size": self.log.stored_bytes(),

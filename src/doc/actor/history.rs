@@ -24,6 +24,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, StateVector, Transact, Update};
 
+use super::dormant::unbuilt;
 use super::{DocActor, Origin};
 use crate::doc::handle::{Restored, Taken};
 use crate::doc::log::Compaction;
@@ -277,6 +278,15 @@ impl DocActor {
     /// The full state as of the last accepted update. Only called with no
     /// update pending, so the state is exactly what the log holds.
     fn snapshot(&self) -> Snapshot {
+        if let Some(state) = self.dormant_state() {
+            // Its stored updates joined: already the whole state.
+            return Snapshot {
+                upto_seq: self.log.last_seq(),
+                state: state.to_vec(),
+                state_vector: self.state_vector().encode_v1(),
+                stream_id: self.stream_position(),
+            };
+        }
         let txn = self.doc().transact();
         Snapshot {
             upto_seq: self.log.last_seq(),
@@ -289,8 +299,12 @@ impl DocActor {
     }
 
     /// What taking a version of the current state needs.
-    fn version_job(&self, kind: VersionKind, label: Option<String>) -> VersionJob {
-        VersionJob {
+    fn version_job(&mut self, kind: VersionKind, label: Option<String>) -> Result<VersionJob, DocError> {
+        // Its digest reads the document in yrs.
+        if !self.wake() {
+            return Err(unbuilt());
+        }
+        Ok(VersionJob {
             store: self.store.clone(),
             name: self.name.clone(),
             config: self.config.clone(),
@@ -299,14 +313,14 @@ impl DocActor {
             digest: versions::digest(&self.doc().transact()),
             snapshot: self.snapshot(),
             stored: self.log.stored_bytes(),
-        }
+        })
     }
 
     /// Takes a version on the actor (named versions and restores answer an
     /// API call), after the background write in flight.
     pub(super) async fn take_version(&mut self, kind: VersionKind, label: Option<String>) -> Result<Taken, DocError> {
         self.settle().await;
-        let taken = self.version_job(kind, label).run().await?;
+        let taken = self.version_job(kind, label)?.run().await?;
         self.versions.taken();
         Ok(taken)
     }
@@ -320,7 +334,10 @@ impl DocActor {
         if !self.auto_version_wanted() {
             return;
         }
-        let job = self.version_job(VersionKind::Auto, None);
+        let job = match self.version_job(VersionKind::Auto, None) {
+            Ok(job) => job,
+            Err(e) => return warn!(error = %e, "automatic version failed"),
+        };
         let edits = self.versions.edits();
         let task = async move {
             let result = job.run().await;
@@ -337,7 +354,10 @@ impl DocActor {
             return;
         }
         let edits = self.versions.edits();
-        let result = self.version_job(VersionKind::Auto, None).run().await;
+        let result = match self.version_job(VersionKind::Auto, None) {
+            Ok(job) => job.run().await,
+            Err(e) => Err(e),
+        };
         self.auto_versioned(result, edits);
     }
 

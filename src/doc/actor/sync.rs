@@ -11,8 +11,9 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use weft_core::originals::Originals;
 use yrs::sync::awareness::AwarenessUpdate;
-use yrs::{ClientID, ReadTxn, StateVector, Transact};
+use yrs::{ClientID, StateVector};
 
+use super::dormant::unbuilt;
 use super::{DocActor, Effect, Origin};
 use crate::close::CloseReason;
 use crate::doc::answers::{self, Step2};
@@ -30,6 +31,8 @@ pub(super) enum Refusal {
     TooManyTypes(u64),
     /// yrs refused it; the document may be half changed and must be rebuilt.
     Invalid(String),
+    /// The dormant document could not be built to apply it (`dormant`).
+    Unbuilt,
 }
 
 impl DocActor {
@@ -42,7 +45,7 @@ impl DocActor {
         // step1 first, then the awareness states, each in its own frame. A
         // Hocuspocus peer gets its step1 in answer to its own instead.
         if !hocuspocus {
-            let sv = self.doc().transact().state_vector();
+            let sv = self.state_vector();
             self.send(id, protocol::encode_step1(&sv));
         }
         self.send_awareness_states(id);
@@ -73,7 +76,7 @@ impl DocActor {
                     // sync status acknowledges, bringing `unsyncedChanges`
                     // (set to 1 by every sync it starts) back to 0.
                     if self.peers.hocuspocus(id) {
-                        let own = self.doc().transact().state_vector();
+                        let own = self.state_vector();
                         self.send(id, protocol::encode_step1(&own));
                     }
                     self.effects.push(Effect::Step2 { peer: id, sv })
@@ -107,6 +110,8 @@ impl DocActor {
                             }
                             continue;
                         }
+                        // Could not be built: every peer was disconnected.
+                        Err(Refusal::Unbuilt) => return,
                         Err(Refusal::TooLarge(limit)) => CloseReason::doc_too_large(limit),
                         Err(Refusal::TooManyTypes(limit)) => CloseReason::too_many_types(limit),
                         Err(Refusal::Invalid(reason)) => {
@@ -177,6 +182,15 @@ impl DocActor {
             answer(origin, Err(DocError::TooLarge { limit }));
             return Err(Refusal::TooLarge(limit));
         }
+        if self.dormant_knows(&raw) {
+            // An up-to-date client's step2: nothing to build it for.
+            answer(origin, Ok(()));
+            return Ok(());
+        }
+        if !self.wake() {
+            answer(origin, Err(unbuilt()));
+            return Err(Refusal::Unbuilt);
+        }
         let type_limit = self.config.max_doc_types;
         if self.type_items + shape.types > type_limit {
             answer(origin, Err(DocError::TooManyTypes { limit: type_limit }));
@@ -225,7 +239,9 @@ impl DocActor {
             frame,
             received,
         });
-        self.versions.edited(Instant::now());
+        let now = Instant::now();
+        self.versions.edited(now);
+        self.last_edit = now;
     }
 
     /// Applies what a connection may say of awareness (see `presence`) and
@@ -347,12 +363,27 @@ impl DocActor {
             Effect::AwarenessStates { peer } => self.send_awareness_states(peer),
             Effect::EncodeState { sv, reply } => {
                 let sv = sv.unwrap_or_default();
-                let _ = reply.send(Ok(self.encode(&sv)));
+                let _ = reply.send(self.state_for(&sv));
             }
             Effect::Content { reply } => {
-                let _ = reply.send(Ok(crate::doc::content::doc_to_json(self.doc())));
+                let content = match self.wake() {
+                    true => Ok(crate::doc::content::doc_to_json(self.doc())),
+                    false => Err(unbuilt()),
+                };
+                let _ = reply.send(content);
             }
         }
+    }
+
+    /// What the document holds beyond `sv` (the HTTP API's state).
+    fn state_for(&mut self, sv: &StateVector) -> Result<Vec<u8>, DocError> {
+        if let Some(update) = self.dormant_update(sv) {
+            return Ok(update);
+        }
+        if !self.wake() {
+            return Err(unbuilt());
+        }
+        Ok(self.encode(sv))
     }
 
     /// Sends a stateless message to every Hocuspocus peer but its sender;
@@ -381,8 +412,17 @@ impl DocActor {
             self.peers.defer_step1(id, sv, Instant::now());
             return;
         }
-        let doc_sv = self.doc().transact().state_vector();
+        let doc_sv = self.state_vector();
         let step2 = answers::step2_for(&doc_sv, &sv, self.peers.waiting_step2(id));
+        if step2 == Step2::Diff {
+            if let Some(frame) = self.dormant_answer(&sv) {
+                // It holds every block: the deletions, kept once encoded.
+                if let Some(ticket) = self.send(id, frame) {
+                    self.peers.step2_sent(id, ticket, sv);
+                }
+                return;
+            }
+        }
         let cost = answers::cost(step2, self.answers.has_full_state(), &doc_sv, &sv);
         if cost > 0.0 {
             let now = Instant::now();
@@ -400,6 +440,7 @@ impl DocActor {
                 let originals = &self.originals;
                 let frames = match self.answers.full_state(|updates| merge_updates(updates, originals)) {
                     Some(frames) => frames,
+                    None if !self.wake() => return,
                     None => {
                         // Stale (or its tail would not merge): encode it anew.
                         let update = self.encode(&StateVector::default());
@@ -411,6 +452,9 @@ impl DocActor {
                 (self.send_all(id, frames), StateVector::default())
             }
             Step2::Diff => {
+                if !self.wake() {
+                    return;
+                }
                 let update = self.encode(&sv);
                 (self.send(id, protocol::encode_step2(&update)), sv)
             }

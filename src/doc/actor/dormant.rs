@@ -1,0 +1,234 @@
+//! A document held as its encoding instead of in yrs (`weft_core::dormant`).
+//!
+//! A document built in yrs takes ~15 times its encoded size in memory and
+//! ~4.5 ms of CPU per 65 KiB to build (bench/FINDINGS.md), yet most loaded
+//! documents are only read: after a restart every client reconnects
+//! holding the whole document, a class opening one document needs all of
+//! it. So a document loads dormant, as its stored updates joined into one
+//! (`concat_v1`), and its state vector and deletions read from those
+//! bytes. While dormant, the actor answers from them: a step1 of a client
+//! lacking most of it gets the encoding itself (the shared full state of
+//! `answers`), one holding every block gets the deletions only, and an
+//! update that changes nothing (an up-to-date client's step2) is
+//! recognised without yrs. Anything else wakes it first ([`DocActor::wake`]):
+//! an update that changes it, a diff, its content, a version, a restore.
+//!
+//! It goes dormant again when its last peer leaves (it stays loaded until
+//! `--unload-after-ms`, for the next join), and, with peers, after
+//! `--dormant-after-ms` without an edit. Never in cluster mode, where the
+//! stream's entries are applied as they come.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tracing::{debug, error};
+use weft_core::dormant::Summary;
+use weft_core::originals::Originals;
+use weft_core::{Clocks, Rebuilt};
+use yrs::{Doc, ReadTxn, StateVector, Transact};
+
+use super::DocActor;
+use crate::close::CloseReason;
+use crate::doc::DocError;
+use crate::metrics::Metrics;
+use crate::protocol;
+
+/// The document as its encoding.
+pub(super) struct Dormant {
+    /// The whole state as a step2 frame, shared with `answers`.
+    frame: Bytes,
+    /// The whole state (the frame's payload).
+    state: Bytes,
+    summary: Summary,
+    /// The step2 frame of the deletions alone, once asked for.
+    deletions: Option<Bytes>,
+    _counted: DormantGauge,
+}
+
+/// Counts a document in `weft_documents_dormant` while it is held as its
+/// encoding.
+struct DormantGauge(Arc<Metrics>);
+
+impl Drop for DormantGauge {
+    fn drop(&mut self) {
+        self.0.docs_dormant.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Dormant {
+    /// The document whose whole state is `state` (one v1 update, each
+    /// client's blocks from clock 0); `Err` when it is not such an update.
+    pub fn new(state: &[u8], metrics: &Arc<Metrics>) -> Result<Self, String> {
+        let summary = Summary::of(state)?;
+        let frame = protocol::encode_step2(state);
+        let state = frame.slice(frame.len() - state.len()..);
+        metrics.docs_dormant.fetch_add(1, Relaxed);
+        Ok(Self {
+            frame,
+            state,
+            summary,
+            deletions: None,
+            _counted: DormantGauge(metrics.clone()),
+        })
+    }
+
+    /// From stored updates in order (a snapshot, then the log): `Err` when
+    /// they do not join into one whole state by moving bytes (a gap or an
+    /// overlap), and the document must be built to be known.
+    pub fn stored<'a>(updates: impl IntoIterator<Item = &'a [u8]>, metrics: &Arc<Metrics>) -> Result<Self, String> {
+        let updates: Vec<&[u8]> = updates.into_iter().collect();
+        let joined = weft_core::concat::concat_v1(&updates).ok_or("the stored updates overlap or leave a gap")?;
+        Self::new(&joined, metrics)
+    }
+
+    pub fn state_vector(&self) -> StateVector {
+        self.summary.state_vector()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.state.len()
+    }
+}
+
+impl DocActor {
+    /// The document's state vector, dormant or not.
+    pub(super) fn state_vector(&self) -> StateVector {
+        match &self.dormant {
+            Some(d) => d.state_vector(),
+            None => self.doc().transact().state_vector(),
+        }
+    }
+
+    /// On the tick: a document with no edit for `--dormant-after-ms` is
+    /// held as its encoding.
+    pub(super) fn sleep_if_quiet(&mut self, now: Instant) {
+        let after = self.config.dormant_after;
+        if self.dormant.is_none() && !after.is_zero() && now.saturating_duration_since(self.last_edit) >= after {
+            self.sleep();
+        }
+    }
+
+    /// Takes a dormant document's full state as the shared answer (see
+    /// `answers`): it is the encoding itself.
+    pub(super) fn share_dormant_state(&mut self) {
+        if let Some(d) = &self.dormant {
+            self.answers.set_full_state(d.frame.clone());
+        }
+    }
+
+    /// For a dormant document, the answer to a step1 from a client that
+    /// holds every block: the deletions alone. `None` when awake or when
+    /// the client lacks some block.
+    pub(super) fn dormant_answer(&mut self, sv: &StateVector) -> Option<Bytes> {
+        let d = self.dormant.as_mut()?;
+        if !d.summary.held_by(sv) {
+            return None;
+        }
+        Some(
+            d.deletions
+                .get_or_insert_with(|| protocol::encode_step2(&d.summary.deletions()))
+                .clone(),
+        )
+    }
+
+    /// For a dormant document, whether `update` changes nothing (no block,
+    /// deletions it holds). `false` when awake.
+    pub(super) fn dormant_knows(&self, update: &[u8]) -> bool {
+        self.dormant.as_ref().is_some_and(|d| d.summary.knows(update))
+    }
+
+    /// The whole state as stored, when dormant: no encoding needed.
+    pub(super) fn dormant_state(&self) -> Option<Bytes> {
+        self.dormant.as_ref().map(|d| d.state.clone())
+    }
+
+    /// For a dormant document, what a client at `sv` lacks, when the
+    /// encoding tells it without building: everything when it holds none
+    /// of the document's blocks, the deletions when it holds all of them.
+    pub(super) fn dormant_update(&self, sv: &StateVector) -> Option<Vec<u8>> {
+        let d = self.dormant.as_ref()?;
+        if d.summary.held_by(sv) {
+            Some(d.summary.deletions())
+        } else if d.summary.state_vector().iter().all(|(client, _)| sv.get(client) == 0) {
+            Some(d.state.to_vec())
+        } else {
+            None
+        }
+    }
+
+    /// Builds a dormant document in yrs; `true` once it is awake. When its
+    /// encoding does not build (yrs refuses what was stored), every peer is
+    /// disconnected and the actor unloads, as when a reload fails.
+    #[must_use]
+    pub(super) fn wake(&mut self) -> bool {
+        let Some(dormant) = self.dormant.take() else {
+            return !self.life.is_poisoned();
+        };
+        let started = std::time::Instant::now();
+        match weft_core::rebuild([("the stored state".to_string(), &dormant.state[..])]) {
+            Ok(Rebuilt {
+                doc,
+                clocks,
+                types,
+                originals,
+                ..
+            }) => {
+                *self.awareness.doc_mut() = doc;
+                self.clocks = clocks;
+                self.type_items = types;
+                self.originals = originals;
+                self.metrics.docs_woken.fetch_add(1, Relaxed);
+                debug!(
+                    bytes = dormant.bytes(),
+                    took_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "dormant document built"
+                );
+                true
+            }
+            Err(e) => {
+                error!(error = %e, "the stored document could not be built; disconnecting every peer");
+                self.kick_all(CloseReason::storage_failed());
+                self.life.poison();
+                false
+            }
+        }
+    }
+
+    /// Holds the document as its encoding from now on, dropping it from
+    /// yrs. Only between batches (nothing pending), never in cluster mode
+    /// or while a version or compaction is being written (it encodes from
+    /// the document).
+    pub(super) fn sleep(&mut self) {
+        if self.dormant.is_some()
+            || self.config.dormant_after.is_zero()
+            || self.cluster.is_some()
+            || self.life.is_poisoned()
+            || self.log.has_pending()
+            || self.background.busy()
+        {
+            return;
+        }
+        let state = self.encode(&StateVector::default());
+        match Dormant::new(&state, &self.metrics) {
+            Ok(dormant) => {
+                debug!(bytes = state.len(), "document dormant");
+                self.answers.set_full_state(dormant.frame.clone());
+                self.dormant = Some(dormant);
+                *self.awareness.doc_mut() = Doc::new();
+                self.clocks = Clocks::default();
+                self.originals = Originals::default();
+            }
+            // A document holding what waits for missing changes: it stays
+            // built.
+            Err(e) => debug!(reason = %e, "document stays built"),
+        }
+    }
+}
+
+/// What a request that needs the document built is told when its stored
+/// state does not build.
+pub(super) fn unbuilt() -> DocError {
+    DocError::Storage("the stored document could not be built".into())
+}
