@@ -216,13 +216,21 @@ async fn load_all(server: &Server, p: &ManyLoaded, n: usize, docs: &Arc<Vec<Trac
     }
     sleep(p.settle).await;
     let all = stats::sample(pid).ok_or("server gone")?;
+    let ok = n - errors.len();
+    // weft: the same documents once they are dormant, held as their
+    // encoding after --dormant-after-ms without an edit (10 s by default),
+    // their clients still connected.
+    let dormant = match server.kind {
+        Kind::Weft => wait_dormant(server, ok, Duration::from_secs(60)).await,
+        _ => None,
+    };
     let _ = stop_tx.send(true);
     for h in holders {
         let _ = h.await;
     }
-    let ok = n - errors.len();
     let encoded = (0..n).map(|i| docs[i % docs.len()].state.len()).sum::<usize>() as f64 / n.max(1) as f64;
     let kib_per_doc = (all.rss_kib as f64 - base.rss_kib as f64) / ok.max(1) as f64;
+    let kib_dormant = dormant.map(|(after, s)| (after, (s.rss_kib as f64 - base.rss_kib as f64) / ok.max(1) as f64));
     let failed = errors.len();
     errors.sort();
     errors.dedup();
@@ -237,7 +245,28 @@ async fn load_all(server: &Server, p: &ManyLoaded, n: usize, docs: &Arc<Vec<Trac
         "times_encoded": round3(kib_per_doc * 1024.0 / encoded.max(1.0)),
         "rss_base_mib": round3(base.rss_kib as f64 / 1024.0),
         "rss_all_mib": round3(all.rss_kib as f64 / 1024.0),
+        "dormant_after_s": kib_dormant.map(|(after, _)| round3(after)),
+        "kib_per_doc_dormant": kib_dormant.map(|(_, kib)| round3(kib)),
+        "times_encoded_dormant": kib_dormant.map(|(_, kib)| round3(kib * 1024.0 / encoded.max(1.0))),
     }))
+}
+
+/// Waits until weft holds `docs` documents dormant (`weft_documents_dormant`),
+/// then samples the server: how long it took from now, and the sample.
+/// `None` if they are not all dormant within `timeout`.
+async fn wait_dormant(server: &Server, docs: usize, timeout: Duration) -> Option<(f64, stats::ProcSample)> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        let metrics = crate::compare::weft_metrics_all(&server.base).await;
+        if metrics["documents_dormant"].as_f64().is_some_and(|d| d >= docs as f64) {
+            // Let the freed memory settle as it does after the load.
+            sleep(Duration::from_secs(1)).await;
+            return Some((started.elapsed().as_secs_f64(), stats::sample(server.pid)?));
+        }
+        sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("  not every document went dormant within {timeout:?}");
+    None
 }
 
 /// Joins `name` empty, sends the document, and waits for the answer to a

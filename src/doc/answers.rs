@@ -93,6 +93,15 @@ impl Answers {
         Some(frames.collect())
     }
 
+    /// The kept full state's step2 frame, when nothing was accepted since
+    /// it: the document now, in one frame.
+    pub fn current_state(&self) -> Option<Bytes> {
+        self.full_state
+            .as_ref()
+            .filter(|kept| kept.tail.is_empty())
+            .map(|kept| kept.state.clone())
+    }
+
     /// Keeps a fresh encoding of the full state (a step2 frame).
     pub fn set_full_state(&mut self, state: Bytes) {
         self.full_state = Some(FullState {

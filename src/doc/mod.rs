@@ -39,6 +39,7 @@ mod presence;
 mod registry;
 mod report;
 pub mod restore;
+mod trim;
 mod versions;
 
 use std::fmt;

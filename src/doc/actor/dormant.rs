@@ -74,6 +74,22 @@ impl Dormant {
         })
     }
 
+    /// From the step2 frame of the whole state (the shared answer kept by
+    /// `answers`), without copying it.
+    fn from_frame(frame: Bytes, metrics: &Arc<Metrics>) -> Result<Self, String> {
+        let header = step2_header(&frame).ok_or("not a step2 frame")?;
+        let state = frame.slice(header..);
+        let summary = Summary::of(&state)?;
+        metrics.docs_dormant.fetch_add(1, Relaxed);
+        Ok(Self {
+            frame,
+            state,
+            summary,
+            deletions: None,
+            _counted: DormantGauge(metrics.clone()),
+        })
+    }
+
     /// From stored updates in order (a snapshot, then the log): `Err` when
     /// they do not join into one whole state by moving bytes (a gap or an
     /// overlap), and the document must be built to be known.
@@ -210,15 +226,21 @@ impl DocActor {
         {
             return;
         }
-        let state = self.encode(&StateVector::default());
-        match Dormant::new(&state, &self.metrics) {
+        // The shared answer, when it is the document now: no encoding.
+        let dormant = match self.answers.current_state() {
+            Some(frame) => Dormant::from_frame(frame, &self.metrics),
+            None => Dormant::new(&self.encode(&StateVector::default()), &self.metrics),
+        };
+        match dormant {
             Ok(dormant) => {
-                debug!(bytes = state.len(), "document dormant");
+                debug!(bytes = dormant.bytes(), "document dormant");
                 self.answers.set_full_state(dormant.frame.clone());
+                let bytes = dormant.bytes();
                 self.dormant = Some(dormant);
                 *self.awareness.doc_mut() = Doc::new();
                 self.clocks = Clocks::default();
                 self.originals = Originals::default();
+                crate::doc::trim::document_freed(bytes);
             }
             // A document holding what waits for missing changes: it stays
             // built.
@@ -231,4 +253,39 @@ impl DocActor {
 /// state does not build.
 pub(super) fn unbuilt() -> DocError {
     DocError::Storage("the stored document could not be built".into())
+}
+
+/// Where the update starts in a step2 frame: after the message type, the
+/// sync type and the update's length (a lib0 varint).
+fn step2_header(frame: &[u8]) -> Option<usize> {
+    if frame.get(..2)? != [0, 1] {
+        return None;
+    }
+    let (mut len, mut shift) = (0u64, 0);
+    for (i, &b) in frame.iter().enumerate().skip(2).take(10) {
+        len |= u64::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            let header = i + 1;
+            return (frame.len() - header == len as usize).then_some(header);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_update_of_a_step2_frame_is_found() {
+        for len in [0, 5, 127, 128, 300, 20 << 20] {
+            let update = vec![7u8; len];
+            let frame = protocol::encode_step2(&update);
+            let header = step2_header(&frame).unwrap();
+            assert_eq!(&frame[header..], &update[..]);
+        }
+        assert_eq!(step2_header(&protocol::encode_update(&[1, 2, 3])), None);
+        assert_eq!(step2_header(&[0, 1, 5, 1]), None, "a length that is not the rest");
+    }
 }
