@@ -191,3 +191,27 @@ fn base64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// Updates from the HTTP API to a document nobody has open build it once,
+/// not once each: it goes back to sleep only after `--dormant-after-ms`.
+#[tokio::test]
+async fn api_writes_build_a_document_once() {
+    let server = Server::builder().arg("--dormant-after-ms", 60_000).start();
+    let writer = yrs::Doc::with_client_id(7);
+    let text = writer.get_or_insert_text("t");
+    let mut sent = StateVector::default();
+    for word in ["a", "b", "c", "d"] {
+        text.push(&mut writer.transact_mut(), word);
+        let update = writer.transact().encode_state_as_update_v1(&sent);
+        sent = writer.transact().state_vector();
+        let posted = server
+            .post(&format!("/api/docs/{DOC}/update"), "application/octet-stream", &update)
+            .await;
+        assert_eq!(posted.status, 200, "{}", posted.text());
+    }
+    let reader = server.connect(DOC).await;
+    wait_text(&reader, "abcd").await;
+    // Built by the first update (a new document loads dormant), never again.
+    assert_eq!(server.metric("weft_documents_woken_total").await, 1.0);
+    assert_eq!(server.metric("weft_documents_dormant").await, 0.0);
+}

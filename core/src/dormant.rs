@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use yrs::{ClientID, StateVector};
 
 use crate::concat::{coalesce, layout, put_var};
-use crate::validate;
+use crate::validate::{self, CLIENT_BITS};
 
 /// A document's state vector and deletions, read from its encoding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,6 +40,13 @@ impl Summary {
         let parts = layout(state).map_err(|e| e.to_string())?;
         if parts.groups.len() != shape.spans.len() {
             return Err("a client's blocks are all skips".into());
+        }
+        // yrs keeps a client id's low 53 bits, so two ids that differ above
+        // them are one client to it and two to these bytes: only yrs can
+        // say what such a document holds.
+        let wide = parts.groups.iter().map(|g| g.client);
+        if let Some(id) = wide.chain(parts.deletes.iter().map(|d| d.0)).find(|&c| c > CLIENT_BITS) {
+            return Err(format!("client id {id} is wider than 53 bits"));
         }
         let mut clocks = Vec::with_capacity(shape.spans.len());
         for span in &shape.spans {
@@ -103,11 +110,11 @@ impl Summary {
     /// be read.
     pub fn knows(&self, update: &[u8]) -> bool {
         let Ok(parts) = layout(update) else { return false };
-        parts.groups.iter().all(|g| g.blocks == 0)
+        parts.groups.iter().all(|g| g.blocks == 0 && g.client <= CLIENT_BITS)
             && parts
                 .deletes
                 .iter()
-                .all(|&(client, start, len)| len == 0 || self.deleted(client, start, len))
+                .all(|&(client, start, len)| len == 0 || (client <= CLIENT_BITS && self.deleted(client, start, len)))
     }
 
     fn deleted(&self, client: u64, start: u64, len: u64) -> bool {
@@ -248,6 +255,13 @@ mod tests {
         let err = Summary::of(&tail).unwrap_err();
         assert!(err.contains("start at clock 3"), "{err}");
         assert!(Summary::of(&[1, 2]).is_err());
+        // A deletion of client 1 written with a bit above the 53 yrs keeps.
+        let mut wide = vec![0, 1];
+        crate::concat::put_var(&mut wide, 1 | 1 << 53);
+        wide.extend([1, 0, 1]);
+        let err = Summary::of(&wide).unwrap_err();
+        assert!(err.contains("wider than 53 bits"), "{err}");
+        assert!(!Summary::default().knows(&wide));
         assert_eq!(Summary::of(&[0, 0]).unwrap(), Summary::default());
     }
 }

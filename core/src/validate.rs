@@ -238,7 +238,7 @@ pub struct Span {
 }
 
 /// yrs keeps the low 53 bits of a client id (what JavaScript numbers hold).
-const CLIENT_BITS: u64 = (1 << 53) - 1;
+pub(crate) const CLIENT_BITS: u64 = (1 << 53) - 1;
 
 /// A Yjs v1 update: `clients • (blocks • client • clock • block*)* •
 /// delete set`.

@@ -138,8 +138,14 @@ pub(super) struct DocActor {
     awareness: Awareness,
     /// The document held as its encoding instead (`dormant`).
     dormant: Option<dormant::Dormant>,
-    /// When the last update was accepted (or the document loaded).
-    last_edit: Instant,
+    /// When it last accepted an update, was built or loaded: it goes
+    /// dormant `--dormant-after-ms` after that.
+    active_at: Instant,
+    /// Its last peer left in this batch: it goes dormant at the batch's end.
+    emptied: bool,
+    /// The shared full state (`answers`) is still the stored rows joined
+    /// that it woke from, not yrs's encoding (`dormant`).
+    shared_rows: bool,
     clock: Millis,
     /// What the document holds of each client's changes (a lower bound):
     /// updates that skip some are refused.
@@ -255,7 +261,9 @@ impl DocActor {
             name,
             awareness: Awareness::with_clock(rebuilt.doc, clock),
             dormant,
-            last_edit: now,
+            active_at: now,
+            emptied: false,
+            shared_rows: false,
             clock,
             clocks: rebuilt.clocks,
             type_items: rebuilt.types,
@@ -322,7 +330,8 @@ impl DocActor {
                     }
                 }
                 _ = tick.tick() => {
-                    if self.tick().await == Flow::Stop {
+                    // A document that could not be built (`dormant`) leaves.
+                    if self.tick().await == Flow::Stop || self.life.is_poisoned() {
                         self.unload(&mut rx).await;
                         return;
                     }
@@ -418,8 +427,10 @@ impl DocActor {
         }
         self.flush().await;
         self.compact_if_needed();
-        if self.peers.is_empty() {
-            // Kept loaded for the next join, as its encoding.
+        if std::mem::take(&mut self.emptied) && self.peers.is_empty() {
+            // Kept loaded for the next join, as its encoding. (Not after
+            // every batch without peers: each update from the HTTP API
+            // would build it and put it back.)
             self.sleep();
         }
         Flow::Continue
@@ -556,6 +567,7 @@ impl DocActor {
         self.release_clients(id);
         if self.peers.is_empty() {
             self.life.idle(Instant::now());
+            self.emptied = true;
         }
     }
 

@@ -44,6 +44,11 @@ pub(super) struct Dormant {
     summary: Summary,
     /// The step2 frame of the deletions alone, once asked for.
     deletions: Option<Bytes>,
+    /// The state is yrs's own encoding (the document went to sleep, or
+    /// loaded from a snapshot alone), not stored rows joined: a compaction
+    /// writes it as it is. Joined rows keep every row's blocks apart, so
+    /// compacting them means building the document.
+    squashed: bool,
     _counted: DormantGauge,
 }
 
@@ -60,23 +65,14 @@ impl Drop for DormantGauge {
 impl Dormant {
     /// The document whose whole state is `state` (one v1 update, each
     /// client's blocks from clock 0); `Err` when it is not such an update.
-    pub fn new(state: &[u8], metrics: &Arc<Metrics>) -> Result<Self, String> {
-        let summary = Summary::of(state)?;
+    pub fn new(state: &[u8], squashed: bool, metrics: &Arc<Metrics>) -> Result<Self, String> {
         let frame = protocol::encode_step2(state);
-        let state = frame.slice(frame.len() - state.len()..);
-        metrics.docs_dormant.fetch_add(1, Relaxed);
-        Ok(Self {
-            frame,
-            state,
-            summary,
-            deletions: None,
-            _counted: DormantGauge(metrics.clone()),
-        })
+        Self::from_frame(frame, squashed, metrics)
     }
 
     /// From the step2 frame of the whole state (the shared answer kept by
     /// `answers`), without copying it.
-    fn from_frame(frame: Bytes, metrics: &Arc<Metrics>) -> Result<Self, String> {
+    fn from_frame(frame: Bytes, squashed: bool, metrics: &Arc<Metrics>) -> Result<Self, String> {
         let header = step2_header(&frame).ok_or("not a step2 frame")?;
         let state = frame.slice(header..);
         let summary = Summary::of(&state)?;
@@ -86,6 +82,7 @@ impl Dormant {
             state,
             summary,
             deletions: None,
+            squashed,
             _counted: DormantGauge(metrics.clone()),
         })
     }
@@ -93,10 +90,10 @@ impl Dormant {
     /// From stored updates in order (a snapshot, then the log): `Err` when
     /// they do not join into one whole state by moving bytes (a gap or an
     /// overlap), and the document must be built to be known.
-    pub fn stored<'a>(updates: impl IntoIterator<Item = &'a [u8]>, metrics: &Arc<Metrics>) -> Result<Self, String> {
-        let updates: Vec<&[u8]> = updates.into_iter().collect();
+    pub fn stored(snapshot: Option<&[u8]>, log: &[&[u8]], metrics: &Arc<Metrics>) -> Result<Self, String> {
+        let updates: Vec<&[u8]> = snapshot.into_iter().chain(log.iter().copied()).collect();
         let joined = weft_core::concat::concat_v1(&updates).ok_or("the stored updates overlap or leave a gap")?;
-        Self::new(&joined, metrics)
+        Self::new(&joined, log.is_empty(), metrics)
     }
 
     pub fn state_vector(&self) -> StateVector {
@@ -121,7 +118,7 @@ impl DocActor {
     /// held as its encoding.
     pub(super) fn sleep_if_quiet(&mut self, now: Instant) {
         let after = self.config.dormant_after;
-        if self.dormant.is_none() && !after.is_zero() && now.saturating_duration_since(self.last_edit) >= after {
+        if self.dormant.is_none() && !after.is_zero() && now.saturating_duration_since(self.active_at) >= after {
             self.sleep();
         }
     }
@@ -155,9 +152,10 @@ impl DocActor {
         self.dormant.as_ref().is_some_and(|d| d.summary.knows(update))
     }
 
-    /// The whole state as stored, when dormant: no encoding needed.
-    pub(super) fn dormant_state(&self) -> Option<Bytes> {
-        self.dormant.as_ref().map(|d| d.state.clone())
+    /// The whole state as yrs would encode it, when dormant and held so
+    /// (see `Dormant::squashed`): a compaction snapshot without building.
+    pub(super) fn dormant_squashed(&self) -> Option<Bytes> {
+        self.dormant.as_ref().filter(|d| d.squashed).map(|d| d.state.clone())
     }
 
     /// For a dormant document, what a client at `sv` lacks, when the
@@ -179,8 +177,11 @@ impl DocActor {
     /// disconnected and the actor unloads, as when a reload fails.
     #[must_use]
     pub(super) fn wake(&mut self) -> bool {
+        if self.life.is_poisoned() {
+            return false;
+        }
         let Some(dormant) = self.dormant.take() else {
-            return !self.life.is_poisoned();
+            return true;
         };
         let started = std::time::Instant::now();
         match weft_core::rebuild([("the stored state".to_string(), &dormant.state[..])]) {
@@ -195,6 +196,11 @@ impl DocActor {
                 self.clocks = clocks;
                 self.type_items = types;
                 self.originals = originals;
+                // The shared full state is still this frame (see `sleep`).
+                self.shared_rows = !dormant.squashed;
+                // Not put back to sleep before `--dormant-after-ms`: a
+                // client asking for diffs would have it built every tick.
+                self.active_at = Instant::now();
                 self.metrics.docs_woken.fetch_add(1, Relaxed);
                 debug!(
                     bytes = dormant.bytes(),
@@ -205,6 +211,9 @@ impl DocActor {
             }
             Err(e) => {
                 error!(error = %e, "the stored document could not be built; disconnecting every peer");
+                // Still answered from its encoding (never an empty
+                // document) until the actor leaves, at the batch's end.
+                self.dormant = Some(dormant);
                 self.kick_all(CloseReason::storage_failed());
                 self.life.poison();
                 false
@@ -228,8 +237,8 @@ impl DocActor {
         }
         // The shared answer, when it is the document now: no encoding.
         let dormant = match self.answers.current_state() {
-            Some(frame) => Dormant::from_frame(frame, &self.metrics),
-            None => Dormant::new(&self.encode(&StateVector::default()), &self.metrics),
+            Some(frame) => Dormant::from_frame(frame, !self.shared_rows, &self.metrics),
+            None => Dormant::new(&self.encode(&StateVector::default()), true, &self.metrics),
         };
         match dormant {
             Ok(dormant) => {
@@ -242,8 +251,8 @@ impl DocActor {
                 self.originals = Originals::default();
                 crate::doc::trim::document_freed(bytes);
             }
-            // A document holding what waits for missing changes: it stays
-            // built.
+            // An encoding the summary cannot read (a gap in a client's
+            // blocks, a client id past 53 bits): it stays built.
             Err(e) => debug!(reason = %e, "document stays built"),
         }
     }

@@ -190,7 +190,9 @@ impl DocActor {
         if self.background.busy() || retry_later || !self.compaction_due(false) {
             return;
         }
-        let (snapshot, mark) = self.compaction_snapshot();
+        let Some((snapshot, mark)) = self.compaction_snapshot() else {
+            return;
+        };
         let (store, name) = (self.store.clone(), self.name.clone());
         let task = async move {
             let covered = snapshot.stream_id.clone();
@@ -214,7 +216,9 @@ impl DocActor {
         if !self.compaction_due(true) {
             return;
         }
-        let (snapshot, mark) = self.compaction_snapshot();
+        let Some((snapshot, mark)) = self.compaction_snapshot() else {
+            return;
+        };
         let covered = snapshot.stream_id.clone();
         let size = snapshot.state.len() as u64;
         let result = self.store.compact(&self.name, snapshot).await;
@@ -227,7 +231,11 @@ impl DocActor {
     }
 
     /// The snapshot to compact with, and the log's size it covers.
-    fn compaction_snapshot(&self) -> (Snapshot, (u64, u64)) {
+    fn compaction_snapshot(&mut self) -> Option<(Snapshot, (u64, u64))> {
+        // Stored rows joined are not a compaction: build to encode.
+        if self.dormant_squashed().is_none() && !self.wake() {
+            return None;
+        }
         let started = std::time::Instant::now();
         let snapshot = self.snapshot();
         debug!(
@@ -235,7 +243,7 @@ impl DocActor {
             encode_ms = started.elapsed().as_secs_f64() * 1e3,
             "compaction snapshot encoded"
         );
-        (snapshot, self.log.size())
+        Some((snapshot, self.log.size()))
     }
 
     /// Waits for the background write in flight, if any, and takes in its
@@ -278,8 +286,8 @@ impl DocActor {
     /// The full state as of the last accepted update. Only called with no
     /// update pending, so the state is exactly what the log holds.
     fn snapshot(&self) -> Snapshot {
-        if let Some(state) = self.dormant_state() {
-            // Its stored updates joined: already the whole state.
+        if let Some(state) = self.dormant_squashed() {
+            // Already yrs's encoding of the whole state.
             return Snapshot {
                 upto_seq: self.log.last_seq(),
                 state: state.to_vec(),

@@ -61,6 +61,7 @@ impl DocActor {
         }
         if self.peers.is_empty() {
             self.life.idle(Instant::now());
+            self.emptied = true;
         }
     }
 
@@ -226,6 +227,7 @@ impl DocActor {
         self.metrics.updates_applied.fetch_add(1, Relaxed);
         self.metrics.update_bytes.fetch_add(raw.len() as u64, Relaxed);
         self.answers.accepted(&raw, &frame);
+        self.shared_rows = false;
         self.originals.add(&raw);
         self.log.push(raw.clone());
         if let Origin::Peer(id) = &origin {
@@ -241,7 +243,7 @@ impl DocActor {
         });
         let now = Instant::now();
         self.versions.edited(now);
-        self.last_edit = now;
+        self.active_at = now;
     }
 
     /// Applies what a connection may say of awareness (see `presence`) and
@@ -446,6 +448,7 @@ impl DocActor {
                         let update = self.encode(&StateVector::default());
                         let frame = protocol::encode_step2(&update);
                         self.answers.set_full_state(frame.clone());
+                        self.shared_rows = false;
                         vec![frame]
                     }
                 };
