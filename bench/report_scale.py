@@ -151,8 +151,10 @@ def manyloaded_lines(runs):
                          f"(hard RLIMIT_NOFILE); measured at {rs['docs']:,} documents and {rs['clients']:,} clients.**")
             lines.append("")
         lines.append("weft stopped (SIGTERM) and started again on the same database, then two clients a document "
-                     "connect at once; a refused client, or one not synced within 20 s, tries again after 0.5 s "
-                     "(y-websocket reconnects after at most 2.5 s). Times from the moment all start.")
+                     "connect at once, each holding the document as a y-websocket client that was connected before the "
+                     "restart does (step1 with the document's state vector, its step2 of no block and its deletions "
+                     "in answer to weft's step1); a refused client, or one not synced within 20 s, tries again after "
+                     "0.5 s (y-websocket reconnects after at most 2.5 s). Times from the moment all start.")
         lines.append("")
         lines.append("| run | documents | clients | all synced s | first sync p50 ms | p99 ms | failed | refused (503/429) | retried | server CPU s | RSS after MiB |")
         lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -9,7 +9,8 @@
 //!
 //! Restart (weft only; the reference keeps nothing): weft is stopped
 //! (SIGTERM) and started again on the same database, and two clients per
-//! document reconnect at once. Measured: the time until every client is
+//! document reconnect at once, holding the document as clients that were
+//! connected before the restart do. Measured: the time until every client is
 //! synced (from the moment all start), and what was refused or timed out
 //! (such a client tries again after 0.5 s, as a y-websocket client would
 //! reconnect).
@@ -58,11 +59,13 @@ const TRACES: [&str; 3] = [
 ];
 
 /// A document's end state: its update, its state vector (for a step1 that
-/// asks for nothing back) and its name.
+/// asks for nothing back), what a client holding it answers a server's
+/// step1 with (no block, its deletions) and its name.
 struct TraceDoc {
     name: String,
     state: Vec<u8>,
     vector: Vec<u8>,
+    step2: Vec<u8>,
 }
 
 fn trace_docs(trace: &Path) -> Result<Vec<TraceDoc>, Error> {
@@ -95,6 +98,7 @@ fn trace_docs(trace: &Path) -> Result<Vec<TraceDoc>, Error> {
             name: t.name,
             state: txn.encode_state_as_update_v1(&StateVector::default()),
             vector: txn.state_vector().encode_v1(),
+            step2: txn.encode_state_as_update_v1(&txn.state_vector()),
         });
     }
     Ok(out)
@@ -149,7 +153,7 @@ pub async fn run(servers: &Servers, p: &ManyLoaded, trace: &Path, kinds: &[Kind]
             let m = n.min(fits / 2);
             eprintln!("restart at scale: weft, {m} documents, {} clients at once", 2 * m);
             let server = server.restart_after("stop")?;
-            let result = reconnect_all(&server, p, m).await;
+            let result = reconnect_all(&server, p, m, &docs).await;
             match result {
                 Ok(r) => {
                     eprintln!(
@@ -294,6 +298,32 @@ async fn load_one(target: &Target, name: &str, doc: &TraceDoc) -> Result<Ws, Err
     Ok(ws)
 }
 
+/// Joins `name` as a y-websocket client holding the document does after a
+/// reconnect: step1 with its state vector, its step2 (no block, its
+/// deletions) in answer to the server's step1, synced at the server's
+/// step2.
+async fn rejoin(target: &Target, name: &str, nth: usize, doc: &TraceDoc) -> Result<Ws, Error> {
+    let mut ws = target.connect(name, nth).await?;
+    ws.send(Message::Binary(wire::sync_frame(wire::SYNC_STEP1, &doc.vector).into()))
+        .await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(frame))) => match wire::kind(&frame) {
+                wire::Kind::Step1 => {
+                    ws.send(Message::Binary(wire::sync_frame(wire::SYNC_STEP2, &doc.step2).into()))
+                        .await?
+                }
+                wire::Kind::Step2 => return Ok(ws),
+                _ => {}
+            },
+            Some(Ok(Message::Close(frame))) => return Err(format!("closed: {frame:?}").into()),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("closed before sync".into()),
+        }
+    }
+}
+
 async fn hold(mut ws: Ws, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -305,9 +335,10 @@ async fn hold(mut ws: Ws, mut stop: watch::Receiver<bool>) {
 }
 
 /// After a restart: two clients for each of the first `m` documents, all
-/// at once; each retries a refusal (503, 429) or a join that took over
-/// 20 s after 0.5 s, until `restart_timeout`.
-async fn reconnect_all(server: &Server, p: &ManyLoaded, m: usize) -> Result<Value, Error> {
+/// at once, each holding the document as a y-websocket client that was
+/// connected before does (`rejoin`); each retries a refusal (503, 429) or
+/// a join that took over 20 s after 0.5 s, until `restart_timeout`.
+async fn reconnect_all(server: &Server, p: &ManyLoaded, m: usize, docs: &Arc<Vec<TraceDoc>>) -> Result<Value, Error> {
     let pid = server.pid;
     let target = server.target().await?.with_read_buffer(4 << 10);
     let tag = run_tag();
@@ -324,10 +355,14 @@ async fn reconnect_all(server: &Server, p: &ManyLoaded, m: usize) -> Result<Valu
         // The names the load phase gave (the same run tag).
         let name = format!("loaded-{tag}-{}", i % m);
         let (stop, done) = (stop_rx.clone(), done_tx.clone());
+        let docs = docs.clone();
         tasks.push(tokio::spawn(async move {
             let (mut refused, mut retried) = (0u32, 0u32);
+            let doc = &docs[(i % m) % docs.len()];
             loop {
-                match target.join(&name, i).await {
+                let attempt = tokio::time::timeout(Duration::from_secs(20), rejoin(&target, &name, i, doc));
+                let joined = attempt.await.unwrap_or_else(|_| Err("not synced within 20 s".into()));
+                match joined {
                     Ok(ws) => {
                         let _ = done.send(Ok((epoch.elapsed(), refused, retried))).await;
                         hold(ws, stop).await;
