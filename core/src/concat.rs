@@ -32,6 +32,8 @@ pub(crate) struct Group {
     pub(crate) blocks: u64,
     /// The clock after its last block (skips included).
     pub(crate) end: u64,
+    /// Some of its blocks are skips (gaps).
+    pub(crate) skips: bool,
     bytes: std::ops::Range<usize>,
 }
 
@@ -60,15 +62,18 @@ pub(crate) fn layout(buf: &[u8]) -> Result<Layout> {
         let clock = r.var()?;
         let start = r.pos;
         let mut end = clock;
+        let mut skips = false;
         for _ in 0..blocks {
-            let (len, _skip) = block(&mut r, &mut ignored)?;
+            let (len, skip) = block(&mut r, &mut ignored)?;
             end = end.saturating_add(len);
+            skips |= skip;
         }
         groups.push(Group {
             client,
             clock,
             blocks,
             end,
+            skips,
             bytes: start..r.pos,
         });
     }

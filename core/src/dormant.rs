@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use yrs::{ClientID, StateVector};
 
 use crate::concat::{coalesce, layout, put_var};
-use crate::validate::{self, CLIENT_BITS};
+use crate::validate::{CLIENT_BITS, MAX_CLOCK};
 
 /// A document's state vector and deletions, read from its encoding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,11 +36,11 @@ impl Summary {
     /// Anything else is refused with the reason: what it lacks can only be
     /// known by building it.
     pub fn of(state: &[u8]) -> Result<Self, String> {
-        let shape = validate::update_v1(state).map_err(|e| e.to_string())?;
+        // One walk over the blocks, with the validator's parser (what it
+        // alone checks is checked below): the bytes were validated when
+        // they arrived, or encoded by yrs, and this runs for every
+        // document loaded.
         let parts = layout(state).map_err(|e| e.to_string())?;
-        if parts.groups.len() != shape.spans.len() {
-            return Err("a client's blocks are all skips".into());
-        }
         // yrs keeps a client id's low 53 bits, so two ids that differ above
         // them are one client to it and two to these bytes: only yrs can
         // say what such a document holds.
@@ -48,15 +48,22 @@ impl Summary {
         if let Some(id) = wide.chain(parts.deletes.iter().map(|d| d.0)).find(|&c| c > CLIENT_BITS) {
             return Err(format!("client id {id} is wider than 53 bits"));
         }
-        let mut clocks = Vec::with_capacity(shape.spans.len());
-        for span in &shape.spans {
-            if span.needs != 0 {
+        let mut clocks = Vec::with_capacity(parts.groups.len());
+        for g in parts.groups.iter().filter(|g| g.blocks > 0) {
+            if g.clock != 0 || g.skips {
                 return Err(format!(
-                    "client {}'s blocks start at clock {}, not 0",
-                    span.client, span.needs
+                    "client {}'s blocks start at clock {} or leave a gap",
+                    g.client, g.clock
                 ));
             }
-            clocks.push((span.client, span.end));
+            if g.end > MAX_CLOCK {
+                return Err(format!("client {}'s blocks reach clock {}", g.client, g.end));
+            }
+            clocks.push((g.client, g.end));
+        }
+        clocks.sort_unstable();
+        if let Some(pair) = clocks.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(format!("client {} has two groups of blocks", pair[0].0));
         }
         let mut deletes: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
         for (client, start, len) in parts.deletes {

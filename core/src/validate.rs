@@ -22,7 +22,7 @@ pub(crate) const MAX_DEPTH: usize = 64;
 /// Highest clock an update may reach. A client's clock counts its own
 /// operations, so real documents stay many orders of magnitude below; yrs's
 /// clock arithmetic is `u32` and wraps near `u32::MAX` (found by fuzzing).
-const MAX_CLOCK: u64 = (u32::MAX / 2) as u64;
+pub(crate) const MAX_CLOCK: u64 = (u32::MAX / 2) as u64;
 
 /// Why input was refused, shown to the client in the close reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
