@@ -7,12 +7,15 @@ import report as r
 
 SCALE_BEGIN = "<!-- scale:begin (bench/report.py --scale ... --merge-into) -->"
 SCALE_END = "<!-- scale:end -->"
-SCALE_COMMAND = """for n in 1 2 3; do bench/compare.sh --only c100k,manyloaded --out target/bench-scale-$n; done
+SCALE_COMMAND = """for n in 1 2 3; do bench/compare.sh --only c100k,joinstorm,manyloaded --out target/bench-scale-$n; done
 python3 bench/report.py --scale target/bench-scale-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md"""
 
 TARGET_P99_MS = 50.0
 TARGET_KIB_PER_CONN = 6.0
 TARGET_LOADED_SHARE = 1 / 3
+TARGET_STORM_S = 3.0
+TARGET_STORM_MIB = 512.0
+TARGET_STORM_SHARE = 1 / 4
 
 
 def rows_of(run, scenario):
@@ -182,10 +185,54 @@ def manyloaded_lines(runs):
     return lines, verdicts
 
 
+def joinstorm_lines(runs):
+    """The join storm, one column per run: weft and the reference side by side."""
+    storms = [(x.get("scenarios") or {}).get("joinstorm") for x in runs]
+    storms = [s for s in storms if s and s.get("rows")]
+    if not storms:
+        return [], []
+    by = lambda s, srv: next((x for x in s["rows"] if x.get("server") == srv), {})
+    doc = storms[0].get("document") or {}
+    lines = ["### Join storm", ""]
+    lines.append(f"{doc.get('how') or 'A big document'}; then {storms[0].get('clients')} empty clients whose joins start "
+                 f"evenly over {r.fmt(storms[0].get('spread_s'))} s. Servers on core 0, the generator on core 1. "
+                 "Peak RSS is the server's highest resident size from the storm's start (VmHWM reset after seeding).")
+    lines.append("")
+    lines.append("| | " + " | ".join(f"run {i + 1}" for i in range(len(storms))) + " | median (range) | target |")
+    lines.append("| --- | " + " | ".join("---:" for _ in storms) + " | ---: | --- |")
+    verdicts = []
+
+    def add(label, xs, target="", digits=None):
+        xs_ok = [x for x in xs if isinstance(x, (int, float))]
+        med_s = r.spread(xs_ok, digits) if xs_ok else "–"
+        cells = [x if isinstance(x, str) else r.fmt(x) for x in xs]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {med_s} | {target} |")
+        return r.median(xs_ok) if xs_ok else None
+
+    w_last = add("weft: last client synced, s", [by(s, "weft").get("last_synced_s") for s in storms])
+    add("reference: last client synced, s", [by(s, "reference").get("last_synced_s") for s in storms])
+    w_peak = add("weft: peak RSS, MiB", [by(s, "weft").get("peak_rss_mib") for s in storms])
+    add("reference: peak RSS, MiB", [by(s, "reference").get("peak_rss_mib") for s in storms])
+    add("weft: RSS once seeded, MiB", [by(s, "weft").get("rss_seeded_mib") for s in storms])
+    add("reference: RSS once seeded, MiB", [by(s, "reference").get("rss_seeded_mib") for s in storms])
+    shares = [r.ratio(by(s, "weft").get("peak_rss_mib"), by(s, "reference").get("peak_rss_mib")) for s in storms]
+    share = add("weft / reference peak RSS", [None if x is None else round(x, 3) for x in shares])
+    add("failed joins, weft / reference", [f"{by(s, 'weft').get('failed')} / {by(s, 'reference').get('failed')}" for s in storms])
+    lines.append("")
+    verdicts.append((f"join storm: all synced in ≤ {TARGET_STORM_S:g} s", f"{r.fmt(w_last)} s",
+                     None if w_last is None else w_last <= TARGET_STORM_S))
+    verdicts.append((f"join storm: peak RSS ≤ {TARGET_STORM_MIB:g} MiB", f"{r.fmt(w_peak)} MiB",
+                     None if w_peak is None else w_peak <= TARGET_STORM_MIB))
+    verdicts.append(("join storm: peak RSS ≤ 1/4 of the reference's", r.fmt_ratio(share),
+                     None if share is None else share <= TARGET_STORM_SHARE))
+    return lines, verdicts
+
+
 def scale_section(runs, command):
     c_lines, c_verdicts = c100k_lines(runs)
+    j_lines, j_verdicts = joinstorm_lines(runs)
     m_lines, m_verdicts = manyloaded_lines(runs)
-    verdicts = c_verdicts + m_verdicts
+    verdicts = c_verdicts + j_verdicts + m_verdicts
     quick = any(x.get("quick") for x in runs)
     out = [SCALE_BEGIN, "## Scale on one node", ""]
     if quick:
@@ -198,7 +245,7 @@ def scale_section(runs, command):
         for target, value, ok in verdicts:
             out.append(f"| {target} | {value} | {r.verdict(ok)} |")
         out.append("")
-    out += c_lines + m_lines
+    out += c_lines + j_lines + m_lines
     out.append(SCALE_END)
     return out
 
