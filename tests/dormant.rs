@@ -215,3 +215,28 @@ async fn api_writes_build_a_document_once() {
     assert_eq!(server.metric("weft_documents_woken_total").await, 1.0);
     assert_eq!(server.metric("weft_documents_dormant").await, 0.0);
 }
+
+/// A document goes dormant when its last peer leaves, also when a
+/// compaction was being written then (it waits for the write, not for
+/// `--dormant-after-ms`).
+#[tokio::test]
+async fn the_last_peer_leaving_puts_it_to_sleep_even_during_a_compaction() {
+    let server = Server::builder()
+        .arg("--dormant-after-ms", 600_000)
+        .arg("--compact-updates", 1)
+        .start();
+    let writer = server.connect(DOC).await;
+    writer.wait_synced().await.unwrap();
+    {
+        let t = writer.doc.get_or_insert_text("t");
+        writer.edit(|txn| t.insert(txn, 0, &"x".repeat(100_000)));
+    }
+    let witness = server.connect(DOC).await;
+    witness
+        .wait_for("the edit", 10 * SECOND, |c| c.text("t").len() == 100_000)
+        .await
+        .unwrap();
+    witness.close();
+    writer.close();
+    dormant(&server, 1.0).await;
+}

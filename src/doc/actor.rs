@@ -339,6 +339,11 @@ impl DocActor {
                 () = events::until(report_due) => self.report_updates().await,
                 written = history::finished(&mut self.background) => {
                     self.written(written);
+                    // Its last peer left while the write was in flight
+                    // (`sleep` waits for it): dormant now, not in 10 s.
+                    if self.peers.is_empty() {
+                        self.sleep();
+                    }
                     // Edits committed while the write was in flight may
                     // have made the next compaction due, and no batch may
                     // come to check it. Not in cluster mode yet: there a
