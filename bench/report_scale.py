@@ -7,7 +7,7 @@ import report as r
 
 SCALE_BEGIN = "<!-- scale:begin (bench/report.py --scale ... --merge-into) -->"
 SCALE_END = "<!-- scale:end -->"
-SCALE_COMMAND = """for n in 1 2 3; do bench/compare.sh --only c100k,joinstorm,manyloaded --out target/bench-scale-$n; done
+SCALE_COMMAND = """for n in 1 2 3; do BENCH_MANYLOADED_DOCS=2000 bench/compare.sh --only c100k,joinstorm,manyloaded --out target/bench-scale-$n; done
 python3 bench/report.py --scale target/bench-scale-{1,2,3}/results.json --merge-into docs/BENCHMARKS.md"""
 
 TARGET_P99_MS = 50.0
