@@ -66,6 +66,14 @@ async function reconnectedAfter (client, code) {
 }
 
 /** The document's text as weft stored it. */
+/** One un-labelled series of weft's /metrics. */
+async function metric (server, name) {
+  const res = await fetch(`${server.http}/metrics`, { signal: AbortSignal.timeout(30_000) })
+  const line = (await res.text()).split('\n').find((l) => l.startsWith(`${name} `))
+  assert.ok(line, `${name} in /metrics`)
+  return Number(line.split(' ')[1])
+}
+
 async function storedText (server, room) {
   const res = await fetch(`${server.http}/api/docs/${encodeURIComponent(room)}`, { signal: AbortSignal.timeout(30_000) })
   return res.status === 200 ? (await res.json()).content.t ?? '' : null
@@ -116,6 +124,41 @@ for (const stack of STACKS) {
       await waitFor('b has the offline edit', () => b.text() === 'before offline ')
       assert.equal(a.text(), b.text())
       await waitFor('stored', async () => (await storedText(server, 'shutdown')) === 'before offline ')
+    })
+
+    test('a provider that missed a deletion gets it from the restarted server without weft building the document, and edits after it reach everyone', async (t) => {
+      const server = await weft({ restartable: true })
+      const a = provider(stack, server, 'dormant')
+      const b = provider(stack, server, 'dormant')
+      t.after(() => { a.p.destroy(); b.p.destroy() })
+      await synced(a)
+      await synced(b)
+      text(a.doc, 't').insert(0, 'hello brave new world')
+      await waitFor('b has it', () => b.text() === 'hello brave new world')
+      // b leaves holding every block; the deletion moves no clock, so only
+      // the delete set of weft's step2 can bring it.
+      b.p.disconnect()
+      text(a.doc, 't').delete(6, 6)
+      const witness = provider(stack, server, 'dormant')
+      t.after(() => witness.p.destroy())
+      await waitFor('the deletion stored and relayed', () => witness.p.synced && witness.text() === 'hello new world')
+      witness.p.destroy()
+
+      const exit = await server.stop()
+      assert.equal(exit.code, 0, server.log())
+      await server.restart()
+      b.p.connect()
+      await waitFor('b gets the deletion', () => b.p.synced && b.text() === 'hello new world', 30_000)
+      await reconnectedAfter(a, 1001)
+      const c = provider(stack, server, 'dormant')
+      t.after(() => c.p.destroy())
+      await waitFor('a new client gets it all', () => c.p.synced && c.text() === 'hello new world')
+      assert.equal(await metric(server, 'weft_documents_woken_total'), 0, 'answered from the stored encoding')
+
+      text(b.doc, 't').insert(0, '>> ')
+      await waitFor('a and c get the edit', () => a.text() === '>> hello new world' && c.text() === '>> hello new world')
+      assert.equal(await metric(server, 'weft_documents_woken_total'), 1, 'built once, by the edit')
+      await waitFor('stored', async () => (await storedText(server, 'dormant')) === '>> hello new world')
     })
 
     test('after 4500 (not stored) the provider reconnects, resyncs once, resends the update and converges', async (t) => {
