@@ -65,7 +65,6 @@ async function reconnectedAfter (client, code) {
   assert.equal(last.step2, 1, `resynced with ${last.step2} step2 messages`)
 }
 
-/** The document's text as weft stored it. */
 /** One un-labelled series of weft's /metrics. */
 async function metric (server, name) {
   const res = await fetch(`${server.http}/metrics`, { signal: AbortSignal.timeout(30_000) })
@@ -74,6 +73,7 @@ async function metric (server, name) {
   return Number(line.split(' ')[1])
 }
 
+/** The document's text as weft stored it. */
 async function storedText (server, room) {
   const res = await fetch(`${server.http}/api/docs/${encodeURIComponent(room)}`, { signal: AbortSignal.timeout(30_000) })
   return res.status === 200 ? (await res.json()).content.t ?? '' : null
@@ -262,7 +262,15 @@ for (const stack of STACKS) {
         await waitFor('the fast provider keeps up', () => map(fast.doc, 'm').get('n') === want, 20_000)
       }
       await resumed
-      await reconnectedAfter(slow, 4503)
+      // weft gives a close frame stuck behind a full socket 2 s: a tab that
+      // reads again later than that (on a loaded machine, the full suite
+      // once) sees the connection end as 1006 instead; weft's log still
+      // says why it sent it away.
+      const away = (c) => c.close === 4503 || c.close === 1006
+      await waitFor('a close', () => slow.connections.some(away), 30_000)
+      const code = slow.connections.find(away).close
+      if (code === 1006) assert.match(server.log(), /code=4503/)
+      await reconnectedAfter(slow, code)
       await waitFor('the slow provider converges', () =>
         map(slow.doc, 'm').get('n') === n && map(slow.doc, 'm').get('blob') === blob)
       await waitFor('its own edit everywhere', () => map(fast.doc, 'm').get('from slow') === true)
