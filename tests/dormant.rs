@@ -25,6 +25,14 @@ async fn wait_text(client: &Client, want: &str) {
         .unwrap();
 }
 
+/// Waits until another client is sent `want`: weft stores an edit before
+/// it relays it.
+async fn stored(server: &Server, want: &str) {
+    let witness = server.connect(DOC).await;
+    wait_text(&witness, want).await;
+    witness.close();
+}
+
 async fn dormant(server: &Server, n: f64) {
     server
         .wait_metric("weft_documents_dormant", 10 * SECOND, |v| v == n)
@@ -53,10 +61,7 @@ async fn a_restarted_document_answers_from_its_encoding_until_an_edit() {
         let t = writer.doc.get_or_insert_text("t");
         writer.edit(|txn| t.remove_range(txn, 5, 6));
     }
-    // Stored once another client sees it (weft stores before it relays).
-    let witness = server.connect(DOC).await;
-    wait_text(&witness, "hello new world").await;
-    witness.close();
+    stored(&server, "hello new world").await;
     writer.close();
 
     let server = server.restart();
@@ -105,9 +110,7 @@ async fn the_state_api_answers_from_the_encoding() {
         let t = writer.doc.get_or_insert_text("t");
         writer.edit(|txn| t.remove_range(txn, 0, 3));
     }
-    let witness = server.connect(DOC).await;
-    wait_text(&witness, "defghi").await;
-    witness.close();
+    stored(&server, "defghi").await;
     writer.close();
     dormant(&server, 1.0).await;
     let woken = server.metric("weft_documents_woken_total").await;
@@ -231,12 +234,7 @@ async fn the_last_peer_leaving_puts_it_to_sleep_even_during_a_compaction() {
         let t = writer.doc.get_or_insert_text("t");
         writer.edit(|txn| t.insert(txn, 0, &"x".repeat(100_000)));
     }
-    let witness = server.connect(DOC).await;
-    witness
-        .wait_for("the edit", 10 * SECOND, |c| c.text("t").len() == 100_000)
-        .await
-        .unwrap();
-    witness.close();
+    stored(&server, &"x".repeat(100_000)).await;
     writer.close();
     dormant(&server, 1.0).await;
 }

@@ -570,6 +570,12 @@ impl DocActor {
         }
         link.closer.close(reason);
         self.release_clients(id);
+        self.idle_if_empty();
+    }
+
+    /// After a peer left: with none left, the unload timer starts and the
+    /// document goes dormant at the batch's end.
+    fn idle_if_empty(&mut self) {
         if self.peers.is_empty() {
             self.life.idle(Instant::now());
             self.emptied = true;

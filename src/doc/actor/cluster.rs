@@ -144,10 +144,9 @@ pub(super) async fn load(name: &DocName, shared: &Shared) -> Result<Loaded, Stri
     let Some(broker) = &shared.broker else {
         // Held as its encoding until something needs it built (`dormant`),
         // unless the stored updates do not join into one.
-        let log: Vec<&[u8]> = stored.log.iter().map(|e| &e.data[..]).collect();
         let dormant = match shared.config.dormant_after.is_zero() {
             true => Err("--dormant-after-ms is 0".to_string()),
-            false => Dormant::stored(stored.snapshot.as_deref(), &log, &shared.metrics),
+            false => Dormant::stored(&stored, &shared.metrics),
         };
         let built = match dormant {
             Ok(dormant) => Built::Dormant(dormant),

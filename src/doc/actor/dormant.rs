@@ -27,6 +27,7 @@ use tracing::{debug, error};
 use weft_core::dormant::Summary;
 use weft_core::originals::Originals;
 use weft_core::{Clocks, Rebuilt};
+use yrs::encoding::read::{Cursor, Read};
 use yrs::{Doc, ReadTxn, StateVector, Transact};
 
 use super::DocActor;
@@ -34,6 +35,7 @@ use crate::close::CloseReason;
 use crate::doc::DocError;
 use crate::metrics::Metrics;
 use crate::protocol;
+use crate::storage::StoredDoc;
 
 /// The document as its encoding.
 pub(super) struct Dormant {
@@ -87,13 +89,14 @@ impl Dormant {
         })
     }
 
-    /// From stored updates in order (a snapshot, then the log): `Err` when
+    /// From a stored document (its snapshot, then its log): `Err` when
     /// they do not join into one whole state by moving bytes (a gap or an
     /// overlap), and the document must be built to be known.
-    pub fn stored(snapshot: Option<&[u8]>, log: &[&[u8]], metrics: &Arc<Metrics>) -> Result<Self, String> {
-        let updates: Vec<&[u8]> = snapshot.into_iter().chain(log.iter().copied()).collect();
+    pub fn stored(stored: &StoredDoc, metrics: &Arc<Metrics>) -> Result<Self, String> {
+        let log = stored.log.iter().map(|e| &e.data[..]);
+        let updates: Vec<&[u8]> = stored.snapshot.as_deref().into_iter().chain(log).collect();
         let joined = weft_core::concat::concat_v1(&updates).ok_or("the stored updates overlap or leave a gap")?;
-        Self::new(&joined, log.is_empty(), metrics)
+        Self::new(&joined, stored.log.is_empty(), metrics)
     }
 
     pub fn state_vector(&self) -> StateVector {
@@ -267,19 +270,11 @@ pub(super) fn unbuilt() -> DocError {
 /// Where the update starts in a step2 frame: after the message type, the
 /// sync type and the update's length (a lib0 varint).
 fn step2_header(frame: &[u8]) -> Option<usize> {
-    if frame.get(..2)? != [0, 1] {
-        return None;
-    }
-    let (mut len, mut shift) = (0u64, 0);
-    for (i, &b) in frame.iter().enumerate().skip(2).take(10) {
-        len |= u64::from(b & 0x7f) << shift;
-        shift += 7;
-        if b & 0x80 == 0 {
-            let header = i + 1;
-            return (frame.len() - header == len as usize).then_some(header);
-        }
-    }
-    None
+    let mut cursor = Cursor::new(frame);
+    let tag: u64 = cursor.read_var().ok()?;
+    let sub: u64 = cursor.read_var().ok()?;
+    let len: u64 = cursor.read_var().ok()?;
+    ((tag, sub) == (0, 1) && (frame.len() - cursor.next) as u64 == len).then_some(cursor.next)
 }
 
 #[cfg(test)]

@@ -59,10 +59,7 @@ impl DocActor {
             self.peer_left(id, link.user);
             self.release_clients(id);
         }
-        if self.peers.is_empty() {
-            self.life.idle(Instant::now());
-            self.emptied = true;
-        }
+        self.idle_if_empty();
     }
 
     pub(super) async fn messages(&mut self, id: PeerId, messages: Vec<Inbound>, received: std::time::Instant) {
