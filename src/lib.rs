@@ -21,9 +21,10 @@
 //!   origins; [`http::limits`]: connection caps), the JSON API, the web demo
 //!   (`/` and `/assets/`, embedded from `web-demo/dist` by `build.rs`),
 //!   `/healthz`, `/metrics`.
-//! - [`session`]: one connection: a reader loop that decodes frames and a
-//!   writer task that drains the peer's bounded queue. Generic over any
-//!   `Stream`/`Sink`, so it does not know the WebSocket library either.
+//! - [`session`]: one connection, one task: it decodes frames for the
+//!   actor and drains the peer's bounded queue into the socket. Generic over
+//!   any `Stream` + `Sink` transport, so it does not know the WebSocket
+//!   library either.
 //! - [`doc`]: the per-document actor ([`doc::DocHandle`]) that owns the yrs
 //!   `Doc` and `Awareness`, the [`doc::Registry`] that spawns actors on first
 //!   use and lets idle ones unload, each concern of the actor as a type with

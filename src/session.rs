@@ -1,27 +1,35 @@
-//! One client connection: a reader loop and a writer task.
+//! One client connection, driven by one task that both reads and writes.
 //!
-//! The reader decodes each frame (on this connection's task, so decoding runs
+//! Reading decodes each frame (on this connection's task, so decoding runs
 //! in parallel across connections), checks awareness states (JSON, size),
 //! counts every message and control frame against the rate limit, and hands
-//! the messages to the document actor. The writer drains the peer's bounded
+//! the messages to the document actor. Writing drains the peer's bounded
 //! outbound queue into the socket, batching whatever is queued into one
 //! flush, and only then frees the frames' place in the queue's byte budget.
 //! Neither touches the document.
 //!
-//! The session is written over any `Stream` of [`Incoming`] and `Sink` of
-//! [`Outgoing`], not over axum's socket type: `http/` adapts the WebSocket,
-//! and this module stays free of transport details.
+//! One task, not a reader and a writer: every open connection pays for its
+//! tasks, their futures and the lock a split socket needs between its
+//! halves, and most connections are idle (bench/FINDINGS.md, *Memory per
+//! connection*). The task polls both directions in one `select!`; while it
+//! waits for room in the actor's mailbox, it keeps writing.
+//!
+//! The session is written over any [`Transport`] (a `Stream` of
+//! [`Incoming`] and a `Sink` of [`Outgoing`]), not over axum's socket type:
+//! `http/` adapts the WebSocket, and this module stays free of transport
+//! details.
 
-use std::future::Future;
-use std::pin::pin;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::close::{self, CloseReason, Closer};
@@ -91,65 +99,108 @@ pub struct Grant {
 }
 
 /// The end of a token-bound connection: the token's expiry, or its
-/// revocation, whichever comes first.
-pub struct Lease {
-    pub expires: tokio::time::Instant,
-    pub revoked: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-}
+/// revocation, whichever comes first. One boxed future, so a connection
+/// without a token pays nothing for it and one with a token a few words.
+pub struct Lease(Pin<Box<dyn Future<Output = CloseReason> + Send>>);
 
 impl Lease {
+    pub fn new(expires: Instant, revoked: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(Box::pin(async move {
+            tokio::select! {
+                _ = tokio::time::sleep_until(expires) => CloseReason::new(
+                    close::TOKEN_EXPIRED,
+                    "access token expired; reconnect with a new one",
+                    Some(Kick::TokenExpired),
+                ),
+                _ = revoked => CloseReason::new(
+                    close::TOKEN_REVOKED,
+                    "access token revoked",
+                    Some(Kick::TokenRevoked),
+                ),
+            }
+        }))
+    }
+
     async fn end(lease: Option<&mut Lease>) -> CloseReason {
-        let Some(lease) = lease else {
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = tokio::time::sleep_until(lease.expires) => CloseReason::new(
-                close::TOKEN_EXPIRED,
-                "access token expired; reconnect with a new one",
-                Some(Kick::TokenExpired),
-            ),
-            _ = &mut lease.revoked => CloseReason::new(
-                close::TOKEN_REVOKED,
-                "access token revoked",
-                Some(Kick::TokenRevoked),
-            ),
+        match lease {
+            Some(lease) => lease.0.as_mut().await,
+            None => std::future::pending().await,
         }
     }
 }
 
-/// Why the reader stopped.
-enum ReadEnd {
+/// A connection's transport: one object for both directions, so that one
+/// task reads and writes it (no split halves, no second task).
+pub trait Transport:
+    Stream<Item = Result<Incoming, TransportError>> + Sink<Outgoing, Error = TransportError> + Unpin + Send
+{
+}
+
+impl<T> Transport for T where
+    T: Stream<Item = Result<Incoming, TransportError>> + Sink<Outgoing, Error = TransportError> + Unpin + Send
+{
+}
+
+/// Why the connection ended.
+enum Ending {
     /// The client went away (close frame, EOF, socket error, idle).
     Gone(&'static str),
-    /// The client sent something unacceptable; close with this reason.
+    /// The client sent something unacceptable, or its token ended; close
+    /// with this reason.
     Refused(CloseReason),
+    /// The server closed it: shutdown, or the actor let go of the peer
+    /// (with the reason it gave, if any).
+    Server(Option<CloseReason>),
 }
 
-/// Runs one connection to its end.
-pub async fn run<S, K>(stream: S, sink: K, name: DocName, peer: PeerId, grant: Grant, ctx: SessionContext)
-where
-    S: Stream<Item = Result<Incoming, TransportError>> + Unpin + Send,
-    K: Sink<Outgoing> + Unpin + Send + 'static,
-    K::Error: std::fmt::Display,
-{
+/// Runs one connection to its end. A plain function returning the future,
+/// not an `async fn` around it: each `async` layer stores its arguments
+/// again beside the future it awaits, and this future lives as long as the
+/// connection.
+pub fn run<T: Transport>(
+    transport: T,
+    name: DocName,
+    peer: PeerId,
+    grant: Grant,
+    ctx: SessionContext,
+) -> impl Future<Output = ()> {
     let span = tracing::info_span!("conn", doc = %name, peer = %peer);
-    async move {
-        ctx.metrics.connections_open.fetch_add(1, Relaxed);
-        ctx.metrics.connections_total.fetch_add(1, Relaxed);
-        session(stream, sink, name, peer, grant, &ctx).await;
-        ctx.metrics.connections_open.fetch_sub(1, Relaxed);
-    }
-    .instrument(span)
-    .await
+    session(transport, name, peer, grant, ctx).instrument(span)
 }
 
-async fn session<S, K>(mut stream: S, mut sink: K, name: DocName, peer: PeerId, grant: Grant, ctx: &SessionContext)
-where
-    S: Stream<Item = Result<Incoming, TransportError>> + Unpin + Send,
-    K: Sink<Outgoing> + Unpin + Send + 'static,
-    K::Error: std::fmt::Display,
-{
-    let config = ctx.registry.config();
+/// Counts a connection as open while it lives.
+struct Open<'a>(&'a Metrics);
+
+impl<'a> Open<'a> {
+    fn count(metrics: &'a Metrics) -> Self {
+        metrics.connections_open.fetch_add(1, Relaxed);
+        metrics.connections_total.fetch_add(1, Relaxed);
+        Self(metrics)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The connection's state is built here, outside the `async` block, and
+/// the block only borrows it: a value moved from an argument into a local
+/// inside an `async fn` takes its room twice in the future.
+fn session<T: Transport>(
+    transport: T,
+    name: DocName,
+    peer: PeerId,
+    grant: Grant,
+    ctx: SessionContext,
+) -> impl Future<Output = ()> {
+    let SessionContext {
+        registry,
+        metrics,
+        mut shutdown,
+    } = ctx;
+    let config = registry.config();
     let Grant {
         writable,
         mut lease,
@@ -168,62 +219,39 @@ where
         hocuspocus: false,
         user,
     };
-    let handle = match join(&ctx.registry, &name, link).await {
-        Ok(handle) => handle,
-        Err(reason) => {
-            let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Outgoing::Close(reason))).await;
-            return;
-        }
+    let mut conn = Conn {
+        transport,
+        writer: Writer::new(outbox_rx),
+        reader: Reader::new(peer, metrics.clone(), rate, config.max_awareness_state),
+        read_by: Instant::now() + IDLE_LIMIT,
     };
-    info!(writable, "joined");
-
-    let mut writer = tokio::spawn(write_loop(sink, outbox_rx, closer.clone(), ctx.shutdown.clone()).in_current_span());
-    let read = read_loop(
-        &mut stream,
-        &handle,
-        peer,
-        &ctx.metrics,
-        rate,
-        config.max_awareness_state,
-    );
-    let ended = read_until_end(read, &mut writer, lease.as_mut()).await;
-    if let Some(ReadEnd::Refused(reason)) = &ended {
-        warn!(code = reason.code, reason = %reason.reason, "closing the connection");
-        if let Some(kick) = reason.kick {
-            ctx.metrics.kick(kick);
-        }
-        // Before leaving: the actor then drops this peer's queue, which ends
-        // the writer, and a writer that ends before it has the reason closes
-        // the socket without a close frame (the client would see a bare
-        // disconnect and no reason).
-        closer.close(reason.clone());
-    }
-    handle.leave(peer).await;
-    match ended {
-        Some(ReadEnd::Refused(_)) => {
-            // Nothing more from this client is applied, but its side is
-            // read (and dropped) until its close comes back: a socket closed
-            // with unread data ends with a reset, which can destroy our
-            // close frame before the client reads it.
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                let _ = tokio::join!(&mut writer, skip_until_close(&mut stream));
-            })
-            .await;
-            writer.abort();
-            info!("left");
-        }
-        Some(ReadEnd::Gone(why)) => {
-            writer.abort();
-            info!(why, "left");
-        }
-        None => info!("left (closed by the server)"),
+    // Made here, so that the block holds a pointer and not the join's
+    // arguments (the link, the name, the registry) for the connection's life.
+    let joining = Box::pin(join(registry, name, link));
+    async move {
+        let _open = Open::count(&metrics);
+        // The join and the close are boxed: they are short, and an `async`
+        // block is as large as its largest await, so inline they would grow
+        // the future every idle connection keeps for its whole life.
+        let handle = match joining.await {
+            Ok(handle) => handle,
+            Err(reason) => {
+                let close = conn.transport.send(Outgoing::Close(reason));
+                let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, close)).await;
+                return;
+            }
+        };
+        info!(writable, "joined");
+        let timer = pin!(tokio::time::sleep(KEEPALIVE));
+        let ending = conn.serve(&handle, &closer, &mut shutdown, lease.as_mut(), timer).await;
+        Box::pin(conn.finish(ending, &handle)).await;
     }
 }
 
 /// Joins the document as `link`; on failure, the reason to close with.
-async fn join(registry: &Registry, name: &DocName, link: PeerLink) -> Result<DocHandle, CloseReason> {
+async fn join(registry: Registry, name: DocName, link: PeerLink) -> Result<DocHandle, CloseReason> {
     let joined = registry
-        .with_doc(name, |handle| {
+        .with_doc(&name, |handle| {
             let link = link.clone();
             async move { handle.join(link).await.map(|()| handle) }
         })
@@ -235,28 +263,6 @@ async fn join(registry: &Registry, name: &DocName, link: PeerLink) -> Result<Doc
             other => CloseReason::new(close::STORAGE_FAILED, other.to_string(), None),
         }
     })
-}
-
-/// Reads until the client goes or is refused, or its token ends; `None`
-/// when the server closed the connection (the writer ended: shutdown, or
-/// the actor let go of the peer). Then frames the client sent before it saw
-/// our close frame are still in flight, and they are still applied until
-/// its close comes back, as the WebSocket closing handshake intends.
-async fn read_until_end(
-    read: impl Future<Output = ReadEnd>,
-    writer: &mut JoinHandle<()>,
-    lease: Option<&mut Lease>,
-) -> Option<ReadEnd> {
-    let mut read = pin!(read);
-    let ended = tokio::select! {
-        end = &mut read => Some(end),
-        _ = writer => None,
-        reason = Lease::end(lease) => Some(ReadEnd::Refused(reason)),
-    };
-    if ended.is_none() {
-        let _ = tokio::time::timeout(CLOSE_GRACE, &mut read).await;
-    }
-    ended
 }
 
 /// Reads and drops what the client sends until its close frame.
@@ -271,69 +277,318 @@ where
     }
 }
 
-async fn read_loop<S>(
-    stream: &mut S,
-    handle: &DocHandle,
+/// A connection: its transport and both directions' state, driven by one
+/// task.
+struct Conn<T> {
+    transport: T,
+    writer: Writer,
+    reader: Reader,
+    /// The client must send something (a pong will do) by then.
+    read_by: Instant,
+}
+
+impl<T: Transport> Conn<T> {
+    /// Reads and writes until the connection ends.
+    async fn serve(
+        &mut self,
+        handle: &DocHandle,
+        closer: &Closer,
+        shutdown: &mut watch::Receiver<bool>,
+        lease: Option<&mut Lease>,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Ending {
+        let mut lease_end = pin!(Lease::end(lease));
+        let now = Instant::now();
+        self.read_by = now + IDLE_LIMIT;
+        self.writer.ping_at = now + KEEPALIVE;
+        loop {
+            let item = tokio::select! {
+                // A close must win even while a write is stuck on a slow
+                // socket: the write is abandoned mid-way if need be.
+                biased;
+                reason = closer.closed() => return Ending::Server(Some(reason)),
+                _ = shutdown.wait_for(|stop| *stop) => return Ending::Server(Some(CloseReason::going_away())),
+                reason = &mut lease_end => return Ending::Refused(reason),
+                step = poll_fn(|cx| self.poll_step(cx, timer.as_mut())) => match step {
+                    Step::Read(item) => item,
+                    Step::Idle => return Ending::Gone("nothing received for 90 s"),
+                    Step::Wrote(ending) => return ending.unwrap_or_else(|| Ending::Server(closer.take())),
+                },
+            };
+            self.read_by = Instant::now() + IDLE_LIMIT;
+            let messages = match self.reader.accept(item) {
+                Ok(Some(messages)) => messages,
+                Ok(None) => continue,
+                Err(ending) => return ending,
+            };
+            // The actor's mailbox may be full: keep writing while waiting
+            // for room, or this peer's queue could fill behind its own read.
+            if let Some(mut waiting) = handle.messages_or_wait(self.reader.peer, messages) {
+                let sent = loop {
+                    tokio::select! {
+                        sent = &mut waiting => break sent,
+                        () = poll_fn(|cx| self.writer.poll(cx, &mut self.transport)), if self.writer.end.is_none() => {}
+                    }
+                };
+                if sent.is_err() {
+                    return Ending::Gone("document closed");
+                }
+            }
+        }
+    }
+
+    /// Makes progress on the timer, writing, then reading: a frame read,
+    /// the end of the writer, or the client's silence.
+    fn poll_step(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<Step> {
+        // One timer for the idle limit and the keepalive ping: it fires at
+        // the earlier of the two, and is moved on then rather than at every
+        // frame read or written.
+        while timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if now >= self.read_by {
+                return Poll::Ready(Step::Idle);
+            }
+            if now >= self.writer.ping_at {
+                self.writer.ping = true;
+                self.writer.ping_at = now + KEEPALIVE;
+            }
+            timer.as_mut().reset(self.read_by.min(self.writer.ping_at));
+        }
+        if self.writer.poll(cx, &mut self.transport).is_ready() {
+            return Poll::Ready(Step::Wrote(self.writer.end.take().flatten()));
+        }
+        self.transport.poll_next_unpin(cx).map(Step::Read)
+    }
+
+    /// Leaves the document and closes the connection as `ending` says.
+    async fn finish(&mut self, ending: Ending, handle: &DocHandle) {
+        let peer = self.reader.peer;
+        match ending {
+            Ending::Refused(reason) => {
+                warn!(code = reason.code, reason = %reason.reason, "closing the connection");
+                if let Some(kick) = reason.kick {
+                    self.reader.metrics.kick(kick);
+                }
+                handle.leave(peer).await;
+                // Nothing more from this client is applied, but its side is
+                // read (and dropped) until its close comes back: a socket
+                // closed with unread data ends with a reset, which can
+                // destroy our close frame before the client reads it.
+                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                    if self.transport.send(Outgoing::Close(reason)).await.is_ok() {
+                        skip_until_close(&mut self.transport).await;
+                    }
+                })
+                .await;
+                info!("left");
+            }
+            Ending::Gone(why) => {
+                handle.leave(peer).await;
+                info!(why, "left");
+            }
+            Ending::Server(reason) => {
+                // Frames the client sent before it saw our close frame are
+                // still in flight: they are applied until its close comes
+                // back, as the WebSocket closing handshake intends.
+                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                    if let Some(reason) = reason {
+                        if self.transport.send(Outgoing::Close(reason)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if self.transport.close().await.is_ok() {
+                        self.apply_until_close(handle).await;
+                    }
+                })
+                .await;
+                handle.leave(peer).await;
+                info!("left (closed by the server)");
+            }
+        }
+    }
+
+    /// After the server's close: what the client sent before it saw it is
+    /// still applied, until its close comes back.
+    async fn apply_until_close(&mut self, handle: &DocHandle) {
+        while let Some(item) = self.transport.next().await {
+            match self.reader.accept(Some(item)) {
+                Ok(Some(messages)) => {
+                    if handle.messages(self.reader.peer, messages).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// What one poll of a connection brought.
+enum Step {
+    Read(Option<Result<Incoming, TransportError>>),
+    /// Nothing was received for `IDLE_LIMIT`.
+    Idle,
+    /// The writer ended: `None` when the actor let go of the peer.
+    Wrote(Option<Ending>),
+}
+
+/// The writing half: drains the peer's queue into the transport, batching
+/// whatever is queued into one flush, and only then frees the frames'
+/// place in the queue's byte budget.
+struct Writer {
+    outbox: OutboxReceiver,
+    /// The frames being written; `fed` of them handed to the transport.
+    batch: Vec<Bytes>,
+    fed: usize,
+    /// A ping is due (nothing was written for `KEEPALIVE`), and when the
+    /// next one will be.
+    ping: bool,
+    ping_at: Instant,
+    /// Whether a flush is owed: set once something was handed over.
+    flushing: bool,
+    /// Set when the writer is done: `Some(None)` the actor let go of the
+    /// peer, `Some(Some(_))` the transport failed.
+    end: Option<Option<Ending>>,
+}
+
+impl Writer {
+    fn new(outbox: OutboxReceiver) -> Self {
+        Self {
+            outbox,
+            batch: Vec::new(),
+            fed: 0,
+            ping: false,
+            flushing: false,
+            ping_at: Instant::now() + KEEPALIVE,
+            end: None,
+        }
+    }
+
+    /// Writes until nothing is queued; `Ready` once the writer is done
+    /// (see `end`). Hands back to the caller after each flush, so that a
+    /// peer with a busy queue still has its side read.
+    fn poll<T: Transport>(&mut self, cx: &mut Context<'_>, transport: &mut T) -> Poll<()> {
+        if self.end.is_some() {
+            return Poll::Ready(());
+        }
+        match self.poll_write(cx, transport) {
+            Poll::Ready(Ok(())) => self.end = Some(None),
+            Poll::Ready(Err(e)) => {
+                debug!(error = %e, "write failed");
+                self.end = Some(Some(Ending::Gone("write failed")));
+            }
+            Poll::Pending => return Poll::Pending,
+        }
+        Poll::Ready(())
+    }
+
+    /// `Ready(Ok)` when the queue is closed and drained.
+    fn poll_write<T: Transport>(
+        &mut self,
+        cx: &mut Context<'_>,
+        transport: &mut T,
+    ) -> Poll<Result<(), TransportError>> {
+        if !self.flushing {
+            match self.outbox.poll_recv_many(cx, &mut self.batch, WRITE_BATCH) {
+                Poll::Ready(0) => return Poll::Ready(Ok(())),
+                Poll::Ready(_) => {}
+                Poll::Pending if self.ping => {}
+                Poll::Pending => return Poll::Pending,
+            }
+            self.flushing = true;
+        }
+        while self.fed < self.batch.len() {
+            ready!(transport.poll_ready_unpin(cx))?;
+            transport.start_send_unpin(Outgoing::Binary(self.batch[self.fed].clone()))?;
+            self.fed += 1;
+        }
+        if self.ping {
+            ready!(transport.poll_ready_unpin(cx))?;
+            transport.start_send_unpin(Outgoing::Ping)?;
+            self.ping = false;
+        }
+        ready!(transport.poll_flush_unpin(cx))?;
+        // Until written, the frames are still held (by the socket's buffer,
+        // or here): they count against the queue's budget until now.
+        self.outbox.written(&self.batch);
+        // Between batches an idle connection holds no room for frames.
+        self.batch = Vec::new();
+        self.fed = 0;
+        self.flushing = false;
+        self.ping_at = Instant::now() + KEEPALIVE;
+        // Let the reader have its turn before the next batch.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// The reading half's checks: decoding, the rate limit, awareness states.
+struct Reader {
     peer: PeerId,
-    metrics: &Metrics,
-    mut rate: Option<RateLimiter>,
-    max_awareness_state: usize,
-) -> ReadEnd
-where
-    S: Stream<Item = Result<Incoming, TransportError>> + Unpin,
-{
-    let mut awareness = AwarenessCheck {
-        max_state: max_awareness_state,
-        warned: false,
-    };
-    loop {
-        let item = match tokio::time::timeout(IDLE_LIMIT, stream.next()).await {
-            Err(_) => return ReadEnd::Gone("nothing received for 90 s"),
-            Ok(None) => return ReadEnd::Gone("connection closed"),
-            Ok(Some(item)) => item,
-        };
+    metrics: Arc<Metrics>,
+    rate: Option<RateLimiter>,
+    awareness: AwarenessCheck,
+}
+
+impl Reader {
+    fn new(peer: PeerId, metrics: Arc<Metrics>, rate: Option<RateLimiter>, max_awareness_state: usize) -> Self {
+        Self {
+            peer,
+            metrics,
+            rate,
+            awareness: AwarenessCheck {
+                max_state: max_awareness_state,
+                warned: false,
+            },
+        }
+    }
+
+    /// What to do with one item from the transport: messages for the
+    /// actor, nothing (a ping), or the end of the connection.
+    fn accept(&mut self, item: Option<Result<Incoming, TransportError>>) -> Result<Option<Vec<Inbound>>, Ending> {
         match item {
-            Ok(Incoming::Binary(frame)) => {
+            None => Err(Ending::Gone("connection closed")),
+            Some(Ok(Incoming::Binary(frame))) => {
                 let mut messages = match protocol::decode_frame(&frame) {
                     Ok(messages) => messages,
                     Err(e) => {
-                        metrics.updates_refused.fetch_add(1, Relaxed);
-                        return ReadEnd::Refused(CloseReason::new(
+                        self.metrics.updates_refused.fetch_add(1, Relaxed);
+                        return Err(Ending::Refused(CloseReason::new(
                             close::BAD_MESSAGE,
                             format!("bad message: {e}"),
                             Some(Kick::BadMessage),
-                        ));
+                        )));
                     }
                 };
-                if rate.as_mut().is_some_and(|r| !r.take(messages.len())) {
-                    return ReadEnd::Refused(rate_limited());
+                if self.rate.as_mut().is_some_and(|r| !r.take(messages.len())) {
+                    return Err(Ending::Refused(rate_limited()));
                 }
-                awareness.check(&mut messages);
-                if handle.messages(peer, messages).await.is_err() {
-                    return ReadEnd::Gone("document closed");
+                self.awareness.check(&mut messages);
+                Ok(Some(messages))
+            }
+            Some(Ok(Incoming::Text)) => Err(Ending::Refused(CloseReason::new(
+                close::TEXT_FRAME,
+                "text frames are not part of the y-websocket protocol",
+                Some(Kick::TextFrame),
+            ))),
+            // Pings cost a pong each and count like messages (a y-websocket
+            // client sends none; browsers answer our pings).
+            Some(Ok(Incoming::Alive)) => {
+                if self.rate.as_mut().is_some_and(|r| !r.take(1)) {
+                    return Err(Ending::Refused(rate_limited()));
                 }
+                Ok(None)
             }
-            Ok(Incoming::Text) => {
-                return ReadEnd::Refused(CloseReason::new(
-                    close::TEXT_FRAME,
-                    "text frames are not part of the y-websocket protocol",
-                    Some(Kick::TextFrame),
-                ))
-            }
-            // Pings cost a pong each and count like messages (a
-            // y-websocket client sends none; browsers answer our pings).
-            Ok(Incoming::Alive) => {
-                if rate.as_mut().is_some_and(|r| !r.take(1)) {
-                    return ReadEnd::Refused(rate_limited());
-                }
-            }
-            Ok(Incoming::Close) => return ReadEnd::Gone("closed by the client"),
-            Err(TransportError::TooBig(detail)) => {
-                return ReadEnd::Refused(CloseReason::new(close::TOO_BIG, detail, Some(Kick::TooBig)))
-            }
-            Err(TransportError::Other(e)) => {
+            Some(Ok(Incoming::Close)) => Err(Ending::Gone("closed by the client")),
+            Some(Err(TransportError::TooBig(detail))) => Err(Ending::Refused(CloseReason::new(
+                close::TOO_BIG,
+                detail,
+                Some(Kick::TooBig),
+            ))),
+            Some(Err(TransportError::Other(e))) => {
                 debug!(error = %e, "transport error");
-                return ReadEnd::Gone("transport error");
+                Err(Ending::Gone("transport error"))
             }
         }
     }
@@ -372,60 +627,6 @@ impl AwarenessCheck {
                 }
             });
         }
-    }
-}
-
-/// Writes queued frames until the queue closes (the actor let go of this
-/// peer) or a close is requested (by the actor, the reader, or shutdown).
-async fn write_loop<K>(mut sink: K, mut outbox: OutboxReceiver, closer: Closer, mut shutdown: watch::Receiver<bool>)
-where
-    K: Sink<Outgoing> + Unpin,
-    K::Error: std::fmt::Display,
-{
-    let close = tokio::select! {
-        // A close must win even while a write is stuck on a slow socket, so
-        // the pump runs inside the select and is dropped mid-write if need be.
-        biased;
-        reason = closer.closed() => Some(reason),
-        _ = shutdown.wait_for(|stop| *stop) => Some(CloseReason::going_away()),
-        end = pump(&mut sink, &mut outbox) => match end {
-            // The actor let go of this peer; when it did so to kick it, the
-            // reason was sent just before.
-            Ok(()) => closer.take(),
-            Err(e) => {
-                debug!(error = %e, "write failed");
-                return;
-            }
-        },
-    };
-    if let Some(reason) = close {
-        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Outgoing::Close(reason))).await;
-    }
-    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
-}
-
-async fn pump<K>(sink: &mut K, outbox: &mut OutboxReceiver) -> Result<(), K::Error>
-where
-    K: Sink<Outgoing> + Unpin,
-{
-    let mut batch: Vec<Bytes> = Vec::with_capacity(16);
-    loop {
-        match tokio::time::timeout(KEEPALIVE, outbox.recv_many(&mut batch, WRITE_BATCH)).await {
-            Err(_) => {
-                sink.send(Outgoing::Ping).await?;
-                continue;
-            }
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-        }
-        for frame in &batch {
-            sink.feed(Outgoing::Binary(frame.clone())).await?;
-        }
-        sink.flush().await?;
-        // Until written, the frames are still held (by the socket's
-        // buffer, or here): they count against the queue's budget until now.
-        outbox.written(&batch);
-        batch.clear();
     }
 }
 

@@ -3,6 +3,8 @@
 //! command over a bounded channel and, where there is an answer, waits for
 //! it on a `oneshot`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -160,6 +162,9 @@ pub struct Restored {
     pub update_size: usize,
 }
 
+/// A wait for room in a document's mailbox ([`DocHandle::messages_or_wait`]).
+pub type Waiting = Pin<Box<dyn Future<Output = Result<(), DocError>> + Send>>;
+
 impl DocHandle {
     async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, DocError> {
         let (reply, rx) = oneshot::channel();
@@ -195,6 +200,28 @@ impl DocHandle {
             })
             .await
             .map_err(|_| DocError::Unloaded)
+    }
+
+    /// [`Self::messages`] for a caller that keeps its own future small (a
+    /// connection's lives as long as the connection): queued at once when
+    /// the mailbox has room, as it nearly always has (`None`), or else the
+    /// wait for room, boxed.
+    pub fn messages_or_wait(&self, peer: PeerId, messages: Vec<Inbound>) -> Option<Waiting> {
+        let command = Command::Messages {
+            peer,
+            messages,
+            received: Instant::now(),
+        };
+        match self.tx.try_send(command) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Closed(_)) => Some(Box::pin(std::future::ready(Err(DocError::Unloaded)))),
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                let tx = self.tx.clone();
+                Some(Box::pin(async move {
+                    tx.send(command).await.map_err(|_| DocError::Unloaded)
+                }))
+            }
+        }
     }
 
     /// A peer's stateless message, for the document's other Hocuspocus

@@ -14,26 +14,38 @@
 //!
 //! The writer also counts the frames it has written, so the actor can tell
 //! whether an answer it queued is still waiting (see `Outbox::waiting`).
+//!
+//! Not a tokio `mpsc` channel: that allocates its first block of slots (32
+//! `Bytes`, 1 KiB) when it is made, and every connection has a queue, most
+//! of them empty most of the time. Here the queue is a `VecDeque` that
+//! allocates when a frame comes and gives its room back once drained, with
+//! the byte accounting in the same allocation (`bench/FINDINGS.md`, *Memory
+//! per connection*).
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures_util::task::AtomicWaker;
 
 /// Creates a queue holding at most `frames` frames and `bytes` bytes (0: no
 /// byte limit).
 pub fn outbox(frames: usize, bytes: usize) -> (Outbox, OutboxReceiver) {
-    let (tx, rx) = mpsc::channel(frames.max(1));
-    let budget = Arc::new(Budget::new(bytes));
-    (
-        Outbox {
-            tx,
-            budget: budget.clone(),
-        },
-        OutboxReceiver { rx, budget },
-    )
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue {
+            frames: VecDeque::new(),
+            senders: 1,
+            receiving: true,
+        }),
+        max_frames: frames.max(1),
+        ready: AtomicWaker::new(),
+        budget: Budget::new(bytes),
+    });
+    (Outbox { shared: shared.clone() }, OutboxReceiver { shared })
 }
 
 /// Why a frame was not queued.
@@ -45,58 +57,140 @@ pub enum Refused {
     Closed,
 }
 
+/// What both ends share: one allocation per peer.
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue>,
+    max_frames: usize,
+    /// The receiver's task, woken when a frame is queued or the last sender
+    /// is dropped.
+    ready: AtomicWaker,
+    budget: Budget,
+}
+
+#[derive(Debug)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// Live `Outbox` handles; at 0 the receiver drains and then ends.
+    senders: usize,
+    /// The receiver still exists.
+    receiving: bool,
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding this lock leaves the queue consistent (every
+        // change to it is one call on a `VecDeque` or a counter).
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// The actor's end of a peer's queue.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outbox {
-    tx: mpsc::Sender<Bytes>,
-    budget: Arc<Budget>,
+    shared: Arc<Shared>,
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.shared.queue().senders += 1;
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let last = {
+            let mut queue = self.shared.queue();
+            queue.senders -= 1;
+            queue.senders == 0
+        };
+        if last {
+            self.shared.ready.wake();
+        }
+    }
 }
 
 impl Outbox {
     /// Queues a frame without waiting. `Ok` holds the frame's ticket: the
     /// number of frames queued so far, this one included.
     pub fn try_send(&self, frame: Bytes) -> Result<u64, Refused> {
+        let shared = &*self.shared;
         let len = frame.len();
-        if !self.budget.reserve(len) {
-            return Err(Refused::Full);
-        }
-        match self.tx.try_send(frame) {
-            Ok(()) => Ok(self.budget.queued.fetch_add(1, Relaxed) + 1),
-            Err(e) => {
-                self.budget.release([len]);
-                Err(match e {
-                    mpsc::error::TrySendError::Full(_) => Refused::Full,
-                    mpsc::error::TrySendError::Closed(_) => Refused::Closed,
-                })
+        {
+            let mut queue = shared.queue();
+            if !queue.receiving {
+                return Err(Refused::Closed);
             }
+            if queue.frames.len() >= shared.max_frames || !shared.budget.reserve(len) {
+                return Err(Refused::Full);
+            }
+            queue.frames.push_back(frame);
         }
+        shared.ready.wake();
+        Ok(shared.budget.queued.fetch_add(1, Relaxed) + 1)
     }
 
     /// Whether the frame with this ticket is still queued or being written.
     pub fn waiting(&self, ticket: u64) -> bool {
-        self.budget.written.load(Relaxed) < ticket
+        self.shared.budget.written.load(Relaxed) < ticket
     }
 }
 
 /// The writer's end of a peer's queue.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    rx: mpsc::Receiver<Bytes>,
-    budget: Arc<Budget>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        let mut queue = self.shared.queue();
+        queue.receiving = false;
+        // What was queued is never written: give its room back now.
+        queue.frames = VecDeque::new();
+    }
 }
 
 impl OutboxReceiver {
     /// Waits for frames and moves up to `limit` of them into `buf`; 0 when
-    /// the actor let go of the peer.
+    /// the actor let go of the peer and everything queued was taken.
     pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> usize {
-        self.rx.recv_many(buf, limit).await
+        poll_fn(|cx| self.poll_recv_many(cx, buf, limit)).await
+    }
+
+    /// [`recv_many`](Self::recv_many) for a hand-written poll loop: frames
+    /// are only taken by the poll that returns them.
+    pub fn poll_recv_many(&mut self, cx: &mut Context<'_>, buf: &mut Vec<Bytes>, limit: usize) -> Poll<usize> {
+        // Registered before looking, so a frame queued after the look
+        // wakes this task: no wake-up is lost.
+        self.shared.ready.register(cx.waker());
+        let mut queue = self.shared.queue();
+        let n = queue.frames.len().min(limit);
+        if n > 0 {
+            buf.extend(queue.frames.drain(..n));
+            if queue.frames.is_empty() {
+                // Most peers are idle most of the time: a drained queue
+                // holds no room (a malloc per batch is cheap next to its
+                // write).
+                queue.frames = VecDeque::new();
+            }
+            Poll::Ready(n)
+        } else if queue.senders == 0 {
+            Poll::Ready(0)
+        } else {
+            Poll::Pending
+        }
     }
 
     /// The frames have been written (and flushed): their bytes leave the
     /// budget and answers among them are no longer waiting.
     pub fn written(&self, frames: &[Bytes]) {
-        self.budget.release(frames.iter().map(Bytes::len));
-        self.budget.written.fetch_add(frames.len() as u64, Relaxed);
+        let budget = &self.shared.budget;
+        budget.release(frames.iter().map(Bytes::len));
+        budget.written.fetch_add(frames.len() as u64, Relaxed);
     }
 }
 

@@ -5,12 +5,17 @@
 //! budget evicted it, or it is late, or it stopped arriving). The session
 //! then closes the connection with 1009 and the reason.
 //!
-//! It also reads large frames ahead of tungstenite, which reads 1 KiB at a
-//! time (`ws::READ_BUFFER`), and paces a connection that sends more bytes
-//! than its byte bucket allows (`--byte-rate-limit`).
+//! It also reads the socket in larger pieces than tungstenite asks for
+//! (`ws::READ_BUFFER`, 128 bytes, so that an idle connection holds a small
+//! read buffer): a small read goes through a buffer on the stack and what
+//! tungstenite did not take is kept until it asks again; a large frame is
+//! read ahead into a buffer kept for the rest of its message. And it paces
+//! a connection that sends more bytes than its byte bucket allows
+//! (`--byte-rate-limit`).
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,6 +29,9 @@ use crate::rate::{ClientKey, SharedBucket};
 
 /// A data frame with more than this left to arrive is read ahead.
 const READ_AHEAD_FROM: u64 = 4 << 10;
+/// Most bytes one small read takes from the socket: a burst of small
+/// frames costs one system call per this many bytes, not one per frame.
+const SCRATCH: usize = 4 << 10;
 /// The most read from the socket at once while reading ahead: 64 reads of
 /// tungstenite's in one system call.
 const READ_AHEAD: u64 = 64 << 10;
@@ -176,11 +184,13 @@ impl FrameScanner {
 /// with [`Unfinished`] inside an `io::Error`).
 ///
 /// While a large data frame arrives, it reads up to [`READ_AHEAD`] bytes at
-/// once into a buffer of its own and hands tungstenite its 1 KiB reads from
+/// once into a buffer of its own and hands tungstenite its small reads from
 /// there: the attacker of the hostile-peer benchmark had weft make millions
 /// of 1 KiB reads a run. The buffer is charged to the budget with the
-/// message and freed when the message has ended and the buffer is drained,
-/// so an idle connection holds nothing more than before.
+/// message and freed when the message has ended and the buffer is drained.
+/// Otherwise it reads up to [`SCRATCH`] bytes through the stack and keeps
+/// what tungstenite did not take until it asks again, so an idle connection
+/// holds nothing here.
 ///
 /// Bytes read are taken from the client's byte bucket; a bucket in debt
 /// pauses reading until the debt is paid. Pausing, not closing: a client
@@ -202,9 +212,12 @@ pub struct Metered<T> {
     timer: Option<Pin<Box<Sleep>>>,
     refused: Option<Unfinished>,
     /// Bytes read ahead (empty: none held), and the part of it not yet
-    /// handed to tungstenite.
+    /// handed to tungstenite; `reusable` when it is a large frame's
+    /// read-ahead buffer, kept for the rest of its message (otherwise it is
+    /// what a small read left over, freed once handed over).
     ahead: Vec<u8>,
     ahead_unread: std::ops::Range<usize>,
+    reusable: bool,
     /// `--byte-rate-limit` (`None`: no limit), and the pause it imposed.
     bytes: Option<SharedBucket>,
     pause: Option<Pin<Box<Sleep>>>,
@@ -232,6 +245,7 @@ impl<T> Metered<T> {
             refused: None,
             ahead: Vec::new(),
             ahead_unread: 0..0,
+            reusable: false,
             bytes,
             pause: None,
             paused_until: now,
@@ -248,18 +262,20 @@ impl<T> Metered<T> {
     /// large data frame is arriving, or the buffer is still there and its
     /// message has not ended.
     fn reads_ahead(&self) -> bool {
-        self.scanner.frame_left() > READ_AHEAD_FROM || (!self.ahead.is_empty() && self.scanner.in_message())
+        self.scanner.frame_left() > READ_AHEAD_FROM || (self.reusable && self.scanner.in_message())
     }
 
     /// Hands tungstenite what was read ahead, as much as `buf` takes; frees
-    /// the buffer once drained if its message has ended.
+    /// the buffer once drained, unless it is a read-ahead buffer whose
+    /// message goes on.
     fn serve_ahead(&mut self, buf: &mut ReadBuf<'_>) {
         let n = self.ahead_unread.len().min(buf.remaining());
         let from = self.ahead_unread.start;
         buf.put_slice(&self.ahead[from..from + n]);
         self.ahead_unread.start += n;
-        if self.ahead_unread.is_empty() && !self.scanner.in_message() {
+        if self.ahead_unread.is_empty() && !(self.reusable && self.scanner.in_message()) {
             self.ahead = Vec::new();
+            self.reusable = false;
             // Lowering a charge cannot be refused; an eviction shows at
             // the next read.
             let _ = self.charge.set(self.held());
@@ -344,6 +360,7 @@ impl<T> Metered<T> {
         self.charge.clear();
         self.ahead = Vec::new();
         self.ahead_unread = 0..0;
+        self.reusable = false;
         self.refused = Some(why.clone());
         io::Error::other(why)
     }
@@ -369,14 +386,18 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
             this.pause = None;
         }
         let ahead = this.reads_ahead();
-        if ahead && this.ahead.is_empty() {
+        if ahead && !this.reusable {
             let size = this.scanner.frame_left().clamp(READ_AHEAD_FROM, READ_AHEAD);
             this.ahead = vec![0; size as usize];
+            this.reusable = true;
             if let Err(why) = this.charge.set(this.held()) {
                 return Poll::Ready(Err(this.refuse(why)));
             }
         }
-        let before = buf.filled().len();
+        // A small read goes through the stack (not initialised: no cost
+        // for its size), and what tungstenite does not take now is kept.
+        let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
+        let mut small = ReadBuf::uninit(&mut scratch);
         let read = if ahead {
             let mut into = ReadBuf::new(&mut this.ahead);
             let read = Pin::new(&mut this.io).poll_read(cx, &mut into);
@@ -384,7 +405,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
             this.ahead_unread = 0..n;
             read
         } else {
-            Pin::new(&mut this.io).poll_read(cx, buf)
+            Pin::new(&mut this.io).poll_read(cx, &mut small)
         };
         match read {
             Poll::Ready(Ok(())) => {
@@ -392,8 +413,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
                     this.scanner.feed(&this.ahead[this.ahead_unread.clone()]);
                     this.ahead_unread.len()
                 } else {
-                    this.scanner.feed(&buf.filled()[before..]);
-                    buf.filled().len() - before
+                    let got = small.filled();
+                    this.scanner.feed(got);
+                    let taken = got.len().min(buf.remaining());
+                    buf.put_slice(&got[..taken]);
+                    if taken < got.len() {
+                        this.ahead = got[taken..].to_vec();
+                        this.ahead_unread = 0..this.ahead.len();
+                    }
+                    got.len()
                 };
                 this.pace(n);
                 if let Err(why) = this.settle() {
@@ -545,7 +573,7 @@ mod tests {
         }
     }
 
-    /// tungstenite reads 1 KiB at a time: a 1 MiB frame was 1,024 reads of
+    /// tungstenite reads little at a time: a 1 MiB frame was 1,024 reads of
     /// the socket. It is read ahead in 64 KiB, charged to the budget while
     /// it arrives, and the buffer goes with the message: a connection
     /// between messages holds nothing more.
@@ -592,9 +620,11 @@ mod tests {
         assert_eq!(budget.used(), 0);
     }
 
-    /// Small frames are read as before, into tungstenite's own buffer.
+    /// Small frames are read from the socket in pieces of up to `SCRATCH`
+    /// bytes, not in tungstenite's small reads: what it does not take is
+    /// handed over in order at its next reads, and freed once it is.
     #[tokio::test]
-    async fn small_frames_are_not_read_ahead() {
+    async fn small_frames_are_read_in_pieces_and_the_rest_kept() {
         use tokio::io::AsyncReadExt;
         let mut bytes = Vec::new();
         for _ in 0..8 {
@@ -613,18 +643,27 @@ mod tests {
             deadline: None,
             stall: None,
         };
-        let mut m = Metered::new(io, Budget::new(1 << 20), client, times, None);
-        let mut chunk = [0u8; 1024];
-        let mut total = 0;
+        let budget = Budget::new(1 << 20);
+        let mut m = Metered::new(io, budget.clone(), client, times, None);
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 128];
         loop {
             let n = m.read(&mut chunk).await.unwrap();
             if n == 0 {
                 break;
             }
-            total += n;
-            assert!(m.ahead.is_empty());
+            out.extend_from_slice(&chunk[..n]);
+            assert!(m.ahead.len() < SCRATCH, "only what a piece left over is kept");
         }
-        assert_eq!(total, bytes.len());
+        assert_eq!(out, bytes);
+        assert!(
+            m.io.reads <= bytes.len().div_ceil(SCRATCH) + 1,
+            "{} reads of the socket for {} bytes",
+            m.io.reads,
+            bytes.len()
+        );
+        assert!(m.ahead.is_empty(), "freed once handed over");
+        assert_eq!(budget.used(), 0);
     }
 
     proptest! {

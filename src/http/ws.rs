@@ -6,8 +6,10 @@
 //! reasons and reconnects quickly after an accepted-then-closed socket.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,8 +17,9 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::future::{self, Either};
-use futures_util::{stream, SinkExt, Stream, StreamExt};
+use futures_util::{stream, FutureExt, Sink, SinkExt, Stream, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::broadcast;
@@ -37,12 +40,14 @@ use crate::rate::ClientKey;
 use crate::session::{self, Grant, Incoming, Lease, Outgoing, SessionContext, TransportError};
 
 /// tungstenite's read buffer, allocated per connection, and how much it
-/// reads at once: it zero-fills that much before every read, so a larger
-/// buffer costs every read of a small frame (measured in bench/FINDINGS.md,
-/// *Fixed after profiling*). Its default of 128 KiB would dominate the
-/// memory of idle connections.
-/// y-sync frames are mostly far smaller; larger ones grow it on demand.
-const READ_BUFFER: usize = 1 << 10;
+/// asks for at once. Every open connection keeps one, so it is small; the
+/// socket itself is read in larger pieces by `Metered`, which hands
+/// tungstenite the rest of a piece as it asks (one system call for a burst
+/// of small frames). tungstenite also zero-fills what it asks for before
+/// every read (bench/FINDINGS.md, *Fixed after profiling*); its default of
+/// 128 KiB would dominate the memory of idle connections. The buffer grows
+/// to a large frame's size while that frame arrives.
+const READ_BUFFER: usize = 128;
 /// Queued output is written to the socket once it passes this size (and on
 /// every flush, which the session does after each batch).
 const WRITE_BUFFER: usize = 16 << 10;
@@ -212,9 +217,8 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
         },
     };
     let response = handshake.accept();
+    let sessions = state.sessions.clone();
     state.sessions.spawn(async move {
-        // Behind a proxy, the connection holds its place until it ends.
-        let _admission = admission;
         let upgraded = match handshake.on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
@@ -224,7 +228,15 @@ async fn admit(state: &AppState, remote: SocketAddr, parts: &mut Parts) -> Resul
         };
         let io = Metered::new(TokioIo::new(upgraded), budget, client, times, bytes);
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        serve(socket, name, peer, grant, ctx).await
+        let transport = WsTransport {
+            ws: socket,
+            fragments: None,
+        };
+        // The session gets a task of its own, sized to its future alone:
+        // this one (the upgrade's, with the handshake's state) ends here.
+        // Behind a proxy, the connection holds its place until it ends.
+        let session = session::run(transport, name, peer, grant, ctx).map(move |()| drop(admission));
+        sessions.spawn(session);
     });
     Ok(response)
 }
@@ -247,35 +259,96 @@ pub(super) fn lease(access: &Arc<Access>, claims: &Claims) -> Lease {
     // `auth::verify` keeps `exp` within a year, but no claim value may ever
     // panic here: the client would get no answer at all.
     let now = tokio::time::Instant::now();
-    Lease {
-        expires: now
-            .checked_add(Duration::from_secs(remaining))
-            .unwrap_or_else(|| now + Duration::from_secs(MAX_TOKEN_TTL_SECS)),
-        revoked: Box::pin(async move {
-            loop {
-                // Checked after subscribing, so a revocation between the
-                // upgrade and now is not missed.
-                if access.is_revoked(&id) {
-                    return;
-                }
-                match revocations.recv().await {
-                    Ok(revoked) if revoked == id => return,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-                }
+    let expires = now
+        .checked_add(Duration::from_secs(remaining))
+        .unwrap_or_else(|| now + Duration::from_secs(MAX_TOKEN_TTL_SECS));
+    Lease::new(expires, async move {
+        loop {
+            // Checked after subscribing, so a revocation between the
+            // upgrade and now is not missed.
+            if access.is_revoked(&id) {
+                return;
             }
-        }),
+            match revocations.recv().await {
+                Ok(revoked) if revoked == id => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    })
+}
+
+/// A WebSocket as the y-websocket session's [`session::Transport`]: one
+/// object for both directions, read and written by the session's one task
+/// (a split socket needs a lock between its halves and a task per half).
+struct WsTransport<T> {
+    ws: WebSocketStream<T>,
+    /// A binary message over [`FRAGMENT`] bytes being handed to tungstenite
+    /// as fragments: the message, and how many fragments are handed over.
+    fragments: Option<(Bytes, usize)>,
+}
+
+impl<T> WsTransport<T>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    /// Hands tungstenite the rest of a fragmented message.
+    fn poll_fragments(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
+        while let Some((bytes, sent)) = &mut self.fragments {
+            ready!(self.ws.poll_ready_unpin(cx))?;
+            let piece = fragment(bytes, *sent);
+            *sent += 1;
+            if *sent == bytes.len().div_ceil(FRAGMENT) {
+                self.fragments = None;
+            }
+            self.ws.start_send_unpin(piece)?;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
-async fn serve<T>(socket: WebSocketStream<T>, name: DocName, peer: PeerId, grant: Grant, ctx: SessionContext)
+impl<T> Stream for WsTransport<T>
 where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let (sink, stream) = socket.split();
-    let stream = stream.map(incoming);
-    let sink = sink.with_flat_map(messages);
-    session::run(stream, sink, name, peer, grant, ctx).await;
+    type Item = Result<Incoming, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.ws.poll_next_unpin(cx).map(|item| item.map(incoming))
+    }
+}
+
+impl<T> Sink<Outgoing> for WsTransport<T>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    type Error = TransportError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        ready!(self.poll_fragments(cx)).map_err(classify)?;
+        self.ws.poll_ready_unpin(cx).map_err(classify)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Outgoing) -> Result<(), TransportError> {
+        match item {
+            Outgoing::Binary(bytes) if bytes.len() > FRAGMENT => {
+                // Handed over by the next poll_ready or poll_flush.
+                self.fragments = Some((bytes, 0));
+                Ok(())
+            }
+            other => self.ws.start_send_unpin(message(other)).map_err(classify),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        ready!(self.poll_fragments(cx)).map_err(classify)?;
+        self.ws.poll_flush_unpin(cx).map_err(classify)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        ready!(self.poll_fragments(cx)).map_err(classify)?;
+        self.ws.poll_close_unpin(cx).map_err(classify)
+    }
 }
 
 /// What the session layer needs to know of a WebSocket message (both
@@ -294,24 +367,33 @@ pub(super) fn incoming(item: Result<Message, tungstenite::Error>) -> Result<Inco
 /// or a binary message over [`FRAGMENT`] bytes as its fragments, sliced
 /// from it (no copy).
 pub(super) fn messages(out: Outgoing) -> impl Stream<Item = Result<Message, tungstenite::Error>> {
-    let whole = match out {
+    match out {
         Outgoing::Binary(bytes) if bytes.len() > FRAGMENT => {
             let count = bytes.len().div_ceil(FRAGMENT);
-            let pieces = (0..count).map(move |i| {
-                let piece = bytes.slice(i * FRAGMENT..((i + 1) * FRAGMENT).min(bytes.len()));
-                let opcode = OpCode::Data(if i == 0 { Data::Binary } else { Data::Continue });
-                Ok(Message::Frame(Frame::message(piece, opcode, i + 1 == count)))
-            });
-            return Either::Right(stream::iter(pieces));
+            Either::Right(stream::iter((0..count).map(move |i| Ok(fragment(&bytes, i)))))
         }
+        other => Either::Left(stream::once(future::ready(Ok(message(other))))),
+    }
+}
+
+/// The `i`th fragment of a binary message over [`FRAGMENT`] bytes.
+fn fragment(bytes: &Bytes, i: usize) -> Message {
+    let count = bytes.len().div_ceil(FRAGMENT);
+    let piece = bytes.slice(i * FRAGMENT..((i + 1) * FRAGMENT).min(bytes.len()));
+    let opcode = OpCode::Data(if i == 0 { Data::Binary } else { Data::Continue });
+    Message::Frame(Frame::message(piece, opcode, i + 1 == count))
+}
+
+/// One [`Outgoing`] as one message (a binary one whole).
+fn message(out: Outgoing) -> Message {
+    match out {
         Outgoing::Binary(bytes) => Message::Binary(bytes),
         Outgoing::Ping => Message::Ping(Default::default()),
         Outgoing::Close(reason) => Message::Close(Some(CloseFrame {
             code: CloseCode::from(reason.code),
             reason: reason.reason.into(),
         })),
-    };
-    Either::Left(stream::once(future::ready(Ok(whole))))
+    }
 }
 
 /// Tells a message over the size limit, or an unfinished one refused by

@@ -409,7 +409,7 @@ where
             hocuspocus: true,
             user: access.user.clone(),
         };
-        let handle = match super::join(&self.hctx.ctx.registry, &name, link).await {
+        let handle = match super::join(self.hctx.ctx.registry.clone(), name.clone(), link).await {
             Ok(handle) => handle,
             Err(reason) => return self.deny(&address, &reason.reason).await,
         };

@@ -64,8 +64,7 @@ impl Server {
             Ok::<_, &str>(tx)
         }));
         let session = tokio::spawn(run(
-            incoming,
-            outgoing,
+            Duplex { incoming, outgoing },
             self.name.clone(),
             PeerId(peer),
             grant,
@@ -87,6 +86,44 @@ impl Server {
         handle.ready().await.unwrap();
         handle.peers()
     }
+}
+
+/// A stream and a sink as one [`Transport`].
+struct Duplex<S, K> {
+    incoming: S,
+    outgoing: K,
+}
+
+impl<S: Stream + Unpin, K: Unpin> Stream for Duplex<S, K> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        self.incoming.poll_next_unpin(cx)
+    }
+}
+
+impl<S: Unpin, K: Sink<Outgoing, Error = &'static str> + Unpin> Sink<Outgoing> for Duplex<S, K> {
+    type Error = TransportError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        self.outgoing.poll_ready_unpin(cx).map_err(gone)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Outgoing) -> Result<(), TransportError> {
+        self.outgoing.start_send_unpin(item).map_err(gone)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        self.outgoing.poll_flush_unpin(cx).map_err(gone)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        self.outgoing.poll_close_unpin(cx).map_err(gone)
+    }
+}
+
+fn gone(e: &'static str) -> TransportError {
+    TransportError::Other(e.to_string())
 }
 
 /// The client's ends of a session.
@@ -226,12 +263,9 @@ async fn shutdown_closes_with_going_away() {
 async fn a_lease_ends_the_session_when_the_token_does() {
     let server = Server::new();
     let lease = |expires_in: Duration, revoked: tokio::sync::oneshot::Receiver<()>| Grant {
-        lease: Some(Lease {
-            expires: tokio::time::Instant::now() + expires_in,
-            revoked: Box::pin(async move {
-                let _ = revoked.await;
-            }),
-        }),
+        lease: Some(Lease::new(tokio::time::Instant::now() + expires_in, async move {
+            let _ = revoked.await;
+        })),
         ..Server::grant()
     };
     let (_keep, never) = tokio::sync::oneshot::channel();

@@ -30,9 +30,11 @@ fn connect() -> Client {
     let (stop, shutdown) = watch::channel(false);
     let authorize: Authorize = Arc::new(|name: DocName, _token: String| {
         async move {
-            let lease = (name.as_str() == "expiring").then(|| Lease {
-                expires: tokio::time::Instant::now() + Duration::from_secs(10),
-                revoked: Box::pin(std::future::pending()),
+            let lease = (name.as_str() == "expiring").then(|| {
+                Lease::new(
+                    tokio::time::Instant::now() + Duration::from_secs(10),
+                    std::future::pending(),
+                )
             });
             Ok(DocAccess {
                 writable: true,
