@@ -43,8 +43,11 @@ use crate::rate::{RateLimiter, SharedBucket};
 const KEEPALIVE: Duration = Duration::from_secs(30);
 /// Drop a connection that sent nothing (not even a pong) for this long.
 const IDLE_LIMIT: Duration = Duration::from_secs(90);
-/// How long a close frame may take to leave before the socket is dropped.
+/// How long closing may take: our close frame leaving, and what the client
+/// sent before its close coming in, before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Why a connection ended when the client closed it.
+const CLOSED_BY_CLIENT: &str = "closed by the client";
 /// Most frames written between two flushes.
 const WRITE_BATCH: usize = 256;
 
@@ -322,17 +325,30 @@ impl<T: Transport> Conn<T> {
                 Err(ending) => return ending,
             };
             // The actor's mailbox may be full: keep writing while waiting
-            // for room, or this peer's queue could fill behind its own read.
+            // for room, or this peer's queue could fill behind its own read,
+            // and keep listening for a close.
             if let Some(mut waiting) = handle.messages_or_wait(self.reader.peer, messages) {
                 let sent = loop {
                     tokio::select! {
+                        biased;
+                        reason = closer.closed() => return Ending::Server(Some(reason)),
+                        _ = shutdown.wait_for(|stop| *stop) => return Ending::Server(Some(CloseReason::going_away())),
+                        reason = &mut lease_end => return Ending::Refused(reason),
                         sent = &mut waiting => break sent,
                         () = poll_fn(|cx| self.writer.poll(cx, &mut self.transport)), if self.writer.end.is_none() => {}
                     }
                 };
                 if sent.is_err() {
-                    return Ending::Gone("document closed");
+                    // The actor closed its mailbox: it let go of its peers,
+                    // giving them a reason if it had one (shutdown, deletion,
+                    // a failed store).
+                    return match closer.take() {
+                        Some(reason) => Ending::Server(Some(reason)),
+                        None => Ending::Gone("document closed"),
+                    };
                 }
+                // The wait was the server's, not the client's silence.
+                self.read_by = Instant::now() + IDLE_LIMIT;
             }
         }
     }
@@ -375,30 +391,45 @@ impl<T: Transport> Conn<T> {
                 // closed with unread data ends with a reset, which can
                 // destroy our close frame before the client reads it.
                 let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                    if self.transport.send(Outgoing::Close(reason)).await.is_ok() {
-                        skip_until_close(&mut self.transport).await;
+                    let mut close = Closing::Send(Some(reason));
+                    while let Some(Ok(item)) = poll_fn(|cx| self.poll_next_closing(cx, &mut close)).await {
+                        if matches!(item, Incoming::Close) {
+                            break;
+                        }
                     }
+                    poll_fn(|cx| self.poll_closed(cx, &mut close)).await;
                 })
                 .await;
                 info!("left");
             }
             Ending::Gone(why) => {
                 handle.leave(peer).await;
+                if why == CLOSED_BY_CLIENT {
+                    // tungstenite queued its answer to the client's close;
+                    // it leaves with a flush.
+                    let _ = tokio::time::timeout(CLOSE_GRACE, self.transport.close()).await;
+                }
                 info!(why, "left");
             }
             Ending::Server(reason) => {
                 // Frames the client sent before it saw our close frame are
                 // still in flight: they are applied until its close comes
-                // back, as the WebSocket closing handshake intends.
+                // back, as the WebSocket closing handshake intends, while
+                // the close goes out.
                 let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                    if let Some(reason) = reason {
-                        if self.transport.send(Outgoing::Close(reason)).await.is_err() {
-                            return;
+                    let mut close = Closing::Send(reason);
+                    while let Some(item) = poll_fn(|cx| self.poll_next_closing(cx, &mut close)).await {
+                        match self.reader.accept(Some(item)) {
+                            Ok(Some(messages)) => {
+                                if handle.messages(peer, messages).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(_) => break,
                         }
                     }
-                    if self.transport.close().await.is_ok() {
-                        self.apply_until_close(handle).await;
-                    }
+                    poll_fn(|cx| self.poll_closed(cx, &mut close)).await;
                 })
                 .await;
                 handle.leave(peer).await;
@@ -407,21 +438,61 @@ impl<T: Transport> Conn<T> {
         }
     }
 
-    /// After the server's close: what the client sent before it saw it is
-    /// still applied, until its close comes back.
-    async fn apply_until_close(&mut self, handle: &DocHandle) {
-        while let Some(item) = self.transport.next().await {
-            match self.reader.accept(Some(item)) {
-                Ok(Some(messages)) => {
-                    if handle.messages(self.reader.peer, messages).await.is_err() {
-                        return;
+    /// The next thing the client sends, while our close goes out in the
+    /// same polls (a close stuck behind a full socket does not stop the
+    /// reading).
+    fn poll_next_closing(
+        &mut self,
+        cx: &mut Context<'_>,
+        close: &mut Closing,
+    ) -> Poll<Option<Result<Incoming, TransportError>>> {
+        let _ = self.poll_closed(cx, close);
+        self.transport.poll_next_unpin(cx)
+    }
+
+    /// Hands over our close frame (with its reason, if any) and flushes it;
+    /// `Ready` once it is out or cannot go out.
+    fn poll_closed(&mut self, cx: &mut Context<'_>, close: &mut Closing) -> Poll<()> {
+        loop {
+            match close {
+                Closing::Send(reason) => {
+                    let Some(reason) = reason.take() else {
+                        *close = Closing::Flush;
+                        continue;
+                    };
+                    match self.transport.poll_ready_unpin(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(_)) => {
+                            *close = Closing::Done;
+                            continue;
+                        }
+                        Poll::Pending => {
+                            *close = Closing::Send(Some(reason));
+                            return Poll::Pending;
+                        }
                     }
+                    *close = match self.transport.start_send_unpin(Outgoing::Close(reason)) {
+                        Ok(()) => Closing::Flush,
+                        Err(_) => Closing::Done,
+                    };
                 }
-                Ok(None) => {}
-                Err(_) => return,
+                // Sends a close frame of its own when none was handed over.
+                Closing::Flush => {
+                    let _ = ready!(self.transport.poll_close_unpin(cx));
+                    *close = Closing::Done;
+                }
+                Closing::Done => return Poll::Ready(()),
             }
         }
     }
+}
+
+/// Where our side of the closing handshake is.
+enum Closing {
+    /// The close frame is to be handed over (`None`: one without a reason).
+    Send(Option<CloseReason>),
+    Flush,
+    Done,
 }
 
 /// What one poll of a connection brought.
@@ -580,7 +651,7 @@ impl Reader {
                 }
                 Ok(None)
             }
-            Some(Ok(Incoming::Close)) => Err(Ending::Gone("closed by the client")),
+            Some(Ok(Incoming::Close)) => Err(Ending::Gone(CLOSED_BY_CLIENT)),
             Some(Err(TransportError::TooBig(detail))) => Err(Ending::Refused(CloseReason::new(
                 close::TOO_BIG,
                 detail,

@@ -871,3 +871,30 @@ async fn tokens_weft_cannot_revoke_or_bound_are_refused() {
         .unwrap();
     assert_eq!(server.get("/healthz").await.status, 200);
 }
+
+// ---- closing handshake ----
+
+/// A client that closes gets weft's close frame back (RFC 6455 section
+/// 5.5.1), not a bare end of the stream: the connection's one task flushes
+/// tungstenite's answer before it lets go of the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_close_is_answered() {
+    use tungstenite::protocol::frame::coding::CloseCode;
+    use tungstenite::protocol::CloseFrame;
+    let server = Server::builder().start();
+    let mut ws = raw_websocket(&server, "127.0.0.1", "/closing").await;
+    ws.send(Message::Binary(weft_bench::wire::empty_step1().into()))
+        .await
+        .unwrap();
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })))
+    .await
+    .unwrap();
+    let answer = close_of(&mut ws, 5 * SECOND).await;
+    assert_eq!(answer.map(|(code, _)| code), Some(1000), "weft's close frame");
+    server
+        .wait_metric("weft_connections_open", 5 * SECOND, |v| v == 0.0)
+        .await;
+}

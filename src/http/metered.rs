@@ -32,8 +32,8 @@ const READ_AHEAD_FROM: u64 = 4 << 10;
 /// Most bytes one small read takes from the socket: a burst of small
 /// frames costs one system call per this many bytes, not one per frame.
 const SCRATCH: usize = 4 << 10;
-/// The most read from the socket at once while reading ahead: 64 reads of
-/// tungstenite's in one system call.
+/// The most read from the socket at once while reading ahead: 512 of
+/// tungstenite's reads in one system call.
 const READ_AHEAD: u64 = 64 << 10;
 
 /// How long a message may take once begun: in all (`deadline`), and

@@ -3,7 +3,7 @@
 //!
 //! A fast writer's updates reach the actor many to a batch; relayed one by
 //! one, each reader takes a frame per update, and the per-frame cost
-//! (queueing, framing, waking the reader's writer task, the client's decode)
+//! (queueing, framing, waking the reader's connection task, the client's decode)
 //! is most of what fan-out costs. Joined, it takes one frame per batch, as
 //! Hocuspocus's broadcasts do, but without re-encoding: JSON objects keep
 //! the key order their client wrote.
@@ -103,7 +103,7 @@ const JOIN_BYTES: usize = 256 * 1024;
 ///
 /// A fast writer's updates reach the actor many to a batch; relayed one by
 /// one, each reader takes a frame per update, and the per-frame cost
-/// (queueing, framing, waking the reader's writer task, the client's
+/// (queueing, framing, waking the reader's connection task, the client's
 /// decode) is most of what fan-out costs. Joined, it takes one frame per
 /// batch, as Hocuspocus's broadcasts do, but without re-encoding: the
 /// updates' bytes are moved, not decoded (`weft_core::concat`).
