@@ -33,7 +33,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::close::{self, CloseReason, Closer};
-use crate::doc::{self, DocError, DocHandle, DocName, OutboxReceiver, PeerId, PeerLink, Registry};
+use crate::doc::{self, DocError, DocHandle, DocName, OutboxReceiver, PeerId, PeerLink, Registry, Waiting};
 use crate::metrics::{Kick, Metrics};
 use crate::protocol::{self, Inbound};
 use crate::rate::{RateLimiter, SharedBucket};
@@ -227,6 +227,7 @@ fn session<T: Transport>(
         writer: Writer::new(outbox_rx),
         reader: Reader::new(peer, metrics.clone(), rate, config.max_awareness_state),
         read_by: Instant::now() + IDLE_LIMIT,
+        unsent: None,
     };
     // Made here, so that the block holds a pointer and not the join's
     // arguments (the link, the name, the registry) for the connection's life.
@@ -288,6 +289,10 @@ struct Conn<T> {
     reader: Reader,
     /// The client must send something (a pong will do) by then.
     read_by: Instant,
+    /// A frame still waiting for room in the actor's mailbox when the
+    /// server closed the connection: it goes in first while closing, or
+    /// the client's later frames would be applied without it.
+    unsent: Option<Waiting>,
 }
 
 impl<T: Transport> Conn<T> {
@@ -331,8 +336,14 @@ impl<T: Transport> Conn<T> {
                 let sent = loop {
                     tokio::select! {
                         biased;
-                        reason = closer.closed() => return Ending::Server(Some(reason)),
-                        _ = shutdown.wait_for(|stop| *stop) => return Ending::Server(Some(CloseReason::going_away())),
+                        reason = closer.closed() => {
+                            self.unsent = Some(waiting);
+                            return Ending::Server(Some(reason));
+                        }
+                        _ = shutdown.wait_for(|stop| *stop) => {
+                            self.unsent = Some(waiting);
+                            return Ending::Server(Some(CloseReason::going_away()));
+                        }
                         reason = &mut lease_end => return Ending::Refused(reason),
                         sent = &mut waiting => break sent,
                         () = poll_fn(|cx| self.writer.poll(cx, &mut self.transport)), if self.writer.end.is_none() => {}
@@ -418,13 +429,18 @@ impl<T: Transport> Conn<T> {
                 // the close goes out.
                 let _ = tokio::time::timeout(CLOSE_GRACE, async {
                     let mut close = Closing::Send(reason);
-                    while let Some(item) = poll_fn(|cx| self.poll_next_closing(cx, &mut close)).await {
-                        match self.reader.accept(Some(item)) {
-                            Ok(Some(messages)) => {
-                                if handle.messages(peer, messages).await.is_err() {
-                                    break;
-                                }
+                    let mut unsent = self.unsent.take();
+                    loop {
+                        if let Some(waiting) = unsent.take() {
+                            if self.deliver(waiting, &mut close).await.is_err() {
+                                break;
                             }
+                        }
+                        let Some(item) = poll_fn(|cx| self.poll_next_closing(cx, &mut close)).await else {
+                            break;
+                        };
+                        match self.reader.accept(Some(item)) {
+                            Ok(Some(messages)) => unsent = handle.messages_or_wait(peer, messages),
                             Ok(None) => {}
                             Err(_) => break,
                         }
@@ -434,6 +450,18 @@ impl<T: Transport> Conn<T> {
                 .await;
                 handle.leave(peer).await;
                 info!("left (closed by the server)");
+            }
+        }
+    }
+
+    /// Waits for room in the actor's mailbox while our close keeps going
+    /// out (a close stuck behind a full socket is not left half-written).
+    async fn deliver(&mut self, mut waiting: Waiting, close: &mut Closing) -> Result<(), DocError> {
+        loop {
+            tokio::select! {
+                biased;
+                sent = &mut waiting => return sent,
+                () = poll_fn(|cx| self.poll_closed(cx, close)), if !matches!(close, Closing::Done) => {}
             }
         }
     }
@@ -471,10 +499,10 @@ impl<T: Transport> Conn<T> {
                             return Poll::Pending;
                         }
                     }
-                    *close = match self.transport.start_send_unpin(Outgoing::Close(reason)) {
-                        Ok(()) => Closing::Flush,
-                        Err(_) => Closing::Done,
-                    };
+                    // Refused when the client's close came first: the
+                    // flush still sends tungstenite's answer to it.
+                    let _ = self.transport.start_send_unpin(Outgoing::Close(reason));
+                    *close = Closing::Flush;
                 }
                 // Sends a close frame of its own when none was handed over.
                 Closing::Flush => {

@@ -50,7 +50,7 @@ use crate::rate::SharedBucket;
 
 pub use crate::name::{DocName, NameError};
 pub use crate::storage::{DocMeta, VersionKind, VersionMeta};
-pub use handle::{DocHandle, Restored, Taken};
+pub use handle::{DocHandle, Restored, Taken, Waiting};
 pub use outbox::{outbox, Outbox, OutboxReceiver, Refused};
 pub use params::{BadStateVector, StateVectorParam};
 pub use presence::{check_state, BadState};

@@ -12,26 +12,31 @@ use futures_util::{sink, stream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::sleep;
-use yrs::{Doc, StateVector, Text, Transact};
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, GetString, StateVector, Text, Transact};
 
 use super::*;
 use crate::doc::{DocConfig, DocName, PeerId, Registry};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Inbound, UpdateKind};
 use crate::rate::{ClientKey, RateBook, RateLimiter};
-use crate::storage::MemoryStore;
+use crate::storage::flaky::FlakyStore;
+use crate::storage::DocStore;
 
-/// The server: a registry over the in-memory store, and its shutdown.
+/// The server: a registry over the in-memory store (which can hold its
+/// writes back), and its shutdown.
 struct Server {
     ctx: SessionContext,
     stop: watch::Sender<bool>,
     name: DocName,
+    store: Arc<FlakyStore>,
 }
 
 impl Server {
     fn new() -> Self {
         let metrics = Arc::new(Metrics::default());
-        let registry = Registry::new(Arc::new(MemoryStore::default()), DocConfig::default(), metrics.clone());
+        let store = Arc::new(FlakyStore::default());
+        let registry = Registry::new(store.clone(), DocConfig::default(), metrics.clone());
         let (stop, shutdown) = watch::channel(false);
         let ctx = SessionContext {
             registry,
@@ -39,7 +44,7 @@ impl Server {
             shutdown,
         };
         let name = DocName::parse("notes").unwrap();
-        Self { ctx, stop, name }
+        Self { ctx, stop, name, store }
     }
 
     fn grant() -> Grant {
@@ -255,6 +260,77 @@ async fn shutdown_closes_with_going_away() {
     client.next_messages().await;
     server.stop.send(true).unwrap();
     assert_eq!(client.close_code(Duration::from_secs(1)).await, Some(close::GOING_AWAY));
+}
+
+/// A frame waiting for room in a full mailbox when the server shuts down
+/// still goes in, before the frames the client sent after it: dropping it
+/// would leave those waiting for it in the document forever.
+#[tokio::test(start_paused = true)]
+async fn a_frame_waiting_for_the_mailbox_is_kept_through_shutdown() {
+    let server = Server::new();
+    let mut client = server.connect(1, Server::grant());
+    client.next_messages().await;
+    // One client's edits, each after the one before.
+    let doc = Doc::with_client_id(9);
+    let text = doc.get_or_insert_text("t");
+    let frames: Vec<Bytes> = (0..300)
+        .map(|i| {
+            let mut txn = doc.transact_mut();
+            text.push(&mut txn, &format!("{i} "));
+            protocol::encode_update(&txn.encode_update_v1())
+        })
+        .collect();
+    let expected = text.get_string(&doc.transact());
+
+    // The actor stops in the first edit's write; the next 256 fill its
+    // mailbox and one waits for room in the session.
+    server.store.hold_appends.send_replace(true);
+    client.send(frames[0].clone()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.store.appends.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first edit reached the store"
+        );
+        sleep(Duration::from_millis(1)).await;
+    }
+    for frame in &frames[1..258] {
+        client.send(frame.clone()).await;
+    }
+    while client.to_server.capacity() < client.to_server.max_capacity() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session read every frame sent"
+        );
+        sleep(Duration::from_millis(1)).await;
+    }
+    for frame in &frames[258..] {
+        client.send(frame.clone()).await;
+    }
+    // Shutdown while the frame waits; the store goes on at the same moment.
+    server.stop.send(true).unwrap();
+    server.store.hold_appends.send_replace(false);
+    assert_eq!(client.close_code(Duration::from_secs(5)).await, Some(close::GOING_AWAY));
+    client.to_server.send(Ok(Incoming::Close)).await.unwrap();
+    client.session.await.unwrap();
+
+    let handle = server.ctx.registry.loaded(&server.name).expect("still loaded");
+    handle.ready().await.unwrap();
+    let stored = server.store.load(&server.name).await.unwrap();
+    let restored = Doc::new();
+    {
+        let mut txn = restored.transact_mut();
+        for row in stored
+            .snapshot
+            .iter()
+            .map(|s| &s[..])
+            .chain(stored.log.iter().map(|e| &e.data[..]))
+        {
+            txn.apply_update(yrs::Update::decode_v1(row).unwrap()).unwrap();
+        }
+    }
+    let got = restored.get_or_insert_text("t").get_string(&restored.transact());
+    assert_eq!(got, expected, "every edit stored, in order");
 }
 
 /// A token's connection ends with 4401 when the token expires, and at once

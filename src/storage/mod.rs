@@ -10,6 +10,8 @@
 //! SQLite without touching the actor. Its methods return boxed futures so the
 //! store can sit behind `Arc<dyn DocStore>`.
 
+#[cfg(test)]
+pub(crate) mod flaky;
 mod job;
 mod memory;
 mod outbox;
