@@ -198,7 +198,7 @@ if [ -n "$ONLY" ]; then ONLY_ARGS=(--only "$ONLY"); fi
 
 elapsed=$(( $(date +%s) - started ))
 cat > "$OUT/run.json" <<EOF
-{ "total_s": $elapsed, "command": "bench/compare.sh $QUICK${ONLY:+ --only $ONLY}${STORE:+ --store $STORE}" }
+{ "total_s": $elapsed, "command": "${BENCH_MANYLOADED_DOCS:+BENCH_MANYLOADED_DOCS=$BENCH_MANYLOADED_DOCS }bench/compare.sh${QUICK:+ $QUICK}${ONLY:+ --only $ONLY}${STORE:+ --store $STORE}" }
 EOF
 
 if [ -z "$QUICK" ] && [ -z "$ONLY" ] && [ "$OUT" = target/bench ]; then

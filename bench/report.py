@@ -413,7 +413,8 @@ def hostile_section(results, svg_dir, svg_rel, command, quick=False):
     out.append("- **Memory**: a fresh weft per run; `VmHWM` (`/proc/PID/status`) is reset (`clear_refs` 5) once the honest "
                "clients have joined, so *peak RSS in the window* is the peak from the window's start (warm-up included) to "
                "its end; `VmRSS` is sampled every 50 ms as a check. *RSS per joined client* is the growth from seeding the "
-               "document to all clients joined, divided by the clients.")
+               "document to all clients joined, divided by the clients; it is negative when weft handed more memory back "
+               "to the system between the two (`malloc_trim` after dropping built documents) than the clients added.")
     out.append("- **Noise**: the load generator's own scheduling delay is recorded as the lateness of a 1 ms timer; *other CPU* "
                "and *CPU pressure* as in the other scenarios.")
     out.append(f"- **Time**: the scenario takes {spread([h.get('scenario_s') for h in results])} s here (building the "
@@ -741,7 +742,13 @@ def record_command(runs, record):
     measured = [r["_command"] for r in runs if r.get("_command")]
     if not measured:
         return record
-    return "# as measured:\n" + "\n".join(measured) + "\n# the record: the median of three runs\n" + record
+    # Runs made with one command say it once.
+    distinct = list(dict.fromkeys(measured))
+    if len(distinct) == 1 and len(measured) > 1:
+        head = f"# as measured ({len(measured)} times):\n{distinct[0]}"
+    else:
+        head = "# as measured:\n" + "\n".join(measured)
+    return head + "\n# the record: the median of three runs\n" + record
 
 
 def hocus_main(args):
