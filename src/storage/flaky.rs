@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::watch;
 
+use super::VersionKind;
 use super::{
     BoxFuture, DocMeta, DocStore, LogEntry, MemoryStore, Snapshot, StoreError, StoredDoc, VersionMeta, VersionState,
 };
-use crate::doc::{DocName, VersionKind};
+use crate::name::DocName;
 
 /// A store that fails appends while told to, as a full disk or a locked
 /// database would, and holds appends or compaction snapshots back while
