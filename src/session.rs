@@ -46,8 +46,6 @@ const IDLE_LIMIT: Duration = Duration::from_secs(90);
 /// How long closing may take: our close frame leaving, and what the client
 /// sent before its close coming in, before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// Why a connection ended when the client closed it.
-const CLOSED_BY_CLIENT: &str = "closed by the client";
 /// Most frames written between two flushes.
 const WRITE_BATCH: usize = 256;
 
@@ -146,7 +144,9 @@ impl<T> Transport for T where
 
 /// Why the connection ended.
 enum Ending {
-    /// The client went away (close frame, EOF, socket error, idle).
+    /// The client sent its close frame; tungstenite has queued the answer.
+    ClosedByClient,
+    /// The client went away without one (EOF, socket error, idle).
     Gone(&'static str),
     /// The client sent something unacceptable, or its token ended; close
     /// with this reason.
@@ -413,13 +413,14 @@ impl<T: Transport> Conn<T> {
                 .await;
                 info!("left");
             }
+            Ending::ClosedByClient => {
+                handle.leave(peer).await;
+                // The answer to the client's close leaves with a flush.
+                let _ = tokio::time::timeout(CLOSE_GRACE, self.transport.close()).await;
+                info!(why = "closed by the client", "left");
+            }
             Ending::Gone(why) => {
                 handle.leave(peer).await;
-                if why == CLOSED_BY_CLIENT {
-                    // tungstenite queued its answer to the client's close;
-                    // it leaves with a flush.
-                    let _ = tokio::time::timeout(CLOSE_GRACE, self.transport.close()).await;
-                }
                 info!(why, "left");
             }
             Ending::Server(reason) => {
@@ -679,7 +680,7 @@ impl Reader {
                 }
                 Ok(None)
             }
-            Some(Ok(Incoming::Close)) => Err(Ending::Gone(CLOSED_BY_CLIENT)),
+            Some(Ok(Incoming::Close)) => Err(Ending::ClosedByClient),
             Some(Err(TransportError::TooBig(detail))) => Err(Ending::Refused(CloseReason::new(
                 close::TOO_BIG,
                 detail,

@@ -12,7 +12,6 @@ use futures_util::{sink, stream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::sleep;
-use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, StateVector, Text, Transact};
 
 use super::*;
@@ -21,7 +20,6 @@ use crate::metrics::Metrics;
 use crate::protocol::{self, Inbound, UpdateKind};
 use crate::rate::{ClientKey, RateBook, RateLimiter};
 use crate::storage::flaky::FlakyStore;
-use crate::storage::DocStore;
 
 /// The server: a registry over the in-memory store (which can hold its
 /// writes back), and its shutdown.
@@ -171,6 +169,14 @@ impl Client {
     }
 }
 
+/// Waits for `done`, failing with `what` at `deadline`.
+async fn until(deadline: tokio::time::Instant, what: &str, done: impl Fn() -> bool) {
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn update_frame(client: u64, s: &str) -> Bytes {
     let doc = Doc::with_client_id(client);
     let text = doc.get_or_insert_text("t");
@@ -287,23 +293,17 @@ async fn a_frame_waiting_for_the_mailbox_is_kept_through_shutdown() {
     server.store.hold_appends.send_replace(true);
     client.send(frames[0].clone()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while server.store.appends.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first edit reached the store"
-        );
-        sleep(Duration::from_millis(1)).await;
-    }
+    until(deadline, "the first edit reached the store", || {
+        server.store.appends.load(std::sync::atomic::Ordering::SeqCst) > 0
+    })
+    .await;
     for frame in &frames[1..258] {
         client.send(frame.clone()).await;
     }
-    while client.to_server.capacity() < client.to_server.max_capacity() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the session read every frame sent"
-        );
-        sleep(Duration::from_millis(1)).await;
-    }
+    until(deadline, "the session read every frame sent", || {
+        client.to_server.capacity() == client.to_server.max_capacity()
+    })
+    .await;
     for frame in &frames[258..] {
         client.send(frame.clone()).await;
     }
@@ -316,20 +316,7 @@ async fn a_frame_waiting_for_the_mailbox_is_kept_through_shutdown() {
 
     let handle = server.ctx.registry.loaded(&server.name).expect("still loaded");
     handle.ready().await.unwrap();
-    let stored = server.store.load(&server.name).await.unwrap();
-    let restored = Doc::new();
-    {
-        let mut txn = restored.transact_mut();
-        for row in stored
-            .snapshot
-            .iter()
-            .map(|s| &s[..])
-            .chain(stored.log.iter().map(|e| &e.data[..]))
-        {
-            txn.apply_update(yrs::Update::decode_v1(row).unwrap()).unwrap();
-        }
-    }
-    let got = restored.get_or_insert_text("t").get_string(&restored.transact());
+    let got = server.store.stored_text(&server.name).await;
     assert_eq!(got, expected, "every edit stored, in order");
 }
 

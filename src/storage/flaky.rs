@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::watch;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, GetString, Transact, Update};
 
 use super::VersionKind;
 use super::{
@@ -23,6 +25,32 @@ pub(crate) struct FlakyStore {
     /// While `true`, compactions wait (they have started: `compactions`).
     pub(crate) hold_compactions: watch::Sender<bool>,
     pub(crate) compactions: AtomicUsize,
+}
+
+impl FlakyStore {
+    /// The text `t` of a document as a fresh load of it sees it.
+    pub(crate) async fn stored_text(&self, name: &DocName) -> String {
+        let stored = self.load(name).await.unwrap();
+        let rows = stored
+            .snapshot
+            .iter()
+            .map(|s| &s[..])
+            .chain(stored.log.iter().map(|e| &e.data[..]));
+        text_of(rows)
+    }
+}
+
+/// The text `t` of the document these v1 updates make.
+pub(crate) fn text_of<'a>(updates: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let doc = Doc::new();
+    for update in updates {
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(update).unwrap())
+            .unwrap();
+    }
+    let text = doc.get_or_insert_text("t");
+    let s = text.get_string(&doc.transact());
+    s
 }
 
 impl Default for FlakyStore {

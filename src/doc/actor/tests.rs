@@ -11,14 +11,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::{sleep, Instant};
 use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
-use yrs::updates::decoder::Decode;
-use yrs::{ClientID, Doc, GetString, Text, Transact, Update};
+use yrs::{ClientID, Doc, Text, Transact};
 
 use crate::close;
 use crate::doc::{outbox, DocConfig, DocHandle, DocName, OutboxReceiver, PeerId, PeerLink, Registry, VersionKind};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Inbound};
-use crate::storage::flaky::FlakyStore;
+use crate::storage::flaky::{text_of, FlakyStore};
 use crate::storage::{DocStore, VersionMeta};
 
 mod background;
@@ -80,13 +79,7 @@ impl World {
 
     /// The stored document's text, as a fresh load sees it.
     async fn stored_text(&self) -> String {
-        let stored = self.store.load(&self.name).await.unwrap();
-        let rows = stored
-            .snapshot
-            .iter()
-            .map(|s| &s[..])
-            .chain(stored.log.iter().map(|e| &e.data[..]));
-        text_of(rows)
+        self.store.stored_text(&self.name).await
     }
 
     async fn versions(&self) -> Vec<VersionMeta> {
@@ -135,18 +128,6 @@ impl Peer {
 }
 
 /// The text `t` of the document these updates make.
-fn text_of<'a>(updates: impl IntoIterator<Item = &'a [u8]>) -> String {
-    let doc = Doc::new();
-    for update in updates {
-        doc.transact_mut()
-            .apply_update(Update::decode_v1(update).unwrap())
-            .unwrap();
-    }
-    let text = doc.get_or_insert_text("t");
-    let s = text.get_string(&doc.transact());
-    s
-}
-
 /// A client editing the text `t`.
 struct Editor(Doc);
 
